@@ -1,0 +1,184 @@
+"""Sampling responses from the full policy: batched, left-padded, seeded, G samples per prompt.
+
+Used both by the entropy analysis (the model answers with its own sampled responses) and by the
+trainer (rollouts). Generation runs under ``torch.no_grad`` with the model in eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .sequences import PackedBatch, Prompt, context_length, encode_prompt, pack_sequences
+
+
+@dataclass
+class SamplingConfig:
+    """How responses are sampled.
+
+    Attributes:
+        max_new_tokens: response length limit in tokens.
+        temperature: sampling temperature (the paper uses 1.0); 0 means greedy.
+        top_p: nucleus sampling mass (1.0 = off, the paper's setting).
+        top_k: keep only the k most likely tokens (0 = off).
+        batch_size: sequences generated per ``generate`` call (prompts x samples are split into
+            batches of this many rows).
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Rollout:
+    """Sampled responses, one row per (prompt, sample).
+
+    Attributes:
+        prompt_index: [n] which prompt each row answers (rows of one prompt are contiguous).
+        prompt_ids: n lists of prompt token ids.
+        response_ids: n lists of response token ids (EOS included when the model stopped).
+        texts: n decoded responses (special tokens removed).
+        finished: n flags: True when the response ended with EOS rather than the length limit.
+        group_size: samples per prompt (G).
+    """
+
+    prompt_index: list[int]
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+    texts: list[str]
+    finished: list[bool]
+    group_size: int
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def pack(self, pad_token_id: int, max_length: int | None = None) -> PackedBatch:
+        """Left-padded prompt+response batch with response and prediction masks."""
+        return pack_sequences(self.prompt_ids, self.response_ids, pad_token_id, max_length=max_length)
+
+    @property
+    def response_lengths(self) -> list[int]:
+        return [len(r) for r in self.response_ids]
+
+
+def _eos_ids(model: nn.Module, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    gen = getattr(model, "generation_config", None)
+    for src in (getattr(gen, "eos_token_id", None), tokenizer.eos_token_id):
+        if src is None:
+            continue
+        ids.extend(src if isinstance(src, (list, tuple)) else [src])
+    return sorted(set(int(i) for i in ids))
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    *,
+    group_size: int = 1,
+    config: SamplingConfig | None = None,
+    seed: int = 0,
+    chat_template_kwargs: dict | None = None,
+    progress: bool = False,
+) -> Rollout:
+    """Sample ``group_size`` responses to each prompt from the full policy.
+
+    Args:
+        model: a causal LM.
+        tokenizer: its tokenizer (left padding is used whatever its setting).
+        prompts: raw texts or chat message lists.
+        group_size: G, samples per prompt.
+        config: sampling settings.
+        seed: seeds torch's generator; the same seed, model and prompts give the same responses on CPU.
+        chat_template_kwargs: e.g. ``{"enable_thinking": False}`` for Qwen3.
+        progress: show a tqdm bar over generation batches.
+
+    Returns:
+        A :class:`Rollout` with ``len(prompts) * group_size`` rows, prompt-major.
+    """
+    from tqdm.auto import tqdm  # noqa: PLC0415
+
+    cfg = config or SamplingConfig()
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    device = next(model.parameters()).device
+    encoded = [encode_prompt(tokenizer, p, chat_template_kwargs=chat_template_kwargs) for p in prompts]
+    limit = context_length(model)
+    for i, ids in enumerate(encoded):
+        if limit is not None and len(ids) + cfg.max_new_tokens > limit:
+            from .errors import InputFormatError  # noqa: PLC0415
+
+            raise InputFormatError(
+                f"prompt {i} has {len(ids)} tokens; with max_new_tokens={cfg.max_new_tokens} that exceeds "
+                f"the model's context of {limit}. Shorten the prompt or lower max_new_tokens."
+            )
+    rows = [(i, ids) for i, ids in enumerate(encoded) for _ in range(group_size)]
+    eos = _eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    out_ids: list[list[int]] = []
+    finished: list[bool] = []
+    batches = range(0, len(rows), cfg.batch_size)
+    for start in tqdm(batches, desc="generate", disable=not progress, leave=False):
+        chunk = rows[start : start + cfg.batch_size]
+        width = max(len(ids) for _, ids in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for r, (_, ids) in enumerate(chunk):
+            input_ids[r, width - len(ids) :] = torch.tensor(ids)
+            mask[r, width - len(ids) :] = 1
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+        sample = cfg.temperature > 0
+        kwargs: dict = dict(
+            max_new_tokens=cfg.max_new_tokens,
+            do_sample=sample,
+            pad_token_id=pad,
+            eos_token_id=eos,
+        )
+        if sample:
+            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        seqs = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
+        new = seqs[:, width:].cpu().tolist()
+        for toks in new:
+            resp: list[int] = []
+            done = False
+            for t in toks:
+                resp.append(t)
+                if t in eos:
+                    done = True
+                    break
+            # a response that stopped at the limit may end in padding only if pad == eos; handled above
+            out_ids.append(resp)
+            finished.append(done)
+    if was_training:
+        model.train()
+    texts = [tokenizer.decode(r, skip_special_tokens=True) for r in out_ids]
+    return Rollout(
+        prompt_index=[i for i, _ in rows],
+        prompt_ids=[list(ids) for _, ids in rows],
+        response_ids=out_ids,
+        texts=texts,
+        finished=finished,
+        group_size=group_size,
+    )

@@ -1,0 +1,60 @@
+"""Run-time settings shared by notebooks, the CLI and the tests.
+
+``BUPO_FAST=1`` shrinks problem *sizes* (numbers of prompts, steps, tokens) so that the
+notebooks run quickly under CI. It never changes which code runs: every call site passes the
+same arguments through the same functions, only with smaller numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+FAST_ENV = "BUPO_FAST"
+CACHE_ENV = "BUPO_CACHE"
+
+
+def fast_mode() -> bool:
+    """True when ``BUPO_FAST`` is set to a true value (``1``, ``true``, ``yes``)."""
+    return os.environ.get(FAST_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def scaled(full: T, fast: T) -> T:
+    """Return ``fast`` under ``BUPO_FAST=1`` and ``full`` otherwise.
+
+    >>> scaled(100, 4) in (100, 4)
+    True
+    """
+    return fast if fast_mode() else full
+
+
+def cache_dir() -> Path:
+    """Folder for converted model weights: ``$BUPO_CACHE`` or ``~/.cache/bupo``."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "bupo"
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """float32 on CPU; bfloat16 on GPUs that support it, else float32.
+
+    bf16 halves memory on Ampere and newer GPUs; older GPUs (and CPUs) get float32 because
+    fp16 overflows in the un-normed residual stream that internal policies read.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
