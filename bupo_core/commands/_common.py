@@ -1,0 +1,51 @@
+"""Arguments shared by several subcommands (model, device, task)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import InputFormatError
+from ..models import DEFAULT_MODEL
+
+EASY_CHAIN_SUM = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name, local folder, checkpoint or hub id (default {DEFAULT_MODEL}; `bupo models` lists names)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default float32 on CPU, bfloat16 on recent GPUs")
+
+
+def add_task_arguments(p: argparse.ArgumentParser, *, default: str = "chain_sum") -> None:
+    p.add_argument("--task", default=default, help="reasoning-gym dataset (chain_sum, basic_arithmetic, simple_equations, gsm_symbolic, ...), a .jsonl file of question/answer pairs, or a hub dataset (gsm8k, math500, deepmath) when online")
+    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE", help="a setting of the reasoning-gym generator, repeatable (e.g. --task-arg max_digits=1)")
+    p.add_argument("--easy", action="store_true", help="shortcut for the two-term single-digit chain_sum the 135M model can learn (min/max_terms=2, min/max_digits=1)")
+    p.add_argument("--template", default=None, help="prompt template: short (question + 'Reply with just the number.'), boxed (the paper's system prompt), qwen3-boxed")
+    p.add_argument("--task-seed", type=int, default=None, help="seed of the generated problems (default: a fixed held-out seed per command)")
+
+
+def parse_task_args(items: list[str]) -> dict[str, Any]:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (ints, floats and booleans converted)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise InputFormatError(f"--task-arg {item!r} is not KEY=VALUE (e.g. --task-arg max_digits=1)")
+        key, value = item.split("=", 1)
+        val: Any = value
+        for conv in (int, float):
+            try:
+                val = conv(value)
+                break
+            except ValueError:
+                continue
+        if value.lower() in {"true", "false"}:
+            val = value.lower() == "true"
+        out[key.strip()] = val
+    return out
+
+
+def task_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs = dict(EASY_CHAIN_SUM) if getattr(args, "easy", False) else {}
+    kwargs.update(parse_task_args(getattr(args, "task_arg", []) or []))
+    return kwargs

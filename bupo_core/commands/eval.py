@@ -1,0 +1,48 @@
+"""``bupo eval``: Avg@K and Pass@k of a model or checkpoint on held-out problems."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._common import add_model_arguments, add_task_arguments, task_kwargs
+
+NAME = "eval"
+HELP = "sample K answers per problem, grade them, report Avg@K and Pass@k (writes eval.json)"
+HELD_OUT_SEED = 10_000  # training runs draw problems with small seeds; evaluation uses this one
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    add_task_arguments(p)
+    p.add_argument("--n", type=int, default=32, help="number of problems (default 32)")
+    p.add_argument("--k", type=int, default=8, help="samples per problem; Pass@k is reported for every k <= K (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--batch-size", type=int, default=64, help="rows per generation call")
+    p.add_argument("--out", required=True, help="output folder (eval.json, per_problem.jsonl, pass_at_k.png)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate import EvalConfig, evaluate
+    from ..models import load_model
+    from ..tasks import load_task
+
+    if args.n < 1 or args.k < 1:
+        from ..errors import InputFormatError
+
+        raise InputFormatError(f"--n and --k must be >= 1 (got --n {args.n} --k {args.k})")
+    seed = HELD_OUT_SEED if args.task_seed is None else args.task_seed
+    task = load_task(args.task, size=max(args.n, 1), seed=seed, template=args.template, **task_kwargs(args))
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    cfg = EvalConfig(num_problems=min(args.n, len(task)), k=args.k, max_new_tokens=args.max_new_tokens,
+                     temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
+    result = evaluate(model, tok, task, cfg, model_name=args.model)
+    path = result.save(args.out)
+    fig = result.figure(label=args.model)
+    fig.savefig(path.parent / "pass_at_k.png", dpi=120)
+    data = result.to_json()
+    print(json.dumps({k: data[k] for k in ("model", "task", "num_problems", "num_samples", "avg_at_k", "pass_at_k", "no_answer_rate")}, indent=1))
+    print(f"wrote {path}")
+    return 0
