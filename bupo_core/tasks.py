@@ -1,0 +1,270 @@
+"""Tasks with verifiable answers behind one interface, and the prompt templates that pose them.
+
+Sources (:func:`load_task`):
+
+* reasoning-gym generators (offline): ``chain_sum``, ``basic_arithmetic``, ``simple_equations``,
+  ``gsm_symbolic`` (and any other reasoning-gym dataset name), with their config keywords, e.g.
+  ``load_task("chain_sum", min_terms=2, max_terms=2, min_digits=1, max_digits=1)``;
+* local JSONL files with one ``{"question": ..., "answer": ...}`` object per line
+  (``load_task("path/to/file.jsonl")``); a malformed line raises with its line number;
+* hub datasets when online: ``gsm8k``, ``math500``, ``deepmath`` (through ``datasets``); offline
+  they raise :class:`~bupo_core.errors.ModelNotAvailableError` naming the offline tasks.
+
+Templates (:data:`TEMPLATES`) turn a question into chat messages:
+
+* ``"short"``: the question + " Reply with just the number." - the style the embedded 135M model
+  can follow; the answer is the last number of the reply.
+* ``"boxed"``: the paper's system prompt "Please reason step by step, and put your final answer
+  within \\boxed{}."; the answer is the last ``\\boxed{}``.
+* ``"qwen3-boxed"``: the same for Qwen3 without thinking (``enable_thinking=False`` passed to the
+  chat template).
+
+A :class:`Task` is a finite list of examples, iterated in a seeded order; the *data position*
+(how many prompts were consumed) is all a resumed run needs to continue with the same prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputFormatError, ModelNotAvailableError
+
+PAPER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+SHORT_SUFFIX = " Reply with just the number."
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How a question becomes a chat prompt, and where the answer is read from.
+
+    Attributes:
+        name: template name.
+        system: system message (``None`` for none).
+        suffix: text appended to the question.
+        answer_format: ``"last_number"`` or ``"boxed"``: what the reward extracts.
+        chat_template_kwargs: passed to the tokenizer's chat template (Qwen3: no thinking).
+    """
+
+    name: str
+    system: str | None
+    suffix: str
+    answer_format: str
+    chat_template_kwargs: dict = field(default_factory=dict)
+
+    def messages(self, question: str) -> list[dict[str, str]]:
+        """Chat messages for ``question``."""
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        return msgs + [{"role": "user", "content": question + self.suffix}]
+
+
+TEMPLATES: dict[str, PromptTemplate] = {
+    "short": PromptTemplate("short", None, SHORT_SUFFIX, "last_number"),
+    "boxed": PromptTemplate("boxed", PAPER_SYSTEM_PROMPT, "", "boxed"),
+    "qwen3-boxed": PromptTemplate("qwen3-boxed", PAPER_SYSTEM_PROMPT, "", "boxed", {"enable_thinking": False}),
+}
+
+
+@dataclass
+class Example:
+    """One question with its reference answer.
+
+    Attributes:
+        question: the problem text.
+        answer: the reference answer (a number or a LaTeX expression), as a string.
+        answer_format: ``"last_number"`` or ``"boxed"`` (copied from the template).
+        entry: the raw reasoning-gym row (``None`` for other sources).
+        dataset: the reasoning-gym dataset object whose ``score_answer`` grades it.
+        source: where it came from (``"reasoning_gym:chain_sum"``, ``"jsonl:file.jsonl:12"``...).
+    """
+
+    question: str
+    answer: str
+    answer_format: str = "last_number"
+    entry: dict | None = None
+    dataset: Any = None
+    source: str = ""
+
+
+REASONING_GYM_TASKS = ("chain_sum", "basic_arithmetic", "simple_equations", "gsm_symbolic")
+HUB_TASKS = {
+    "gsm8k": ("openai/gsm8k", "main", "test"),
+    "math500": ("HuggingFaceH4/MATH-500", None, "test"),
+    "deepmath": ("zwhe99/DeepMath-103K", None, "train"),
+}
+
+
+@dataclass
+class Task:
+    """A finite, seeded sequence of examples plus the template and scorer that go with it.
+
+    Attributes:
+        name: task name (as given to :func:`load_task`).
+        examples: the examples.
+        template: the prompt template.
+        scorer: the reward scorer name (see :mod:`bupo_core.rewards`).
+        seed: seeds the order in which examples are served (reshuffled every epoch).
+    """
+
+    name: str
+    examples: list[Example]
+    template: PromptTemplate
+    scorer: str
+    seed: int = 0
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def index_at(self, position: int) -> int:
+        """Index of the example served at data position ``position`` (epoch-wise shuffles)."""
+        n = len(self.examples)
+        epoch, offset = divmod(position, n)
+        order = list(range(n))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return order[offset]
+
+    def batch(self, position: int, size: int) -> list[Example]:
+        """The ``size`` examples served from data position ``position`` on."""
+        return [self.examples[self.index_at(position + i)] for i in range(size)]
+
+    def prompt(self, example: Example) -> list[dict[str, str]]:
+        """Chat messages that pose ``example``."""
+        return self.template.messages(example.question)
+
+    @property
+    def chat_template_kwargs(self) -> dict:
+        return dict(self.template.chat_template_kwargs)
+
+
+def known_tasks() -> list[str]:
+    """Task names :func:`load_task` accepts (besides ``*.jsonl`` paths and other reasoning-gym names)."""
+    return list(REASONING_GYM_TASKS) + list(HUB_TASKS)
+
+
+def get_template(name: str) -> PromptTemplate:
+    """The template called ``name``; unknown names raise with the list."""
+    if name not in TEMPLATES:
+        raise InputFormatError(f"unknown prompt template {name!r}; use one of {', '.join(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | None = None, scorer: str | None = None, **kwargs: Any) -> Task:
+    """Build a task by name.
+
+    Args:
+        name: a reasoning-gym dataset (``chain_sum``...), a path ending in ``.jsonl``, or a hub
+            dataset (``gsm8k``, ``math500``, ``deepmath``; needs network).
+        size: number of examples generated (reasoning-gym) or kept (hub; 0 = all).
+        seed: generator seed and serving order.
+        template: prompt template; default ``"short"`` for reasoning-gym and JSONL, ``"boxed"`` for hub maths.
+        scorer: reward scorer; default ``"reasoning_gym"`` for reasoning-gym tasks, ``"last_number"``
+            for the short template, ``"boxed_math"`` for boxed ones.
+        **kwargs: the reasoning-gym dataset's config fields (``min_terms``, ``max_digits``...).
+
+    Raises:
+        InputFormatError: unknown task (the message lists the known ones), bad keywords, bad file.
+        ModelNotAvailableError: a hub dataset while offline.
+    """
+    if size < 0:
+        raise InputFormatError(f"size must be >= 0, got {size}")
+    if str(name).endswith(".jsonl"):
+        tpl = get_template(template or "short")
+        return Task(str(name), read_jsonl(name, tpl.answer_format), tpl, scorer or _default_scorer(tpl), seed)
+    if name in HUB_TASKS:
+        tpl = get_template(template or "boxed")
+        return Task(name, _load_hub(name, size, tpl.answer_format), tpl, scorer or _default_scorer(tpl), seed)
+    import reasoning_gym as rg  # noqa: PLC0415
+
+    try:
+        from reasoning_gym.factory import DATASETS  # noqa: PLC0415
+
+        registered = set(DATASETS)
+    except ImportError:  # pragma: no cover
+        registered = set(REASONING_GYM_TASKS)
+    if name not in registered:
+        raise InputFormatError(
+            f"unknown task {name!r}. Known tasks: {', '.join(known_tasks())}; any reasoning-gym "
+            f"dataset name; or a local file ending in .jsonl with one {{\"question\", \"answer\"}} object per line."
+        )
+    tpl = get_template(template or "short")
+    try:
+        ds = rg.create_dataset(name, size=max(size, 1), seed=seed, **kwargs)
+    except TypeError as exc:
+        raise InputFormatError(f"bad settings for reasoning-gym task {name!r}: {exc}. Check the keyword names of its config class.") from exc
+    except (ValueError, AssertionError) as exc:
+        raise InputFormatError(f"bad settings for reasoning-gym task {name!r}: {exc}") from exc
+    examples = [
+        Example(question=e["question"], answer=str(e["answer"]), answer_format=tpl.answer_format, entry=e, dataset=ds, source=f"reasoning_gym:{name}:{i}")
+        for i, e in enumerate(ds)
+    ]
+    return Task(name, examples, tpl, scorer or "reasoning_gym", seed)
+
+
+def _default_scorer(tpl: PromptTemplate) -> str:
+    return "boxed_math" if tpl.answer_format == "boxed" else "last_number"
+
+
+def read_jsonl(path: str | Path, answer_format: str = "last_number") -> list[Example]:
+    """Examples from a JSONL file of ``{"question": str, "answer": str|number}`` objects.
+
+    Blank lines are skipped. Raises :class:`InputFormatError` naming the file and line number of
+    the first malformed line.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InputFormatError(f"task file {p} does not exist; give a path to a .jsonl file with one {{\"question\", \"answer\"}} object per line")
+    out: list[Example] = []
+    with open(p, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputFormatError(f"{p}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object like {{\"question\": \"2+2?\", \"answer\": \"4\"}}") from exc
+            if not isinstance(obj, dict):
+                raise InputFormatError(f"{p}:{lineno}: expected a JSON object with \"question\" and \"answer\", got {type(obj).__name__}")
+            missing = [k for k in ("question", "answer") if k not in obj]
+            if missing:
+                raise InputFormatError(f"{p}:{lineno}: missing key(s) {', '.join(missing)}; each line needs \"question\" and \"answer\"")
+            if not isinstance(obj["question"], str) or not obj["question"].strip():
+                raise InputFormatError(f"{p}:{lineno}: \"question\" must be a non-empty string")
+            if not isinstance(obj["answer"], (str, int, float)) or isinstance(obj["answer"], bool):
+                raise InputFormatError(f"{p}:{lineno}: \"answer\" must be a string or a number, got {type(obj['answer']).__name__}")
+            out.append(Example(obj["question"], str(obj["answer"]), answer_format, source=f"jsonl:{p.name}:{lineno}"))
+    if not out:
+        raise InputFormatError(f"{p} holds no examples; add lines like {{\"question\": \"2+2?\", \"answer\": \"4\"}}")
+    return out
+
+
+def _gsm8k_answer(solution: str) -> str:
+    return solution.split("####")[-1].strip().replace(",", "")
+
+
+def _load_hub(name: str, size: int, answer_format: str) -> list[Example]:
+    repo, subset, split = HUB_TASKS[name]
+    try:
+        import datasets  # noqa: PLC0415
+
+        ds = datasets.load_dataset(repo, subset, split=split)
+    except Exception as exc:  # noqa: BLE001 - offline shows up as many exception types
+        raise ModelNotAvailableError(
+            f"cannot load the hub dataset {repo!r} for task {name!r}: the Hugging Face hub is not "
+            f"reachable from here (offline?) ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}). "
+            f"Offline, use a reasoning-gym task ({', '.join(REASONING_GYM_TASKS)}) or a local .jsonl file of question/answer pairs."
+        ) from exc
+    out: list[Example] = []
+    for i, row in enumerate(ds):
+        if size and i >= size:
+            break
+        if name == "gsm8k":
+            q, a = row["question"], _gsm8k_answer(row["answer"])
+        elif name == "math500":
+            q, a = row["problem"], row["answer"]
+        else:
+            q, a = row["question"], row["final_answer"]
+        out.append(Example(q, str(a), answer_format, source=f"hub:{repo}:{i}"))
+    return out

@@ -1,0 +1,92 @@
+"""Tests of the task interface: reasoning-gym generators, JSONL files (errors with line numbers), hub datasets offline, templates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bupo_core.errors import InputFormatError, ModelNotAvailableError
+from bupo_core.tasks import PAPER_SYSTEM_PROMPT, TEMPLATES, get_template, known_tasks, load_task
+
+
+@pytest.mark.parametrize("name", ["chain_sum", "basic_arithmetic", "simple_equations", "gsm_symbolic"])
+def test_reasoning_gym_tasks_build_and_grade(name):
+    task = load_task(name, size=5, seed=3)
+    assert len(task) == 5 and task.scorer == "reasoning_gym"
+    e = task.examples[0]
+    assert e.question and e.answer
+    msgs = task.prompt(e)
+    assert msgs[-1]["content"].endswith("Reply with just the number.")
+    assert e.dataset.score_answer(e.answer, e.entry) == 1.0
+
+
+def test_task_config_kwargs_are_applied():
+    task = load_task("chain_sum", size=20, seed=0, min_terms=2, max_terms=2, min_digits=1, max_digits=1)
+    for e in task.examples:
+        nums = [t for t in e.question.split("problem:")[-1].replace("=", "").split() if t.strip("-").isdigit()]
+        assert len(nums) == 2 and all(len(n.strip("-")) == 1 for n in nums)
+
+
+def test_bad_task_kwargs_and_unknown_task():
+    with pytest.raises(InputFormatError, match="bad settings"):
+        load_task("chain_sum", size=2, no_such_option=3)
+    with pytest.raises(InputFormatError, match="unknown task 'nonsense'.*chain_sum.*gsm8k"):
+        load_task("nonsense")
+
+
+def test_serving_order_is_seeded_and_covers_every_example():
+    task = load_task("chain_sum", size=10, seed=5)
+    first = [task.index_at(i) for i in range(10)]
+    assert sorted(first) == list(range(10))
+    assert [task.index_at(i) for i in range(10, 20)] != first  # reshuffled next epoch
+    again = load_task("chain_sum", size=10, seed=5)
+    assert [e.question for e in again.batch(3, 4)] == [e.question for e in task.batch(3, 4)]
+
+
+def test_jsonl_task(tmp_path):
+    p = tmp_path / "qa.jsonl"
+    p.write_text('{"question": "2+2?", "answer": 4}\n\n{"question": "1+2?", "answer": "3"}\n')
+    task = load_task(str(p))
+    assert [e.answer for e in task.examples] == ["4", "3"]
+    assert task.scorer == "last_number"
+    assert load_task(str(p), template="boxed").scorer == "boxed_math"
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ('{"question": "a", "answer": 1}\n{"question": "b", "answer": 2\n', r"qa\.jsonl:2: not valid JSON"),
+        ('{"question": "a", "answer": 1}\n\n{"question": "b"}\n', r"qa\.jsonl:3: missing key\(s\) answer"),
+        ('[1, 2]\n', r"qa\.jsonl:1: expected a JSON object"),
+        ('{"question": "", "answer": 1}\n', r"qa\.jsonl:1: \"question\" must be a non-empty string"),
+        ('{"question": "q", "answer": [1]}\n', r"qa\.jsonl:1: \"answer\" must be a string or a number"),
+        ("\n\n", "holds no examples"),
+    ],
+)
+def test_malformed_jsonl_names_the_line(tmp_path, content, match):
+    p = tmp_path / "qa.jsonl"
+    p.write_text(content)
+    with pytest.raises(InputFormatError, match=match):
+        load_task(str(p))
+
+
+def test_missing_jsonl_file(tmp_path):
+    with pytest.raises(InputFormatError, match="does not exist"):
+        load_task(str(tmp_path / "none.jsonl"))
+
+
+def test_hub_task_offline_error(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError, match="not reachable.*reasoning-gym task"):
+        load_task("gsm8k", size=3)
+
+
+def test_templates():
+    assert TEMPLATES["boxed"].messages("Q")[0] == {"role": "system", "content": PAPER_SYSTEM_PROMPT}
+    assert TEMPLATES["qwen3-boxed"].chat_template_kwargs == {"enable_thinking": False}
+    assert TEMPLATES["short"].messages("1+1 =") == [{"role": "user", "content": "1+1 = Reply with just the number."}]
+    with pytest.raises(InputFormatError, match="short"):
+        get_template("fancy")
+    assert "chain_sum" in known_tasks() and "math500" in known_tasks()
