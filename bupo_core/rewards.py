@@ -119,8 +119,10 @@ def math_equivalent(pred: str | None, gold: str) -> bool:
         from math_verify import LatexExtractionConfig, parse, verify  # noqa: PLC0415
     except ImportError:  # pragma: no cover - math-verify is a dependency
         return _normalise(pred) == _normalise(gold)
+    import logging  # noqa: PLC0415
     import warnings  # noqa: PLC0415
 
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that we disable its alarms
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # LaTeX extraction only: math-verify's plain-expression path goes through SymPy's

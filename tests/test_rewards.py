@@ -119,7 +119,8 @@ def test_graders_never_eval(monkeypatch):
     import builtins
 
     ex = Example("q", "4")
-    Grader(scorer="boxed_math")([r"\boxed{2+2}"], [ex])  # warm up imports (namedtuple uses eval at import)
+    hostile = [r"\boxed{2+2}", r"\boxed{\frac{8}{2}}", "\\boxed{__import__('os')}"]
+    Grader(scorer="boxed_math", isolation="signal")(hostile, [ex] * 3)  # warm up imports (namedtuple uses eval at import)
 
     def forbidden(*a, **k):
         raise AssertionError("eval/exec called")
@@ -127,6 +128,6 @@ def test_graders_never_eval(monkeypatch):
     monkeypatch.setattr(builtins, "eval", forbidden)
     monkeypatch.setattr(builtins, "exec", forbidden)
     assert Grader(scorer="last_number")(["2+2"], [ex]).rewards == [0.0]
-    out = Grader(scorer="boxed_math", isolation="signal")([r"\boxed{2+2}", r"\boxed{\frac{8}{2}}", "\\boxed{__import__('os')}"], [ex] * 3)
+    out = Grader(scorer="boxed_math", isolation="signal")(hostile, [ex] * 3)
     assert out.errors == 0, out.error_messages
     assert out.rewards == [1.0, 1.0, 0.0]
