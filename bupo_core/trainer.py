@@ -1,0 +1,765 @@
+"""A plain GRPO / BuPO training loop (nanoGPT style: one function you can read top to bottom).
+
+One *step* is::
+
+    prompts  = task.batch(data_position, prompts_per_step)
+    rollout  = generate(full policy, prompts, G samples each)              # always the FULL policy
+    rewards  = grader(rollout.texts)                                      # time-limited, crash-proof
+    A        = group_advantages(rewards, G)
+    old_logp = logp of the sampled tokens under the step's policy, weights before any update
+    for each mini-batch (num_mini_batches per step, ppo_epochs times):
+        logp = the same with grad;  loss = clipped_policy_loss(logp, old_logp, A)
+        backward (micro-batches, gradient accumulation); clip grad norm; AdamW step
+    append one line to metrics.jsonl (flushed), checkpoint every save_every steps
+
+The step's policy is the full model for ``method="grpo"``. For ``method="bupo"`` it is the
+internal layer policy pi^l = softmax(H^l E_u^T) (raw H^l, paper numbering) for steps
+1..``inter_steps`` (phase ``"internal"``: Internal Policy Alignment) and the full model afterwards
+(phase ``"full"``). In the internal phase only the embedding and blocks 1..l run
+(:func:`~bupo_core.capture.forward_to_layer`), so the blocks above ``l`` and the final norm get
+no gradient; their ``.grad`` stays ``None``, so AdamW (weight decay included) leaves them
+bit-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+import warnings
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import torch
+from torch import nn
+
+from .adapter import ArchitectureAdapter
+from .capture import forward_to_layer, position_ids_from_mask
+from .errors import BupoError, ConfigMismatchError, InputFormatError
+from .grpo import clipped_policy_loss, group_advantages, masked_mean, token_logprobs
+from .rewards import Grader
+from .rollout import SamplingConfig, generate
+from .sequences import PackedBatch, context_length
+from .tasks import Task, load_task
+
+
+class TrainingError(BupoError, RuntimeError):
+    """Training cannot continue (repeated non-finite updates); the message says what to change."""
+
+
+class TrainingOutOfMemoryError(BupoError, MemoryError):
+    """The GPU ran out of memory; the message lists the settings that reduce memory."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a GRPO / BuPO run. Saved as ``config.json``; a resumed run must match it.
+
+    Model and data:
+        model: model name or path for :func:`bupo_core.models.load_model` (recorded even when a
+            model object is passed to :class:`Trainer`).
+        task: task name for :func:`bupo_core.tasks.load_task` (``chain_sum``, ``gsm8k``, a
+            ``.jsonl`` path...).
+        task_kwargs: the task's generator settings, e.g. ``{"min_terms": 2, "max_terms": 2}``.
+        task_size: number of distinct examples (served in a seeded order, reshuffled per epoch).
+        template: prompt template (``"short"``, ``"boxed"``, ``"qwen3-boxed"``); ``None`` = the
+            task's default.
+        reward: scorer name (``"last_number"``, ``"boxed_math"``, ``"reasoning_gym"``, or one
+            registered with :func:`bupo_core.rewards.register_scorer`); ``None`` = the task's default.
+        binary_reward: map scores to 1/0 (the paper's reward is binary).
+        grader_timeout_s: time limit per graded response; slower ones score 0 and are counted.
+
+    Method:
+        method: ``"grpo"`` (full policy every step) or ``"bupo"`` (internal phase, then GRPO).
+        layer: BuPO's target layer l (paper numbering, 1..L: the output of block l). Required
+            for ``"bupo"``; pick the boundary layer from the FFN entropy change (notebook 02).
+        inter_steps: s_inter, the number of internal-phase steps (paper: 20-30 of 300).
+
+    Rollouts:
+        steps: number of training steps (one rollout batch each).
+        prompts_per_step: B, prompts per step (paper: 128).
+        group_size: G, sampled responses per prompt (paper: 8); must be >= 2.
+        max_new_tokens: response length limit.
+        temperature: sampling temperature (paper: 1.0).
+        top_p: nucleus sampling mass (1.0 = off).
+        generation_batch_size: sequences per ``generate`` call.
+
+    Optimisation:
+        lr: AdamW learning rate (constant). The paper uses 1e-6 on 4B-8B models; the embedded
+            135M model needs 1e-5..5e-5 to move within tens of steps.
+        weight_decay: AdamW weight decay (paper code: 0.01).
+        adam_betas: AdamW betas.
+        adam_eps: AdamW epsilon.
+        max_grad_norm: gradient-norm clipping (paper code: 1.0).
+        num_mini_batches: optimizer updates per rollout batch per epoch; the B groups are split
+            into this many contiguous mini-batches (paper: 128 prompts / 32 = 4).
+        ppo_epochs: passes over the rollout batch.
+        micro_batch_size: sequences per forward/backward (gradient accumulation); lower it to
+            save memory.
+        eps_low, eps_high: ratio clip range [1 - eps_low, 1 + eps_high] (paper: 0.2 / 0.2).
+        dual_clip: c of the dual clip for negative advantages (paper code: 10); ``None`` = off.
+        loss_aggregation: ``"token-mean"`` (paper code, default) or ``"sequence-mean"`` (paper eq.).
+        kl_coef: weight of a k3 KL penalty to the frozen initial model (0 = off, the paper).
+        skip_zero_advantage_rows: do not run forward/backward on responses whose advantage is 0
+            (their loss and gradient are exactly 0 when ``kl_coef == 0``; the token-mean
+            normaliser still counts them, so the update is identical, only faster).
+        max_nonfinite_updates: stop with :class:`TrainingError` after this many consecutive
+            updates with a non-finite loss or gradient (each one is skipped and logged).
+
+    Memory and speed:
+        logprob_chunk_size: tokens per chunk when computing log-probs/entropies of sampled tokens
+            (peak extra memory: one [chunk x vocabulary] float32 block).
+        gradient_checkpointing: recompute block activations in backward (less memory, ~30% slower).
+        bf16_autocast: ``"auto"`` (bf16 autocast on CUDA GPUs that support it), ``"on"`` or ``"off"``.
+        device: ``None`` = CUDA if available, else CPU.
+        dtype: weight dtype; float32 master weights are the default (bf16 compute comes from autocast).
+        full_entropy_in_internal_phase: also measure the full policy's entropy during the internal
+            phase (one extra no-grad forward per step) so the curves are comparable.
+
+    Bookkeeping:
+        seed: seeds the task order, every step's sampling and torch.
+        save_every: write a checkpoint every this many steps (0 = only at the end / on Ctrl-C).
+        keep_checkpoints: keep only the newest this many checkpoints (0 = keep all).
+        out_dir: run folder: ``config.json``, ``metrics.jsonl``, ``checkpoints/checkpoint-<step>/``.
+    """
+
+    model: str = "smollm2-135m-instruct"
+    task: str = "chain_sum"
+    task_kwargs: dict = field(default_factory=lambda: {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1})
+    task_size: int = 1000
+    template: str | None = None
+    reward: str | None = None
+    binary_reward: bool = True
+    grader_timeout_s: float = 5.0
+    method: Literal["grpo", "bupo"] = "grpo"
+    layer: int | None = None
+    inter_steps: int = 30
+    steps: int = 100
+    prompts_per_step: int = 8
+    group_size: int = 8
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_p: float = 1.0
+    generation_batch_size: int = 64
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    num_mini_batches: int = 2
+    ppo_epochs: int = 1
+    micro_batch_size: int = 16
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    dual_clip: float | None = 10.0
+    loss_aggregation: Literal["token-mean", "sequence-mean"] = "token-mean"
+    kl_coef: float = 0.0
+    skip_zero_advantage_rows: bool = True
+    max_nonfinite_updates: int = 3
+    logprob_chunk_size: int = 1024
+    gradient_checkpointing: bool = False
+    bf16_autocast: Literal["auto", "on", "off"] = "auto"
+    device: str | None = None
+    dtype: str = "float32"
+    full_entropy_in_internal_phase: bool = True
+    seed: int = 0
+    save_every: int = 0
+    keep_checkpoints: int = 0
+    out_dir: str = "runs/bupo"
+
+    # fields that may differ when resuming (they do not change what the completed steps did)
+    RESUMABLE_CHANGES = ("steps", "save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s")
+
+    def validate(self) -> None:
+        """Raise :class:`InputFormatError` for settings that cannot work, naming the fix."""
+        if self.method not in ("grpo", "bupo"):
+            raise InputFormatError(f"method must be 'grpo' or 'bupo', got {self.method!r}")
+        if self.group_size < 2:
+            raise InputFormatError(f"group_size must be at least 2 (GRPO compares the G responses to one prompt with each other), got {self.group_size}")
+        if self.method == "bupo":
+            if self.layer is None:
+                raise InputFormatError("method='bupo' needs layer=l (paper numbering 1..L); pick the boundary layer from the FFN entropy change (notebook 02, `bupo entropy`)")
+            if self.inter_steps < 0:
+                raise InputFormatError(f"inter_steps must be >= 0, got {self.inter_steps}")
+        for name in ("steps", "prompts_per_step", "max_new_tokens", "num_mini_batches", "ppo_epochs", "micro_batch_size", "logprob_chunk_size", "generation_batch_size"):
+            if getattr(self, name) < 1:
+                raise InputFormatError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_mini_batches > self.prompts_per_step:
+            raise InputFormatError(f"num_mini_batches={self.num_mini_batches} is more than prompts_per_step={self.prompts_per_step}; lower it")
+        if not (0 <= self.eps_low < 1 and self.eps_high >= 0):
+            raise InputFormatError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {self.eps_low}, {self.eps_high}")
+        if self.dual_clip is not None and self.dual_clip <= 1:
+            raise InputFormatError(f"dual_clip must be > 1 or None, got {self.dual_clip}")
+        if self.lr <= 0:
+            raise InputFormatError(f"lr must be > 0, got {self.lr}")
+        if self.loss_aggregation not in ("token-mean", "sequence-mean"):
+            raise InputFormatError(f"loss_aggregation must be 'token-mean' or 'sequence-mean', got {self.loss_aggregation!r}")
+        if self.bf16_autocast not in ("auto", "on", "off"):
+            raise InputFormatError(f"bf16_autocast must be 'auto', 'on' or 'off', got {self.bf16_autocast!r}")
+
+    def phase(self, step: int) -> str:
+        """``"internal"`` or ``"full"``: the phase of step ``step`` (1-based)."""
+        return "internal" if self.method == "bupo" and step <= self.inter_steps else "full"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigMismatchError(f"unknown config keys {unknown}; this config.json was written by another version")
+        d = dict(d)
+        if "adam_betas" in d:
+            d["adam_betas"] = tuple(d["adam_betas"])
+        return cls(**d)
+
+    def differences(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
+        """Fields that differ (ignoring :attr:`RESUMABLE_CHANGES`): ``{name: (self, other)}``."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if k not in self.RESUMABLE_CHANGES and a[k] != b[k]}
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.train` returns.
+
+    Attributes:
+        out_dir: the run folder.
+        metrics: one dict per step run in this call (also in ``metrics.jsonl``).
+        step: last completed step.
+        interrupted: True when Ctrl-C stopped the run (a checkpoint was written).
+        last_checkpoint: path of the newest checkpoint, if any.
+    """
+
+    out_dir: Path
+    metrics: list[dict]
+    step: int
+    interrupted: bool = False
+    last_checkpoint: Path | None = None
+
+
+# --------------------------------------------------------------------------- log-probs of a policy
+def policy_logprobs(
+    model: nn.Module,
+    batch: PackedBatch,
+    *,
+    layer: int | None = None,
+    adapter: ArchitectureAdapter | None = None,
+    chunk_size: int = 1024,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies of the sampled tokens under the full or an internal policy.
+
+    Args:
+        model: the causal LM.
+        batch: packed prompt+response rows.
+        layer: ``None`` for the full policy softmax(LN_final(H^L) E_u^T) (with Gemma 2's soft-cap);
+            ``l`` (paper numbering) for the internal layer policy softmax(H^l E_u^T), computed by
+            running only the embedding and blocks 1..l.
+        chunk_size: tokens per log-softmax chunk.
+        mask: positions to compute (default ``batch.prediction_mask``).
+
+    Returns:
+        ``(logp, entropy)``: [B, T] float32, 0 outside the mask. Gradients flow if enabled.
+    """
+    adapter = adapter or ArchitectureAdapter(model)
+    mask = batch.prediction_mask if mask is None else mask
+    if layer is None:
+        base = model.base_model if hasattr(model, "base_model") else model
+        out = base(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=position_ids_from_mask(batch.attention_mask),
+            use_cache=False,
+        )
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        softcap = adapter.logit_softcap
+    else:
+        hidden = forward_to_layer(model, batch.input_ids, layer, batch.attention_mask, adapter=adapter)
+        softcap = None
+    return token_logprobs(
+        hidden, adapter.unembed_weight, batch.targets, mask, bias=adapter.unembed_bias, softcap=softcap, chunk_size=chunk_size
+    )
+
+
+def split_groups(num_groups: int, parts: int) -> list[list[int]]:
+    """Split group indices 0..num_groups-1 into ``parts`` contiguous, near-equal lists.
+
+    >>> split_groups(5, 2)
+    [[0, 1, 2], [3, 4]]
+    """
+    base, extra = divmod(num_groups, parts)
+    out, start = [], 0
+    for i in range(parts):
+        n = base + (1 if i < extra else 0)
+        out.append(list(range(start, start + n)))
+        start += n
+    return [p for p in out if p]
+
+
+# --------------------------------------------------------------------------- the trainer
+class Trainer:
+    """Runs GRPO or BuPO on one device; see the module docstring for the loop.
+
+    Args:
+        config: the run's settings.
+        model, tokenizer: use these objects instead of loading ``config.model`` (notebooks).
+        task: use this task instead of building ``config.task``.
+        resume: continue from the newest checkpoint in ``config.out_dir/checkpoints`` (the saved
+            config must match, see :attr:`TrainConfig.RESUMABLE_CHANGES`).
+    """
+
+    def __init__(self, config: TrainConfig, *, model: nn.Module | None = None, tokenizer: Any = None, task: Task | None = None, resume: bool = False) -> None:
+        config.validate()
+        self.config = config
+        self.out_dir = Path(config.out_dir)
+        self.ckpt_root = self.out_dir / "checkpoints"
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.step = 0
+        self.data_position = 0
+        self.nonfinite_streak = 0
+        resume_from = self._check_resume() if resume else None
+        if resume_from is not None:
+            from .models import load_model  # noqa: PLC0415
+
+            model, tokenizer = load_model(str(resume_from), device=config.device, dtype=config.dtype)
+        elif model is None:
+            from .models import load_model  # noqa: PLC0415
+
+            model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
+        if tokenizer is None:
+            raise InputFormatError("pass the tokenizer together with the model")
+        self.model, self.tokenizer = model, tokenizer
+        self.adapter = ArchitectureAdapter(model)
+        if config.method == "bupo":
+            self.adapter.check_layer(config.layer, allow_embedding=False)  # type: ignore[arg-type]
+        self.device = next(model.parameters()).device
+        self.task = task or load_task(config.task, size=config.task_size, seed=config.seed, template=config.template, scorer=config.reward, **config.task_kwargs)
+        self.grader = Grader(scorer=config.reward or self.task.scorer, binary=config.binary_reward, timeout_s=config.grader_timeout_s)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.params = [p for p in model.parameters()]
+        for p in self.params:
+            p.requires_grad_(True)
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps, weight_decay=config.weight_decay, foreach=False
+        )
+        self.reference: nn.Module | None = None
+        if config.kl_coef > 0:
+            import copy  # noqa: PLC0415
+
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
+        if config.gradient_checkpointing:
+            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self._upper_ids = {id(p) for p in self.adapter.upper_parameters(config.layer)} if config.method == "bupo" else set()
+        if resume_from is not None:
+            self._load_state(resume_from)
+        self._interrupt_requested = False
+        self._in_update = False
+
+    # ----------------------------------------------------------------- resume / checkpoints
+    def _check_resume(self) -> Path | None:
+        saved_path = self.out_dir / "config.json"
+        if not saved_path.exists():
+            raise ConfigMismatchError(f"--resume: {saved_path} does not exist; there is no run to resume in {self.out_dir} (drop --resume to start one)")
+        saved = TrainConfig.from_dict(json.loads(saved_path.read_text()))
+        diff = saved.differences(self.config)
+        if diff:
+            lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise ConfigMismatchError(
+                f"--resume: the settings differ from the run saved in {self.out_dir} ({lines}). Use the saved "
+                f"settings (see {saved_path}) or a new --out folder. Only {', '.join(TrainConfig.RESUMABLE_CHANGES)} may change."
+            )
+        ckpt = latest_checkpoint(self.ckpt_root)
+        if ckpt is None:
+            warnings.warn(f"--resume: no checkpoint in {self.ckpt_root}; starting from step 0", stacklevel=2)
+        return ckpt
+
+    def _load_state(self, ckpt: Path) -> None:
+        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.data_position = int(state["data_position"])
+        self.nonfinite_streak = int(state.get("nonfinite_streak", 0))
+        if self.reference is not None and "reference" in state:
+            self.reference.load_state_dict(state["reference"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        try:
+            import numpy as np  # noqa: PLC0415
+
+            np.random.set_state(rng["numpy"])
+        except (ImportError, KeyError):
+            pass
+        # drop metrics of steps after the checkpoint (a crash after it): they will be rerun
+        if self.metrics_path.exists():
+            kept = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+            self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/checkpoint-<step>/`` (HF weights + tokenizer + trainer state) atomically."""
+        import numpy as np  # noqa: PLC0415
+
+        self.ckpt_root.mkdir(parents=True, exist_ok=True)
+        final = self.ckpt_root / f"checkpoint-{self.step}"
+        tmp = self.ckpt_root / f".tmp-checkpoint-{self.step}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        from transformers.utils import logging as hf_logging  # noqa: PLC0415
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "data_position": self.data_position,
+            "nonfinite_streak": self.nonfinite_streak,
+            "rng": {
+                "python": random.getstate(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+            },
+            "config": self.config.to_dict(),
+        }
+        if self.reference is not None:
+            state["reference"] = self.reference.state_dict()
+        torch.save(state, tmp / "trainer_state.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "data_position": self.data_position, "config": self.config.to_dict()}, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        if self.config.keep_checkpoints > 0:
+            for old in list_checkpoints(self.ckpt_root)[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    # ----------------------------------------------------------------- one step
+    def _autocast(self):
+        mode = self.config.bf16_autocast
+        on = mode == "on" or (mode == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        if on and self.device.type in ("cuda", "cpu"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _logprobs(self, batch: PackedBatch, layer: int | None, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        model = model or self.model
+        adapter = self.adapter if model is self.model else ArchitectureAdapter(model)
+        with self._autocast():
+            return policy_logprobs(model, batch, layer=layer, adapter=adapter, chunk_size=self.config.logprob_chunk_size)
+
+    @torch.no_grad()
+    def _score_batch(self, batch: PackedBatch, layer: int | None, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """No-grad log-probs/entropies over all rows, micro-batched, on the padded [n, T] grid."""
+        n, T = batch.input_ids.shape
+        logp = torch.zeros(n, T)
+        ent = torch.zeros(n, T)
+        mbs = self.config.micro_batch_size
+        for s in range(0, n, mbs):
+            rows = list(range(s, min(n, s + mbs)))
+            sub = batch.select(rows).to(self.device)
+            lp, en = self._logprobs(sub, layer, model)
+            w = sub.input_ids.shape[1]
+            logp[s : s + len(rows), T - w :] = lp.float().cpu()
+            ent[s : s + len(rows), T - w :] = en.float().cpu()
+        return logp, ent
+
+    def _update(self, batch: PackedBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor, layer: int | None) -> dict:
+        """All mini-batch updates of one step. Returns aggregated update metrics."""
+        cfg = self.config
+        G = cfg.group_size
+        groups = len(batch) // G
+        stats = {"loss": [], "clip_frac": [], "approx_kl": [], "grad_norm": [], "kl_ref": []}
+        updates = skipped = nonfinite = 0
+        self.model.train()
+        for _epoch in range(cfg.ppo_epochs):
+            for mb_groups in split_groups(groups, cfg.num_mini_batches):
+                rows = [g * G + i for g in mb_groups for i in range(G)]
+                mask_all = batch.prediction_mask[rows]
+                n_tokens = float(mask_all.sum())
+                n_seqs = float((mask_all.sum(1) > 0).sum())
+                normalizer = n_tokens if cfg.loss_aggregation == "token-mean" else n_seqs
+                active = [r for r in rows if not (cfg.skip_zero_advantage_rows and cfg.kl_coef == 0 and float(adv[r]) == 0.0)]
+                if not active:
+                    skipped += 1
+                    continue
+                self.optimizer.zero_grad(set_to_none=True)
+                loss_total, mb_stats, weight = 0.0, {"clip_frac": 0.0, "approx_kl": 0.0, "kl_ref": 0.0}, 0.0
+                for s in range(0, len(active), cfg.micro_batch_size):
+                    r_idx = active[s : s + cfg.micro_batch_size]
+                    sub = batch.select(r_idx).to(self.device)
+                    w = sub.input_ids.shape[1]
+                    T = batch.input_ids.shape[1]
+                    old = old_logp[r_idx][:, T - w :].to(self.device)
+                    ref = ref_logp[r_idx][:, T - w :].to(self.device) if ref_logp is not None else None
+                    logp, _ = self._logprobs(sub, layer)
+                    out = clipped_policy_loss(
+                        logp, old, adv[r_idx].to(self.device), sub.prediction_mask,
+                        eps_low=cfg.eps_low, eps_high=cfg.eps_high, dual_clip=cfg.dual_clip,
+                        aggregation=cfg.loss_aggregation, normalizer=normalizer, ref_logp=ref, kl_coef=cfg.kl_coef,
+                    )
+                    out.loss.backward()
+                    loss_total += float(out.loss.detach())
+                    k = float(sub.prediction_mask.sum())
+                    weight += k
+                    for key in mb_stats:
+                        mb_stats[key] += getattr(out, key) * k
+                if layer is not None:  # defensive: nothing above the target layer may move
+                    for p in self.params:
+                        if id(p) in self._upper_ids:
+                            p.grad = None
+                grads = [p for p in self.params if p.grad is not None]
+                gnorm = torch.nn.utils.clip_grad_norm_(grads, cfg.max_grad_norm) if grads else torch.tensor(0.0)
+                if not (math.isfinite(loss_total) and torch.isfinite(gnorm)):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    nonfinite += 1
+                    self.nonfinite_streak += 1
+                    warnings.warn(f"step {self.step + 1}: non-finite loss ({loss_total}) or gradient norm ({float(gnorm)}); update skipped", stacklevel=2)
+                    if self.nonfinite_streak >= cfg.max_nonfinite_updates:
+                        raise TrainingError(
+                            f"{self.nonfinite_streak} consecutive updates had a non-finite loss or gradient (last at step {self.step + 1}); "
+                            f"training stopped. Lower lr (now {cfg.lr}), keep max_grad_norm, use float32 weights (dtype='float32'), "
+                            f"or resume from the last checkpoint with a smaller lr."
+                        )
+                    continue
+                self.nonfinite_streak = 0
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                updates += 1
+                stats["loss"].append(loss_total)
+                stats["grad_norm"].append(float(gnorm))
+                for key in mb_stats:
+                    stats[key].append(mb_stats[key] / max(weight, 1.0))
+        self.model.eval()
+        mean = lambda xs: (sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
+        return {
+            "loss": mean(stats["loss"]),
+            "clip_frac": mean(stats["clip_frac"]),
+            "approx_kl": mean(stats["approx_kl"]),
+            "kl_ref": mean(stats["kl_ref"]),
+            "grad_norm": mean(stats["grad_norm"]),
+            "updates": updates,
+            "skipped_updates": skipped,
+            "nonfinite_updates": nonfinite,
+        }
+
+    def train_step(self) -> dict:
+        """Run one step (rollout, scoring, updates) and return its metrics (not yet written)."""
+        cfg = self.config
+        step = self.step + 1
+        phase = cfg.phase(step)
+        layer = cfg.layer if phase == "internal" else None
+        t0 = time.perf_counter()
+        examples = self.task.batch(self.data_position, cfg.prompts_per_step)
+        prompts = [self.task.prompt(e) for e in examples]
+        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size)
+        self.model.eval()
+        with self._autocast():
+            rollout = generate(
+                self.model, self.tokenizer, prompts, group_size=cfg.group_size, config=sampling,
+                seed=cfg.seed * 1_000_003 + step, chat_template_kwargs=self.task.chat_template_kwargs,
+            )
+        t1 = time.perf_counter()
+        rows_examples = [examples[i] for i in rollout.prompt_index]
+        scored = self.grader(rollout.texts, rows_examples)
+        rewards = torch.tensor(scored.rewards, dtype=torch.float32)
+        adv, zero_groups = group_advantages(rewards, cfg.group_size)
+        t2 = time.perf_counter()
+        all_zero = bool(zero_groups.all())
+        if all_zero:
+            warnings.warn(
+                f"step {step}: every group has equal rewards (mean reward {float(rewards.mean()):.2f}), so every advantage is 0 "
+                "and this step cannot learn; updates skipped. If this persists, use an easier task, a larger group_size or more prompts_per_step.",
+                stacklevel=2,
+            )
+        batch = rollout.pack(self.pad_id, max_length=context_length(self.model))
+        old_logp, old_ent = self._score_batch(batch, layer)
+        ref_logp = self._score_batch(batch, layer, self.reference)[0] if self.reference is not None else None
+        if phase == "internal":
+            internal_entropy = masked_mean(old_ent, batch.prediction_mask)
+            full_entropy = masked_mean(self._score_batch(batch, None)[1], batch.prediction_mask) if cfg.full_entropy_in_internal_phase else None
+        else:
+            internal_entropy, full_entropy = None, masked_mean(old_ent, batch.prediction_mask)
+        if all_zero:
+            upd = {"loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "kl_ref": 0.0, "grad_norm": 0.0, "updates": 0,
+                   "skipped_updates": len(split_groups(len(examples), cfg.num_mini_batches)) * cfg.ppo_epochs, "nonfinite_updates": 0}
+        else:
+            self._in_update = True
+            try:
+                upd = self._update(batch, old_logp, ref_logp, adv, layer)
+            finally:
+                self._in_update = False
+        t3 = time.perf_counter()
+        self.step = step
+        self.data_position += cfg.prompts_per_step
+        lengths = rollout.response_lengths
+        n_tokens = sum(lengths)
+        return {
+            "step": step,
+            "phase": phase,
+            "layer": layer,
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+            "loss": upd["loss"],
+            "zero_adv_group_frac": float(zero_groups.float().mean()),
+            "clip_frac": upd["clip_frac"],
+            "approx_kl": upd["approx_kl"],
+            "kl_ref": upd["kl_ref"],
+            "entropy": full_entropy,
+            "internal_entropy": internal_entropy,
+            "response_length_mean": n_tokens / max(len(lengths), 1),
+            "finished_frac": sum(rollout.finished) / max(len(lengths), 1),
+            "grad_norm": upd["grad_norm"],
+            "updates": upd["updates"],
+            "skipped_updates": upd["skipped_updates"],
+            "nonfinite_updates": upd["nonfinite_updates"],
+            "grader_failures": scored.failed,
+            "grader_timeouts": scored.timeouts,
+            "time_generate": t1 - t0,
+            "time_score": t2 - t1,
+            "time_update": t3 - t2,
+            "tokens_per_s": n_tokens / max(t3 - t0, 1e-9),
+            "data_position": self.data_position,
+            "lr": cfg.lr,
+            "sample_text": rollout.texts[0][:200],
+        }
+
+    # ----------------------------------------------------------------- the loop
+    @contextmanager
+    def _sigint_guard(self) -> Iterator[None]:
+        """Ctrl-C during an update finishes the step first; elsewhere it stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):  # noqa: ARG001
+            if self._in_update:
+                self._interrupt_requested = True
+            else:
+                raise KeyboardInterrupt
+
+        old = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+    def _write_metrics(self, row: dict) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def train(self, *, progress: bool = False, callback: Callable[[dict], None] | None = None) -> TrainResult:
+        """Run steps ``step + 1 .. config.steps``.
+
+        Args:
+            progress: show a tqdm bar with the running reward.
+            callback: called with each step's metrics right after they are written.
+
+        Returns:
+            :class:`TrainResult`. Ctrl-C writes a checkpoint of the last completed step and
+            returns with ``interrupted=True``.
+        """
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        cfg = self.config
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        if self.step == 0:
+            torch.manual_seed(cfg.seed)
+        rows: list[dict] = []
+        last_ckpt = latest_checkpoint(self.ckpt_root)
+        interrupted = False
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{cfg.method}", disable=not progress)
+        running = None
+        try:
+            with self._sigint_guard():
+                while self.step < cfg.steps:
+                    try:
+                        row = self.train_step()
+                    except torch.OutOfMemoryError as exc:
+                        raise TrainingOutOfMemoryError(
+                            f"out of GPU memory at step {self.step + 1} ({str(exc).splitlines()[0][:120]}). Reduce micro_batch_size "
+                            f"(now {cfg.micro_batch_size}; --micro-batch-size), max_new_tokens (now {cfg.max_new_tokens}), "
+                            f"generation_batch_size (now {cfg.generation_batch_size}) or logprob_chunk_size (now {cfg.logprob_chunk_size}), "
+                            "or turn on gradient_checkpointing (--gradient-checkpointing)."
+                        ) from exc
+                    self._write_metrics(row)
+                    rows.append(row)
+                    running = row["reward_mean"] if running is None else 0.9 * running + 0.1 * row["reward_mean"]
+                    bar.update(1)
+                    bar.set_postfix(phase=row["phase"], reward=f"{row['reward_mean']:.3f}", running=f"{running:.3f}")
+                    if callback is not None:
+                        callback(row)
+                    if cfg.save_every and self.step % cfg.save_every == 0:
+                        last_ckpt = self.save_checkpoint()
+                    if self._interrupt_requested:
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            interrupted = True
+            # weights and optimizer are those of the last completed step (an interrupted update
+            # is finished before stopping), so this checkpoint resumes exactly
+            last_ckpt = self.save_checkpoint()
+            print(f"[bupo] interrupted: checkpoint of step {self.step} written to {last_ckpt}")
+        finally:
+            bar.close()
+        if not interrupted and (last_ckpt is None or last_ckpt.name != f"checkpoint-{self.step}"):
+            last_ckpt = self.save_checkpoint()
+        return TrainResult(self.out_dir, rows, self.step, interrupted, last_ckpt)
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """``checkpoint-<step>`` folders under ``root`` holding a trainer state, oldest first."""
+    if not Path(root).exists():
+        return []
+    found = [p for p in Path(root).glob("checkpoint-*") if p.is_dir() and (p / "trainer_state.pt").exists() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint under ``root``, or ``None``."""
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """Rows of a ``metrics.jsonl`` (a run folder or the file itself)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "metrics.jsonl"
+    rows = []
+    with open(p, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InputFormatError(f"{p}:{lineno}: not valid JSON ({exc.msg}); a crash can truncate the last line, delete it") from exc
+    return rows
+
+
+def train(config: TrainConfig, **kwargs: Any) -> TrainResult:
+    """Build a :class:`Trainer` and run it (``kwargs`` go to the constructor, e.g. ``resume=True``)."""
+    progress = kwargs.pop("progress", False)
+    callback = kwargs.pop("callback", None)
+    return Trainer(config, **kwargs).train(progress=progress, callback=callback)
