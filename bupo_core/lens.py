@@ -38,7 +38,6 @@ from .adapter import ArchitectureAdapter, Norm, first_tensor
 from .capture import ResidualCapture, hooks, position_ids_from_mask
 from .entropy import (
     attn_entropy_change,
-    entropy_from_logits,
     ffn_entropy_change,
     layer_entropy_change,
 )
@@ -213,24 +212,22 @@ def policy_statistics(
     ids = torch.empty((P, k), dtype=torch.long, device=x.device)
     probs = torch.empty((P, k), dtype=torch.float32, device=x.device)
     for s in range(0, P, chunk):
+        # Few passes over [chunk, N] (they are memory-bound): softmax, then entr(p) = -p ln p in place.
         logits = adapter.logits(x[s : s + chunk], norm=norm, dtype=torch.float32)
-        logp = torch.log_softmax(logits, dim=-1)
+        p = torch.softmax(logits, dim=-1)
+        if k or lp is not None:
+            top = p.topk(max(k, 1), dim=-1)
+            if k:
+                ids[s : s + chunk] = top.indices[:, :k]
+                probs[s : s + chunk] = top.values[:, :k]
+            if lp is not None:
+                # log-sum-exp from the most likely token: lse = x_max - ln p_max (p_max >= 1/N, no underflow)
+                lse = logits.gather(-1, top.indices[:, :1]).squeeze(-1) - top.values[:, 0].log()
+                picked = logits.gather(-1, targets[s : s + chunk].to(x.device).unsqueeze(-1)).squeeze(-1)
+                lp[s : s + chunk] = picked - lse
         del logits
-        # H = -sum p log p, as a batched dot product (no third [chunk, N] tensor)
-        p = logp.exp()
-        e = -torch.bmm(p.unsqueeze(1), logp.unsqueeze(2)).view(-1)
+        ent[s : s + chunk] = torch.special.entr(p, out=p).sum(-1)
         del p
-        if bool(torch.isnan(e).any()):  # -inf logits give 0 * -inf; redo those rows safely
-            bad = torch.isnan(e)
-            e[bad] = entropy_from_logits(logp[bad])
-        ent[s : s + chunk] = e
-        if lp is not None:
-            lp[s : s + chunk] = logp.gather(-1, targets[s : s + chunk].to(x.device).unsqueeze(-1)).squeeze(-1)
-        if k:
-            top = logp.topk(k, dim=-1)
-            ids[s : s + chunk] = top.indices
-            probs[s : s + chunk] = top.values.exp()
-        del logp
     return VectorStatistics(
         entropy=ent, vector_norm=x.float().norm(dim=-1), logprob=lp, topk_ids=ids, topk_probs=probs
     )

@@ -1,0 +1,99 @@
+"""``bupo entropy``: the paper's internal-policy entropy analysis, written to ``DIR/entropy.json`` + figures."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import InputFormatError
+
+NAME = "entropy"
+HELP = "internal-policy entropy, entropy change and boundary layer of a model (writes DIR/entropy.json and PNG figures)"
+DESCRIPTION = (
+    "Measure the entropy of every internal layer and module policy (paper numbering: layer 0 = "
+    "embedding, 1..L = blocks) over the response tokens of the model's own seeded samples (--task) or "
+    "of given responses (--pairs), then the per-layer attention/FFN entropy change and the boundary "
+    "layer. Example: bupo entropy --task chain_sum --n 8 --out runs/entropy"
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m-instruct", help="model name, local folder or hub id (default: the embedded smollm2-135m-instruct)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--task", help="reasoning-gym task whose questions the model answers (e.g. chain_sum, basic_arithmetic)")
+    src.add_argument("--pairs", type=Path, help='JSONL file, one {"messages": [...], "response": "..."} or {"prompt": "...", "response": "..."} a line')
+    p.add_argument("--n", type=int, default=8, help="number of task prompts (with --task; default 8)")
+    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE", help="reasoning-gym generator setting, repeatable (e.g. --task-arg max_terms=2)")
+    p.add_argument("--prompt-style", choices=["boxed", "short", "plain"], default="boxed",
+                   help="boxed: the paper's system message (default); short: '... Reply with just the number.'; plain: the question only")
+    p.add_argument("--samples", type=int, default=1, help="sampled responses per prompt (default 1)")
+    p.add_argument("--norm", choices=["none", "final"], default="none", help="none: the paper's raw H E_u^T (default); final: logit lens")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="response length limit when sampling (default 256)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0, the paper's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the task questions and of sampling (default 0)")
+    p.add_argument("--batch-size", type=int, default=4, help="sequences per forward pass (default 4)")
+    p.add_argument("--chunk-mib", type=float, default=16.0, help="memory budget of one chunk of [tokens, vocab] logits (default 16)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (statistics are float32 anyway)")
+    p.add_argument("--no-figures", action="store_true", help="write entropy.json only")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created)")
+
+
+def _task_kwargs(items: list[str]) -> dict:
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise InputFormatError(f"--task-arg {item!r} is not KEY=VALUE (e.g. --task-arg max_terms=2)")
+        key, value = item.split("=", 1)
+        val: object = value
+        if value.lower() in ("true", "false"):
+            val = value.lower() == "true"
+        else:
+            for conv in (int, float):
+                try:
+                    val = conv(value)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip()] = val
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch  # noqa: PLC0415
+
+    from ..analysis import AnalysisConfig, analyse_entropy, load_pairs, task_prompts  # noqa: PLC0415
+    from ..models import load_model  # noqa: PLC0415
+
+    if args.n < 1:
+        raise InputFormatError(f"--n must be >= 1, got {args.n}")
+    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputFormatError("--device cuda was given but no CUDA GPU is visible; use --device cpu")
+    # read and validate inputs before the (slow) model load
+    if args.pairs is not None:
+        items = load_pairs(args.pairs)
+        source = {"pairs": str(args.pairs)}
+    else:
+        kwargs = _task_kwargs(args.task_arg)
+        items = task_prompts(args.task, args.n, seed=args.seed, style=args.prompt_style, **kwargs)
+        source = {"task": args.task, "task_args": kwargs, "prompt_style": args.prompt_style}
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    t0 = time.perf_counter()
+    model, tok = load_model(args.model, device=args.device, dtype=dtype)
+    cfg = AnalysisConfig(
+        norm=args.norm,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        samples_per_prompt=args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        chunk_mib=args.chunk_mib,
+    )
+    report = analyse_entropy(model, tok, items, config=cfg, model_name=args.model, progress=True, settings=source)
+    report.timing["total_s"] = round(time.perf_counter() - t0, 3)
+    paths = report.save(args.out, figures=not args.no_figures)
+    print(report.summary())
+    for name, path in paths.items():
+        print(f"wrote {path}")
+    return 0
