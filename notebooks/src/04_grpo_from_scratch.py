@@ -1,0 +1,312 @@
+# %% [markdown]
+# # 04 · GRPO from scratch: rewards, rollouts, group advantages, the clipped objective, one update
+#
+# BuPO (notebook 05) is GRPO with a twist in its first steps, so first we build GRPO itself, piece by
+# piece, on the embedded SmolLM2-135M-Instruct. Each piece is written **by hand** in a few lines, then
+# the `bupo_core` function that the trainer uses is shown to agree with it (`assert`).
+#
+# One GRPO step, in the paper's code (verl) conventions (`shared/design/method.md` section 4):
+#
+# 1. **rollouts**: for each prompt q, sample G responses from the current (full) policy;
+# 2. **rewards**: a verifier scores each response, 1 if the final answer is right, else 0;
+# 3. **group advantages**: A_i = (R_i - mean(R_group)) / (std(R_group) + 1e-6), the same for every
+#    token of response i (no value network: the group is the baseline);
+# 4. **old log-probs**: log pi_old(token) of every sampled token, recomputed with the weights before
+#    the update;
+# 5. **clipped objective**: ratio r = exp(logp - logp_old), per-token loss
+#    -min(r A, clip(r, 1-eps_low, 1+eps_high) A), capped at -c A for A < 0 ("dual clip", c = 10),
+#    averaged over all response tokens ("token-mean");
+# 6. **updates**: a few AdamW mini-batch steps on that loss, grad-norm clipped to 1.0.
+#
+# The task is reasoning-gym's `chain_sum` at its easiest (two one-digit terms): the 135M model gets
+# about 14% right, which gives most groups of 8 a mix of right and wrong answers, i.e. a learning signal.
+
+# %%
+# Config. Offline default: the embedded model. Online (Colab with a GPU) switch to e.g.
+# MODEL = "Qwen/Qwen3-0.6B" (and TEMPLATE = "qwen3-boxed", TASK = "gsm8k" for MATH-style data).
+MODEL = "smollm2-135m-instruct"
+TASK, TASK_KWARGS, TEMPLATE = "chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1), "short"
+SEED = 0
+
+from bupo_core.settings import scaled
+
+NUM_PROMPTS = scaled(4, 2)  # prompts in the hand-built batch
+GROUP_SIZE = scaled(8, 4)  # G, samples per prompt
+MAX_NEW_TOKENS = scaled(24, 12)
+DEMO_STEPS = scaled(6, 2)  # steps of the full trainer at the end
+
+# %%
+import copy
+import re
+
+import matplotlib.pyplot as plt
+import torch
+
+from bupo_core import load_model
+from bupo_core.tasks import load_task
+
+torch.manual_seed(SEED)
+model, tokenizer = load_model(MODEL)
+task = load_task(TASK, size=200, seed=SEED, template=TEMPLATE, **TASK_KWARGS)
+examples = task.batch(0, NUM_PROMPTS)
+for e in examples:
+    print(repr(e.question), "->", e.answer)
+print("prompt as the model sees it:", task.prompt(examples[0]))
+
+# %% [markdown]
+# ## 1. Rewards: a verifier that never runs model text
+#
+# The short template asks for "just the number", so the answer is the **last number** in the reply.
+# By hand that is one regular expression and an exact comparison.
+
+# %%
+def last_number_by_hand(text):
+    found = re.findall(r"-?\d+", text)
+    return found[-1] if found else None
+
+
+def reward_by_hand(text, answer):
+    return 1.0 if last_number_by_hand(text) == str(answer) else 0.0
+
+
+replies = ["The answer is 7.", "3 + 4 = 7", "It is seven", "12", "-4"]
+print([reward_by_hand(r, "7") for r in replies])
+
+# %% [markdown]
+# `bupo_core.rewards` does the same with more care: decimals and thousands separators, `\boxed{}`
+# extraction with balanced braces, symbolic equivalence through `math-verify` for maths answers
+# (`\frac{1}{2}` = `0.5`), reasoning-gym's own scorer made binary, and - because model output is
+# hostile input - a time limit per response (a worker process that is killed when a SymPy check runs
+# away) and a size limit. Hostile outputs score 0 and are *counted*; they never stop training.
+
+# %%
+from bupo_core.rewards import Grader, extract_boxed, extract_last_number, math_equivalent
+from bupo_core.tasks import Example
+
+grader = Grader(scorer="last_number")
+ours = grader(replies, [Example("q", "7")] * len(replies))
+assert ours.rewards == [reward_by_hand(r, "7") for r in replies]
+print("rewards:", ours.rewards)
+print(extract_boxed(r"so the answer is \boxed{\frac{1}{2}}"), math_equivalent(r"\frac{1}{2}", "0.5"))
+hostile = ["9" * 100_000, r"\boxed{" * 2000, "__import__('os').system('ls') 7"]
+res = Grader(scorer="boxed_math", timeout_s=1.0)(hostile, [Example("q", "7")] * 3)
+print(f"hostile: rewards {res.rewards}, too long {res.too_long}, timeouts {res.timeouts}, errors {res.errors}")
+assert res.rewards == [0.0, 0.0, 0.0]
+
+# %% [markdown]
+# ## 2. Rollouts: G samples per prompt from the full policy
+#
+# `bupo_core.rollout.generate` samples with temperature 1.0, left padding, stops each row at EOS,
+# and is seeded. Rows are prompt-major: rows `g*G ... g*G+G-1` answer prompt `g`.
+
+# %%
+from bupo_core.rollout import SamplingConfig, generate
+
+rollout = generate(model, tokenizer, [task.prompt(e) for e in examples], group_size=GROUP_SIZE,
+                   config=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0), seed=SEED, progress=True)
+row_examples = [examples[i] for i in rollout.prompt_index]
+rewards = torch.tensor([reward_by_hand(t, e.answer) for t, e in zip(rollout.texts, row_examples)])
+for g in range(NUM_PROMPTS):
+    print(f"prompt {g} ({examples[g].question.split(':')[-1].strip()} answer {examples[g].answer}):")
+    for i in range(g * GROUP_SIZE, (g + 1) * GROUP_SIZE):
+        print(f"   R={rewards[i]:.0f}  {rollout.texts[i][:70]!r}")
+scored = Grader(scorer="reasoning_gym")(rollout.texts, row_examples)
+assert scored.rewards == rewards.tolist()  # reasoning-gym's own scorer agrees with our hand reward
+print(f"pass rate {rewards.mean():.2f}")
+
+# %% [markdown]
+# ## 3. Group advantages
+#
+# Each response is compared with its own group only: above the group's mean reward means a positive
+# advantage. A group whose responses all got the same reward has zero advantage - no signal at all,
+# which is why an easy enough task matters so much for a small model.
+
+# %%
+G = GROUP_SIZE
+by_hand = torch.zeros(len(rewards))
+for g in range(len(rewards) // G):
+    r = rewards[g * G:(g + 1) * G]
+    if (r == r[0]).all():
+        continue  # all equal: advantage 0
+    by_hand[g * G:(g + 1) * G] = (r - r.mean()) / (r.std() + 1e-6)
+
+from bupo_core.grpo import group_advantages
+
+adv, zero_groups = group_advantages(rewards, G)
+assert torch.allclose(adv, by_hand, atol=1e-6)
+print("advantages:", [round(a, 2) for a in adv.tolist()])
+print(f"groups with zero advantage: {int(zero_groups.sum())} of {len(zero_groups)}")
+
+fig, ax = plt.subplots(figsize=(9, 2.8))
+ax.bar(range(len(adv)), adv, color=["tab:green" if r > 0 else "tab:red" for r in rewards])
+for g in range(1, len(rewards) // G):
+    ax.axvline(g * G - 0.5, color="grey", lw=0.8)
+ax.set_xlabel("response (groups separated by grey lines; green = reward 1)")
+ax.set_ylabel("advantage A_i")
+ax.set_title("GRPO advantages: each response against its own group")
+plt.show()
+
+# %% [markdown]
+# ## 4. Log-probabilities of the sampled tokens
+#
+# Pack prompt + response into one left-padded batch; the logits at position t predict token t+1, so
+# the positions that matter are those whose *next* token is a response token (`prediction_mask`).
+# By hand: full logits, log-softmax, pick the sampled token.
+
+# %%
+batch = rollout.pack(tokenizer.pad_token_id)
+print("batch:", tuple(batch.input_ids.shape), "response tokens:", int(batch.prediction_mask.sum()))
+from bupo_core.capture import position_ids_from_mask
+
+with torch.no_grad():
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                   position_ids=position_ids_from_mask(batch.attention_mask)).logits.float()
+    logp_by_hand = torch.log_softmax(logits, -1).gather(-1, batch.targets[..., None]).squeeze(-1) * batch.prediction_mask
+print(f"the by-hand way holds a float32 [batch x length x vocab] tensor: {logits.numel() * 4 / 2**20:.0f} MiB")
+
+# %% [markdown]
+# That tensor is what makes GRPO run out of memory on large vocabularies (Qwen3's 151,936 tokens x
+# 8 x 1,000 response tokens = 4.9 GB in float32, twice over with its gradient). `bupo_core` computes
+# the log-probs and entropies of the sampled tokens only at the masked positions, a chunk of tokens
+# at a time, with a custom backward that recomputes each chunk: at most one [chunk x vocab] block
+# ever exists.
+
+# %%
+from bupo_core.trainer import policy_logprobs
+
+with torch.no_grad():
+    logp, entropy = policy_logprobs(model, batch, chunk_size=64)
+m = batch.prediction_mask.bool()
+assert torch.allclose(logp[m], logp_by_hand[m], atol=1e-4)
+print(f"max |difference| = {(logp - logp_by_hand)[m].abs().max():.2e}; mean entropy of the sampled positions {entropy[m].mean():.2f} nats")
+del logits
+
+# %% [markdown]
+# ## 5. The clipped objective
+#
+# The ratio r = pi(token) / pi_old(token) is 1 before the first update and drifts during the
+# mini-batch updates. Clipping stops the objective from rewarding moves beyond 1 +- eps; the dual clip
+# caps how large the loss of a negative-advantage token can get when its ratio explodes.
+
+# %%
+def clipped_loss_by_hand(ratio, A, eps_low=0.2, eps_high=0.2, c=10.0):
+    unclipped = -A * ratio
+    clipped = -A * ratio.clamp(1 - eps_low, 1 + eps_high)
+    loss = torch.maximum(unclipped, clipped)
+    return torch.where(A < 0, torch.minimum(loss, -c * A), loss)
+
+
+r = torch.linspace(0.0, 13.0, 400)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+for ax, A in zip(axes, (1.0, -1.0)):
+    ax.plot(r, -A * r, ls=":", label="unclipped -rA")
+    ax.plot(r, clipped_loss_by_hand(r, torch.tensor(A)), lw=2, label="GRPO per-token loss")
+    ax.axvspan(0.8, 1.2, alpha=0.15)
+    ax.set_title(f"A = {A:+.0f}")
+    ax.set_xlabel("ratio r")
+    ax.set_ylim(-14, 14)
+    ax.legend(fontsize=8)
+axes[0].set_ylabel("loss")
+plt.tight_layout()
+plt.show()
+
+# %%
+from bupo_core.grpo import clipped_policy_loss
+
+g = torch.Generator().manual_seed(0)
+fake_logp = logp + 0.3 * torch.randn(logp.shape, generator=g) * batch.prediction_mask  # as if after some updates
+ratio = torch.exp((fake_logp - logp).clamp(-20, 20))
+per_token = clipped_loss_by_hand(ratio, adv[:, None]) * batch.prediction_mask
+loss_by_hand = per_token.sum() / batch.prediction_mask.sum()  # token-mean
+out = clipped_policy_loss(fake_logp, logp, adv, batch.prediction_mask)
+assert torch.allclose(out.loss, loss_by_hand, atol=1e-6)
+print(f"loss {out.loss:.4f} (by hand {loss_by_hand:.4f}); clipped tokens {out.clip_frac:.1%}; approx KL {out.approx_kl:.4f}")
+
+# %% [markdown]
+# ## 6. One update
+#
+# By hand: old log-probs with the current weights (no grad), then the loss with grad (ratio = 1 at
+# this first update, so the gradient is that of -A * logp), backward, clip the gradient norm to 1.0,
+# one AdamW step (weight decay 0.01). The learning rate is higher than the paper's 1e-6 because the
+# model is tiny and we want to see it move.
+
+# %%
+LR = 2e-5
+if (adv == 0).all():
+    # every group happened to agree (likely with the tiny BUPO_FAST batch): no signal to learn from;
+    # for the demonstration of the update mechanics use made-up advantages instead
+    print("every group has equal rewards in this batch; using illustrative advantages for the update demo")
+    adv = torch.linspace(-1.0, 1.0, len(adv))
+hand_model = copy.deepcopy(model).train()
+opt = torch.optim.AdamW(hand_model.parameters(), lr=LR, weight_decay=0.01, foreach=False)
+with torch.no_grad():
+    old_logp, _ = policy_logprobs(hand_model, batch)
+new_logp, _ = policy_logprobs(hand_model, batch)
+ratio = torch.exp((new_logp - old_logp).clamp(-20, 20))
+loss = (clipped_loss_by_hand(ratio, adv[:, None]) * batch.prediction_mask).sum() / batch.prediction_mask.sum()
+loss.backward()
+grad_norm = torch.nn.utils.clip_grad_norm_(hand_model.parameters(), 1.0)
+opt.step()
+with torch.no_grad():
+    after, _ = policy_logprobs(hand_model, batch)
+delta = ((after - old_logp) * batch.prediction_mask).sum(1) / batch.prediction_mask.sum(1)
+print(f"loss {loss:.4f}, grad norm before clipping {grad_norm:.2f}")
+print(f"mean change of log p per response: A>0: {delta[adv > 0].mean():+.4f}   A<0: {delta[adv < 0].mean():+.4f}")
+if (adv != 0).any():
+    assert delta[adv > 0].mean() > delta[adv < 0].mean()  # right answers became more likely than wrong ones
+
+# %% [markdown]
+# The trainer's update (`Trainer._update`, with one mini-batch holding the whole batch) must produce
+# the same weights. It skips the forward/backward of zero-advantage responses (their gradient is
+# exactly zero) but still counts their tokens in the token-mean, so the result is the same up to
+# float rounding.
+
+# %%
+from bupo_core.trainer import TrainConfig, Trainer
+
+trainer_model = copy.deepcopy(model)
+cfg = TrainConfig(model=MODEL, task=TASK, task_kwargs=TASK_KWARGS, template=TEMPLATE, lr=LR, num_mini_batches=1,
+                  micro_batch_size=len(batch), prompts_per_step=NUM_PROMPTS, group_size=G, out_dir="runs/nb04-check")
+trainer = Trainer(cfg, model=trainer_model, tokenizer=tokenizer, task=task)
+old, _ = trainer._score_batch(batch, None)
+stats = trainer._update(batch, old, None, adv, None)
+# compare the weight *changes*: Adam's first step is ~lr * sign(grad), so float rounding in
+# near-zero gradient entries shows up as a tiny relative difference, not an exact match
+diff = sum(((a - b) ** 2).sum() for a, b in zip(hand_model.parameters(), trainer_model.parameters())) ** 0.5
+moved = sum(((a - o) ** 2).sum() for a, o in zip(hand_model.parameters(), model.parameters())) ** 0.5
+print(f"trainer update: loss {stats['loss']:.6f} (by hand {loss.item():.6f}); "
+      f"|difference of the two updates| / |update| = {diff / moved:.1e}")
+assert abs(stats["loss"] - loss.item()) < 1e-5 and diff / moved < 1e-2
+del hand_model, trainer_model, trainer
+
+# %% [markdown]
+# ## 7. The whole loop
+#
+# `bupo_core.trainer.Trainer` repeats this: new prompts, G rollouts each, rewards, advantages, old
+# log-probs, `num_mini_batches` AdamW updates, one line of metrics per step in `metrics.jsonl`, and
+# checkpoints you can resume exactly. A few steps here only show the machinery; notebook 05 trains
+# long enough to compare GRPO with BuPO. The same loop is the `bupo train` command.
+
+# %%
+from bupo_core.training_plots import plot_training_curves
+
+cfg = TrainConfig(model=MODEL, task=TASK, task_kwargs=TASK_KWARGS, template=TEMPLATE, method="grpo", steps=DEMO_STEPS,
+                  prompts_per_step=NUM_PROMPTS, group_size=G, max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED,
+                  out_dir="runs/nb04-grpo")
+import shutil
+
+shutil.rmtree(cfg.out_dir, ignore_errors=True)
+result = Trainer(cfg, model=copy.deepcopy(model), tokenizer=tokenizer, task=task).train(progress=True)
+for row in result.metrics:
+    print({k: round(row[k], 3) if isinstance(row[k], float) else row[k] for k in
+           ("step", "phase", "reward_mean", "loss", "zero_adv_group_frac", "clip_frac", "approx_kl", "entropy", "response_length_mean")})
+assert [r["step"] for r in result.metrics] == list(range(1, DEMO_STEPS + 1))
+plot_training_curves({"GRPO": result.metrics}, window=2)
+plt.show()
+
+# %% [markdown]
+# **What this shows, and what it does not.** Every piece of the update agrees with its by-hand
+# version, and one update moves probability towards right answers. A handful of steps on 4 prompts
+# cannot show learning: rewards this noisy need tens of steps (notebook 05). To run the same loop on a
+# GPU: `bupo train --model Qwen/Qwen3-0.6B --task gsm8k --template qwen3-boxed --method grpo --steps 300
+# --prompts-per-step 32 --group-size 8 --max-new-tokens 1024 --lr 1e-6 --out runs/qwen3-grpo`.
