@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-mib", type=float, default=16.0, help="our chunk budget for [tokens, vocab] logits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--responses-cache", default=None, help="JSON file to reuse (or save) the sampled token ids, so a rerun skips generation")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "lens_memory.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -187,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     prompt_ids: list[list[int]] = []
     response_ids: list[list[int]] = []
+    cache = Path(args.responses_cache) if args.responses_cache else None
+    if cache is not None and cache.exists():
+        saved = json.loads(cache.read_text())
+        prompt_ids, response_ids = saved["prompt_ids"], saved["response_ids"]
+        print(f"reusing {len(response_ids)} sampled responses from {cache}", flush=True)
     round_ = 0
     while sum(len(r) for r in response_ids) < args.min_tokens:
         prompts = task_prompts(args.task, args.batch, seed=args.seed + 1000 * round_, style="boxed")
@@ -197,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         round_ += 1
         print(f"sampled {len(response_ids)} responses, {sum(len(r) for r in response_ids)} tokens", flush=True)
     gen_s = time.perf_counter() - t0
+    if cache is not None and not cache.exists():
+        cache.write_text(json.dumps({"prompt_ids": prompt_ids, "response_ids": response_ids}))
 
     # 2. interleaved measurement, one sequence at a time
     probe_method = PeakRSS().method

@@ -145,6 +145,25 @@ def captured_vectors(capture: ResidualCapture, kind: Kind, layer: int) -> torch.
 
 
 # --------------------------------------------------------------------------- chunked statistics
+def _float32_unembedding(adapter: ArchitectureAdapter) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """E_u (and bias) in float32, cast once per call site (bf16 models would otherwise cast per chunk)."""
+    w = adapter.unembed_weight.detach()
+    b = adapter.unembed_bias
+    return (w if w.dtype == torch.float32 else w.float()), (None if b is None else b.detach().float())
+
+
+def _project(
+    adapter: ArchitectureAdapter, x: torch.Tensor, norm: Norm, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """float32 logits of ``x`` [c, d]; the same maths as ``ArchitectureAdapter.logits`` with a pre-cast E_u."""
+    h = adapter.apply_norm(x, norm).float()
+    out = torch.nn.functional.linear(h, weight, bias)
+    cap = adapter.logit_softcap
+    if norm == "final" and cap:
+        out = torch.tanh(out / cap) * cap
+    return out
+
+
 @dataclass
 class VectorStatistics:
     """Per-token statistics of the internal policy of P vectors.
@@ -182,6 +201,7 @@ def policy_statistics(
     targets: torch.Tensor | None = None,
     top_k: int = 0,
     chunk_size: int | None = None,
+    unembedding: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> VectorStatistics:
     """Entropy, target log-prob, top-k and vector norm of the internal policy of P vectors, chunk by chunk.
 
@@ -193,6 +213,7 @@ def policy_statistics(
         targets: optional [P] token ids whose log-probability to report.
         top_k: how many most likely tokens to keep per vector (0 = none).
         chunk_size: tokens per chunk (default: :func:`default_chunk_size` of the vocabulary).
+        unembedding: a pre-cast float32 ``(E_u, bias)`` to reuse across calls (internal).
 
     Returns:
         :class:`VectorStatistics` with tensors on the vectors' device.
@@ -206,6 +227,7 @@ def policy_statistics(
         if targets.shape[0] != P:
             raise ValueError(f"{P} vectors but {targets.shape[0]} targets")
     chunk = chunk_size or default_chunk_size(adapter.vocab_size)
+    weight, bias = unembedding if unembedding is not None else _float32_unembedding(adapter)
     k = min(int(top_k), adapter.vocab_size)
     ent = torch.empty(P, dtype=torch.float32, device=x.device)
     lp = torch.empty(P, dtype=torch.float32, device=x.device) if targets is not None else None
@@ -213,7 +235,7 @@ def policy_statistics(
     probs = torch.empty((P, k), dtype=torch.float32, device=x.device)
     for s in range(0, P, chunk):
         # Few passes over [chunk, N] (they are memory-bound): softmax, then entr(p) = -p ln p in place.
-        logits = adapter.logits(x[s : s + chunk], norm=norm, dtype=torch.float32)
+        logits = _project(adapter, x[s : s + chunk], norm, weight, bias)
         p = torch.softmax(logits, dim=-1)
         if k or lp is not None:
             top = p.topk(max(k, 1), dim=-1)
@@ -436,12 +458,13 @@ def internal_policy_statistics(
         "topk_probs": {k: torch.zeros((r, P, cfg.top_k)) for k, r in rows.items()} if cfg.top_k else {},
     }
     filled: set[tuple[str, int]] = set()
+    unembedding = _float32_unembedding(adapter)
 
     def record(kind: str, row: int, tensor: torch.Tensor) -> None:
         vec = tensor[mask]  # [P, d]
         st = policy_statistics(
-            adapter, vec, norm=cfg.norm, targets=tgt if want_lp else None, top_k=cfg.top_k, chunk_size=cfg.chunk_size
-            or default_chunk_size(adapter.vocab_size, cfg.chunk_mib),
+            adapter, vec, norm=cfg.norm, targets=tgt if want_lp else None, top_k=cfg.top_k,
+            chunk_size=cfg.chunk_size or default_chunk_size(adapter.vocab_size, cfg.chunk_mib), unembedding=unembedding,
         )
         out["entropy"][kind][row] = st.entropy.cpu()
         out["vector_norm"][kind][row] = st.vector_norm.cpu()

@@ -81,16 +81,18 @@ def test_chunk_size_does_not_change_results():
 
 def test_no_more_than_one_chunk_of_logits_at_a_time(monkeypatch):
     """The bound that keeps memory flat: every unembedding call sees at most `chunk_size` vectors."""
+    import bupo_core.lens as lens_module
+
     model = tiny_model("llama", num_layers=3)
     adapter = ArchitectureAdapter(model)
     seen: list[int] = []
-    original = adapter.logits
+    original = lens_module._project
 
-    def spy(hidden, norm="none", *, dtype=torch.float32):
-        seen.append(hidden.reshape(-1, hidden.shape[-1]).shape[0])
-        return original(hidden, norm, dtype=dtype)
+    def spy(adapter_, x, norm, weight, bias):
+        seen.append(x.reshape(-1, x.shape[-1]).shape[0])
+        return original(adapter_, x, norm, weight, bias)
 
-    monkeypatch.setattr(adapter, "logits", spy)
+    monkeypatch.setattr(lens_module, "_project", spy)
     ids = torch.randint(0, 128, (3, 40))
     stats = internal_policy_statistics(model, ids, adapter=adapter, config=LensConfig(chunk_size=16))
     assert stats.num_tokens == 120
@@ -164,6 +166,15 @@ def test_policies_from_a_capture(tiny):
         internal_ffn_policy(tiny, cap, 0)
 
 
+def test_bfloat16_model_gives_float32_statistics():
+    model = tiny_model("qwen2").to(torch.bfloat16)
+    stats = internal_policy_statistics(model, IDS, MASK, positions=POS, targets=torch.roll(IDS, -1, 1))
+    assert stats.entropy["layer"].dtype == torch.float32
+    cap = capture_residuals(model, IDS, MASK)
+    ref = entropy_from_logits(internal_policy_logits(model, cap.resid(2)[POS.bool()]))
+    assert torch.allclose(stats.entropy["layer"][2], ref, atol=1e-4)
+
+
 def test_policy_statistics_targets_shape_check():
     adapter = ArchitectureAdapter(tiny_model("llama"))
     with pytest.raises(ValueError, match="targets"):
@@ -173,8 +184,8 @@ def test_policy_statistics_targets_shape_check():
 def test_smollm2_internal_statistics(smollm):
     """On the embedded model: entropies stay in [0, ln N]; the final-norm top layer is the model's policy."""
     model, tok = smollm
-    ids = torch.tensor([tok("Question: what is 3 + 4? Answer: 7")["input_ids"]])
-    stats = internal_policy_statistics(model, ids, config=LensConfig(norm="final"))
+    ids = torch.tensor([tok("What is 3 + 4? 7")["input_ids"]])
+    stats = internal_policy_statistics(model, ids, config=LensConfig(norm="final", kinds=("layer",), top_k=2))
     assert stats.num_layers == 30 and stats.vocab_size == 49152
     ent = stats.entropy["layer"]
     assert float(ent.min()) >= -1e-4 and float(ent.max()) <= 10.81
