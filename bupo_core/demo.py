@@ -59,8 +59,8 @@ class DemoConfig:
     model: str = DEFAULT_MODEL
     task: str = "chain_sum"
     task_kwargs: dict = field(default_factory=lambda: {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1})
-    analysis_prompts: int = 8
-    analysis_max_new_tokens: int = 96
+    analysis_prompts: int = 6
+    analysis_max_new_tokens: int = 48
     analysis_style: str = "boxed"
     layer: int | None = None
     steps: int = 12
