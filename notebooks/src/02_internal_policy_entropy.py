@@ -237,9 +237,14 @@ for rep in (report, lens_report):
 #   Llama's late abrupt convergence; with a 135M model, 4-bit weights and short answers, we do not
 #   claim it contradicts the paper, but it shows the raw-projection entropy is dominated by scale
 #   on this model.
-# * *Logit lens.* With the final norm, the entropies stay high much longer and fall late, closer to
-#   the familiar logit-lens picture of a Llama-family model; see the printed layers with positive
-#   FFN entropy change and the boundary layer the rule picks under this lens.
+# * *Logit lens.* With the final norm the picture changes completely. The layer-0 policy is nearly
+#   deterministic (with tied embeddings, the normed embedding of a token mostly predicts that token
+#   itself), the block outputs then stay around 1-1.7 nats all the way up instead of contracting to
+#   zero, and the FFNs *raise* entropy in most layers (in the committed run: 1-2, 4-5, 7 and 12-30).
+#   The rule returns layer 2, the end of the first, very short run. On this model the boundary layer
+#   depends entirely on the norm choice: the paper's choice (no norm) gives none.
+# * The raw entropy falls as the norm grows (the correlation printed above is strongly negative), which
+#   is the paper's own caveat: without the norm, entropy partly measures scale.
 #
 # The switch is one argument (`norm=`), in the library, the CLI (`--norm`) and the explorer below.
 
