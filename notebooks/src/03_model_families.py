@@ -136,8 +136,26 @@ assert all(len(reports[n]["none"].layer_entropy) == ArchitectureAdapter(models[n
 # %% [markdown]
 # ## What we see
 #
-# See the printed summary above (the committed run; rerunning on CPU with the same seed gives the
-# same numbers). NOTES_PLACEHOLDER
+# Read the printed summaries and figures above (the committed run; rerunning on CPU with the same
+# seed gives the same numbers):
+#
+# * **Raw projections (the paper's definition) are dominated by scale on both models.** The stream's
+#   norm grows by two to three orders of magnitude from $H^0$ to $H^L$ (last column), and Gemma also
+#   multiplies its embeddings by $\sqrt{d} \approx 25$, so its raw internal policies are essentially
+#   one-hot from layer 0 on. When all entropies are near zero, the FFN entropy changes are
+#   differences of tiny numbers and the boundary-layer rule has little to work with: check
+#   `layers with dH_FFN>0` and `boundary` in the rows with `norm='none'` before reading anything
+#   into them. SmolLM2 keeps a broad embedding-layer policy, collapses in block 1 and never shows
+#   an expanding FFN.
+# * **Through the logit lens the two families differ visibly.** Gemma's normed policies stay broad
+#   through the middle of the network (about half of $\ln N$) and every one of its FFNs raises
+#   entropy, so the rule's "first run" spans the whole network and the boundary is the last layer.
+#   SmolLM2's normed policies stay at roughly a tenth of $\ln N$; its FFNs raise entropy in most
+#   layers too, but the first run ends at layer 2. With tied embeddings the lens at layer 0 just
+#   predicts the input token itself (entropy ~0), so the lens curves start at zero.
+# * We do not reproduce the paper's Qwen3/Llama contrast with these two small, 4-bit models, and we
+#   do not expect to: the paper measured 4B-8B models on long MATH500 solutions. The cell below runs
+#   the paper's own families when the hub is reachable.
 
 # %% [markdown]
 # ## Qwen3 and Llama-3.2, when the hub is reachable
