@@ -28,7 +28,7 @@ SEED = 0
 from bupo_core.settings import scaled
 
 TASK = "chain_sum"
-N_PROMPTS = scaled(3, 2)
+N_PROMPTS = scaled(3, 1)
 MAX_NEW_TOKENS = scaled(48, 12)
 
 # %%
