@@ -5,6 +5,7 @@ everywhere: layer 0 is the embedding output H^0, layer l in 1..L the output of b
 """
 
 from .adapter import ArchitectureAdapter, FamilySpec, register_family
+from .analysis import AnalysisConfig, EntropyReport, analyse_entropy
 from .capture import ResidualCapture, capture_residuals, forward_to_layer
 from .errors import (
     BupoError,
@@ -15,12 +16,31 @@ from .errors import (
     UnknownModelError,
     UnsupportedArchitectureError,
 )
+from .entropy import boundary_layer, entropy_change, entropy_from_logits
+from .evaluate import EvalConfig, evaluate, pass_at_k
+from .lens import internal_layer_policy, internal_policy_statistics
 from .models import DEFAULT_MODEL, known_models, load_model, model_summary, tiny_model
+from .refinement import feature_refinement
+from .trainer import TrainConfig, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnalysisConfig",
     "ArchitectureAdapter",
+    "EntropyReport",
+    "EvalConfig",
+    "TrainConfig",
+    "Trainer",
+    "analyse_entropy",
+    "boundary_layer",
+    "entropy_change",
+    "entropy_from_logits",
+    "evaluate",
+    "feature_refinement",
+    "internal_layer_policy",
+    "internal_policy_statistics",
+    "pass_at_k",
     "BupoError",
     "ConfigMismatchError",
     "DEFAULT_MODEL",
@@ -36,7 +56,6 @@ __all__ = [
     "known_models",
     "load_model",
     "model_summary",
-    "register_family",
     "register_family",
     "tiny_model",
 ]
