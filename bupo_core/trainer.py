@@ -360,8 +360,10 @@ class Trainer:
 
             self.reference = copy.deepcopy(model).eval().requires_grad_(False)
         if config.gradient_checkpointing:
-            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self._upper_ids = {id(p) for p in self.adapter.upper_parameters(config.layer)} if config.method == "bupo" else set()
         if resume_from is not None:
             self._load_state(resume_from)
