@@ -78,6 +78,22 @@ def build(src: Path) -> nbformat.NotebookNode:
     return nb
 
 
+def reuse_outputs(nb: nbformat.NotebookNode, old_path: Path) -> None:
+    """Copy outputs from the executed notebook at ``old_path`` when every code cell is unchanged.
+
+    For prose-only edits: the code, and therefore the outputs, are exactly those of the earlier
+    top-to-bottom run. Any changed, added or removed code cell is an error (execute instead).
+    """
+    old = nbformat.read(old_path, as_version=4)
+    old_code = [c for c in old.cells if c.cell_type == "code"]
+    new_code = [c for c in nb.cells if c.cell_type == "code"]
+    if [c.source for c in old_code] != [c.source for c in new_code]:
+        raise SystemExit(f"{old_path}: code cells changed since the last execution; run with --execute")
+    for new, prev in zip(new_code, old_code):
+        new.outputs = prev.outputs
+        new.execution_count = prev.execution_count
+
+
 def execute(nb: nbformat.NotebookNode, timeout: int) -> None:
     from nbclient import NotebookClient
 
@@ -88,6 +104,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("only", nargs="*", help="name prefixes of the notebooks to build (default: all)")
     ap.add_argument("--execute", action="store_true", help="execute in a fresh kernel and save outputs")
+    ap.add_argument("--reuse-outputs", action="store_true", help="prose-only edits: keep the outputs of the last execution (refused if any code cell changed)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     args = ap.parse_args()
     sources = sorted(SRC.glob("*.py"))
@@ -96,9 +113,11 @@ def main() -> int:
     for src in sources:
         nb = build(src)
         t0 = time.time()
+        out = OUT / f"{src.stem}.ipynb"
         if args.execute:
             execute(nb, args.timeout)
-        out = OUT / f"{src.stem}.ipynb"
+        elif args.reuse_outputs:
+            reuse_outputs(nb, out)
         nbformat.write(nb, out)
         print(f"{out.relative_to(ROOT)}" + (f" executed in {time.time() - t0:.0f} s" if args.execute else ""), flush=True)
     return 0
