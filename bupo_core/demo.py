@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from .models import DEFAULT_MODEL
+from .tasks import EASY_CHAIN_SUM
 
 
 @dataclass
@@ -58,7 +59,7 @@ class DemoConfig:
 
     model: str = DEFAULT_MODEL
     task: str = "chain_sum"
-    task_kwargs: dict = field(default_factory=lambda: {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1})
+    task_kwargs: dict = field(default_factory=lambda: dict(EASY_CHAIN_SUM))
     analysis_prompts: int = 6
     analysis_max_new_tokens: int = 48
     analysis_style: str = "boxed"

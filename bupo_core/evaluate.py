@@ -256,7 +256,7 @@ def evaluate(
         grading["timeouts"] += scored.timeouts
         grading["errors"] += scored.errors
         for j, ex in enumerate(chunk):
-            rows = [r for r, p in enumerate(rollout.prompt_index) if p == j]
+            rows = range(j * cfg.k, (j + 1) * cfg.k)  # generate() returns prompt-major rows
             texts = [rollout.texts[r] for r in rows]
             rewards = [scored.rewards[r] for r in rows]
             problems.append(

@@ -33,6 +33,9 @@ from typing import Any
 
 from .errors import InputFormatError, ModelNotAvailableError
 
+# The two-term single-digit chain_sum: the easiest setting on which the 135M embedded model earns
+# reward in most groups of 8 (about 14% pass rate), used as the default for CPU training and demos.
+EASY_CHAIN_SUM = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
 PAPER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 SHORT_SUFFIX = " Reply with just the number."
 

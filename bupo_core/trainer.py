@@ -47,7 +47,7 @@ from .grpo import clipped_policy_loss, group_advantages, masked_mean, token_logp
 from .rewards import Grader
 from .rollout import SamplingConfig, generate
 from .sequences import PackedBatch, context_length
-from .tasks import Task, load_task
+from .tasks import EASY_CHAIN_SUM, Task, load_task
 
 
 class TrainingError(BupoError, RuntimeError):
@@ -132,7 +132,7 @@ class TrainConfig:
 
     model: str = "smollm2-135m-instruct"
     task: str = "chain_sum"
-    task_kwargs: dict = field(default_factory=lambda: {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1})
+    task_kwargs: dict = field(default_factory=lambda: dict(EASY_CHAIN_SUM))
     task_size: int = 1000
     template: str | None = None
     reward: str | None = None

@@ -7,8 +7,7 @@ from typing import Any
 
 from ..errors import InputFormatError
 from ..models import DEFAULT_MODEL
-
-EASY_CHAIN_SUM = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+from ..tasks import EASY_CHAIN_SUM
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
