@@ -169,6 +169,36 @@ def _unsupported_message(model: nn.Module, detail: str) -> str:
     )
 
 
+def check_layer(layer: int, num_layers: int, *, allow_embedding: bool = True, below_top: bool = False, what: str | None = None) -> int:
+    """The one check of a paper-numbered layer: return it, or raise :class:`LayerOutOfRangeError`.
+
+    Args:
+        layer: 0 = embedding output H^0, 1..L = block outputs.
+        num_layers: L.
+        allow_embedding: accept layer 0 (internal layer policies exist for 0..L; modules for 1..L).
+        below_top: accept at most L - 1 (BuPO and feature refinement need a layer above the target).
+        what: how the message names the value (default: from the range).
+
+    >>> check_layer(2, 4)
+    2
+    >>> check_layer(4, 4, allow_embedding=False, below_top=True)
+    Traceback (most recent call last):
+    ...
+    bupo_core.errors.LayerOutOfRangeError: target layer 4 is out of range for this 4-layer model: use 1..3 (paper numbering; the authors' code uses k = layer - 1; layer 4 is the whole model).
+    """
+    low = 0 if allow_embedding else 1
+    high = num_layers - 1 if below_top else num_layers
+    if isinstance(layer, bool) or not isinstance(layer, int) or not low <= layer <= high:
+        if what is None:
+            what = "target layer" if below_top else ("layer (0 = embedding, 1..L = block outputs)" if allow_embedding else "block layer")
+        top = f"; layer {num_layers} is the whole model" if below_top else ""
+        raise LayerOutOfRangeError(
+            f"{what} {layer!r} is out of range for this {num_layers}-layer model: use "
+            f"{low}..{high} (paper numbering; the authors' code uses k = layer - 1{top})."
+        )
+    return layer
+
+
 @dataclass
 class ArchitectureAdapter:
     """Finds a causal LM's parts and projects vectors through its unembedding.
@@ -235,19 +265,9 @@ class ArchitectureAdapter:
         """d, the width of the residual stream."""
         return int(self.unembed_weight.shape[1])
 
-    def check_layer(self, layer: int, *, allow_embedding: bool = True) -> int:
-        """Validate a paper-numbered layer and return it.
-
-        Raises :class:`LayerOutOfRangeError` naming the valid range.
-        """
-        low = 0 if allow_embedding else 1
-        if isinstance(layer, bool) or not isinstance(layer, int) or not low <= layer <= self.num_layers:
-            what = "layer (0 = embedding, 1..L = block outputs)" if allow_embedding else "block layer"
-            raise LayerOutOfRangeError(
-                f"{what} {layer!r} is out of range for this {self.num_layers}-layer model: use "
-                f"{low}..{self.num_layers} (paper numbering; the authors' code uses k = layer - 1)."
-            )
-        return layer
+    def check_layer(self, layer: int, *, allow_embedding: bool = True, below_top: bool = False) -> int:
+        """Validate a paper-numbered layer of this model and return it (see :func:`check_layer`)."""
+        return check_layer(layer, self.num_layers, allow_embedding=allow_embedding, below_top=below_top)
 
     def block(self, layer: int) -> nn.Module:
         """Block ``layer`` (paper numbering, 1..L)."""
@@ -298,34 +318,25 @@ class ArchitectureAdapter:
     # ----------------------------------------------------------------- projection
     def apply_norm(self, hidden: torch.Tensor, norm: Norm) -> torch.Tensor:
         """``hidden`` unchanged for ``norm="none"`` (the paper), LN_final(hidden) for ``"final"``."""
-        if norm == "none":
-            return hidden
-        if norm == "final":
-            return self.final_norm(hidden)
-        raise ValueError(f"norm must be 'none' (the paper's internal policy) or 'final' (logit lens), got {norm!r}")
+        from .policy_head import check_norm  # noqa: PLC0415
+
+        return self.final_norm(hidden) if check_norm(norm) == "final" else hidden
 
     def logits(self, hidden: torch.Tensor, norm: Norm = "none", *, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
-        """Project vectors through the unembedding.
+        """Project vectors through the unembedding (:class:`bupo_core.policy_head.PolicyHead`).
 
         Args:
             hidden: [..., d] vectors (residual states or module writes).
             norm: ``"none"`` (the paper's internal policies: raw vector times E_u^T) or
                 ``"final"`` (logit lens: the model's own head, final norm and any logit soft-cap).
-            dtype: compute the matmul in this dtype (float32 by default, even for bf16 models);
-                ``None`` keeps the model's dtype.
+            dtype: dtype of the returned logits; they are always computed in float32 (autocast
+                off); ``None`` returns the model's dtype.
 
         Returns:
             [..., N] logits.
         """
-        x = self.apply_norm(hidden, norm)
-        weight = self.unembed_weight
-        bias = self.unembed_bias
-        if dtype is not None:
-            x = x.to(dtype)
-            weight = weight.to(dtype)
-            bias = bias.to(dtype) if bias is not None else None
-        out = torch.nn.functional.linear(x, weight, bias)
-        cap = self.logit_softcap
-        if norm == "final" and cap:
-            out = torch.tanh(out / cap) * cap
-        return out
+        from .policy_head import PolicyHead  # noqa: PLC0415
+
+        out = PolicyHead.from_adapter(self, norm, detach=False).logits(hidden)
+        target = dtype if dtype is not None else self.unembed_weight.dtype
+        return out if target == torch.float32 else out.to(target)

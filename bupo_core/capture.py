@@ -1,6 +1,9 @@
-"""Capture the residual stream and every module's write in one forward pass; truncated forwards.
+"""The hook engine: visit the residual stream's named points; capture them; truncated forwards.
 
-Hooks are placed through :class:`~bupo_core.adapter.ArchitectureAdapter`, so the same code works
+:func:`residual_hooks` is the one place that knows where H^{l-1}, the module inputs
+LN1(H^{l-1}) / LN2(H^{l-1} + A^l), the written vectors A^l / F^l and H^l are in a model.
+:func:`capture_residuals` stores what it visits; :func:`bupo_core.lens.internal_policy_statistics`
+reduces it on the fly. Hooks are placed through :class:`~bupo_core.adapter.ArchitectureAdapter`, so the same code works
 for every supported family. All hooks return ``None`` (a hook that returns a value replaces the
 module's output) and are removed even when the forward raises.
 """
@@ -9,12 +12,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Literal
 
 import torch
 from torch import nn
 
-from .adapter import ArchitectureAdapter, first_tensor
+from .adapter import ArchitectureAdapter, check_layer, first_tensor
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -57,6 +60,83 @@ def _block_input(args: tuple, kwargs: dict) -> torch.Tensor:
     return kwargs["hidden_states"]
 
 
+# --------------------------------------------------------------------------- the hook engine
+Kind = Literal["layer", "attn_input", "attn", "ffn_input", "ffn"]
+#: The residual stream's named points, in the order a block computes them.
+KINDS: tuple[Kind, ...] = ("layer", "attn_input", "attn", "ffn_input", "ffn")
+#: What each point is, in the paper's notation (used in plots and docs).
+KIND_LABELS: dict[str, str] = {
+    "layer": "H^l (residual stream)",
+    "attn_input": "LN1(H^{l-1}) (attention input)",
+    "attn": "A^l (attention write)",
+    "ffn_input": "LN2(H^{l-1}+A^l) (FFN input)",
+    "ffn": "F^l (FFN write)",
+}
+#: The adapter role whose module *output* is each module point.
+KIND_ROLES: dict[str, str] = {"attn_input": "ln1", "attn": "attn_write", "ffn_input": "ln2", "ffn": "ffn_write"}
+
+
+def check_kinds(kinds: Iterable[str]) -> list[str]:
+    """Validate a choice of points (subset of :data:`KINDS`) and list it."""
+    out = list(kinds)
+    bad = [k for k in out if k not in KINDS]
+    if bad:
+        raise ValueError(f"unknown kinds {bad}; use a subset of {KINDS}")
+    return out
+
+
+def kind_rows(kind: str, num_layers: int) -> int:
+    """Rows of a point: L+1 for ``"layer"`` (H^0..H^L, row = paper layer), L for module points (row i = layer i+1)."""
+    return num_layers + 1 if kind == "layer" else num_layers
+
+
+def residual_hooks(
+    adapter: ArchitectureAdapter, visit: Callable[[str, int, torch.Tensor], None], kinds: Iterable[str] = KINDS
+) -> list[tuple[nn.Module, str, Callable]]:
+    """Hook registrations that call ``visit(kind, row, tensor [B, T, d])`` at each named point.
+
+    ``row`` is the paper layer for ``"layer"`` (0..L) and ``layer - 1`` for the module points. Works
+    for every registered family (the adapter names the modules). Pass the result to :func:`hooks`;
+    :func:`capture_residuals` stores what it visits, the lens reduces it.
+    """
+    kinds = check_kinds(kinds)
+    regs: list[tuple[nn.Module, str, Callable]] = []
+    if "layer" in kinds:
+
+        def pre_first(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            visit("layer", 0, _block_input(args, kwargs))
+
+        regs.append((adapter.blocks[0], "pre", pre_first))
+    for i, block in enumerate(adapter.blocks):
+        if "layer" in kinds:
+
+            def out_hook(module: nn.Module, args: tuple, output: object, i: int = i) -> None:
+                visit("layer", i + 1, first_tensor(output))
+
+            regs.append((block, "forward", out_hook))
+        for kind, role in KIND_ROLES.items():
+            if kind not in kinds:
+                continue
+
+            def role_hook(module: nn.Module, args: tuple, output: object, i: int = i, kind: str = kind) -> None:
+                visit(kind, i, first_tensor(output))
+
+            regs.append((getattr(block, getattr(adapter.family, role)), "forward", role_hook))
+    return regs
+
+
+def forward_kwargs(attention_mask: torch.Tensor | None) -> dict:
+    """``attention_mask`` and matching ``position_ids`` (skipping left padding) for a forward call."""
+    if attention_mask is None:
+        return {}
+    return dict(attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The model without its LM head (the head is the policy head's job)."""
+    return model.base_model if hasattr(model, "base_model") else model
+
+
 @dataclass
 class ResidualCapture:
     """The vectors of one forward pass, each of shape [batch, positions, d].
@@ -86,12 +166,7 @@ class ResidualCapture:
         return len(self.attn_outputs)
 
     def _check(self, layer: int, low: int) -> None:
-        if not low <= layer <= self.num_layers:
-            from .errors import LayerOutOfRangeError
-
-            raise LayerOutOfRangeError(
-                f"layer {layer} is out of range: use {low}..{self.num_layers} (paper numbering)"
-            )
+        check_layer(layer, self.num_layers, allow_embedding=low == 0)
 
     def resid(self, layer: int) -> torch.Tensor:
         """H^layer: 0 is the embedding output, L the last block's output (before the final norm)."""
@@ -167,41 +242,22 @@ def capture_residuals(
         return t if positions is None else t[:, positions.to(t.device)]
 
     L = adapter.num_layers
-    resid: list[torch.Tensor | None] = [None] * (L + 1)
-    slots: dict[str, list[torch.Tensor | None]] = {k: [None] * L for k in ("ln1", "attn_write", "ln2", "ffn_write")}
-    regs: list[tuple[nn.Module, str, Callable]] = []
+    slots: dict[str, list[torch.Tensor | None]] = {k: [None] * kind_rows(k, L) for k in KINDS}
 
-    def pre_first(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        resid[0] = keep(_block_input(args, kwargs))
+    def store(kind: str, row: int, tensor: torch.Tensor) -> None:
+        slots[kind][row] = keep(tensor)
 
-    regs.append((adapter.blocks[0], "pre", pre_first))
-    for i, block in enumerate(adapter.blocks):
-
-        def out_hook(module: nn.Module, args: tuple, output: object, i: int = i) -> None:
-            resid[i + 1] = keep(first_tensor(output))
-
-        regs.append((block, "forward", out_hook))
-        for role in slots:
-
-            def role_hook(module: nn.Module, args: tuple, output: object, i: int = i, role: str = role) -> None:
-                slots[role][i] = keep(first_tensor(output))
-
-            regs.append((getattr(block, getattr(adapter.family, role)), "forward", role_hook))
-
-    kwargs = {}
-    if attention_mask is not None:
-        kwargs = dict(attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
-    with hooks(regs), torch.set_grad_enabled(not detach and torch.is_grad_enabled()):
-        out = model(input_ids=input_ids, use_cache=False, **kwargs)
-    missing = [n for n, lst in [("resid", resid), *slots.items()] if any(t is None for t in lst)]
+    with hooks(residual_hooks(adapter, store)), torch.set_grad_enabled(not detach and torch.is_grad_enabled()):
+        out = model(input_ids=input_ids, use_cache=False, **forward_kwargs(attention_mask))
+    missing = [k for k, lst in slots.items() if any(t is None for t in lst)]
     if missing:
         raise RuntimeError(f"hooks did not fire for {missing}: the adapter entry for {adapter.family.name} is wrong")
     return ResidualCapture(
-        resid_states=resid,  # type: ignore[arg-type]
-        attn_inputs=slots["ln1"],  # type: ignore[arg-type]
-        attn_outputs=slots["attn_write"],  # type: ignore[arg-type]
-        ffn_inputs=slots["ln2"],  # type: ignore[arg-type]
-        ffn_outputs=slots["ffn_write"],  # type: ignore[arg-type]
+        resid_states=slots["layer"],  # type: ignore[arg-type]
+        attn_inputs=slots["attn_input"],  # type: ignore[arg-type]
+        attn_outputs=slots["attn"],  # type: ignore[arg-type]
+        ffn_inputs=slots["ffn_input"],  # type: ignore[arg-type]
+        ffn_outputs=slots["ffn"],  # type: ignore[arg-type]
         logits=keep(out.logits) if with_logits else None,
     )
 
@@ -255,13 +311,9 @@ def forward_to_layer(
             box["h"] = first_tensor(output)
             raise _StopForward
 
-    kwargs = {}
-    if attention_mask is not None:
-        kwargs = dict(attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask))
-    base = model.base_model if hasattr(model, "base_model") else model
     try:
         with hooks([(target, kind, grab)]):
-            base(input_ids=input_ids, use_cache=False, **kwargs)
+            base_model(model)(input_ids=input_ids, use_cache=False, **forward_kwargs(attention_mask))
     except _StopForward:
         pass
     if "h" not in box:

@@ -12,9 +12,10 @@ The conventions follow the paper's code (verl), see ``shared/design/method.md`` 
   ``sequence-mean`` (mean per response, then over responses; the paper's equation).
 
 Log-probabilities and entropies of the sampled tokens are computed by :func:`token_logprobs`
-in chunks of tokens with a custom backward that recomputes each chunk's logits, so neither the
-forward nor the backward ever holds a float32 [batch x length x vocabulary] tensor: peak extra
-memory is one [chunk x vocabulary] block.
+with the policy head's differentiable path
+(:func:`bupo_core.policy_head.chunked_logprob_entropy`): chunks of tokens, a custom backward that
+recomputes each chunk's logits, so neither direction ever holds a float32 [batch x length x
+vocabulary] tensor: peak extra memory is one [chunk x vocabulary] block.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+from .policy_head import chunked_logprob_entropy
 
 LossAggregation = Literal["token-mean", "sequence-mean"]
 LOG_RATIO_CLAMP = 20.0
@@ -59,76 +62,6 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) 
 
 
 # --------------------------------------------------------------------------- log-probs
-class _ChunkedTokenLogProb(torch.autograd.Function):
-    """log p(target) and entropy of softmax(h W^T + b) per row, chunked in forward and backward."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_size, softcap):  # type: ignore[override]
-        w = weight.float()
-        b = bias.float() if bias is not None else None
-        n = hidden.shape[0]
-        logp = hidden.new_empty(n, dtype=torch.float32)
-        ent = hidden.new_empty(n, dtype=torch.float32)
-        for s in range(0, n, chunk_size):
-            z = _chunk_logits(hidden[s : s + chunk_size], w, b, softcap)
-            lse = torch.logsumexp(z, -1)
-            lp = z - lse[:, None]
-            logp[s : s + chunk_size] = lp.gather(1, targets[s : s + chunk_size, None]).squeeze(1)
-            ent[s : s + chunk_size] = -(lp.exp() * lp).sum(-1)
-        ctx.save_for_backward(hidden, weight, bias, targets, ent)
-        ctx.chunk_size, ctx.softcap = chunk_size, softcap
-        return logp, ent
-
-    @staticmethod
-    def backward(ctx, g_logp, g_ent):  # type: ignore[override]
-        hidden, weight, bias, targets, ent = ctx.saved_tensors
-        cs, softcap = ctx.chunk_size, ctx.softcap
-        w = weight.float()
-        b = bias.float() if bias is not None else None
-        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        g_h = torch.zeros_like(hidden) if need_h else None
-        g_w = torch.zeros_like(w) if need_w else None
-        g_b = torch.zeros_like(b) if (need_b and b is not None) else None
-        for s in range(0, hidden.shape[0], cs):
-            h = hidden[s : s + cs]
-            z0 = h.float() @ w.T
-            if b is not None:
-                z0 = z0 + b
-            z = torch.tanh(z0 / softcap) * softcap if softcap else z0
-            lp = torch.log_softmax(z, -1)
-            p = lp.exp()
-            # d logp_t / dz = onehot(t) - p ;  d H / dz = -p (log p + H)
-            gz = -p * g_logp[s : s + cs, None].float()
-            gz.scatter_add_(1, targets[s : s + cs, None], g_logp[s : s + cs, None].float())
-            if g_ent is not None:
-                gz = gz - p * (lp + ent[s : s + cs, None]) * g_ent[s : s + cs, None].float()
-            if softcap:
-                gz = gz * (1 - (z / softcap) ** 2)
-            if g_h is not None:
-                g_h[s : s + cs] = (gz @ w).to(hidden.dtype)
-            if g_w is not None:
-                g_w += gz.T @ h.float()
-            if g_b is not None:
-                g_b += gz.sum(0)
-        return (
-            g_h,
-            g_w.to(weight.dtype) if g_w is not None else None,
-            g_b.to(bias.dtype) if g_b is not None else None,
-            None,
-            None,
-            None,
-        )
-
-
-def _chunk_logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, softcap: float | None) -> torch.Tensor:
-    z = h.float() @ w.T
-    if b is not None:
-        z = z + b
-    if softcap:
-        z = torch.tanh(z / softcap) * softcap
-    return z
-
-
 def token_logprobs(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -168,7 +101,7 @@ def token_logprobs(
     sel = mask.bool()
     flat_h = hidden[sel]
     flat_t = targets[sel].long()
-    lp, ent = _ChunkedTokenLogProb.apply(flat_h, weight, bias, flat_t, int(chunk_size), softcap)
+    lp, ent = chunked_logprob_entropy(flat_h, weight, flat_t, bias=bias, softcap=softcap, chunk_size=chunk_size)
     out_lp = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
     out_ent = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
     out_lp = out_lp.masked_scatter(sel, lp)

@@ -29,45 +29,39 @@ Layers use the paper's numbering throughout: 0 = embedding output, l in 1..L = b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
-from .adapter import ArchitectureAdapter, Norm, first_tensor
-from .capture import ResidualCapture, hooks, position_ids_from_mask
+from .adapter import ArchitectureAdapter, Norm
+from .capture import (
+    KIND_LABELS,
+    KINDS,
+    Kind,
+    ResidualCapture,
+    base_model,
+    check_kinds,
+    forward_kwargs,
+    hooks,
+    kind_rows,
+    residual_hooks,
+)
 from .entropy import (
     attn_entropy_change,
     ffn_entropy_change,
     layer_entropy_change,
 )
 from .errors import InputFormatError
+from .policy_head import PolicyHead, check_norm, default_chunk_size, reduce_policy
 
-Kind = Literal["layer", "attn_input", "attn", "ffn_input", "ffn"]
-#: The five kinds of projected vectors, in the order a block computes them.
-KINDS: tuple[Kind, ...] = ("layer", "attn_input", "attn", "ffn_input", "ffn")
-#: What each kind is, in the paper's notation (used in plots and docs).
-KIND_LABELS: dict[str, str] = {
-    "layer": "H^l (residual stream)",
-    "attn_input": "LN1(H^{l-1}) (attention input)",
-    "attn": "A^l (attention write)",
-    "ffn_input": "LN2(H^{l-1}+A^l) (FFN input)",
-    "ffn": "F^l (FFN write)",
-}
+__all__ = ["KINDS", "KIND_LABELS", "Kind", "default_chunk_size"]  # re-exported: defined by the hook engine / policy head
 
 
 def _adapter(model_or_adapter: nn.Module | ArchitectureAdapter) -> ArchitectureAdapter:
     if isinstance(model_or_adapter, ArchitectureAdapter):
         return model_or_adapter
     return ArchitectureAdapter(model_or_adapter)
-
-
-def _check_norm(norm: str) -> None:
-    if norm not in ("none", "final"):
-        raise ValueError(
-            f"norm must be 'none' (the paper's internal policy: raw vector x E_u^T) or 'final' "
-            f"(logit lens: final norm first), got {norm!r}"
-        )
 
 
 # --------------------------------------------------------------------------- policies
@@ -83,8 +77,7 @@ def internal_policy_logits(
     Returns:
         [..., N] float32 logits. Hold these only for a few tokens at a time (N is large).
     """
-    _check_norm(norm)
-    return _adapter(model_or_adapter).logits(vectors, norm=norm, dtype=torch.float32)
+    return PolicyHead.from_adapter(_adapter(model_or_adapter), check_norm(norm), detach=False).logits(vectors)
 
 
 def internal_policy(
@@ -132,38 +125,18 @@ def internal_ffn_policy(
 
 def captured_vectors(capture: ResidualCapture, kind: Kind, layer: int) -> torch.Tensor:
     """The captured vector of ``kind`` at paper layer ``layer`` ([batch, positions, d])."""
-    getters: dict[str, Callable[[int], torch.Tensor]] = {
+    getters = {
         "layer": capture.resid,
         "attn_input": capture.attn_in,
         "attn": capture.attn_out,
         "ffn_input": capture.ffn_in,
         "ffn": capture.ffn_out,
     }
-    if kind not in getters:
-        raise ValueError(f"unknown kind {kind!r}; use one of {KINDS}")
+    check_kinds([kind])
     return getters[kind](layer)
 
 
 # --------------------------------------------------------------------------- chunked statistics
-def _float32_unembedding(adapter: ArchitectureAdapter) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """E_u (and bias) in float32, cast once per call site (bf16 models would otherwise cast per chunk)."""
-    w = adapter.unembed_weight.detach()
-    b = adapter.unembed_bias
-    return (w if w.dtype == torch.float32 else w.float()), (None if b is None else b.detach().float())
-
-
-def _project(
-    adapter: ArchitectureAdapter, x: torch.Tensor, norm: Norm, weight: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
-    """float32 logits of ``x`` [c, d]; the same maths as ``ArchitectureAdapter.logits`` with a pre-cast E_u."""
-    h = adapter.apply_norm(x, norm).float()
-    out = torch.nn.functional.linear(h, weight, bias)
-    cap = adapter.logit_softcap
-    if norm == "final" and cap:
-        out = torch.tanh(out / cap) * cap
-    return out
-
-
 @dataclass
 class VectorStatistics:
     """Per-token statistics of the internal policy of P vectors.
@@ -183,15 +156,6 @@ class VectorStatistics:
     topk_probs: torch.Tensor
 
 
-def default_chunk_size(vocab_size: int, chunk_mib: float = 16.0) -> int:
-    """Tokens per chunk so that one chunk's float32 [chunk, N] logits take about ``chunk_mib`` MiB.
-
-    >>> default_chunk_size(49152)
-    85
-    """
-    return max(1, int(chunk_mib * 2**20 // (4 * vocab_size)))
-
-
 @torch.no_grad()
 def policy_statistics(
     model_or_adapter: nn.Module | ArchitectureAdapter,
@@ -201,7 +165,7 @@ def policy_statistics(
     targets: torch.Tensor | None = None,
     top_k: int = 0,
     chunk_size: int | None = None,
-    unembedding: tuple[torch.Tensor, torch.Tensor | None] | None = None,
+    unembedding: PolicyHead | None = None,
 ) -> VectorStatistics:
     """Entropy, target log-prob, top-k and vector norm of the internal policy of P vectors, chunk by chunk.
 
@@ -213,46 +177,30 @@ def policy_statistics(
         targets: optional [P] token ids whose log-probability to report.
         top_k: how many most likely tokens to keep per vector (0 = none).
         chunk_size: tokens per chunk (default: :func:`default_chunk_size` of the vocabulary).
-        unembedding: a pre-cast float32 ``(E_u, bias)`` to reuse across calls (internal).
+        unembedding: a :class:`~bupo_core.policy_head.PolicyHead` to reuse across calls (its ``norm`` wins).
 
     Returns:
         :class:`VectorStatistics` with tensors on the vectors' device.
     """
-    _check_norm(norm)
     adapter = _adapter(model_or_adapter)
+    head = unembedding if unembedding is not None else PolicyHead.from_adapter(adapter, check_norm(norm))
     x = vectors.reshape(-1, vectors.shape[-1])
-    P = x.shape[0]
-    if targets is not None:
-        targets = targets.reshape(-1)
-        if targets.shape[0] != P:
-            raise ValueError(f"{P} vectors but {targets.shape[0]} targets")
-    chunk = chunk_size or default_chunk_size(adapter.vocab_size)
-    weight, bias = unembedding if unembedding is not None else _float32_unembedding(adapter)
+    if targets is not None and targets.reshape(-1).shape[0] != x.shape[0]:
+        raise ValueError(f"{x.shape[0]} vectors but {targets.reshape(-1).shape[0]} targets")
     k = min(int(top_k), adapter.vocab_size)
-    ent = torch.empty(P, dtype=torch.float32, device=x.device)
-    lp = torch.empty(P, dtype=torch.float32, device=x.device) if targets is not None else None
-    ids = torch.empty((P, k), dtype=torch.long, device=x.device)
-    probs = torch.empty((P, k), dtype=torch.float32, device=x.device)
-    for s in range(0, P, chunk):
-        # Few passes over [chunk, N] (they are memory-bound): softmax, then entr(p) = -p ln p in place.
-        logits = _project(adapter, x[s : s + chunk], norm, weight, bias)
-        p = torch.softmax(logits, dim=-1)
-        if k or lp is not None:
-            top = p.topk(max(k, 1), dim=-1)
-            if k:
-                ids[s : s + chunk] = top.indices[:, :k]
-                probs[s : s + chunk] = top.values[:, :k]
-            if lp is not None:
-                # log-sum-exp from the most likely token: lse = x_max - ln p_max (p_max >= 1/N, no underflow)
-                lse = logits.gather(-1, top.indices[:, :1]).squeeze(-1) - top.values[:, 0].log()
-                picked = logits.gather(-1, targets[s : s + chunk].to(x.device).unsqueeze(-1)).squeeze(-1)
-                lp[s : s + chunk] = picked - lse
-        del logits
-        ent[s : s + chunk] = torch.special.entr(p, out=p).sum(-1)
-        del p
-    return VectorStatistics(
-        entropy=ent, vector_norm=x.float().norm(dim=-1), logprob=lp, topk_ids=ids, topk_probs=probs
+    out = reduce_policy(
+        head, x, ("topk_ids", "topk_probs", "logprob", "vector_norm", "entropy"), targets=targets, top_k=k,
+        chunk_size=chunk_size or default_chunk_size(adapter.vocab_size),
     )
+    empty = torch.empty((x.shape[0], 0), device=x.device)
+    return VectorStatistics(
+        entropy=out["entropy"], vector_norm=out["vector_norm"], logprob=out.get("logprob"),
+        topk_ids=out.get("topk_ids", empty.long()), topk_probs=out.get("topk_probs", empty),
+    )
+
+
+#: The statistics the lens computes by default (names in :data:`bupo_core.policy_head.REDUCERS`).
+LENS_STATISTICS: tuple[str, ...] = ("topk_ids", "topk_probs", "logprob", "vector_norm", "entropy")
 
 
 @dataclass
@@ -270,6 +218,8 @@ class LensConfig:
         with_logprobs: also record the log-probability of each position's target token under
             every internal policy.
         kinds: which vectors to analyse (subset of :data:`KINDS`).
+        statistics: which reducers of :data:`bupo_core.policy_head.REDUCERS` to run (a registered
+            statistic is computed for every layer and kind by naming it here).
     """
 
     norm: Norm = "none"
@@ -278,12 +228,16 @@ class LensConfig:
     top_k: int = 0
     with_logprobs: bool = True
     kinds: tuple[Kind, ...] = KINDS
+    statistics: tuple[str, ...] = LENS_STATISTICS
 
     def __post_init__(self) -> None:
-        _check_norm(self.norm)
-        bad = [k for k in self.kinds if k not in KINDS]
-        if bad:
-            raise ValueError(f"unknown kinds {bad}; use a subset of {KINDS}")
+        from .policy_head import REDUCERS  # noqa: PLC0415
+
+        check_norm(self.norm)
+        check_kinds(self.kinds)
+        unknown = [n for n in self.statistics if n not in REDUCERS]
+        if unknown:
+            raise ValueError(f"unknown statistics {unknown}; registered: {sorted(REDUCERS)}")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.top_k < 0:
@@ -294,18 +248,17 @@ class LensConfig:
 class InternalPolicyStatistics:
     """Per-token statistics of every internal policy at P chosen positions.
 
-    For each kind (:data:`KINDS`), tensors have one row per layer: ``"layer"`` has L+1 rows
+    ``values[statistic][kind]`` is a tensor with one row per layer: ``"layer"`` has L+1 rows
     (H^0..H^L, row = paper layer); the module kinds have L rows (row ``i`` = layer ``i + 1``).
+    ``entropy``, ``vector_norm``, ``logprob``, ``topk_ids`` and ``topk_probs`` are shortcuts
+    for ``values[name]`` (an empty dict when not computed); ``stats[name]`` works for any
+    registered statistic.
 
     Attributes:
         num_layers: L.
         vocab_size: N.
         norm: the projection used (``"none"`` or ``"final"``).
-        entropy: kind -> [rows, P] float32 entropies (nats).
-        vector_norm: kind -> [rows, P] L2 norms of the raw vectors.
-        logprob: kind -> [rows, P] log-prob of ``targets`` (empty dict when not requested).
-        topk_ids: kind -> [rows, P, k] (empty dict when ``top_k == 0``).
-        topk_probs: kind -> [rows, P, k].
+        values: statistic -> kind -> [rows, P] (or [rows, P, k] for top-k) tensors.
         positions: [P, 2] (row, column) of each position in the input batch.
         targets: [P] the next token at each position (the token the position predicts), or ``None``.
         sequence_index: [P] which sequence (across concatenated batches) each position belongs to.
@@ -314,20 +267,25 @@ class InternalPolicyStatistics:
     num_layers: int
     vocab_size: int
     norm: str
-    entropy: dict[str, torch.Tensor]
-    vector_norm: dict[str, torch.Tensor]
-    logprob: dict[str, torch.Tensor] = field(default_factory=dict)
-    topk_ids: dict[str, torch.Tensor] = field(default_factory=dict)
-    topk_probs: dict[str, torch.Tensor] = field(default_factory=dict)
+    values: dict[str, dict[str, torch.Tensor]]
     positions: torch.Tensor | None = None
     targets: torch.Tensor | None = None
     sequence_index: torch.Tensor | None = None
 
+    def __getitem__(self, statistic: str) -> dict[str, torch.Tensor]:
+        return self.values.get(statistic, {})
+
+    entropy = property(lambda self: self["entropy"], doc="kind -> [rows, P] float32 entropies (nats).")
+    vector_norm = property(lambda self: self["vector_norm"], doc="kind -> [rows, P] L2 norms of the raw vectors.")
+    logprob = property(lambda self: self["logprob"], doc="kind -> [rows, P] log-prob of the targets.")
+    topk_ids = property(lambda self: self["topk_ids"], doc="kind -> [rows, P, k] most likely token ids.")
+    topk_probs = property(lambda self: self["topk_probs"], doc="kind -> [rows, P, k] their probabilities.")
+
     @property
     def num_tokens(self) -> int:
         """P, the number of positions analysed."""
-        first = next(iter(self.entropy.values()))
-        return int(first.shape[-1])
+        first = next(iter(next(iter(self.values.values())).values()))
+        return int(first.shape[1])
 
     def _need(self, *kinds: str) -> None:
         missing = [k for k in kinds if k not in self.entropy]
@@ -361,11 +319,10 @@ class InternalPolicyStatistics:
         if not parts:
             raise ValueError("nothing to concatenate")
         first = parts[0]
-
-        def cat(attr: str) -> dict[str, torch.Tensor]:
-            dicts = [getattr(p, attr) for p in parts]
-            return {k: torch.cat([d[k] for d in dicts], dim=1) for k in dicts[0]}
-
+        values = {
+            name: {k: torch.cat([p.values[name][k] for p in parts], dim=1) for k in kinds}
+            for name, kinds in first.values.items()
+        }
         seq = []
         offset = 0
         for p in parts:
@@ -376,11 +333,7 @@ class InternalPolicyStatistics:
             num_layers=first.num_layers,
             vocab_size=first.vocab_size,
             norm=first.norm,
-            entropy=cat("entropy"),
-            vector_norm=cat("vector_norm"),
-            logprob=cat("logprob"),
-            topk_ids=cat("topk_ids"),
-            topk_probs=cat("topk_probs"),
+            values=values,
             positions=torch.cat([p.positions for p in parts]) if all(p.positions is not None for p in parts) else None,
             targets=torch.cat([p.targets for p in parts]) if all(p.targets is not None for p in parts) else None,
             sequence_index=torch.cat(seq),
@@ -419,8 +372,9 @@ def internal_policy_statistics(
 ) -> InternalPolicyStatistics:
     """Statistics of every layer and module policy at the chosen positions, in one bounded-memory forward.
 
-    Hooks reduce each module's vectors to per-token scalars as the forward runs (see the module
-    docstring); the model's own lm_head is not run.
+    The hook engine (:func:`bupo_core.capture.residual_hooks`) visits each named point as the
+    forward runs; the policy head (:func:`bupo_core.policy_head.reduce_policy`) reduces its
+    vectors at the chosen positions to per-token scalars. The model's own lm_head is not run.
 
     Args:
         model: a supported ``*ForCausalLM``.
@@ -440,6 +394,8 @@ def internal_policy_statistics(
     >>> tuple(stats.entropy["layer"].shape), tuple(stats.entropy["ffn"].shape)
     ((3, 4), (2, 4))
     """
+    from .policy_head import REDUCERS  # noqa: PLC0415
+
     cfg = config or LensConfig()
     adapter = adapter or ArchitectureAdapter(model)
     L = adapter.num_layers
@@ -448,65 +404,32 @@ def internal_policy_statistics(
     pos = mask.nonzero().cpu()
     tgt = targets.to(device)[mask] if targets is not None else None
     want_lp = cfg.with_logprobs and tgt is not None
-    rows = {k: (L + 1 if k == "layer" else L) for k in cfg.kinds}
+    names = [
+        n for n in cfg.statistics
+        if not (REDUCERS[n].needs_targets and not want_lp) and not (REDUCERS[n].per_token_k and not cfg.top_k)
+    ]
+    rows = {k: kind_rows(k, L) for k in cfg.kinds}
     P = int(mask.sum())
-    out: dict[str, dict[str, torch.Tensor]] = {
-        "entropy": {k: torch.full((r, P), float("nan")) for k, r in rows.items()},
-        "vector_norm": {k: torch.full((r, P), float("nan")) for k, r in rows.items()},
-        "logprob": {k: torch.full((r, P), float("nan")) for k, r in rows.items()} if want_lp else {},
-        "topk_ids": {k: torch.zeros((r, P, cfg.top_k), dtype=torch.long) for k, r in rows.items()} if cfg.top_k else {},
-        "topk_probs": {k: torch.zeros((r, P, cfg.top_k)) for k, r in rows.items()} if cfg.top_k else {},
-    }
+
+    def blank(name: str, r: int) -> torch.Tensor:
+        red = REDUCERS[name]
+        shape = (r, P, cfg.top_k) if red.per_token_k else (r, P)
+        return torch.zeros(shape, dtype=red.dtype) if red.per_token_k else torch.full(shape, float("nan"), dtype=red.dtype)
+
+    values = {n: {k: blank(n, r) for k, r in rows.items()} for n in names}
     filled: set[tuple[str, int]] = set()
-    unembedding = _float32_unembedding(adapter)
+    head = PolicyHead.from_adapter(adapter, cfg.norm)
+    chunk = cfg.chunk_size or default_chunk_size(adapter.vocab_size, cfg.chunk_mib)
 
     def record(kind: str, row: int, tensor: torch.Tensor) -> None:
-        vec = tensor[mask]  # [P, d]
-        st = policy_statistics(
-            adapter, vec, norm=cfg.norm, targets=tgt if want_lp else None, top_k=cfg.top_k,
-            chunk_size=cfg.chunk_size or default_chunk_size(adapter.vocab_size, cfg.chunk_mib), unembedding=unembedding,
-        )
-        out["entropy"][kind][row] = st.entropy.cpu()
-        out["vector_norm"][kind][row] = st.vector_norm.cpu()
-        if want_lp:
-            out["logprob"][kind][row] = st.logprob.cpu()  # type: ignore[union-attr]
-        if cfg.top_k:
-            out["topk_ids"][kind][row] = st.topk_ids.cpu()
-            out["topk_probs"][kind][row] = st.topk_probs.cpu()
+        out = reduce_policy(head, tensor[mask], names, targets=tgt if want_lp else None, top_k=cfg.top_k, chunk_size=chunk)
+        for n in names:
+            values[n][kind][row] = out[n].cpu()
         filled.add((kind, row))
 
-    regs: list[tuple[nn.Module, str, Callable]] = []
-    if "layer" in rows:
-
-        def pre_first(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            h = first_tensor(args[0]) if args else kwargs["hidden_states"]
-            record("layer", 0, h)
-
-        regs.append((adapter.blocks[0], "pre", pre_first))
-    role_of = {"attn_input": "ln1", "attn": "attn_write", "ffn_input": "ln2", "ffn": "ffn_write"}
-    for i, block in enumerate(adapter.blocks):
-        if "layer" in rows:
-
-            def out_hook(module: nn.Module, args: tuple, output: object, i: int = i) -> None:
-                record("layer", i + 1, first_tensor(output))
-
-            regs.append((block, "forward", out_hook))
-        for kind, role in role_of.items():
-            if kind not in rows:
-                continue
-
-            def role_hook(module: nn.Module, args: tuple, output: object, i: int = i, kind: str = kind) -> None:
-                record(kind, i, first_tensor(output))
-
-            regs.append((getattr(block, getattr(adapter.family, role)), "forward", role_hook))
-
-    kwargs: dict = {}
-    if attention_mask is not None:
-        am = attention_mask.to(device)
-        kwargs = dict(attention_mask=am, position_ids=position_ids_from_mask(am))
-    base = model.base_model if hasattr(model, "base_model") else model
-    with hooks(regs):
-        base(input_ids=input_ids, use_cache=False, **kwargs)
+    am = attention_mask.to(device) if attention_mask is not None else None
+    with hooks(residual_hooks(adapter, record, cfg.kinds)):
+        base_model(model)(input_ids=input_ids, use_cache=False, **forward_kwargs(am))
     expected = sum(rows.values())
     if len(filled) != expected:
         raise RuntimeError(
@@ -516,10 +439,10 @@ def internal_policy_statistics(
         num_layers=L,
         vocab_size=adapter.vocab_size,
         norm=cfg.norm,
+        values=values,
         positions=pos,
         targets=tgt.cpu() if tgt is not None else None,
         sequence_index=pos[:, 0].clone(),
-        **out,  # type: ignore[arg-type]
     )
 
 
@@ -546,8 +469,4 @@ def top_tokens(
 
 def iter_kinds(kinds: Iterable[str] = KINDS) -> list[str]:
     """Validate and list kinds (helper for callers that take a user's choice)."""
-    out = list(kinds)
-    bad = [k for k in out if k not in KINDS]
-    if bad:
-        raise ValueError(f"unknown kinds {bad}; use a subset of {KINDS}")
-    return out
+    return check_kinds(kinds)

@@ -81,18 +81,18 @@ def test_chunk_size_does_not_change_results():
 
 def test_no_more_than_one_chunk_of_logits_at_a_time(monkeypatch):
     """The bound that keeps memory flat: every unembedding call sees at most `chunk_size` vectors."""
-    import bupo_core.lens as lens_module
+    import bupo_core.policy_head as head_module
 
     model = tiny_model("llama", num_layers=3)
     adapter = ArchitectureAdapter(model)
     seen: list[int] = []
-    original = lens_module._project
+    original = head_module.project
 
-    def spy(adapter_, x, norm, weight, bias):
+    def spy(x, weight, bias=None, softcap=None, norm=None):
         seen.append(x.reshape(-1, x.shape[-1]).shape[0])
-        return original(adapter_, x, norm, weight, bias)
+        return original(x, weight, bias, softcap, norm)
 
-    monkeypatch.setattr(lens_module, "_project", spy)
+    monkeypatch.setattr(head_module, "project", spy)
     ids = torch.randint(0, 128, (3, 40))
     stats = internal_policy_statistics(model, ids, adapter=adapter, config=LensConfig(chunk_size=16))
     assert stats.num_tokens == 120
