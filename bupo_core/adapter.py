@@ -265,9 +265,9 @@ class ArchitectureAdapter:
         """d, the width of the residual stream."""
         return int(self.unembed_weight.shape[1])
 
-    def check_layer(self, layer: int, *, allow_embedding: bool = True, below_top: bool = False) -> int:
+    def check_layer(self, layer: int, *, allow_embedding: bool = True, below_top: bool = False, what: str | None = None) -> int:
         """Validate a paper-numbered layer of this model and return it (see :func:`check_layer`)."""
-        return check_layer(layer, self.num_layers, allow_embedding=allow_embedding, below_top=below_top)
+        return check_layer(layer, self.num_layers, allow_embedding=allow_embedding, below_top=below_top, what=what)
 
     def block(self, layer: int) -> nn.Module:
         """Block ``layer`` (paper numbering, 1..L)."""

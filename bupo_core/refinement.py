@@ -28,13 +28,14 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .adapter import ArchitectureAdapter, Norm
 from .capture import capture_residuals
+from .policy_head import REDUCERS, PolicyChunk, PolicyHead, iter_chunks, kl_divergence
 from .sequences import pack_sequences
 
 
@@ -106,11 +107,6 @@ class RefinementPoint:
         return asdict(self)
 
 
-def _chunks(n: int, size: int) -> Iterable[slice]:
-    for s in range(0, n, size):
-        yield slice(s, min(n, s + size))
-
-
 @torch.no_grad()
 def feature_refinement(
     model: Any,
@@ -136,12 +132,9 @@ def feature_refinement(
         A :class:`RefinementPoint`.
     """
     adapter = ArchitectureAdapter(model)
-    adapter.check_layer(layer, allow_embedding=False)
+    adapter.check_layer(layer, allow_embedding=False, below_top=True, what="feature refinement needs a layer below the top one; layer")
     L = adapter.num_layers
-    if layer >= L:
-        from .errors import LayerOutOfRangeError  # noqa: PLC0415
-
-        raise LayerOutOfRangeError(f"feature refinement needs a layer below the top one: use 1..{L - 1} (paper numbering), got {layer}")
+    head = PolicyHead.from_adapter(adapter, norm)
     device = next(model.parameters()).device
     uppers = list(range(layer + 1, L + 1))
     cos_sum = {j: 0.0 for j in uppers}
@@ -157,20 +150,17 @@ def feature_refinement(
         targets = batch.targets[0][batch.prediction_mask[0].bool()].to(device)
         h = {j: cap.resid(j)[0].float() for j in [layer - 1, layer, *uppers]}
         n = h[layer].shape[0]
-        for sl in _chunks(n, chunk_tokens):
-            logp_l = torch.log_softmax(adapter.logits(h[layer][sl], norm), dim=-1)
-            p_l = logp_l.exp()
-            ent_l += float(-(p_l * logp_l).sum(-1).sum())
-            logp_prev = torch.log_softmax(adapter.logits(h[layer - 1][sl], norm), dim=-1)
-            ent_prev += float(-(logp_prev.exp() * logp_prev).sum(-1).sum())
-            del logp_prev
+        for sl in iter_chunks(n, chunk_tokens):
+            pol_l = head.chunk(h[layer][sl])
+            pol_prev = head.chunk(h[layer - 1][sl])
+            ent_prev += float(REDUCERS["entropy"].fn(pol_prev).sum())
+            del pol_prev
             for j in uppers:
                 cos_sum[j] += float(F.cosine_similarity(h[layer][sl], h[j][sl], dim=-1).sum())
-                logp_j = torch.log_softmax(adapter.logits(h[j][sl], norm), dim=-1)
-                kl_sum[j] += float((p_l * (logp_l - logp_j)).sum(-1).sum())
-                del logp_j
-            full = torch.log_softmax(cap.logits[0][sl].float(), dim=-1)
-            nll += float(-full.gather(-1, targets[sl, None]).sum())
+                kl_sum[j] += float(kl_divergence(pol_l, head.chunk(h[j][sl])).sum())
+            ent_l += float(REDUCERS["entropy"].fn(pol_l).sum())
+            full = PolicyChunk(cap.logits[0][sl].float(), targets[sl])
+            nll += float(-REDUCERS["logprob"].fn(full).sum())
         count += n
     if was_training:
         model.train()

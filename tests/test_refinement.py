@@ -70,3 +70,24 @@ def test_reference_set_round_trip_and_checkpoint_listing(setup, tmp_path):
     pts = [feature_refinement(model, ref, 1, step=s) for s in (0, 5)]
     summary = summarise(pts)
     assert summary["steps"] == [0, 5] and summary["perplexity"][0] == pytest.approx(summary["perplexity"][1])
+
+
+def test_kl_is_from_the_target_layer_to_the_higher_one(setup):
+    """KL(pi^l || pi^j), not KL(pi^j || pi^l): checked against both directions computed by hand."""
+    model, ref = setup
+    with torch.no_grad():  # sharpen the near-uniform policies of the random model so KL is large
+        model.get_output_embeddings().weight.mul_(40.0)
+    pt = feature_refinement(model, ref, 2)
+    E = model.get_output_embeddings().weight.detach()
+    forward = reverse = 0.0
+    for p, r in zip(ref.prompt_ids, ref.response_ids):
+        cap = capture_residuals(model, torch.tensor([p + r]))
+        pos = slice(len(p) - 1, len(p) + len(r) - 1)
+        lp_l = torch.log_softmax(cap.resid(2)[0, pos] @ E.T, -1)
+        lp_j = torch.log_softmax(cap.resid(4)[0, pos] @ E.T, -1)
+        forward += (lp_l.exp() * (lp_l - lp_j)).sum().item()
+        reverse += (lp_j.exp() * (lp_j - lp_l)).sum().item()
+    n = ref.num_tokens
+    assert abs(forward - reverse) > 0.05 * max(forward, reverse)  # the two directions are distinguishable here
+    assert pt.kl_to_higher["4"] == pytest.approx(forward / n, rel=1e-4)
+    assert pt.kl_to_higher["4"] != pytest.approx(reverse / n, rel=1e-4)
