@@ -8,8 +8,9 @@ One *step* is::
     A        = group_advantages(rewards, G)
     old_logp = logp of the sampled tokens under the step's policy, weights before any update
     for each mini-batch (num_mini_batches per step, ppo_epochs times):
-        logp = the same with grad;  loss = clipped_policy_loss(logp, old_logp, A)
-        backward (micro-batches, gradient accumulation); clip grad norm; AdamW step
+        compute_gradients: logp = the same with grad; loss = POLICY_LOSSES[config.loss](logp, old_logp, A);
+                           backward (micro-batches, gradient accumulation)
+        apply_step: clip grad norm; AdamW step
     append one line to metrics.jsonl (flushed), checkpoint every save_every steps
 
 The step's policy is the full model for ``method="grpo"``. For ``method="bupo"`` it is the
@@ -43,7 +44,8 @@ from torch import nn
 from .adapter import ArchitectureAdapter
 from .capture import forward_to_layer, position_ids_from_mask
 from .errors import BupoError, ConfigMismatchError, InputFormatError
-from .grpo import clipped_policy_loss, group_advantages, masked_mean, token_logprobs
+from .grpo import group_advantages, masked_mean, token_logprobs
+from .losses import get_policy_loss
 from .rewards import Grader
 from .rollout import SamplingConfig, generate
 from .sequences import PackedBatch, context_length
@@ -103,13 +105,17 @@ class TrainConfig:
         ppo_epochs: passes over the rollout batch.
         micro_batch_size: sequences per forward/backward (gradient accumulation); lower it to
             save memory.
+        loss: the policy loss, a name in :data:`bupo_core.losses.POLICY_LOSSES` (``"grpo"``: the
+            clipped surrogate with dual clip of the paper's code).
         eps_low, eps_high: ratio clip range [1 - eps_low, 1 + eps_high] (paper: 0.2 / 0.2).
         dual_clip: c of the dual clip for negative advantages (paper code: 10); ``None`` = off.
         loss_aggregation: ``"token-mean"`` (paper code, default) or ``"sequence-mean"`` (paper eq.).
         kl_coef: weight of a k3 KL penalty to the frozen initial model (0 = off, the paper).
         skip_zero_advantage_rows: do not run forward/backward on responses whose advantage is 0
             (their loss and gradient are exactly 0 when ``kl_coef == 0``; the token-mean
-            normaliser still counts them, so the update is identical, only faster).
+            normaliser still counts them, so the update is identical, only faster). A mini-batch
+            whose rows all have advantage 0 takes no optimizer step (without skipping, AdamW would
+            still move the weights by momentum and weight decay on zero gradients).
         max_nonfinite_updates: stop with :class:`TrainingError` after this many consecutive
             updates with a non-finite loss or gradient (each one is skipped and logged).
 
@@ -156,6 +162,7 @@ class TrainConfig:
     num_mini_batches: int = 2
     ppo_epochs: int = 1
     micro_batch_size: int = 16
+    loss: str = "grpo"
     eps_low: float = 0.2
     eps_high: float = 0.2
     dual_clip: float | None = 10.0
@@ -193,10 +200,9 @@ class TrainConfig:
                 raise InputFormatError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_mini_batches > self.prompts_per_step:
             raise InputFormatError(f"num_mini_batches={self.num_mini_batches} is more than prompts_per_step={self.prompts_per_step}; lower it")
-        if not (0 <= self.eps_low < 1 and self.eps_high >= 0):
-            raise InputFormatError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {self.eps_low}, {self.eps_high}")
-        if self.dual_clip is not None and self.dual_clip <= 1:
-            raise InputFormatError(f"dual_clip must be > 1 or None, got {self.dual_clip}")
+        loss = get_policy_loss(self.loss)
+        if loss.validate is not None:
+            loss.validate(self)
         if self.lr <= 0:
             raise InputFormatError(f"lr must be > 0, got {self.lr}")
         if self.loss_aggregation not in ("token-mean", "sequence-mean"):
@@ -485,83 +491,118 @@ class Trainer:
         return logp, ent
 
     def _update(self, batch: PackedBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor, layer: int | None) -> dict:
-        """All mini-batch updates of one step. Returns aggregated update metrics."""
+        """All mini-batch updates of one step: :meth:`compute_gradients` then :meth:`apply_step` per mini-batch."""
         cfg = self.config
         G = cfg.group_size
         groups = len(batch) // G
-        stats = {"loss": [], "clip_frac": [], "approx_kl": [], "grad_norm": [], "kl_ref": []}
+        stats: dict[str, list[float]] = {"loss": [], "clip_frac": [], "approx_kl": [], "grad_norm": [], "kl_ref": []}
         updates = skipped = nonfinite = 0
         self.model.train()
         for _epoch in range(cfg.ppo_epochs):
             for mb_groups in split_groups(groups, cfg.num_mini_batches):
                 rows = [g * G + i for g in mb_groups for i in range(G)]
-                mask_all = batch.prediction_mask[rows]
-                n_tokens = float(mask_all.sum())
-                n_seqs = float((mask_all.sum(1) > 0).sum())
-                normalizer = n_tokens if cfg.loss_aggregation == "token-mean" else n_seqs
-                active = [r for r in rows if not (cfg.skip_zero_advantage_rows and cfg.kl_coef == 0 and float(adv[r]) == 0.0)]
-                if not active:
+                grads = self.compute_gradients(batch, rows, old_logp, ref_logp, adv, layer)
+                if grads is None:
                     skipped += 1
                     continue
-                self.optimizer.zero_grad(set_to_none=True)
-                loss_total, mb_stats, weight = 0.0, {"clip_frac": 0.0, "approx_kl": 0.0, "kl_ref": 0.0}, 0.0
-                for s in range(0, len(active), cfg.micro_batch_size):
-                    r_idx = active[s : s + cfg.micro_batch_size]
-                    sub = batch.select(r_idx).to(self.device)
-                    w = sub.input_ids.shape[1]
-                    T = batch.input_ids.shape[1]
-                    old = old_logp[r_idx][:, T - w :].to(self.device)
-                    ref = ref_logp[r_idx][:, T - w :].to(self.device) if ref_logp is not None else None
-                    logp, _ = self._logprobs(sub, layer)
-                    out = clipped_policy_loss(
-                        logp, old, adv[r_idx].to(self.device), sub.prediction_mask,
-                        eps_low=cfg.eps_low, eps_high=cfg.eps_high, dual_clip=cfg.dual_clip,
-                        aggregation=cfg.loss_aggregation, normalizer=normalizer, ref_logp=ref, kl_coef=cfg.kl_coef,
-                    )
-                    out.loss.backward()
-                    loss_total += float(out.loss.detach())
-                    k = float(sub.prediction_mask.sum())
-                    weight += k
-                    for key in mb_stats:
-                        mb_stats[key] += getattr(out, key) * k
-                if layer is not None:  # defensive: nothing above the target layer may move
-                    for p in self.params:
-                        if id(p) in self._upper_ids:
-                            p.grad = None
-                grads = [p for p in self.params if p.grad is not None]
-                gnorm = torch.nn.utils.clip_grad_norm_(grads, cfg.max_grad_norm) if grads else torch.tensor(0.0)
-                if not (math.isfinite(loss_total) and torch.isfinite(gnorm)):
-                    self.optimizer.zero_grad(set_to_none=True)
+                gnorm = self.apply_step(grads["loss"], layer)
+                if gnorm is None:
                     nonfinite += 1
-                    self.nonfinite_streak += 1
-                    warnings.warn(f"step {self.step + 1}: non-finite loss ({loss_total}) or gradient norm ({float(gnorm)}); update skipped", stacklevel=2)
-                    if self.nonfinite_streak >= cfg.max_nonfinite_updates:
-                        raise TrainingError(
-                            f"{self.nonfinite_streak} consecutive updates had a non-finite loss or gradient (last at step {self.step + 1}); "
-                            f"training stopped. Lower lr (now {cfg.lr}), keep max_grad_norm, use float32 weights (dtype='float32'), "
-                            f"or resume from the last checkpoint with a smaller lr."
-                        )
                     continue
-                self.nonfinite_streak = 0
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
                 updates += 1
-                stats["loss"].append(loss_total)
-                stats["grad_norm"].append(float(gnorm))
-                for key in mb_stats:
-                    stats[key].append(mb_stats[key] / max(weight, 1.0))
+                stats["grad_norm"].append(gnorm)
+                for key in ("loss", "clip_frac", "approx_kl", "kl_ref"):
+                    stats[key].append(grads[key])
         self.model.eval()
         mean = lambda xs: (sum(xs) / len(xs)) if xs else 0.0  # noqa: E731
         return {
-            "loss": mean(stats["loss"]),
-            "clip_frac": mean(stats["clip_frac"]),
-            "approx_kl": mean(stats["approx_kl"]),
-            "kl_ref": mean(stats["kl_ref"]),
-            "grad_norm": mean(stats["grad_norm"]),
+            **{key: mean(stats[key]) for key in ("loss", "clip_frac", "approx_kl", "kl_ref", "grad_norm")},
             "updates": updates,
             "skipped_updates": skipped,
             "nonfinite_updates": nonfinite,
         }
+
+    def compute_gradients(
+        self, batch: PackedBatch, rows: list[int], old_logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor, layer: int | None
+    ) -> dict[str, float] | None:
+        """Zero the gradients and accumulate those of one mini-batch (``rows`` of ``batch``).
+
+        The loss is ``TrainConfig.loss`` from :data:`bupo_core.losses.POLICY_LOSSES`, normalised over
+        the whole mini-batch so the micro-batches add up to its mean. Rows with advantage 0 are not
+        run when ``skip_zero_advantage_rows`` (their loss and gradient are exactly 0 without a KL
+        term; the normaliser still counts them).
+
+        Returns:
+            ``{"loss", "clip_frac", "approx_kl", "kl_ref"}`` (token-weighted over the mini-batch),
+            or ``None`` when every row was skipped (no update).
+        """
+        cfg = self.config
+        loss_fn = get_policy_loss(cfg.loss)
+        mask_all = batch.prediction_mask[rows]
+        n_tokens = float(mask_all.sum())
+        n_seqs = float((mask_all.sum(1) > 0).sum())
+        normalizer = n_tokens if cfg.loss_aggregation == "token-mean" else n_seqs
+        active = [r for r in rows if not (cfg.skip_zero_advantage_rows and cfg.kl_coef == 0 and float(adv[r]) == 0.0)]
+        if not active:
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        out_stats = {"loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "kl_ref": 0.0}
+        weight = 0.0
+        T = batch.input_ids.shape[1]
+        for s in range(0, len(active), cfg.micro_batch_size):
+            r_idx = active[s : s + cfg.micro_batch_size]
+            sub = batch.select(r_idx).to(self.device)
+            w = sub.input_ids.shape[1]
+            old = old_logp[r_idx][:, T - w :].to(self.device)
+            ref = ref_logp[r_idx][:, T - w :].to(self.device) if ref_logp is not None else None
+            logp, _ = self._logprobs(sub, layer)
+            out = loss_fn(
+                cfg, logp, old, adv[r_idx].to(self.device), sub.prediction_mask,
+                aggregation=cfg.loss_aggregation, normalizer=normalizer, ref_logp=ref, kl_coef=cfg.kl_coef,
+            )
+            out.loss.backward()
+            out_stats["loss"] += float(out.loss.detach())
+            k = float(sub.prediction_mask.sum())
+            weight += k
+            for key in ("clip_frac", "approx_kl", "kl_ref"):
+                out_stats[key] += getattr(out, key) * k
+        for key in ("clip_frac", "approx_kl", "kl_ref"):
+            out_stats[key] /= max(weight, 1.0)
+        return out_stats
+
+    def apply_step(self, loss: float, layer: int | None) -> float | None:
+        """Clip the accumulated gradients and take one optimizer step.
+
+        In the internal phase (``layer`` set) the gradients of everything above ``layer`` are
+        dropped first, so those parameters stay bit-identical. A non-finite loss or gradient norm
+        skips the step (``None`` is returned); :attr:`TrainConfig.max_nonfinite_updates` in a row
+        raise :class:`TrainingError`.
+
+        Returns:
+            The gradient norm before clipping, or ``None`` when the step was skipped.
+        """
+        cfg = self.config
+        if layer is not None:  # defensive: nothing above the target layer may move
+            for p in self.params:
+                if id(p) in self._upper_ids:
+                    p.grad = None
+        grads = [p for p in self.params if p.grad is not None]
+        gnorm = torch.nn.utils.clip_grad_norm_(grads, cfg.max_grad_norm) if grads else torch.tensor(0.0)
+        if not (math.isfinite(loss) and torch.isfinite(gnorm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_streak += 1
+            warnings.warn(f"step {self.step + 1}: non-finite loss ({loss}) or gradient norm ({float(gnorm)}); update skipped", stacklevel=3)
+            if self.nonfinite_streak >= cfg.max_nonfinite_updates:
+                raise TrainingError(
+                    f"{self.nonfinite_streak} consecutive updates had a non-finite loss or gradient (last at step {self.step + 1}); "
+                    f"training stopped. Lower lr (now {cfg.lr}), keep max_grad_norm, use float32 weights (dtype='float32'), "
+                    f"or resume from the last checkpoint with a smaller lr."
+                )
+            return None
+        self.nonfinite_streak = 0
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(gnorm)
 
     def train_step(self) -> dict:
         """Run one step (rollout, scoring, updates) and return its metrics (not yet written)."""

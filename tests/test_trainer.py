@@ -194,16 +194,18 @@ def test_all_equal_rewards_warn_count_and_skip(tmp_path):
 
 
 def test_nonfinite_updates_are_skipped_then_training_stops(tmp_path, monkeypatch):
-    import bupo_core.trainer as trainer_mod
+    import dataclasses
 
-    real = trainer_mod.clipped_policy_loss
+    from bupo_core.losses import POLICY_LOSSES
+
+    real = POLICY_LOSSES["grpo"].fn
 
     def nan_loss(*a, **k):
         out = real(*a, **k)
         out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(trainer_mod, "clipped_policy_loss", nan_loss)
+    monkeypatch.setitem(POLICY_LOSSES, "grpo", dataclasses.replace(POLICY_LOSSES["grpo"], fn=nan_loss))
     cfg = small_config(tmp_path, steps=4, max_nonfinite_updates=3)
     tr = Trainer(cfg)
     before = weights(tr.model)
@@ -263,3 +265,51 @@ def test_sequence_mean_kl_and_gradient_checkpointing_run(tmp_path):
 def test_split_groups():
     assert split_groups(4, 2) == [[0, 1], [2, 3]]
     assert split_groups(3, 3) == [[0], [1], [2]]
+
+
+def _trainer_and_batch(tmp_path, name, **kw):
+    """A tiny trainer and a fixed packed batch of 2 groups x 2 responses (no sampling involved)."""
+    torch.manual_seed(0)
+    kw = {"num_mini_batches": 2, **kw}
+    cfg = small_config(tmp_path, name, prompts_per_step=2, group_size=2, **kw)
+    tr = Trainer(cfg)
+    batch = pack_sequences([[3, 4, 5], [3, 4, 5], [6, 7], [6, 7]], [[8, 9, 10], [11, 12], [13, 14, 15, 16], [17]], pad_token_id=0)
+    old_logp = tr._score_batch(batch, None)[0]
+    return tr, batch, old_logp
+
+
+def test_skip_zero_advantage_rows_gives_an_identical_update(tmp_path):
+    # one mini-batch holding a group with signal and one without (a mini-batch whose rows are all
+    # skipped takes no optimizer step at all, which is not the same as AdamW's step on zero gradients)
+    adv = torch.tensor([1.0, -1.0, 0.0, 0.0])
+    results = {}
+    for skip in (True, False):
+        tr, batch, old = _trainer_and_batch(tmp_path, f"skip{skip}", skip_zero_advantage_rows=skip, micro_batch_size=1, num_mini_batches=1)
+        calls = []
+        real = tr._logprobs
+        tr._logprobs = lambda sub, layer, model=None: (calls.append(len(sub)), real(sub, layer, model))[1]
+        stats = tr._update(batch, old, None, adv, None)
+        results[skip] = (weights(tr.model), stats, len(calls))
+    (w_skip, s_skip, n_skip), (w_all, s_all, n_all) = results[True], results[False]
+    assert n_skip == 2 and n_all == 4  # the zero-advantage rows were not run
+    assert s_skip["updates"] == s_all["updates"] == 1
+    assert all(torch.equal(w_skip[k], w_all[k]) for k in w_skip)  # ... and the weights are bit-identical
+    assert any(not torch.equal(w_skip[k], v) for k, v in weights(load_model("tiny-random-llama", device="cpu")[0]).items())
+
+
+def test_ppo_epochs_reuse_the_step_old_logprobs(tmp_path):
+    """ppo_epochs=2 is two passes over the same rollout with the same old log-probs (not recomputed)."""
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    tr2, batch, old = _trainer_and_batch(tmp_path, "epochs2", ppo_epochs=2)
+    stats = tr2._update(batch, old, None, adv, None)
+    assert stats["updates"] == 4
+    assert stats["approx_kl"] > 0  # later mini-batches see a policy that has moved away from old_logp
+    tr1, batch1, old1 = _trainer_and_batch(tmp_path, "epochs1", ppo_epochs=1)
+    assert torch.equal(old1, old)
+    tr1._update(batch1, old1, None, adv, None)
+    once = weights(tr1.model)
+    tr1._update(batch1, old1, None, adv, None)
+    twice = weights(tr1.model)
+    w2 = weights(tr2.model)
+    assert all(torch.equal(w2[k], twice[k]) for k in w2)
+    assert any(not torch.equal(w2[k], once[k]) for k in w2)  # the second epoch did change the weights
