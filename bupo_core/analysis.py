@@ -44,10 +44,10 @@ from .errors import InputFormatError
 from .lens import InternalPolicyStatistics, LensConfig, internal_policy_statistics
 from .rollout import SamplingConfig, generate
 from .sequences import Prompt, context_length, encode_prompt, encode_response, pack_sequences
+from .tasks import PAPER_SYSTEM_PROMPT, SHORT_SUFFIX, TEMPLATES  # noqa: F401  (re-exported)
 
-PAPER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
-SHORT_SUFFIX = " Reply with just the number."
-PROMPT_STYLES = ("boxed", "short", "plain")
+#: The prompt styles are the task templates (one prompt system: :data:`bupo_core.tasks.TEMPLATES`).
+PROMPT_STYLES = tuple(TEMPLATES)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -131,18 +131,14 @@ def load_pairs(path: str | Path) -> list[PromptResponse]:
 
 
 def style_prompt(question: str, style: str = "boxed") -> list[dict[str, str]]:
-    """Wrap a question as chat messages in one of :data:`PROMPT_STYLES`.
+    """Wrap a question as chat messages with the template ``style`` (:data:`bupo_core.tasks.TEMPLATES`).
 
     >>> style_prompt("1 + 2 =", "short")
     [{'role': 'user', 'content': '1 + 2 = Reply with just the number.'}]
     """
-    if style == "boxed":
-        return [{"role": "system", "content": PAPER_SYSTEM_PROMPT}, {"role": "user", "content": question}]
-    if style == "short":
-        return [{"role": "user", "content": question + SHORT_SUFFIX}]
-    if style == "plain":
-        return [{"role": "user", "content": question}]
-    raise InputFormatError(f"unknown prompt style {style!r}; use one of {', '.join(PROMPT_STYLES)}")
+    if style not in TEMPLATES:
+        raise InputFormatError(f"unknown prompt style {style!r}; use one of {', '.join(PROMPT_STYLES)}")
+    return TEMPLATES[style].messages(question)
 
 
 def task_prompts(task: str, n: int, *, seed: int = 0, style: str = "boxed", **task_kwargs: Any) -> list[list[dict[str, str]]]:

@@ -18,6 +18,10 @@ Templates (:data:`TEMPLATES`) turn a question into chat messages:
   within \\boxed{}."; the answer is the last ``\\boxed{}``.
 * ``"qwen3-boxed"``: the same for Qwen3 without thinking (``enable_thinking=False`` passed to the
   chat template).
+* ``"plain"``: the question alone as a user message.
+
+These are the only prompt templates: the entropy analysis' prompt styles
+(:func:`bupo_core.analysis.style_prompt`) are the same objects.
 
 A :class:`Task` is a finite list of examples, iterated in a seeded order; the *data position*
 (how many prompts were consumed) is all a resumed run needs to continue with the same prompts.
@@ -68,6 +72,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "short": PromptTemplate("short", None, SHORT_SUFFIX, "last_number"),
     "boxed": PromptTemplate("boxed", PAPER_SYSTEM_PROMPT, "", "boxed"),
     "qwen3-boxed": PromptTemplate("qwen3-boxed", PAPER_SYSTEM_PROMPT, "", "boxed", {"enable_thinking": False}),
+    "plain": PromptTemplate("plain", None, "", "last_number"),
 }
 
 

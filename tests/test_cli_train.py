@@ -49,3 +49,51 @@ def test_resume_mismatch_via_cli(tmp_path, capsys):
     assert main(BASE + ["--steps", "2", "--lr", "0.5", "--resume", "--out", out]) == 2
     err = capsys.readouterr().err
     assert "settings differ" in err and "lr" in err
+
+
+def test_every_train_config_field_is_a_documented_flag(capsys):
+    """The CLI is generated from TrainConfig: each field has a flag whose help is its docstring line."""
+    import dataclasses
+
+    import pytest
+
+    from bupo_core.config_cli import field_help
+    from bupo_core.trainer import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    helps = field_help(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "task_kwargs":
+            assert "--task-arg" in text
+            continue
+        flag = "--out" if f.name == "out_dir" else "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        assert " ".join(helps[f.name].split())[:40] in text, f.name
+
+
+def test_generated_flags_parse_into_the_config():
+    from bupo_core.cli import build_parser
+    from bupo_core.commands.train import config_from_args
+    from bupo_core.trainer import TrainConfig
+
+    args = build_parser().parse_args(
+        ["train", "--out", "o", "--lr", "0.001", "--dual-clip", "none", "--adam-betas", "0.8", "0.9", "--no-skip-zero-advantage-rows",
+         "--loss-aggregation", "sequence-mean", "--ppo-epochs", "2", "--task", "basic_arithmetic"]
+    )
+    cfg = config_from_args(args)
+    assert (cfg.lr, cfg.dual_clip, cfg.adam_betas, cfg.skip_zero_advantage_rows, cfg.loss_aggregation, cfg.ppo_epochs) == (
+        0.001, None, (0.8, 0.9), False, "sequence-mean", 2)
+    assert cfg.out_dir == "o" and cfg.task_kwargs == {}  # non-chain_sum tasks start from their own defaults
+    untouched = {k: v for k, v in cfg.to_dict().items() if k not in ("lr", "dual_clip", "adam_betas", "skip_zero_advantage_rows",
+                                                                        "loss_aggregation", "ppo_epochs", "out_dir", "task", "task_kwargs")}
+    assert untouched == {k: v for k, v in TrainConfig().to_dict().items() if k in untouched}
+
+
+def test_one_task_arg_parser():
+    from bupo_core.commands._common import parse_task_args
+    from bupo_core.config_cli import parse_key_values
+
+    assert parse_key_values(["a=2", "b=0.5", "c=TRUE", "d=x", "e=[1, 2]", "f=null"]) == {"a": 2, "b": 0.5, "c": True, "d": "x", "e": [1, 2], "f": None}
+    assert parse_task_args(["max_terms=2"]) == {"max_terms": 2}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import InputFormatError
+from ..config_cli import parse_key_values
 from ..models import DEFAULT_MODEL
 from ..tasks import EASY_CHAIN_SUM
 
@@ -25,23 +25,8 @@ def add_task_arguments(p: argparse.ArgumentParser, *, default: str = "chain_sum"
 
 
 def parse_task_args(items: list[str]) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (ints, floats and booleans converted)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise InputFormatError(f"--task-arg {item!r} is not KEY=VALUE (e.g. --task-arg max_digits=1)")
-        key, value = item.split("=", 1)
-        val: Any = value
-        for conv in (int, float):
-            try:
-                val = conv(value)
-                break
-            except ValueError:
-                continue
-        if value.lower() in {"true", "false"}:
-            val = value.lower() == "true"
-        out[key.strip()] = val
-    return out
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (see :func:`bupo_core.config_cli.parse_key_values`)."""
+    return parse_key_values(items)
 
 
 def task_kwargs(args: argparse.Namespace) -> dict[str, Any]:

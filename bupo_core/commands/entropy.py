@@ -6,7 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
+from ..config_cli import parse_key_values
 from ..errors import InputFormatError
+from ..tasks import TEMPLATES
 
 NAME = "entropy"
 HELP = "internal-policy entropy, entropy change and boundary layer of a model (writes DIR/entropy.json and PNG figures)"
@@ -25,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--pairs", type=Path, help='JSONL file, one {"messages": [...], "response": "..."} or {"prompt": "...", "response": "..."} a line')
     p.add_argument("--n", type=int, default=8, help="number of task prompts (with --task; default 8)")
     p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE", help="reasoning-gym generator setting, repeatable (e.g. --task-arg max_terms=2)")
-    p.add_argument("--prompt-style", choices=["boxed", "short", "plain"], default="boxed",
-                   help="boxed: the paper's system message (default); short: '... Reply with just the number.'; plain: the question only")
+    p.add_argument("--prompt-style", choices=list(TEMPLATES), default="boxed",
+                   help="a prompt template: boxed: the paper's system message (default); short: '... Reply with just the number.'; plain: the question only; qwen3-boxed: boxed without thinking")
     p.add_argument("--samples", type=int, default=1, help="sampled responses per prompt (default 1)")
     p.add_argument("--norm", choices=["none", "final"], default="none", help="none: the paper's raw H E_u^T (default); final: logit lens")
     p.add_argument("--max-new-tokens", type=int, default=256, help="response length limit when sampling (default 256)")
@@ -38,26 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (statistics are float32 anyway)")
     p.add_argument("--no-figures", action="store_true", help="write entropy.json only")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
-
-
-def _task_kwargs(items: list[str]) -> dict:
-    out: dict = {}
-    for item in items:
-        if "=" not in item:
-            raise InputFormatError(f"--task-arg {item!r} is not KEY=VALUE (e.g. --task-arg max_terms=2)")
-        key, value = item.split("=", 1)
-        val: object = value
-        if value.lower() in ("true", "false"):
-            val = value.lower() == "true"
-        else:
-            for conv in (int, float):
-                try:
-                    val = conv(value)
-                    break
-                except ValueError:
-                    pass
-        out[key.strip()] = val
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         items = load_pairs(args.pairs)
         source = {"pairs": str(args.pairs)}
     else:
-        kwargs = _task_kwargs(args.task_arg)
+        kwargs = parse_key_values(args.task_arg)
         items = task_prompts(args.task, args.n, seed=args.seed, style=args.prompt_style, **kwargs)
         source = {"task": args.task, "task_args": kwargs, "prompt_style": args.prompt_style}
     dtype = getattr(torch, args.dtype) if args.dtype else None
@@ -89,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         chunk_mib=args.chunk_mib,
+        chat_template_kwargs=(TEMPLATES[args.prompt_style].chat_template_kwargs or None) if args.pairs is None else None,
     )
     report = analyse_entropy(model, tok, items, config=cfg, model_name=args.model, progress=True, settings=source)
     report.timing["total_s"] = round(time.perf_counter() - t0, 3)

@@ -1,11 +1,15 @@
-"""``bupo train``: GRPO or BuPO on one device (CPU or CUDA), writing config, metrics and checkpoints."""
+"""``bupo train``: GRPO or BuPO on one device (CPU or CUDA), writing config, metrics and checkpoints.
+
+Every :class:`~bupo_core.trainer.TrainConfig` field is a flag (``--field-name``), generated from the
+dataclass and its docstring by :mod:`bupo_core.config_cli`; only ``--task-arg`` (the task's
+generator settings), ``--out``, ``--resume`` and ``--quiet`` are written here.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 
-from ..errors import InputFormatError
+from ..config_cli import add_config_arguments, config_from_args as _config_from_args, parse_key_values
 
 NAME = "train"
 HELP = "train with GRPO or BuPO (internal-policy phase at --layer, then GRPO); writes OUT/config.json, metrics.jsonl, checkpoints/"
@@ -13,77 +17,44 @@ DESCRIPTION = (
     "Train a model with GRPO, or with BuPO: Internal Policy Alignment on layer --layer (paper numbering, "
     "1..L = output of block l; only blocks 1..l run) for --inter-steps steps, then GRPO on the full policy. "
     "Writes OUT/config.json, OUT/metrics.jsonl (one line per step) and OUT/checkpoints/checkpoint-<step>/ "
-    "(Hugging Face format + optimizer/RNG/data state). Ctrl-C writes a checkpoint; --resume continues exactly."
+    "(Hugging Face format + optimizer/RNG/data state). Ctrl-C writes a checkpoint; --resume continues exactly. "
+    "Every setting of TrainConfig is a flag; see docs/training.md."
 )
 
 
-def _task_kwargs(items: list[str]) -> dict:
-    out: dict = {}
-    for item in items or []:
-        if "=" not in item:
-            raise InputFormatError(f"--task-arg {item!r} must look like key=value, e.g. --task-arg min_terms=2")
-        k, v = item.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..losses import POLICY_LOSSES  # noqa: PLC0415
+    from ..tasks import TEMPLATES  # noqa: PLC0415
     from ..trainer import TrainConfig  # noqa: PLC0415
 
-    d = TrainConfig()
-    p.add_argument("--model", default=d.model, help=f"model name or path (default {d.model}; e.g. Qwen/Qwen3-0.6B online)")
-    p.add_argument("--task", default=d.task, help="chain_sum, basic_arithmetic, simple_equations, gsm_symbolic, gsm8k, math500, deepmath, or a .jsonl file")
+    add_config_arguments(
+        p,
+        TrainConfig,
+        exclude=("task_kwargs",),
+        flags={"out_dir": "--out"},
+        overrides={
+            "template": {"choices": sorted(TEMPLATES)},
+            "loss": {"choices": sorted(POLICY_LOSSES)},
+            "out_dir": {"required": True, "help": "run folder: config.json, metrics.jsonl, checkpoints/checkpoint-<step>/"},
+        },
+    )
     p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task generator setting, repeatable (e.g. --task-arg max_terms=2); "
                    "the default for chain_sum is the easy 2-term single-digit setting")
-    p.add_argument("--task-size", type=int, default=d.task_size, help="number of distinct examples")
-    p.add_argument("--template", default=None, choices=["short", "boxed", "qwen3-boxed"], help="prompt template (default: the task's)")
-    p.add_argument("--reward", default=None, help="scorer: last_number, boxed_math, reasoning_gym (default: the task's)")
-    p.add_argument("--method", choices=["grpo", "bupo"], default=d.method)
-    p.add_argument("--layer", type=int, default=None, help="BuPO target layer, paper numbering 1..L (output of block l)")
-    p.add_argument("--inter-steps", type=int, default=d.inter_steps, help="internal-phase steps (BuPO)")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--prompts-per-step", type=int, default=d.prompts_per_step)
-    p.add_argument("--group-size", type=int, default=d.group_size)
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--num-mini-batches", type=int, default=d.num_mini_batches, help="optimizer updates per rollout batch")
-    p.add_argument("--micro-batch-size", type=int, default=d.micro_batch_size, help="sequences per forward/backward")
-    p.add_argument("--eps-low", type=float, default=d.eps_low)
-    p.add_argument("--eps-high", type=float, default=d.eps_high)
-    p.add_argument("--loss-aggregation", choices=["token-mean", "sequence-mean"], default=d.loss_aggregation)
-    p.add_argument("--kl-coef", type=float, default=d.kl_coef)
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every K steps (0: only at the end)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace):
-    """The :class:`~bupo_core.trainer.TrainConfig` described by the parsed arguments."""
+    """The validated :class:`~bupo_core.trainer.TrainConfig` described by the parsed arguments."""
     from ..trainer import TrainConfig  # noqa: PLC0415
 
-    d = TrainConfig()
-    task_kwargs = _task_kwargs(args.task_arg)
-    if not args.task_arg and args.task != "chain_sum":
+    if args.task_arg:
+        task_kwargs = parse_key_values(args.task_arg)
+    elif getattr(args, "task", TrainConfig.task) != "chain_sum":
         task_kwargs = {}
-    elif not args.task_arg:
-        task_kwargs = dict(d.task_kwargs)
-    cfg = TrainConfig(
-        model=args.model, task=args.task, task_kwargs=task_kwargs, task_size=args.task_size, template=args.template,
-        reward=args.reward, method=args.method, layer=args.layer, inter_steps=args.inter_steps, steps=args.steps,
-        prompts_per_step=args.prompts_per_step, group_size=args.group_size, max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature, lr=args.lr, num_mini_batches=args.num_mini_batches,
-        micro_batch_size=args.micro_batch_size, eps_low=args.eps_low, eps_high=args.eps_high,
-        loss_aggregation=args.loss_aggregation, kl_coef=args.kl_coef, gradient_checkpointing=args.gradient_checkpointing,
-        save_every=args.save_every, seed=args.seed, device=args.device, out_dir=args.out,
-    )
+    else:
+        task_kwargs = dict(TrainConfig().task_kwargs)
+    cfg = _config_from_args(TrainConfig, args, task_kwargs=task_kwargs)
     cfg.validate()
     return cfg
 

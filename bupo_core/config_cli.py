@@ -1,0 +1,187 @@
+"""Command-line flags generated from configuration dataclasses, so a setting is written once.
+
+A config dataclass documents every field in its docstring (``name: help`` lines, Google style,
+continuation lines indented further; ``a, b: help`` documents two fields). :func:`add_config_arguments`
+turns each field into a ``--field-name`` flag with that help, its type, its choices (``Literal``)
+and its default; :func:`config_from_args` builds the dataclass back from the parsed flags, keeping
+the dataclass default for every flag that was not given. Adding a field to ``TrainConfig`` (with its
+docstring line) therefore adds the ``bupo train`` flag, its ``--help`` text and its parsing.
+
+Type mapping: ``bool`` -> ``--flag`` / ``--no-flag``; ``int``/``float``/``str`` -> typed value;
+``X | None`` -> a value of type X or the word ``none``; ``Literal[...]`` -> ``choices``;
+``tuple[float, float]`` -> two values. ``dict`` fields need a dedicated flag (``--task-arg``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import types
+import typing
+from typing import Any, Iterable, Literal, get_args, get_origin
+
+from .errors import InputFormatError
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """``{field: help}`` parsed from the ``name: text`` lines of ``cls``'s docstring.
+
+    >>> from bupo_core.trainer import TrainConfig
+    >>> field_help(TrainConfig)["group_size"]
+    'G, sampled responses per prompt (paper: 8); must be >= 2.'
+    """
+    doc = cls.__doc__ or ""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, str] = {}
+    current: list[str] = []
+    indent = None
+    entry = re.compile(r"^(\s*)([A-Za-z_][\w]*(?:\s*,\s*[A-Za-z_][\w]*)*):\s+(.*)$")
+    for line in doc.splitlines():
+        m = entry.match(line)
+        if m and all(n.strip() in names for n in m.group(2).split(",")):
+            current = [n.strip() for n in m.group(2).split(",")]
+            indent = len(m.group(1))
+            for n in current:
+                out[n] = plain_text(m.group(3).strip())
+        elif current and line.strip() and indent is not None and len(line) - len(line.lstrip()) > indent:
+            for n in current:
+                out[n] += " " + plain_text(line.strip())
+        else:
+            current, indent = [], None
+    return out
+
+
+def plain_text(text: str) -> str:
+    """Docstring markup to terminal text: ``:func:`x``` -> ``x``, double backticks dropped.
+
+    >>> plain_text("see :func:`bupo_core.tasks.load_task` (``chain_sum``)")
+    'see bupo_core.tasks.load_task (chain_sum)'
+    """
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+def flag_name(field: str) -> str:
+    """``"max_new_tokens"`` -> ``"--max-new-tokens"``."""
+    return "--" + field.replace("_", "-")
+
+
+def _optional(tp: Any) -> tuple[Any, bool]:
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _none_or(conv):
+    def parse(text: str):
+        return None if text.lower() == "none" else conv(text)
+
+    parse.__name__ = getattr(conv, "__name__", "value")
+    return parse
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser | Any,
+    cls: type,
+    *,
+    exclude: Iterable[str] = (),
+    flags: dict[str, str] | None = None,
+    overrides: dict[str, dict] | None = None,
+    defaults: Any = None,
+) -> list[str]:
+    """Add one flag per field of ``cls`` (except ``exclude``); return the fields added.
+
+    Args:
+        parser: an ``argparse`` parser or argument group.
+        cls: the config dataclass (its docstring gives each flag's help).
+        exclude: fields without a generated flag (handled by hand, e.g. ``task_kwargs``).
+        flags: field -> flag name when it differs from ``--field-name`` (``{"out_dir": "--out"}``).
+        overrides: field -> extra ``add_argument`` keywords (``choices``, ``required``, ``help``).
+        defaults: an instance whose values are shown as defaults (default ``cls()``).
+
+    Flags not given on the command line are absent from the namespace, so
+    :func:`config_from_args` keeps the dataclass defaults for them.
+    """
+    helps = field_help(cls)
+    hints = typing.get_type_hints(cls)
+    shown = defaults if defaults is not None else cls()
+    added = []
+    for f in dataclasses.fields(cls):
+        if f.name in set(exclude) or not f.init:
+            continue
+        tp, optional = _optional(hints[f.name])
+        default = getattr(shown, f.name)
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        help_text = helps.get(f.name, "")
+        if not help_text:
+            raise TypeError(f"{cls.__name__}.{f.name} has no docstring line; document it as '{f.name}: ...'")
+        if tp is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif get_origin(tp) is Literal:
+            kw["choices"] = list(get_args(tp))
+        elif get_origin(tp) is tuple:
+            inner = get_args(tp)
+            kw["nargs"] = len(inner)
+            kw["type"] = inner[0]
+            kw["metavar"] = tuple(t.__name__.upper() for t in inner)
+        elif tp in (int, float, str):
+            kw["type"] = _none_or(tp) if optional else tp
+            kw["metavar"] = tp.__name__.upper() if tp is not str else "TEXT"
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: type {tp} has no generated flag; exclude it and add one by hand")
+        kw["help"] = f"{help_text} (default: {default!r})".replace("%", "%%")
+        extra = (overrides or {}).get(f.name, {})
+        if "choices" in extra:  # a fixed list of names: show it instead of a metavar, no "none" parsing
+            kw.pop("metavar", None)
+            kw["type"] = str
+        kw.update(extra)
+        if kw.get("required"):
+            kw.pop("default", None)
+        parser.add_argument((flags or {}).get(f.name, flag_name(f.name)), **kw)
+        added.append(f.name)
+    return added
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **extra: Any):
+    """``cls(**given flags, **extra)``: the dataclass described by the parsed arguments.
+
+    Only fields whose flags were given are passed (the rest keep the dataclass defaults);
+    ``extra`` supplies fields parsed by hand (e.g. ``task_kwargs``).
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    for k, v in values.items():
+        if isinstance(v, list):
+            values[k] = tuple(v)
+    values.update(extra)
+    return cls(**values)
+
+
+def parse_key_values(items: Iterable[str] | None, flag: str = "--task-arg") -> dict[str, Any]:
+    """The one ``KEY=VALUE`` parser: ``["a=1", "b=x", "c=true"]`` -> ``{"a": 1, "b": "x", "c": True}``.
+
+    Values are read as JSON (numbers, ``true``/``false``, ``null``, lists); ``True``/``False`` in
+    any case are booleans; anything else stays a string.
+
+    >>> parse_key_values(["max_terms=2", "ratio=0.5", "name=x", "flag=True", "xs=[1, 2]"])
+    {'max_terms': 2, 'ratio': 0.5, 'name': 'x', 'flag': True, 'xs': [1, 2]}
+    """
+    import json  # noqa: PLC0415
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputFormatError(f"{flag} {item!r} is not KEY=VALUE: write key=value, e.g. {flag} max_terms=2")
+        if value.strip().lower() in ("true", "false"):
+            val: Any = value.strip().lower() == "true"
+        else:
+            try:
+                val = json.loads(value)
+            except json.JSONDecodeError:
+                val = value
+        out[key.strip()] = val
+    return out
