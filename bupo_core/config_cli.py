@@ -88,9 +88,11 @@ def add_config_arguments(
     cls: type,
     *,
     exclude: Iterable[str] = (),
+    include: Iterable[str] | None = None,
     flags: dict[str, str] | None = None,
     overrides: dict[str, dict] | None = None,
     defaults: Any = None,
+    dest_prefix: str = "",
 ) -> list[str]:
     """Add one flag per field of ``cls`` (except ``exclude``); return the fields added.
 
@@ -100,7 +102,10 @@ def add_config_arguments(
         exclude: fields without a generated flag (handled by hand, e.g. ``task_kwargs``).
         flags: field -> flag name when it differs from ``--field-name`` (``{"out_dir": "--out"}``).
         overrides: field -> extra ``add_argument`` keywords (``choices``, ``required``, ``help``).
-        defaults: an instance whose values are shown as defaults (default ``cls()``).
+        include: only these fields (default: all but ``exclude``).
+        defaults: an instance whose values are shown as defaults (default ``cls()``); pass the
+            same instance as ``base`` to :func:`config_from_args`.
+        dest_prefix: namespace prefix, so several configs can share one parser (``"eval_"``).
 
     Flags not given on the command line are absent from the namespace, so
     :func:`config_from_args` keeps the dataclass defaults for them.
@@ -110,11 +115,11 @@ def add_config_arguments(
     shown = defaults if defaults is not None else cls()
     added = []
     for f in dataclasses.fields(cls):
-        if f.name in set(exclude) or not f.init:
+        if f.name in set(exclude) or not f.init or (include is not None and f.name not in set(include)):
             continue
         tp, optional = _optional(hints[f.name])
         default = getattr(shown, f.name)
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        kw: dict[str, Any] = {"dest": dest_prefix + f.name, "default": argparse.SUPPRESS}
         help_text = helps.get(f.name, "")
         if not help_text:
             raise TypeError(f"{cls.__name__}.{f.name} has no docstring line; document it as '{f.name}: ...'")
@@ -145,19 +150,17 @@ def add_config_arguments(
     return added
 
 
-def config_from_args(cls: type, args: argparse.Namespace, **extra: Any):
-    """``cls(**given flags, **extra)``: the dataclass described by the parsed arguments.
+def config_from_args(cls: type, args: argparse.Namespace, *, base: Any = None, dest_prefix: str = "", **extra: Any):
+    """The dataclass described by the parsed arguments.
 
-    Only fields whose flags were given are passed (the rest keep the dataclass defaults);
-    ``extra`` supplies fields parsed by hand (e.g. ``task_kwargs``).
+    Only fields whose flags were given are set; the others keep their values in ``base`` (or the
+    dataclass defaults). ``extra`` supplies fields parsed by hand (e.g. ``task_kwargs``).
     """
     names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    for k, v in values.items():
-        if isinstance(v, list):
-            values[k] = tuple(v)
+    given = {k[len(dest_prefix):]: v for k, v in vars(args).items() if k.startswith(dest_prefix) and k[len(dest_prefix):] in names}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
     values.update(extra)
-    return cls(**values)
+    return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
 
 def parse_key_values(items: Iterable[str] | None, flag: str = "--task-arg") -> dict[str, Any]:

@@ -22,83 +22,80 @@ from __future__ import annotations
 import json
 import platform
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .analysis import AnalysisConfig
+from .evaluate import EvalConfig
+from .layer_choice import choose_layer
 from .models import DEFAULT_MODEL
 from .tasks import EASY_CHAIN_SUM
+from .trainer import TrainConfig
+
+
+def _demo_train() -> TrainConfig:
+    return TrainConfig(steps=12, inter_steps=3, prompts_per_step=4, group_size=8, max_new_tokens=16, lr=2e-5)
 
 
 @dataclass
 class DemoConfig:
-    """Settings of the end-to-end demo. Defaults fit a 2-core CPU in about 15 minutes.
+    """Settings of the end-to-end demo, composed of the train, analysis and eval configs.
+
+    Defaults fit a 2-core CPU in about 15 minutes. The fields shared by every stage (model, task,
+    seed, device) are set once here and copied into the stage configs.
 
     Attributes:
         model: model name, folder or hub id.
         task: reasoning-gym task for training and evaluation.
         task_kwargs: generator settings; the default is the two-term single-digit ``chain_sum``,
             the easiest setting on which the 135M model earns reward in most groups.
-        analysis_prompts: prompts whose sampled answers feed the entropy analysis.
-        analysis_max_new_tokens: response length for the analysis.
-        analysis_style: prompt style of the analysis (``"boxed"``: the paper's system prompt).
         layer: force the BuPO target layer (paper numbering); ``None`` = from the analysis.
-        steps: training steps of each run.
-        inter_steps: BuPO's internal phase length (the paper uses 30 of 300 steps; 10%-25% here).
-        prompts_per_step, group_size: rollout batch (prompts x samples per prompt).
-        max_new_tokens: response length in training.
-        lr: AdamW learning rate (higher than the paper's 1e-6 so that a short run moves).
-        eval_problems, eval_k, eval_max_new_tokens: held-out evaluation size.
         seed: one seed for everything.
         device: ``None`` = cuda if available.
         out_dir: report folder (default ``reports/demo-<time>``).
         keep_checkpoints: keep the final weights of both runs (about 540 MB each for SmolLM2 in fp32).
+        analysis_prompts: prompts whose sampled answers feed the entropy analysis.
+        analysis_style: prompt template of the analysis (``"boxed"``: the paper's system prompt).
+        train: the :class:`~bupo_core.trainer.TrainConfig` of both runs (its method, layer, model,
+            task, seed, device and out_dir are set per run); the lr is higher than the paper's
+            1e-6 so that a short run moves; BuPO's internal phase is 10%-25% of the steps.
+        analysis: the :class:`~bupo_core.analysis.AnalysisConfig` (response length etc.).
+        eval: the :class:`~bupo_core.evaluate.EvalConfig` of the held-out evaluation.
     """
 
     model: str = DEFAULT_MODEL
     task: str = "chain_sum"
     task_kwargs: dict = field(default_factory=lambda: dict(EASY_CHAIN_SUM))
-    analysis_prompts: int = 6
-    analysis_max_new_tokens: int = 48
-    analysis_style: str = "boxed"
     layer: int | None = None
-    steps: int = 12
-    inter_steps: int = 3
-    prompts_per_step: int = 4
-    group_size: int = 8
-    max_new_tokens: int = 16
-    lr: float = 2e-5
-    eval_problems: int = 24
-    eval_k: int = 8
-    eval_max_new_tokens: int = 16
     seed: int = 0
     device: str | None = None
     out_dir: str | None = None
     keep_checkpoints: bool = False
+    analysis_prompts: int = 6
+    analysis_style: str = "boxed"
+    train: TrainConfig = field(default_factory=_demo_train)
+    analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(max_new_tokens=48))
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(num_problems=24, k=8, max_new_tokens=16))
 
+    def train_config(self, method: str, layer: int | None, out_dir: str) -> TrainConfig:
+        """The TrainConfig of one run, with the demo's shared settings."""
+        return dataclasses.replace(
+            self.train, model=self.model, task=self.task, task_kwargs=dict(self.task_kwargs), method=method,
+            layer=layer if method == "bupo" else None, seed=self.seed, device=self.device, out_dir=out_dir,
+        )
 
-def choose_layer(report: Any, forced: int | None = None) -> tuple[int, str]:
-    """The BuPO target layer and why it was chosen.
+    def analysis_config(self) -> AnalysisConfig:
+        return dataclasses.replace(self.analysis, seed=self.seed)
 
-    Args:
-        report: an :class:`bupo_core.analysis.EntropyReport`.
-        forced: a layer the user asked for (validated against the model).
-    """
-    L = report.num_layers
-    if forced is not None:
-        if not 1 <= forced < L:
-            from .errors import LayerOutOfRangeError  # noqa: PLC0415
+    def eval_config(self) -> EvalConfig:
+        return dataclasses.replace(self.eval, seed=self.seed)
 
-            raise LayerOutOfRangeError(f"--layer {forced} is out of range: BuPO needs 1..{L - 1} (paper numbering; layer {L} is the whole model)")
-        return forced, f"layer {forced} was given explicitly"
-    b = report.boundary_layer
-    if b is not None and 1 <= b < L:
-        return b, f"boundary layer from the FFN entropy change ({report.boundary_reason})"
-    fallback = max(1, round(L * 6 / 36))
-    why = report.boundary_reason if b is None else f"the rule gave layer {b}, the top layer, where IPA equals GRPO without the final norm"
-    return fallback, f"fallback: {why}; using the paper's depth ratio (layer 6 of 36) scaled to {L} layers = {fallback}"
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self), default=str))
 
 
 def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
@@ -112,7 +109,7 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
         "## 1. Entropy analysis of the model's own answers",
         "",
         f"- {info['analysis']['num_tokens']} response tokens from {cfg.analysis_prompts} prompts "
-        f"(style `{cfg.analysis_style}`, up to {cfg.analysis_max_new_tokens} new tokens, temperature 1.0), internal policies with `norm=\"none\"` (the paper's).",
+        f"(style `{cfg.analysis_style}`, up to {cfg.analysis.max_new_tokens} new tokens, temperature 1.0), internal policies with `norm=\"none\"` (the paper's).",
         f"- Entropy of the layer policies: H^0 = {info['analysis']['layer_entropy'][0]:.2f}, "
         f"H^{info['analysis']['num_layers'] // 2} = {info['analysis']['layer_entropy'][info['analysis']['num_layers'] // 2]:.2f}, "
         f"H^{info['analysis']['num_layers']} = {info['analysis']['layer_entropy'][-1]:.2f} nats (max ln N = {info['analysis']['max_entropy']:.2f}).",
@@ -126,9 +123,9 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
         "",
         "## 2. Training: GRPO vs BuPO from the same start",
         "",
-        f"Task `{cfg.task}` {cfg.task_kwargs}; {cfg.steps} steps x {cfg.prompts_per_step} prompts x {cfg.group_size} samples, "
-        f"{cfg.max_new_tokens} new tokens, lr {cfg.lr}, seed {cfg.seed}. BuPO: internal-policy alignment of layer "
-        f"{info['layer']} for steps 1..{cfg.inter_steps}, then GRPO.",
+        f"Task `{cfg.task}` {cfg.task_kwargs}; {cfg.train.steps} steps x {cfg.train.prompts_per_step} prompts x {cfg.train.group_size} samples, "
+        f"{cfg.train.max_new_tokens} new tokens, lr {cfg.train.lr}, seed {cfg.seed}. BuPO: internal-policy alignment of layer "
+        f"{info['layer']} for steps 1..{cfg.train.inter_steps}, then GRPO.",
         "",
         "| run | mean reward, first 3 steps | mean reward, last 3 steps | mean response length | minutes |",
         "|---|---|---|---|---|",
@@ -141,8 +138,8 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
         "",
         "## 3. Held-out evaluation",
         "",
-        f"{cfg.eval_problems} problems drawn with a seed (10000) different from training's, {cfg.eval_k} samples each, "
-        f"temperature 1.0. {info['eval_overlap']} of the {cfg.eval_problems} questions also occur in the training pool of "
+        f"{cfg.eval.num_problems} problems drawn with a seed (10000) different from training's, {cfg.eval.k} samples each, "
+        f"temperature 1.0. {info['eval_overlap']} of the {cfg.eval.num_problems} questions also occur in the training pool of "
         f"{info['train_pool']} examples" + (" (this task has only a few hundred distinct questions, so the evaluation measures "
         "fresh samples on the training distribution, not unseen questions)." if info['eval_overlap'] else "."),
         "",
@@ -188,19 +185,19 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    from .analysis import AnalysisConfig, analyse_entropy, task_prompts  # noqa: PLC0415
-    from .evaluate import EvalConfig, compare, evaluate, load_eval  # noqa: PLC0415
+    from .analysis import analyse_entropy, task_prompts  # noqa: PLC0415
+    from .evaluate import compare, evaluate, load_eval  # noqa: PLC0415
     from .evaluation_plots import plot_pass_at_k  # noqa: PLC0415
     from .models import load_model  # noqa: PLC0415
     from .tasks import load_task  # noqa: PLC0415
-    from .trainer import TrainConfig, Trainer  # noqa: PLC0415
+    from .trainer import Trainer  # noqa: PLC0415
     from .training_plots import plot_training_curves  # noqa: PLC0415
 
     t_start = time.time()
     out = Path(cfg.out_dir or f"reports/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "demo_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    info: dict[str, Any] = {"config": asdict(cfg)}
+    (out / "demo_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    info: dict[str, Any] = {"config": cfg.to_dict()}
 
     # 1. analysis
     log(f"[1/4] entropy analysis of {cfg.model}'s own answers ({cfg.analysis_prompts} prompts)")
@@ -214,7 +211,7 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
     prompts = task_prompts(cfg.task, cfg.analysis_prompts, seed=cfg.seed + 30_000, style=cfg.analysis_style, **cfg.task_kwargs)
     report = analyse_entropy(
         model, tok, prompts,
-        config=AnalysisConfig(max_new_tokens=cfg.analysis_max_new_tokens, seed=cfg.seed),
+        config=cfg.analysis_config(),
         model_name=cfg.model, settings={"task": cfg.task, "style": cfg.analysis_style},
     )
     report.save(out / "entropy")
@@ -237,14 +234,9 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
     info["training"] = {}
     trained: dict[str, Any] = {}
     for i, method in enumerate(("grpo", "bupo")):
-        log(f"[{2 + i}/4] {method.upper()} run: {cfg.steps} steps")
+        log(f"[{2 + i}/4] {method.upper()} run: {cfg.train.steps} steps")
         m, t = load_model(cfg.model, device=cfg.device)
-        tc = TrainConfig(
-            model=cfg.model, task=cfg.task, task_kwargs=task_kwargs, method=method,
-            layer=layer if method == "bupo" else None, inter_steps=cfg.inter_steps, steps=cfg.steps,
-            prompts_per_step=cfg.prompts_per_step, group_size=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-            lr=cfg.lr, seed=cfg.seed, device=cfg.device, out_dir=str(out / "runs" / method),
-        )
+        tc = cfg.train_config(method, layer, str(out / "runs" / method))
         t0 = time.time()
         result = Trainer(tc, model=m, tokenizer=t).train(progress=True)
         rows = result.metrics
@@ -261,20 +253,20 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
             shutil.rmtree(out / "runs" / method / "checkpoints", ignore_errors=True)
         trained[method] = m
     fig = plot_training_curves(
-        {"GRPO": out / "runs" / "grpo", f"BuPO (layer {layer}, {cfg.inter_steps} internal steps)": out / "runs" / "bupo"},
+        {"GRPO": out / "runs" / "grpo", f"BuPO (layer {layer}, {cfg.train.inter_steps} internal steps)": out / "runs" / "bupo"},
         window=3, title=f"{cfg.model} on {cfg.task}",
     )
     fig.savefig(out / "training_curves.png", dpi=120, bbox_inches="tight")
     plt.close("all")
 
     # 4. evaluation
-    log(f"[4/4] held-out evaluation: {cfg.eval_problems} problems x {cfg.eval_k} samples, 3 models")
-    eval_task = load_task(cfg.task, size=cfg.eval_problems, seed=10_000, **task_kwargs)
-    pool = TrainConfig().task_size
+    log(f"[4/4] held-out evaluation: {cfg.eval.num_problems} problems x {cfg.eval.k} samples, 3 models")
+    eval_task = load_task(cfg.task, size=cfg.eval.num_problems, seed=10_000, **task_kwargs)
+    pool = cfg.train.task_size
     train_questions = {e.question for e in load_task(cfg.task, size=pool, seed=cfg.seed, **task_kwargs).examples}
     info["train_pool"] = pool
     info["eval_overlap"] = sum(e.question in train_questions for e in eval_task.examples)
-    ecfg = EvalConfig(num_problems=cfg.eval_problems, k=cfg.eval_k, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
+    ecfg = cfg.eval_config()
     results = {}
     for name, m in (("base", model), ("grpo", trained["grpo"]), ("bupo", trained["bupo"])):
         res = evaluate(m, tok, eval_task, ecfg, model_name=name)
@@ -282,7 +274,7 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
         results[name] = load_eval(out / "eval" / name)
     info["eval"] = {n: {k: v for k, v in r.items() if k != "correct"} for n, r in results.items()}
     info["paired"] = compare(results, seed=cfg.seed)
-    plot_pass_at_k(info["eval"], title=f"Pass@k on {cfg.eval_problems} held-out {cfg.task} problems").savefig(out / "pass_at_k.png", dpi=120, bbox_inches="tight")
+    plot_pass_at_k(info["eval"], title=f"Pass@k on {cfg.eval.num_problems} held-out {cfg.task} problems").savefig(out / "pass_at_k.png", dpi=120, bbox_inches="tight")
     plt.close("all")
     info["seconds_total"] = time.time() - t_start
     (out / "demo.json").write_text(json.dumps(info, indent=1, default=str))

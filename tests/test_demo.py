@@ -33,11 +33,15 @@ def test_choose_layer_validates_forced():
 
 
 def test_demo_end_to_end_on_tiny_model(tmp_path):
-    cfg = DemoConfig(
-        model="tiny-random-llama", analysis_prompts=2, analysis_max_new_tokens=6, steps=2, inter_steps=1,
-        prompts_per_step=2, group_size=2, max_new_tokens=4, eval_problems=2, eval_k=2, eval_max_new_tokens=4,
-        out_dir=str(tmp_path / "demo"), device="cpu",
-    )
+    from bupo_core.cli import build_parser
+    from bupo_core.commands.demo import config_from_namespace
+
+    # the demo's flags build the composed config (train / analysis / eval)
+    cfg = config_from_namespace(build_parser().parse_args(
+        ["demo", "--model", "tiny-random-llama", "--analysis-prompts", "2", "--analysis-max-new-tokens", "6", "--steps", "2",
+         "--inter-steps", "1", "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "4", "--eval-problems", "2",
+         "--eval-k", "2", "--eval-max-new-tokens", "4", "--out", str(tmp_path / "demo"), "--device", "cpu"]))
+    assert (cfg.train.steps, cfg.train.group_size, cfg.eval.k, cfg.analysis.max_new_tokens, cfg.train.lr) == (2, 2, 2, 6, DemoConfig().train.lr)
     summary = run_demo(cfg, log=lambda m: None)
     text = summary.read_text()
     assert "BuPO target layer: 1" in text and "Held-out evaluation" in text

@@ -1,10 +1,19 @@
-"""``bupo demo``: the main job, end to end on the embedded model (see :mod:`bupo_core.demo`)."""
+"""``bupo demo``: the main job, end to end on the embedded model (see :mod:`bupo_core.demo`).
+
+The training and evaluation flags are generated from :class:`~bupo_core.trainer.TrainConfig` and
+:class:`~bupo_core.evaluate.EvalConfig` (help text from their docstrings, defaults from
+:class:`~bupo_core.demo.DemoConfig`).
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from ..analysis import AnalysisConfig
+from ..config_cli import add_config_arguments, config_from_args
 from ..demo import DemoConfig, run_demo
+from ..evaluate import EvalConfig
+from ..trainer import TrainConfig
 
 NAME = "demo"
 HELP = "entropy analysis -> boundary layer -> short GRPO and BuPO runs -> evaluation -> report folder"
@@ -13,6 +22,8 @@ DESCRIPTION = (
     "15 minutes and prints the path of a Markdown report with figures. Scale it up for a GPU with "
     "--model, --steps, --prompts-per-step, --group-size and the eval sizes."
 )
+TRAIN_FLAGS = ("steps", "inter_steps", "prompts_per_step", "group_size", "max_new_tokens", "lr")
+EVAL_FLAGS = {"num_problems": "--eval-problems", "k": "--eval-k", "max_new_tokens": "--eval-max-new-tokens"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,31 +31,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=d.model, help=f"model name, folder or hub id (default {d.model})")
     p.add_argument("--task", default=d.task, help="reasoning-gym task (default chain_sum, two single-digit terms)")
     p.add_argument("--layer", type=int, default=None, help="force the BuPO target layer (paper numbering); default: from the entropy analysis")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"training steps per run (default {d.steps})")
-    p.add_argument("--inter-steps", type=int, default=d.inter_steps, help=f"BuPO internal phase length (default {d.inter_steps})")
-    p.add_argument("--prompts-per-step", type=int, default=d.prompts_per_step)
-    p.add_argument("--group-size", type=int, default=d.group_size)
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--analysis-prompts", type=int, default=d.analysis_prompts)
-    p.add_argument("--eval-problems", type=int, default=d.eval_problems)
-    p.add_argument("--eval-k", type=int, default=d.eval_k)
+    p.add_argument("--analysis-prompts", type=int, default=d.analysis_prompts, help=f"prompts of the entropy analysis (default {d.analysis_prompts})")
+    add_config_arguments(p, AnalysisConfig, include=("max_new_tokens",), flags={"max_new_tokens": "--analysis-max-new-tokens"},
+                         defaults=d.analysis, dest_prefix="analysis_")
+    add_config_arguments(p, TrainConfig, include=TRAIN_FLAGS, defaults=d.train, dest_prefix="train_")
+    add_config_arguments(p, EvalConfig, include=tuple(EVAL_FLAGS), flags=EVAL_FLAGS, defaults=d.eval, dest_prefix="eval_")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=None)
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the final weights of both runs")
     p.add_argument("--out", default=None, help="report folder (default reports/demo-<time>)")
 
 
-def run(args: argparse.Namespace) -> int:
+def config_from_namespace(args: argparse.Namespace) -> DemoConfig:
+    """The :class:`DemoConfig` described by the parsed arguments."""
+    d = DemoConfig()
     cfg = DemoConfig(
-        model=args.model, task=args.task, layer=args.layer, steps=args.steps, inter_steps=args.inter_steps,
-        prompts_per_step=args.prompts_per_step, group_size=args.group_size, max_new_tokens=args.max_new_tokens,
-        lr=args.lr, analysis_prompts=args.analysis_prompts, eval_problems=args.eval_problems, eval_k=args.eval_k,
-        seed=args.seed, device=args.device, out_dir=args.out, keep_checkpoints=args.keep_checkpoints,
+        model=args.model, task=args.task, layer=args.layer, analysis_prompts=args.analysis_prompts, seed=args.seed,
+        device=args.device, out_dir=args.out, keep_checkpoints=args.keep_checkpoints,
+        train=config_from_args(TrainConfig, args, base=d.train, dest_prefix="train_"),
+        analysis=config_from_args(AnalysisConfig, args, base=d.analysis, dest_prefix="analysis_"),
+        eval=config_from_args(EvalConfig, args, base=d.eval, dest_prefix="eval_"),
     )
     if args.task != "chain_sum":
         cfg.task_kwargs = {}
-    summary = run_demo(cfg)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = run_demo(config_from_namespace(args))
     print(f"\nReport: {summary}")
     print(f"Folder: {summary.parent.resolve()}")
     return 0

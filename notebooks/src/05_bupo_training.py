@@ -87,11 +87,12 @@ print("boundary layer:", report.boundary_layer, "-", report.boundary_reason)
 # i.e. layer 5 of SmolLM2's 30.
 
 # %%
-# The layer BuPO will optimise: the boundary layer when the rule finds one, else the paper's relative depth.
-LAYER = report.boundary_layer or max(1, round(L * 6 / 36))
-if LAYER >= L - 1:
-    print(f"note: the boundary layer {LAYER} is at the top of this {L}-layer model, like the paper's Llama-based models (27 of 28)")
-print(f"BuPO target layer: {LAYER} of {L}")
+# The layer BuPO will optimise: the boundary layer when the rule finds one below the top layer, else the
+# paper's relative depth (the same rule as `bupo demo`).
+from bupo_core.layer_choice import choose_layer
+
+LAYER, LAYER_REASON = choose_layer(report)
+print(f"BuPO target layer: {LAYER} of {L} ({LAYER_REASON})")
 
 # %% [markdown]
 # ## 2. One IPA update, by hand
