@@ -12,7 +12,8 @@ This is the paper's measurement (``method.md`` section 3) as one function:
 4. Per-layer values are token-weighted means over all response tokens of all samples; entropy
    changes and the boundary layer follow (:mod:`bupo_core.entropy`).
 
-The result is an :class:`EntropyReport` (``.to_json()``, ``.save(dir)``, ``.figures()``).
+The result is an :class:`EntropyReport` (``.to_json()``, ``.save(dir)``); its figures are drawn by
+:mod:`bupo_core.plots` (``report_figures``, ``save_entropy_report``), which takes the report.
 
 Prompt styles for task prompts (``AnalysisConfig.prompt_style``):
 
@@ -358,34 +359,16 @@ class EntropyReport:
             raise InputFormatError(f"entropy report lacks {missing}; was it written by `bupo entropy`?")
         return cls(**{k: v for k, v in d.items() if k in known})
 
-    def figures(self) -> dict[str, Any]:
-        """The report's figures by file stem: entropy flow, entropy change, norms, token heatmap."""
-        from . import plots  # noqa: PLC0415
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write ``entropy.json`` into ``out_dir`` and return ``{"entropy": path}``.
 
-        figs = {
-            "entropy_flow": plots.plot_entropy_flow(self),
-            "entropy_change": plots.plot_entropy_change(self),
-            "norms": plots.plot_entropy_and_norms(self),
-        }
-        if self.token_statistics is not None:
-            figs["token_heatmap"] = plots.plot_token_layer_heatmap(
-                self.token_statistics, sequence=0, tokens=(self.response_tokens or [None])[0]
-            )
-        return figs
-
-    def save(self, out_dir: str | Path, *, figures: bool = True) -> dict[str, Path]:
-        """Write ``entropy.json`` and (by default) the figures as PNG into ``out_dir``; return the paths."""
+        Figures are drawn by the plotting layer: :func:`bupo_core.plots.save_entropy_report`
+        writes the JSON and the PNG figures together.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"entropy": out / "entropy.json"}
         paths["entropy"].write_text(self.to_json() + "\n", encoding="utf-8")
-        if figures:
-            import matplotlib.pyplot as plt  # noqa: PLC0415
-
-            for name, fig in self.figures().items():
-                paths[name] = out / f"{name}.png"
-                fig.savefig(paths[name], dpi=120, bbox_inches="tight")
-                plt.close(fig)
         return paths
 
     def summary(self) -> str:

@@ -188,6 +188,7 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
     from .analysis import analyse_entropy, task_prompts  # noqa: PLC0415
     from .evaluate import compare, evaluate, load_eval  # noqa: PLC0415
     from .evaluation_plots import plot_pass_at_k  # noqa: PLC0415
+    from .plots import save_entropy_report  # noqa: PLC0415
     from .models import load_model  # noqa: PLC0415
     from .tasks import load_task  # noqa: PLC0415
     from .trainer import Trainer  # noqa: PLC0415
@@ -214,7 +215,7 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
         config=cfg.analysis_config(),
         model_name=cfg.model, settings={"task": cfg.task, "style": cfg.analysis_style},
     )
-    report.save(out / "entropy")
+    save_entropy_report(report, out / "entropy")
     plt.close("all")
     layer, reason = choose_layer(report, cfg.layer)
     info["analysis"] = {

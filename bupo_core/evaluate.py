@@ -192,12 +192,6 @@ class EvalResult:
                 f.write(json.dumps(asdict(p)) + "\n")
         return path
 
-    def figure(self, ax=None, label: str | None = None):
-        """Pass@k against k with bootstrap bands (matplotlib)."""
-        from .evaluation_plots import plot_pass_at_k  # noqa: PLC0415
-
-        return plot_pass_at_k({label or self.model: self.to_json()}, ax=ax)
-
 
 def has_answer(text: str, answer_format: str) -> bool:
     """Whether a response contains a parseable final answer in the task's format."""

@@ -17,6 +17,7 @@ numbering (0 = embedding output, l = output of block l).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -211,3 +212,30 @@ def plot_entropy_comparison(reports: Sequence[Any], labels: Sequence[str] | None
         a.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def report_figures(report: Any) -> dict[str, Any]:
+    """An :class:`~bupo_core.analysis.EntropyReport`'s figures by file stem: entropy flow, entropy change, norms, token heatmap."""
+    figs = {
+        "entropy_flow": plot_entropy_flow(report),
+        "entropy_change": plot_entropy_change(report),
+        "norms": plot_entropy_and_norms(report),
+    }
+    if getattr(report, "token_statistics", None) is not None:
+        figs["token_heatmap"] = plot_token_layer_heatmap(
+            report.token_statistics, sequence=0, tokens=(report.response_tokens or [None])[0]
+        )
+    return figs
+
+
+def save_entropy_report(report: Any, out_dir: str | Path, *, figures: bool = True) -> dict[str, Path]:
+    """Write ``entropy.json`` (``report.save``) and, by default, the figures as PNG; return the paths."""
+    paths = report.save(out_dir)
+    if figures:
+        for name, fig in report_figures(report).items():
+            paths[name] = Path(out_dir) / f"{name}.png"
+            fig.savefig(paths[name], dpi=120, bbox_inches="tight")
+            import matplotlib.pyplot as plt  # noqa: PLC0415
+
+            plt.close(fig)
+    return paths

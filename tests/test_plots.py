@@ -121,3 +121,40 @@ def test_explore_static_fallback_and_widget(tiny_llm, capsys):
     assert text.value == "One two three" and positions.max == len(tok("One two three")["input_ids"]) - 1
     text.value = "A longer prompt with more tokens"  # the position slider follows the new prompt
     assert positions.max == len(tok("A longer prompt with more tokens")["input_ids"]) - 1
+
+
+# ------------------------------------------------------------------ evaluation figures
+def test_pass_at_k_figure_draws_the_given_values():
+    from bupo_core.evaluation_plots import plot_pass_at_k
+
+    res = {"num_samples": 4, "avg_at_k": 0.25, "pass_at_k": {"1": 0.25, "2": 0.4, "4": 0.6},
+           "pass_at_k_ci": {"1": [0.1, 0.4], "2": [0.2, 0.6], "4": [0.4, 0.8]}}
+    ax = plot_pass_at_k({"base": res}).axes[0]
+    line = ax.get_lines()[0]
+    assert list(line.get_xdata()) == [1, 2, 4] and list(line.get_ydata()) == [0.25, 0.4, 0.6]
+    assert line.get_label() == "base (Avg@4 0.250)" and ax.get_xscale() == "log"
+    assert len(ax.collections) == 1  # the bootstrap band
+
+
+def test_refinement_figure_draws_each_measure():
+    from bupo_core.evaluation_plots import plot_refinement
+
+    rows = [{"step": s, "layer": 2, "cosine_to_higher": {"3": 0.1 * s, "4": 0.2 * s}, "kl_to_higher": {"3": 1.0 + s, "4": 2.0 + s},
+             "layer_entropy_change": -0.1 * s, "perplexity": 10.0 - s} for s in (0, 5)]
+    axes = plot_refinement(rows).axes
+    assert [list(l.get_ydata()) for l in axes[0].get_lines()] == [[0.0, 0.5], [0.0, 1.0]]
+    assert list(axes[1].get_lines()[0].get_ydata()) == [0.0, -0.5]
+    assert list(axes[2].get_lines()[0].get_ydata()) == [10.0, 5.0]
+    assert [list(l.get_ydata()) for l in axes[3].get_lines()] == [[1.0, 6.0], [2.0, 7.0]]
+    assert "KL(π^2 ‖ π^j)" in axes[3].get_title()
+
+
+def test_report_figures_take_the_report_object(tiny_llm, tmp_path):
+    from bupo_core.analysis import PromptResponse, analyse_entropy
+
+    model, tok = tiny_llm
+    report = analyse_entropy(model, tok, [PromptResponse("Hi", "Hello there.")], progress=False, model_name="tiny")
+    figs = plots.report_figures(report)
+    assert set(figs) == {"entropy_flow", "entropy_change", "norms", "token_heatmap"}
+    layer = {ln.get_label(): ln for ln in figs["entropy_flow"].axes[0].get_lines()}["Layer I/O: H(H^l)"]
+    assert [round(y, 5) for y in layer.get_ydata()] == [round(y, 5) for y in report.layer_entropy]

@@ -27,8 +27,21 @@ def test_curves_mark_the_switch_and_overlay_runs():
     labels = [t.get_text() for t in axes[1].get_legend().get_texts()]
     assert "BuPO: pi^l (internal phase)" in labels
     assert switch_step(_rows("bupo")) == 2 and switch_step(_rows("grpo")) is None
-    assert plot_phase_timing({"a": _rows("grpo")}).axes
+    # the timing figure stacks the mean seconds per step of each phase (1.0 + 0.1 + 0.5 here)
+    ax = plot_phase_timing({"a": _rows("grpo"), "b": [dict(r, time_update=1.5) for r in _rows("grpo")]}).axes[0]
+    heights = {(p.get_x(), round(p.get_y(), 6)): p.get_height() for p in ax.patches}
+    assert sorted(round(h, 6) for h in heights.values()) == [0.1, 0.1, 0.5, 1.0, 1.0, 1.5]
+    tops = sorted(round(p.get_y() + p.get_height(), 6) for p in ax.patches)
+    assert tops[-2:] == [1.6, 2.6]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["generate", "score", "update"]
 
 
 def test_smooth():
     assert smooth([1.0, None, 3.0], 3) == [1.0, 1.0, 2.0]
+
+
+def test_training_curves_plot_the_smoothed_rewards():
+    fig = plot_training_curves({"GRPO": _rows("grpo")}, window=1)
+    reward = [line for line in fig.axes[0].lines if len(line.get_xdata()) == 6]
+    assert reward and [round(y, 6) for y in reward[0].get_ydata()] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    assert list(reward[0].get_xdata()) == [1, 2, 3, 4, 5, 6]

@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     )
     report = analyse_entropy(model, tok, items, config=cfg, model_name=args.model, progress=True, settings=source)
     report.timing["total_s"] = round(time.perf_counter() - t0, 3)
-    paths = report.save(args.out, figures=not args.no_figures)
+    from ..plots import save_entropy_report  # noqa: PLC0415
+
+    paths = save_entropy_report(report, args.out, figures=not args.no_figures)
     print(report.summary())
     for name, path in paths.items():
         print(f"wrote {path}")

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
                      temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
     result = evaluate(model, tok, task, cfg, model_name=args.model)
     path = result.save(args.out)
-    fig = result.figure(label=args.model)
+    from ..evaluation_plots import plot_pass_at_k  # noqa: PLC0415
+
+    fig = plot_pass_at_k({args.model: result.to_json()})
     fig.savefig(path.parent / "pass_at_k.png", dpi=120)
     data = result.to_json()
     print(json.dumps({k: data[k] for k in ("model", "task", "num_problems", "num_samples", "avg_at_k", "pass_at_k", "no_answer_rate")}, indent=1))
