@@ -160,6 +160,27 @@ def test_policies_from_a_capture(tiny):
     assert torch.allclose(p.sum(-1), torch.ones(1, 6), atol=1e-5)
     assert internal_attention_policy(adapter, cap, 1).shape == p.shape
     assert internal_ffn_policy(adapter, cap, L, norm="final").shape == p.shape
+    # the right tensors: A^l and F^l taken by our own hooks on the modules that write them
+    written = {}
+    hooks_ = [adapter.module(l, role).register_forward_hook(
+        lambda m, a, out, key=(l, role): written.__setitem__(key, out[0] if isinstance(out, tuple) else out))
+        for l in range(1, L + 1) for role in ("attn_write", "ffn_write")]
+    with torch.no_grad():
+        tiny(input_ids=IDS[:1])
+    for h in hooks_:
+        h.remove()
+    E = adapter.unembed_weight.detach().float()
+    for layer in range(1, L + 1):
+        attn = internal_attention_policy(adapter, cap, layer)
+        ffn = internal_ffn_policy(adapter, cap, layer)
+        assert torch.allclose(attn, torch.softmax(written[(layer, "attn_write")].float() @ E.T, -1), atol=1e-6)
+        assert torch.allclose(ffn, torch.softmax(written[(layer, "ffn_write")].float() @ E.T, -1), atol=1e-6)
+        # ... and not any of the other vectors of the block (the test can tell them apart)
+        # (compared as log-probabilities: the random model's policies are close to uniform)
+        for other in (cap.attn_in(layer), cap.ffn_in(layer), cap.resid(layer), cap.resid(layer - 1)):
+            wrong = torch.log_softmax(other.float() @ E.T, -1)
+            assert not torch.allclose(attn.log(), wrong, atol=1e-3) and not torch.allclose(ffn.log(), wrong, atol=1e-3)
+        assert not torch.allclose(attn.log(), ffn.log(), atol=1e-3)
     with pytest.raises(LayerOutOfRangeError):
         internal_layer_policy(tiny, cap, L + 1)
     with pytest.raises(LayerOutOfRangeError):
