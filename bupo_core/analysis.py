@@ -42,7 +42,8 @@ from torch import nn
 from .adapter import ArchitectureAdapter, Norm
 from .entropy import boundary_layer
 from .errors import InputFormatError
-from .lens import InternalPolicyStatistics, LensConfig, internal_policy_statistics
+from .lens import LENS_STATISTICS, InternalPolicyStatistics, LensConfig, internal_policy_statistics
+from .policy_head import REDUCERS
 from .rollout import SamplingConfig, generate
 from .sequences import Prompt, context_length, encode_prompt, encode_response, pack_sequences
 from .tasks import PAPER_SYSTEM_PROMPT, SHORT_SUFFIX, TEMPLATES  # noqa: F401  (re-exported)
@@ -187,6 +188,9 @@ class AnalysisConfig:
         batch_size: sequences per teacher-forced forward (and per generation call).
         chunk_mib: memory budget (MiB) of one chunk of [tokens, vocab] float32 logits.
         top_k: most likely tokens kept per token, layer and module (0 = none).
+        statistics: lens statistics to compute (names in :data:`bupo_core.policy_head.REDUCERS`);
+            the per-layer means of the ones without a named report field go to
+            ``EntropyReport.statistics``.
         keep_token_statistics: keep the per-token statistics in the report (for the token x layer
             heatmap; not written to JSON).
         chat_template_kwargs: extra chat-template variables (e.g. ``{"enable_thinking": False}``).
@@ -201,6 +205,7 @@ class AnalysisConfig:
     batch_size: int = 4
     chunk_mib: float = 16.0
     top_k: int = 0
+    statistics: tuple[str, ...] = LENS_STATISTICS
     keep_token_statistics: bool = True
     chat_template_kwargs: dict | None = None
 
@@ -212,6 +217,11 @@ class AnalysisConfig:
 
 
 # --------------------------------------------------------------------------- report
+#: Lens statistics written as named per-layer fields of the report: statistic -> field suffix
+#: (``"entropy"`` gives ``layer_entropy``, ``attn_entropy``, ...; ``"vector_norm"`` gives ``layer_norm``, ...).
+REPORTED_STATISTICS: dict[str, str] = {"entropy": "entropy", "vector_norm": "norm"}
+
+
 def _floats(t: torch.Tensor) -> list[float]:
     return [None if math.isnan(v) else round(float(v), 6) for v in t.tolist()]  # type: ignore[misc]
 
@@ -243,6 +253,10 @@ class EntropyReport:
         boundary_run: ``[first, last]`` of that run, or None.
         layer_norm, attn_norm, ffn_norm, attn_input_norm, ffn_input_norm: mean L2 norms of the raw vectors.
         layer_logprob: mean log-prob of the response tokens under each layer policy (l = 0..L).
+        statistics: per-layer token-weighted means of every other scalar statistic the lens
+            computed (statistic -> kind -> values), e.g. ``statistics["logprob"]["ffn"]``; a
+            statistic registered with :func:`bupo_core.policy_head.register_reducer` and named in
+            ``LensConfig.statistics`` appears here without any change to the report.
         settings: the analysis settings (prompt source, sampling, seed, ...).
         samples: per sequence: prompt (text), response (text), number of response tokens.
         timing: seconds spent generating and analysing.
@@ -273,6 +287,7 @@ class EntropyReport:
     attn_input_norm: list[float]
     ffn_input_norm: list[float]
     layer_logprob: list[float] | None = None
+    statistics: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     samples: list[dict] = field(default_factory=list)
     timing: dict = field(default_factory=dict)
@@ -290,8 +305,17 @@ class EntropyReport:
         cls, stats: InternalPolicyStatistics, *, model: str, **extra: Any
     ) -> "EntropyReport":
         """Token-weighted per-layer means, entropy changes and the boundary layer from per-token statistics."""
-        mean = {k: v.mean(-1) for k, v in stats.entropy.items()}
-        norms = {k: v.mean(-1) for k, v in stats.vector_norm.items()}
+        # named fields "<kind>_<suffix>" for the reported statistics; every other scalar one goes to `statistics`
+        named = {
+            f"{kind}_{suffix}": _floats(t.mean(-1))
+            for stat, suffix in REPORTED_STATISTICS.items()
+            for kind, t in stats[stat].items()
+        }
+        other = {
+            stat: {kind: _floats(t.float().mean(-1)) for kind, t in by_kind.items()}
+            for stat, by_kind in stats.values.items()
+            if stat not in REPORTED_STATISTICS and not REDUCERS[stat].per_token_k
+        }
         ffn_change = stats.ffn_entropy_change().mean(-1)
         b = boundary_layer(ffn_change)
         return cls(
@@ -301,23 +325,15 @@ class EntropyReport:
             norm=stats.norm,
             num_tokens=stats.num_tokens,
             num_sequences=int(stats.sequence_index.max()) + 1 if stats.sequence_index is not None else 1,
-            layer_entropy=_floats(mean["layer"]),
-            attn_entropy=_floats(mean["attn"]),
-            ffn_entropy=_floats(mean["ffn"]),
-            attn_input_entropy=_floats(mean["attn_input"]),
-            ffn_input_entropy=_floats(mean["ffn_input"]),
+            **named,  # type: ignore[arg-type]
             layer_entropy_change=_floats(stats.layer_entropy_change().mean(-1)),
             attn_entropy_change=_floats(stats.attn_entropy_change().mean(-1)),
             ffn_entropy_change=_floats(ffn_change),
             boundary_layer=b.layer,
             boundary_reason=b.reason,
             boundary_run=list(b.run) if b.run else None,
-            layer_norm=_floats(norms["layer"]),
-            attn_norm=_floats(norms["attn"]),
-            ffn_norm=_floats(norms["ffn"]),
-            attn_input_norm=_floats(norms["attn_input"]),
-            ffn_input_norm=_floats(norms["ffn_input"]),
-            layer_logprob=_floats(stats.logprob["layer"].mean(-1)) if "layer" in stats.logprob else None,
+            layer_logprob=other.get("logprob", {}).get("layer"),
+            statistics=other,
             token_statistics=stats,
             **extra,
         )
@@ -435,7 +451,7 @@ def analyse_entropy(
     device = next(model.parameters()).device
     limit = context_length(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    lens_cfg = LensConfig(norm=cfg.norm, chunk_mib=cfg.chunk_mib, top_k=cfg.top_k)
+    lens_cfg = LensConfig(norm=cfg.norm, chunk_mib=cfg.chunk_mib, top_k=cfg.top_k, statistics=tuple(cfg.statistics))
     was_training = model.training
     model.eval()
 

@@ -87,40 +87,35 @@ def internal_policy(
     return torch.softmax(internal_policy_logits(model_or_adapter, vectors, norm), dim=-1)
 
 
+def captured_policy(
+    model_or_adapter: nn.Module | ArchitectureAdapter, capture: ResidualCapture, kind: Kind, layer: int, norm: Norm = "none"
+) -> torch.Tensor:
+    """softmax(X E_u^T) of the captured vector X of ``kind`` at paper layer ``layer``: [batch, positions, N].
+
+    Keep few positions in the capture: the result holds N probabilities per position.
+    """
+    return internal_policy(model_or_adapter, captured_vectors(capture, kind, layer), norm)
+
+
 def internal_layer_policy(
     model_or_adapter: nn.Module | ArchitectureAdapter, capture: ResidualCapture, layer: int, norm: Norm = "none"
 ) -> torch.Tensor:
-    """pi^l_Layer = softmax(H^l E_u^T) for a captured forward pass.
-
-    Args:
-        capture: from :func:`bupo_core.capture.capture_residuals` (keep few positions: the result
-            is [batch, positions, N]).
-        layer: paper numbering, 0..L (0 = embedding output).
-
-    Returns:
-        [batch, positions, N] float32 probabilities.
-    """
-    adapter = _adapter(model_or_adapter)
-    adapter.check_layer(layer, allow_embedding=True)
-    return internal_policy(adapter, capture.resid(layer), norm)
+    """pi^l_Layer = softmax(H^l E_u^T), ``layer`` in 0..L (0 = embedding output); [batch, positions, N] float32."""
+    return captured_policy(model_or_adapter, capture, "layer", layer, norm)
 
 
 def internal_attention_policy(
     model_or_adapter: nn.Module | ArchitectureAdapter, capture: ResidualCapture, layer: int, norm: Norm = "none"
 ) -> torch.Tensor:
     """pi^l_ATTN = softmax(A^l E_u^T); ``layer`` in 1..L. Returns [batch, positions, N]."""
-    adapter = _adapter(model_or_adapter)
-    adapter.check_layer(layer, allow_embedding=False)
-    return internal_policy(adapter, capture.attn_out(layer), norm)
+    return captured_policy(model_or_adapter, capture, "attn", layer, norm)
 
 
 def internal_ffn_policy(
     model_or_adapter: nn.Module | ArchitectureAdapter, capture: ResidualCapture, layer: int, norm: Norm = "none"
 ) -> torch.Tensor:
     """pi^l_FFN = softmax(F^l E_u^T); ``layer`` in 1..L. Returns [batch, positions, N]."""
-    adapter = _adapter(model_or_adapter)
-    adapter.check_layer(layer, allow_embedding=False)
-    return internal_policy(adapter, capture.ffn_out(layer), norm)
+    return captured_policy(model_or_adapter, capture, "ffn", layer, norm)
 
 
 def captured_vectors(capture: ResidualCapture, kind: Kind, layer: int) -> torch.Tensor:

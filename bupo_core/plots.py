@@ -214,6 +214,27 @@ def plot_entropy_comparison(reports: Sequence[Any], labels: Sequence[str] | None
     return fig
 
 
+def plot_statistic(report: Any, statistic: str, ax: Any = None, *, kinds: Sequence[str] | None = None, ylabel: str | None = None) -> Any:
+    """Per-layer mean of any lens statistic in ``report.statistics`` (one line per kind), paper numbering.
+
+    This is the plot of a newly registered statistic: name it in ``LensConfig.statistics`` (or
+    ``AnalysisConfig.statistics``) and pass its name here.
+    """
+    table = (_get(report, "statistics") or {}).get(statistic)
+    if not table:
+        raise ValueError(f"the report has no statistic {statistic!r}; it has {sorted(_get(report, 'statistics') or {})}")
+    fig, ax = _new_axes(ax, (7, 3.2))
+    for kind in kinds or list(table):
+        values = table[kind]
+        xs = list(range(len(values))) if kind == "layer" else list(range(1, len(values) + 1))
+        ax.plot(xs, values, marker="o", ms=3, color=COLORS.get(kind), label=kind)
+    ax.set_xlabel(LAYER_AXIS)
+    ax.set_ylabel(ylabel or statistic)
+    ax.legend(fontsize=8)
+    ax.set_title(_title(report), fontsize=9)
+    return fig
+
+
 def report_figures(report: Any) -> dict[str, Any]:
     """An :class:`~bupo_core.analysis.EntropyReport`'s figures by file stem: entropy flow, entropy change, norms, token heatmap."""
     figs = {

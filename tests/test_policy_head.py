@@ -91,3 +91,28 @@ def test_one_norm_check():
     assert check_norm("final") == "final"
     with pytest.raises(InputFormatError, match="norm must be"):
         check_norm("first")
+
+
+def test_a_registered_statistic_reaches_the_report_and_its_plot(tiny_llm):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bupo_core import plots
+    from bupo_core.analysis import AnalysisConfig, PromptResponse, analyse_entropy
+    from bupo_core.lens import LENS_STATISTICS
+
+    register_reducer("max_prob", Reducer(lambda c: c.probs.max(-1).values, description="probability of the top token"))
+    try:
+        model, tok = tiny_llm
+        cfg = AnalysisConfig(statistics=LENS_STATISTICS + ("max_prob",))
+        report = analyse_entropy(model, tok, [PromptResponse("Hi", "Hello there.")], config=cfg, progress=False)
+        stats = report.token_statistics
+        assert report.statistics["max_prob"]["ffn"] == pytest.approx(stats["max_prob"]["ffn"].mean(-1).tolist(), abs=1e-6)
+        assert report.layer_logprob == report.statistics["logprob"]["layer"]
+        ax = plots.plot_statistic(report, "max_prob").axes[0]
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        assert list(lines["layer"].get_xdata()) == list(range(report.num_layers + 1))
+        assert list(lines["ffn"].get_ydata()) == report.statistics["max_prob"]["ffn"]
+        assert '"max_prob"' in report.to_json()
+    finally:
+        REDUCERS.pop("max_prob")
