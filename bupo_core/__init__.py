@@ -18,8 +18,11 @@ from .errors import (
 )
 from .entropy import boundary_layer, entropy_change, entropy_from_logits
 from .evaluate import EvalConfig, evaluate, pass_at_k
+from .layer_choice import choose_layer
 from .lens import internal_layer_policy, internal_policy_statistics
+from .losses import POLICY_LOSSES, PolicyLoss, register_policy_loss
 from .models import DEFAULT_MODEL, known_models, load_model, model_summary, tiny_model
+from .policy_head import REDUCERS, PolicyHead, Reducer, reduce_policy, register_reducer
 from .refinement import feature_refinement
 from .trainer import TrainConfig, Trainer
 
@@ -34,6 +37,15 @@ __all__ = [
     "Trainer",
     "analyse_entropy",
     "boundary_layer",
+    "choose_layer",
+    "POLICY_LOSSES",
+    "PolicyLoss",
+    "register_policy_loss",
+    "REDUCERS",
+    "PolicyHead",
+    "Reducer",
+    "reduce_policy",
+    "register_reducer",
     "entropy_change",
     "entropy_from_logits",
     "evaluate",

@@ -203,10 +203,16 @@ def register_reducer(name: str, reducer: Reducer) -> None:
     REDUCERS[name] = reducer
 
 
-def _entropy(c: PolicyChunk) -> torch.Tensor:
-    # entr(p) = -p ln p with entr(0) = 0, written into p's own memory (p is not needed afterwards)
-    p = c.release()
+def entropy_of_probs_(p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) -sum p ln p over the last dimension, *overwriting* ``p`` (the one entropy formula).
+
+    ``entr(p) = -p ln p`` with ``entr(0) = 0``, so zero probabilities (``-inf`` logits) are fine.
+    """
     return torch.special.entr(p, out=p).sum(-1)
+
+
+def _entropy(c: PolicyChunk) -> torch.Tensor:
+    return entropy_of_probs_(c.release())  # p's own memory is reused: it is not needed afterwards
 
 
 def _logprob(c: PolicyChunk) -> torch.Tensor:
@@ -313,7 +319,7 @@ class _ChunkedLogProbEntropy(torch.autograd.Function):
             for s in range(0, n, chunk_size):
                 lp = torch.log_softmax(project(hidden[s : s + chunk_size], w, b, softcap), -1)
                 logp[s : s + chunk_size] = lp.gather(1, targets[s : s + chunk_size, None]).squeeze(1)
-                ent[s : s + chunk_size] = -(lp.exp() * lp).sum(-1)
+                ent[s : s + chunk_size] = entropy_of_probs_(lp.exp())
         ctx.save_for_backward(hidden, weight, bias, targets, ent)
         ctx.chunk_size, ctx.softcap = chunk_size, softcap
         return logp, ent
