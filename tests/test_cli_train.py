@@ -97,3 +97,23 @@ def test_one_task_arg_parser():
 
     assert parse_key_values(["a=2", "b=0.5", "c=TRUE", "d=x", "e=[1, 2]", "f=null"]) == {"a": 2, "b": 0.5, "c": True, "d": "x", "e": [1, 2], "f": None}
     assert parse_task_args(["max_terms=2"]) == {"max_terms": 2}
+
+
+def test_a_new_config_field_is_a_flag_without_other_changes():
+    """The one-place change of docs/adding-a-statistic.md: a field plus its docstring line gives a flag."""
+    import argparse
+    from dataclasses import dataclass
+
+    from bupo_core.config_cli import add_config_arguments, config_from_args
+    from bupo_core.trainer import TrainConfig
+
+    @dataclass
+    class Extended(TrainConfig):
+        warmup_steps: int = 0
+
+    Extended.__doc__ = TrainConfig.__doc__ + "\n        warmup_steps: linear learning-rate warm-up over this many steps (0 = off).\n"
+    p = argparse.ArgumentParser()
+    add_config_arguments(p, Extended, exclude=("task_kwargs",))
+    assert "linear learning-rate warm-up" in p.format_help()
+    cfg = config_from_args(Extended, p.parse_args(["--warmup-steps", "10", "--lr", "0.5"]))
+    assert cfg.warmup_steps == 10 and cfg.lr == 0.5 and cfg.steps == TrainConfig().steps
