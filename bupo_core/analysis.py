@@ -43,7 +43,7 @@ from .adapter import ArchitectureAdapter, Norm
 from .entropy import boundary_layer
 from .errors import InputFormatError
 from .lens import LENS_STATISTICS, InternalPolicyStatistics, LensConfig, internal_policy_statistics
-from .policy_head import REDUCERS
+from .policy_head import REDUCERS, check_norm
 from .rollout import SamplingConfig, generate
 from .sequences import Prompt, context_length, encode_prompt, encode_response, pack_sequences
 from .tasks import PAPER_SYSTEM_PROMPT, SHORT_SUFFIX, TEMPLATES  # noqa: F401  (re-exported)
@@ -210,8 +210,7 @@ class AnalysisConfig:
     chat_template_kwargs: dict | None = None
 
     def __post_init__(self) -> None:
-        if self.norm not in ("none", "final"):
-            raise InputFormatError(f"norm must be 'none' (paper) or 'final' (logit lens), got {self.norm!r}")
+        check_norm(self.norm)
         if self.batch_size < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:
             raise InputFormatError("batch_size, samples_per_prompt and max_new_tokens must all be >= 1")
 

@@ -207,7 +207,10 @@ def entropy_of_probs_(p: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) -sum p ln p over the last dimension, *overwriting* ``p`` (the one entropy formula).
 
     ``entr(p) = -p ln p`` with ``entr(0) = 0``, so zero probabilities (``-inf`` logits) are fine.
+    When ``p`` needs a gradient it is left intact (in-place ops cannot be differentiated).
     """
+    if p.requires_grad and torch.is_grad_enabled():
+        return torch.special.entr(p).sum(-1)
     return torch.special.entr(p, out=p).sum(-1)
 
 

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .adapter import ArchitectureAdapter
-from .capture import forward_to_layer, position_ids_from_mask
+from .capture import base_model, forward_kwargs, forward_to_layer
 from .errors import BupoError, ConfigMismatchError, InputFormatError
 from .grpo import group_advantages, masked_mean, token_logprobs
 from .losses import get_policy_loss
@@ -282,13 +282,7 @@ def policy_logprobs(
     adapter = adapter or ArchitectureAdapter(model)
     mask = batch.prediction_mask if mask is None else mask
     if layer is None:
-        base = model.base_model if hasattr(model, "base_model") else model
-        out = base(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=position_ids_from_mask(batch.attention_mask),
-            use_cache=False,
-        )
+        out = base_model(model)(input_ids=batch.input_ids, use_cache=False, **forward_kwargs(batch.attention_mask))
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         softcap = adapter.logit_softcap
     else:

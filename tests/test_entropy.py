@@ -96,3 +96,12 @@ def test_boundary_layer_none_has_a_reason():
         int(b)
     assert boundary_layer([]).layer is None
     assert "NaN" in boundary_layer([0.1, float("nan")]).reason
+
+
+def test_entropy_from_logits_is_differentiable():
+    logits = torch.tensor([[1.0, 0.0, -1.0]], requires_grad=True)
+    entropy_from_logits(logits).sum().backward()
+    p = torch.softmax(logits.detach(), -1)
+    lp = p.log()
+    # dH/dz = -p (log p + H)
+    assert torch.allclose(logits.grad, -p * (lp + (-(p * lp).sum(-1, keepdim=True))), atol=1e-6)

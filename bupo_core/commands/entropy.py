@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config_cli import parse_key_values
 from ..errors import InputFormatError
+from ..policy_head import NORMS
 from ..tasks import TEMPLATES
 
 NAME = "entropy"
@@ -30,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-style", choices=list(TEMPLATES), default="boxed",
                    help="a prompt template: boxed: the paper's system message (default); short: '... Reply with just the number.'; plain: the question only; qwen3-boxed: boxed without thinking")
     p.add_argument("--samples", type=int, default=1, help="sampled responses per prompt (default 1)")
-    p.add_argument("--norm", choices=["none", "final"], default="none", help="none: the paper's raw H E_u^T (default); final: logit lens")
+    p.add_argument("--norm", choices=list(NORMS), default="none", help="none: the paper's raw H E_u^T (default); final: logit lens")
     p.add_argument("--max-new-tokens", type=int, default=256, help="response length limit when sampling (default 256)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0, the paper's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the task questions and of sampling (default 0)")

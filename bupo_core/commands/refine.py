@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..policy_head import NORMS
 from ._common import add_task_arguments, task_kwargs
 
 NAME = "refine"
@@ -15,7 +16,7 @@ HELP = "cosine similarity, entropy change, perplexity and KL at the target layer
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="a `bupo train` output folder (with checkpoints/)")
     p.add_argument("--layer", type=int, default=None, help="target layer, paper numbering (default: the run's --layer)")
-    p.add_argument("--norm", choices=["none", "final"], default="none", help="internal-policy convention (none = the paper's)")
+    p.add_argument("--norm", choices=list(NORMS), default="none", help="internal-policy convention (none = the paper's)")
     add_task_arguments(p)
     p.add_argument("--n", type=int, default=16, help="prompts in the fixed reference set")
     p.add_argument("--max-new-tokens", type=int, default=48)
