@@ -28,7 +28,7 @@ Layers use the paper's numbering throughout: 0 = embedding output, l in 1..L = b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
@@ -36,7 +36,7 @@ from torch import nn
 
 from .adapter import ArchitectureAdapter, Norm
 from .capture import (
-    KIND_LABELS,
+    KIND_LABELS,  # noqa: F401  (re-exported: widgets and docs use bupo_core.lens.KIND_LABELS)
     KINDS,
     Kind,
     ResidualCapture,
@@ -55,7 +55,7 @@ from .entropy import (
 from .errors import InputFormatError
 from .policy_head import PolicyHead, check_norm, default_chunk_size, reduce_policy
 
-__all__ = ["KINDS", "KIND_LABELS", "Kind", "default_chunk_size"]  # re-exported: defined by the hook engine / policy head
+
 
 
 def _adapter(model_or_adapter: nn.Module | ArchitectureAdapter) -> ArchitectureAdapter:
