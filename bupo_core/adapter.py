@@ -19,6 +19,8 @@ Adding a family is one :func:`register_family` call with a :class:`FamilySpec`.
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -311,21 +313,24 @@ class ArchitectureAdapter:
             hidden: [..., d] vectors (residual states or module writes).
             norm: ``"none"`` (the paper's internal policies: raw vector times E_u^T) or
                 ``"final"`` (logit lens: the model's own head, final norm and any logit soft-cap).
-            dtype: compute the matmul in this dtype (float32 by default, even for bf16 models);
-                ``None`` keeps the model's dtype.
+            dtype: compute the matmul in this dtype (float32 by default, even for bf16 models and
+                inside a bf16 autocast region); ``None`` keeps the model's dtype (and autocast).
 
         Returns:
             [..., N] logits.
         """
-        x = self.apply_norm(hidden, norm)
-        weight = self.unembed_weight
-        bias = self.unembed_bias
-        if dtype is not None:
-            x = x.to(dtype)
-            weight = weight.to(dtype)
-            bias = bias.to(dtype) if bias is not None else None
-        out = torch.nn.functional.linear(x, weight, bias)
-        cap = self.logit_softcap
-        if norm == "final" and cap:
-            out = torch.tanh(out / cap) * cap
+        # with a dtype, autocast is off: inside a bf16 autocast region it would redo the matmul in bf16
+        region = torch.autocast(hidden.device.type, enabled=False) if dtype is not None else contextlib.nullcontext()
+        with region:
+            x = self.apply_norm(hidden, norm)
+            weight = self.unembed_weight
+            bias = self.unembed_bias
+            if dtype is not None:
+                x = x.to(dtype)
+                weight = weight.to(dtype)
+                bias = bias.to(dtype) if bias is not None else None
+            out = torch.nn.functional.linear(x, weight, bias)
+            cap = self.logit_softcap
+            if norm == "final" and cap:
+                out = torch.tanh(out / cap) * cap
         return out

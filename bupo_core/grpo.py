@@ -64,6 +64,11 @@ class _ChunkedTokenLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk_size, softcap):  # type: ignore[override]
+        with torch.autocast(hidden.device.type, enabled=False):  # float32 even inside bf16 autocast
+            return _ChunkedTokenLogProb._forward(ctx, hidden, weight, bias, targets, chunk_size, softcap)
+
+    @staticmethod
+    def _forward(ctx, hidden, weight, bias, targets, chunk_size, softcap):
         w = weight.float()
         b = bias.float() if bias is not None else None
         n = hidden.shape[0]
@@ -81,6 +86,11 @@ class _ChunkedTokenLogProb(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_logp, g_ent):  # type: ignore[override]
+        with torch.autocast(g_logp.device.type, enabled=False):
+            return _ChunkedTokenLogProb._backward(ctx, g_logp, g_ent)
+
+    @staticmethod
+    def _backward(ctx, g_logp, g_ent):
         hidden, weight, bias, targets, ent = ctx.saved_tensors
         cs, softcap = ctx.chunk_size, ctx.softcap
         w = weight.float()
@@ -121,7 +131,13 @@ class _ChunkedTokenLogProb(torch.autograd.Function):
 
 
 def _chunk_logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, softcap: float | None) -> torch.Tensor:
-    z = h.float() @ w.T
+    """float32 logits [c, N] of ``h`` [c, d]; autocast is off here (it would redo the matmul in bf16)."""
+    with torch.autocast(h.device.type, enabled=False):
+        return _chunk_logits_float32(h, w, b, softcap)
+
+
+def _chunk_logits_float32(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, softcap: float | None) -> torch.Tensor:
+    z = h.float() @ w.float().T
     if b is not None:
         z = z + b
     if softcap:
@@ -141,7 +157,9 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability and entropy of the policy softmax(hidden E_u^T) at the masked positions.
 
-    Only positions with ``mask`` set are projected, ``chunk_size`` tokens at a time, in float32.
+    Only positions with ``mask`` set are projected, ``chunk_size`` tokens at a time, in float32,
+    also inside a bf16 autocast region (autocast is disabled around the projection: in bf16 the
+    logits of raw deep-layer states, whose norm reaches ~10^3, would be off by whole nats).
     The backward recomputes each chunk's logits, so memory beyond the inputs is one
     [chunk_size x N] float32 block in both directions. Gradients reach ``hidden`` and ``weight``.
 

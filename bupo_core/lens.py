@@ -155,12 +155,16 @@ def _float32_unembedding(adapter: ArchitectureAdapter) -> tuple[torch.Tensor, to
 def _project(
     adapter: ArchitectureAdapter, x: torch.Tensor, norm: Norm, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """float32 logits of ``x`` [c, d]; the same maths as ``ArchitectureAdapter.logits`` with a pre-cast E_u."""
-    h = adapter.apply_norm(x, norm).float()
-    out = torch.nn.functional.linear(h, weight, bias)
-    cap = adapter.logit_softcap
-    if norm == "final" and cap:
-        out = torch.tanh(out / cap) * cap
+    """float32 logits of ``x`` [c, d]; the same maths as ``ArchitectureAdapter.logits`` with a pre-cast E_u.
+
+    Autocast is disabled here, so the projection stays float32 inside a bf16 autocast region.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        h = adapter.apply_norm(x, norm).float()
+        out = torch.nn.functional.linear(h, weight.float(), None if bias is None else bias.float())
+        cap = adapter.logit_softcap
+        if norm == "final" and cap:
+            out = torch.tanh(out / cap) * cap
     return out
 
 

@@ -35,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     p.add_argument("--model", default=d.model, help=f"model name or path (default {d.model}; e.g. Qwen/Qwen3-0.6B online)")
-    p.add_argument("--task", default=d.task, help="chain_sum, basic_arithmetic, simple_equations, gsm_symbolic, gsm8k, math500, deepmath, or a .jsonl file")
+    p.add_argument("--task", default=d.task, help="chain_sum, basic_arithmetic, simple_equations, gsm_symbolic, a .jsonl file, or a hub training split "
+                   "(gsm8k, deepmath, math-train); test sets (math500, aime24, aime25, amc23, gsm8k-test) are refused")
+    p.add_argument("--allow-test-set-training", action="store_true", help="train on a test set anyway (its later evaluations are then meaningless)")
     p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task generator setting, repeatable (e.g. --task-arg max_terms=2); "
                    "the default for chain_sum is the easy 2-term single-digit setting")
     p.add_argument("--task-size", type=int, default=d.task_size, help="number of distinct examples")
@@ -83,6 +85,7 @@ def config_from_args(args: argparse.Namespace):
         micro_batch_size=args.micro_batch_size, eps_low=args.eps_low, eps_high=args.eps_high,
         loss_aggregation=args.loss_aggregation, kl_coef=args.kl_coef, gradient_checkpointing=args.gradient_checkpointing,
         save_every=args.save_every, seed=args.seed, device=args.device, out_dir=args.out,
+        allow_test_set_training=args.allow_test_set_training,
     )
     cfg.validate()
     return cfg
