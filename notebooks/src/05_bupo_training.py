@@ -117,7 +117,7 @@ if zero.all():  # a demo batch without signal would make the update trivial; giv
 batch = rollout.pack(tokenizer.pad_token_id)
 m = batch.prediction_mask.bool()
 
-ipa_model = copy.deepcopy(model).train()
+ipa_model = copy.deepcopy(model).float().train()  # float32 master weights, as the Trainer keeps them
 ipa_adapter = ArchitectureAdapter(ipa_model)
 t0 = time.perf_counter()
 h = forward_to_layer(ipa_model, batch.input_ids, LAYER, batch.attention_mask)  # raw H^l, blocks 1..l only
@@ -140,7 +140,9 @@ from bupo_core.trainer import policy_logprobs
 
 with torch.no_grad():
     logp_core, ent_core = policy_logprobs(ipa_model, batch, layer=LAYER)
-assert torch.allclose(logp_core[m], logp_by_hand.detach()[m], atol=1e-4)
+from bupo_core.checks import assert_close  # tolerance from the dtype in use
+
+assert_close(logp_core[m], logp_by_hand.detach()[m], dtype=ipa_model.dtype, what=f"pi^{LAYER} log-probs", atol=1e-4, rtol=1e-5)
 print(f"max |difference| {(logp_core - logp_by_hand.detach())[m].abs().max():.1e}")
 
 # %% [markdown]
@@ -190,7 +192,8 @@ for name, extra in [("GRPO", dict(method="grpo")), (f"BuPO (layer {LAYER}, s_int
     def check_upper(row, run_model=run_model, frozen=frozen):
         if row["phase"] == "internal":
             params = dict(run_model.named_parameters())
-            assert all(torch.equal(params[n], v) for n, v in frozen.items()), "upper blocks moved during IPA"
+            # the Trainer keeps float32 master weights (a bf16 model is cast up, exactly): compare in its dtype
+            assert all(torch.equal(params[n], v.to(params[n].dtype)) for n, v in frozen.items()), "upper blocks moved during IPA"
 
     t0 = time.time()
     result = Trainer(cfg, model=run_model, tokenizer=tokenizer, task=task).train(progress=True, callback=check_upper)
