@@ -231,7 +231,7 @@ print(f"update seconds per step: BuPO internal phase {sum(r['time_update'] for r
 # prompt (`\boxed{}` answers, thinking off), checked with `math-verify`. It does not run here (no hub,
 # no GPU); on Colab with a GPU set `RUN_ON_GPU = True`. The same run from a shell:
 #
-#     bupo train --model Qwen/Qwen3-0.6B --task gsm8k --template qwen3-boxed --method bupo --layer 6 \
+#     bupo train --model Qwen/Qwen3-0.6B --task deepmath --task-size 5000 --template qwen3-boxed --method bupo --layer 6 \
 #         --inter-steps 30 --steps 300 --prompts-per-step 32 --group-size 8 --max-new-tokens 1024 \
 #         --lr 1e-6 --num-mini-batches 4 --micro-batch-size 8 --gradient-checkpointing --save-every 25 --out runs/qwen3-bupo
 #
@@ -242,7 +242,12 @@ print(f"update seconds per step: BuPO internal phase {sum(r['time_update'] for r
 # %%
 RUN_ON_GPU = False
 gpu_config = TrainConfig(
-    model="Qwen/Qwen3-0.6B", task="math500", task_kwargs={}, template="qwen3-boxed", reward="boxed_math", method="bupo", layer=6,
+# The paper's setup at one-GPU scale: its data (5k DeepMath-103K training prompts; MATH500/AIME/AMC
+# are test sets, refused for training), G = 8, lr 1e-6, 4 mini-batches per step, s_inter = 30 of 300;
+# 32 prompts per step (paper: 128) and 1,024-token responses (paper: 8,192). Expected on one H100
+# (ESTIMATED, not measured; `bench/gpu_check.py` measures a step): peak ~15 GiB, ~2 min per step,
+# ~10 h for 300 steps (see docs/training.md).
+    model="Qwen/Qwen3-0.6B", task="deepmath", task_size=5000, task_kwargs={}, template="qwen3-boxed", reward="boxed_math", method="bupo", layer=6,
     inter_steps=30, steps=300, prompts_per_step=32, group_size=8, max_new_tokens=1024, lr=1e-6, num_mini_batches=4,
     micro_batch_size=8, gradient_checkpointing=True, bf16_autocast="auto", save_every=25, out_dir="runs/qwen3-0.6b-bupo",
 )
