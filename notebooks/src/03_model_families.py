@@ -69,7 +69,8 @@ for name, (model, tokenizer) in models.items():
     print(f"{name:24s} family={adapter.family.name:6s} L={adapter.num_layers:2d} N={adapter.vocab_size:6d} "
           f"attn_write=block.{adapter.family.attn_write:26s} decomposition error={cap.decomposition_error():.1e} "
           f"lens parity={parity:.1e}")
-    assert cap.decomposition_error() < tolerance(model.dtype, atol=1e-5).atol and parity < tolerance(model.dtype, atol=1e-3).atol
+    tol = tolerance(model.dtype, atol=1e-3, rtol=1e-5)  # bf16 logits of size ~30 are rounded by up to ~0.1
+    assert cap.decomposition_error() < tolerance(model.dtype, atol=1e-5).atol and parity <= tol.atol + tol.rtol * float(cap.logits.abs().max())
 
 # %% [markdown]
 # ## The measurement on both models

@@ -242,11 +242,11 @@ print(f"update seconds per step: BuPO internal phase {sum(r['time_update'] for r
 # %%
 RUN_ON_GPU = False
 gpu_config = TrainConfig(
-# The paper's setup at one-GPU scale: its data (5k DeepMath-103K training prompts; MATH500/AIME/AMC
-# are test sets, refused for training), G = 8, lr 1e-6, 4 mini-batches per step, s_inter = 30 of 300;
-# 32 prompts per step (paper: 128) and 1,024-token responses (paper: 8,192). Expected on one H100
-# (ESTIMATED, not measured; `bench/gpu_check.py` measures a step): peak ~17 GiB, ~2 min per step,
-# ~10 h for 300 steps (see docs/training.md).
+    # The paper's setup at one-GPU scale: its data (5k DeepMath-103K training prompts; MATH500/AIME/AMC
+    # are test sets, refused for training), G = 8, lr 1e-6, 4 mini-batches per step, s_inter = 30 of 300;
+    # 32 prompts per step (paper: 128) and 1,024-token responses (paper: 8,192). Expected on one H100
+    # (ESTIMATED, not measured; `bench/gpu_check.py` measures a step): peak ~17 GiB, ~2 min per step,
+    # ~10 h for 300 steps (see docs/training.md).
     model="Qwen/Qwen3-0.6B", task="deepmath", task_size=5000, task_kwargs={}, template="qwen3-boxed", reward="boxed_math", method="bupo", layer=6,
     inter_steps=30, steps=300, prompts_per_step=32, group_size=8, max_new_tokens=1024, lr=1e-6, num_mini_batches=4,
     micro_batch_size=8, gradient_checkpointing=True, bf16_autocast="auto", save_every=25, out_dir="runs/qwen3-0.6b-bupo",
