@@ -184,7 +184,7 @@ class TrainConfig:
     out_dir: str = "runs/bupo"
 
     # fields that may differ when resuming (they do not change what the completed steps did)
-    RESUMABLE_CHANGES = ("steps", "save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s")
+    RESUMABLE_CHANGES = ("steps", "save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s", "allow_test_set_training")
 
     def validate(self) -> None:
         """Raise :class:`InputFormatError` for settings that cannot work, naming the fix."""
@@ -340,7 +340,8 @@ class Trainer:
 
     Args:
         config: the run's settings.
-        model, tokenizer: use these objects instead of loading ``config.model`` (notebooks).
+        model, tokenizer: use these objects instead of loading ``config.model`` (notebooks). A
+            bf16/fp16 model is cast to float32 in place (float32 master weights, see ``dtype``).
         task: use this task instead of building ``config.task``.
         resume: continue from the newest checkpoint in ``config.out_dir/checkpoints`` (the saved
             config must match, see :attr:`TrainConfig.RESUMABLE_CHANGES`).
