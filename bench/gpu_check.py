@@ -95,7 +95,12 @@ def build_model(name: str, device: torch.device, seed: int):
 
         model, tok = load_model(name, device=str(device), dtype=torch.float32)
         return model, tok, name
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).to(device).eval()
+    with torch.device(device):  # initialise the random weights on the device directly (fast on a GPU)
+        try:
+            model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        except TypeError:  # transformers < 4.56 names it torch_dtype
+            model = AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
+    model = model.to(device).eval()
     tok = byte_tokenizer(cfg.vocab_size, cfg.eos_token_id, cfg.pad_token_id)
     model.generation_config.eos_token_id = cfg.eos_token_id
     model.generation_config.pad_token_id = cfg.pad_token_id
@@ -192,8 +197,9 @@ def run_bupo_loop(model, tok, task, args, device) -> dict:
     assert all(p.dtype == torch.float32 for p in tr.model.parameters()), "master weights must be float32"
     autocast = tr._autocast()
     adapter = ArchitectureAdapter(tr.model)
-    upper = {n: p.detach().clone() for n, p in tr.model.named_parameters() if id(p) in {id(q) for q in adapter.upper_parameters(args.layer)}}
-    lower_before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if n not in upper}
+    # snapshots on the CPU, so that they do not inflate the GPU peaks measured below
+    upper = {n: p.detach().cpu().clone() for n, p in tr.model.named_parameters() if id(p) in {id(q) for q in adapter.upper_parameters(args.layer)}}
+    lower_before = {n: p.detach().cpu().clone() for n, p in tr.model.named_parameters() if n not in upper}
     torch.manual_seed(args.seed)
     steps, upper_identical, lower_moved = [], True, False
     t_start = time.perf_counter()
@@ -210,8 +216,8 @@ def run_bupo_loop(model, tok, task, args, device) -> dict:
         meter.rows["step"] = {"seconds": time.perf_counter() - t_step}
         if row["phase"] == "internal":
             params = dict(tr.model.named_parameters())
-            upper_identical &= all(torch.equal(params[n], v) for n, v in upper.items())
-            lower_moved |= any(not torch.equal(params[n], v) for n, v in lower_before.items())
+            upper_identical &= all(torch.equal(params[n].detach().cpu(), v) for n, v in upper.items())
+            lower_moved |= any(not torch.equal(params[n].detach().cpu(), v) for n, v in lower_before.items())
         tokens = row["response_length_mean"] * tr.config.prompts_per_step * tr.config.group_size
         gen = meter.rows.get("generation", {})
         steps.append({
