@@ -257,6 +257,11 @@ def run_bupo_loop(model, tok, task, args, device) -> dict:
         "lower_blocks_moved_in_internal_phase": bool(lower_moved),
         "median_seconds_after_first_step": {k: med(k) for k in ("step", "generation", "grading", "scoring", "update")},
         "median_tokens_per_s_after_first_step": round(statistics.median(s["tokens_per_s"] for s in later), 1),
+        "median_seconds_by_phase": {  # internal phase (blocks 1..l only in scoring/update) vs full GRPO
+            ph: {k: round(statistics.median(s["seconds"][k] for s in steps if s["phase"] == ph), 3)
+                 for k in ("step", "generation", "scoring", "update") if all(s["seconds"][k] is not None for s in steps if s["phase"] == ph)}
+            for ph in ("internal", "full") if any(s["phase"] == ph for s in steps)
+        },
         "peak_gpu_gib_generation": peaks("generation"),
         "peak_gpu_gib_update": peaks("update"),
         "steps": steps,

@@ -45,6 +45,7 @@ def test_gpu_check_runs_on_cpu_with_a_tiny_model_and_only_torch_and_transformers
         assert step["tokens_per_s"] > 0 and step["response_tokens"] > 0
         assert step["peak_gpu_gib"] == {"generation": None, "scoring": None, "update": None}  # no GPU here
     assert loop["peak_gpu_gib_generation"] is None and loop["peak_gpu_gib_update"] is None
+    assert set(loop["median_seconds_by_phase"]) == {"internal", "full"}
     assert set(result["memory_config"]["phases"]) == {"grpo_full", "bupo_internal"}
     # on CPU the measured-memory file is left alone (only a CUDA run replaces the estimate)
     assert (memory_json.read_text() if memory_json.exists() else None) == before
