@@ -17,8 +17,7 @@ arithmetic and the reward is random-like (parity of the reply's length), so that
 rewards and every update runs. It measures cost and invariants, not learning.
 
     python bench/gpu_check.py                                 # CUDA: writes bench/results/gpu.json (< 8 min on one H100)
-    python bench/gpu_check.py --device cpu --model tiny-random-qwen3 --out /tmp/gpu_check.json \\
-        --prompts 2 --group-size 4 --max-new-tokens 8 --memory-prompts 1 --memory-max-new-tokens 8   # CPU smoke run
+    python bench/gpu_check.py --device cpu --model tiny-random-qwen3 --out /tmp/gpu_check.json   # CPU smoke run (small default sizes)
 """
 
 from __future__ import annotations
@@ -89,6 +88,7 @@ def build_model(name: str, device: torch.device, seed: int):
 
         cfg = tiny_config(name.removeprefix("tiny-random-"), vocab_size=512, num_layers=4)
         cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = 258, 256, 257
+        cfg.max_position_embeddings = 4096  # room for the default 1,024-token responses
         desc = f"{name} (4 layers, vocab 512), random weights"
     else:  # a local folder or a hub id (needs the weights at hand)
         from bupo_core.models import load_model  # noqa: PLC0415
@@ -321,14 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     ap.add_argument("--model", default="qwen3-0.6b", help="qwen3-0.6b (random weights from its config), tiny-random-<family>, or a local model folder")
-    ap.add_argument("--layer", type=int, default=6, help="BuPO target layer (paper numbering)")
+    ap.add_argument("--layer", type=int, default=None, help="BuPO target layer (paper numbering); default min(6, L // 2): 6 for Qwen3-0.6B")
     ap.add_argument("--inter-steps", type=int, default=2)
     ap.add_argument("--full-steps", type=int, default=2)
-    ap.add_argument("--prompts", type=int, default=4, help="prompts per step (x G responses)")
+    ap.add_argument("--prompts", type=int, default=None, help="prompts per step (x G responses); default 4 on CUDA, 2 on CPU")
     ap.add_argument("--group-size", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=512)
-    ap.add_argument("--memory-prompts", type=int, default=4, help="part 2: gpu_memory.py's configuration")
-    ap.add_argument("--memory-max-new-tokens", type=int, default=1024)
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="response length; default 512 on CUDA, 48 on CPU")
+    ap.add_argument("--memory-prompts", type=int, default=None, help="part 2 (gpu_memory.py's configuration): default 4 on CUDA, 1 on CPU")
+    ap.add_argument("--memory-max-new-tokens", type=int, default=None, help="part 2: default 1024 on CUDA, 48 on CPU")
     ap.add_argument("--skip-memory-config", action="store_true")
     ap.add_argument("--micro-batch-size", type=int, default=8)
     ap.add_argument("--generation-batch-size", type=int, default=32)
@@ -346,8 +346,16 @@ def main(argv: list[str] | None = None) -> int:
 
     register_scorer(REWARD, lambda text, example: float(len(text) % 2 == 0))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"  # the CPU defaults only smoke-test the script: same code, smaller sizes
+    for name, on_cuda, on_cpu in (("prompts", 4, 2), ("max_new_tokens", 512, 48), ("memory_prompts", 4, 1), ("memory_max_new_tokens", 1024, 48)):
+        if getattr(args, name) is None:
+            setattr(args, name, on_cuda if cuda else on_cpu)
     t0 = time.perf_counter()
     model, tok, desc = build_model(args.model, device, args.seed)
+    if args.layer is None:
+        from bupo_core.adapter import ArchitectureAdapter  # noqa: PLC0415
+
+        args.layer = max(1, min(6, ArchitectureAdapter(model).num_layers // 2))
     task = synthetic_task(max(64, args.prompts * (args.inter_steps + args.full_steps)), args.seed)
     result = {
         "measured": True,
