@@ -14,7 +14,8 @@ component by component, with the formulas.
     python bench/gpu_memory.py                      # on a GPU: measures; on CPU: estimates
     python bench/gpu_memory.py --prompts 4 --max-new-tokens 1024 --micro-batch-size 8
 
-Writes bench/results/gpu_memory.json.
+Writes bench/results/gpu_memory.json. ``bench/gpu_check.py`` (part 2) measures the same configuration
+with only torch + transformers installed and replaces the estimate there too.
 """
 
 from __future__ import annotations

@@ -74,7 +74,9 @@ def token_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability and entropy of the policy softmax(hidden E_u^T) at the masked positions.
 
-    Only positions with ``mask`` set are projected, ``chunk_size`` tokens at a time, in float32.
+    Only positions with ``mask`` set are projected, ``chunk_size`` tokens at a time, in float32,
+    also inside a bf16 autocast region (autocast is disabled around the projection: in bf16 the
+    logits of raw deep-layer states, whose norm reaches ~10^3, would be off by whole nats).
     The backward recomputes each chunk's logits, so memory beyond the inputs is one
     [chunk_size x N] float32 block in both directions. Gradients reach ``hidden`` and ``weight``.
 

@@ -7,8 +7,11 @@ Sources (:func:`load_task`):
   ``load_task("chain_sum", min_terms=2, max_terms=2, min_digits=1, max_digits=1)``;
 * local JSONL files with one ``{"question": ..., "answer": ...}`` object per line
   (``load_task("path/to/file.jsonl")``); a malformed line raises with its line number;
-* hub datasets when online: ``gsm8k``, ``math500``, ``deepmath`` (through ``datasets``); offline
-  they raise :class:`~bupo_core.errors.ModelNotAvailableError` naming the offline tasks.
+* hub datasets when online (through ``datasets``), each a named split (:data:`HUB_TASKS`):
+  training splits ``gsm8k`` (GSM8K train), ``deepmath`` (DeepMath-103K, the paper's data),
+  ``math-train`` (MATH train, disjoint from MATH500); test sets ``math500``, ``aime24``, ``aime25``,
+  ``amc23``, ``gsm8k-test``, which training refuses (:func:`check_training_task`) unless asked.
+  Offline they raise :class:`~bupo_core.errors.ModelNotAvailableError` naming the offline tasks.
 
 Templates (:data:`TEMPLATES`) turn a question into chat messages:
 
@@ -98,11 +101,70 @@ class Example:
 
 
 REASONING_GYM_TASKS = ("chain_sum", "basic_arithmetic", "simple_equations", "gsm_symbolic")
-HUB_TASKS = {
-    "gsm8k": ("openai/gsm8k", "main", "test"),
-    "math500": ("HuggingFaceH4/MATH-500", None, "test"),
-    "deepmath": ("zwhe99/DeepMath-103K", None, "train"),
+
+
+@dataclass(frozen=True)
+class HubTask:
+    """A Hugging Face dataset split served as a task (needs network the first time).
+
+    Attributes:
+        repo: dataset repository.
+        subset: configuration name, or ``None``.
+        split: the split loaded (named, never guessed).
+        role: ``"train"`` (a training split) or ``"test"`` (an evaluation set: never train on it).
+        question: column holding the problem.
+        answer: column holding the reference answer (``"solution"`` for MATH, whose answer is the
+            solution's last ``\\boxed{}``; GSM8K's is after ``####``).
+        train_instead: for a test set, the training task to use instead.
+    """
+
+    repo: str
+    subset: str | None
+    split: str
+    role: str
+    question: str
+    answer: str
+    train_instead: str | None = None
+
+
+# Training splits train, test sets evaluate. MATH500 is drawn from the MATH test split, so the MATH
+# training split (math-train) is disjoint from it; the paper trains on 5k DeepMath-103K prompts.
+HUB_TASKS: dict[str, HubTask] = {
+    "gsm8k": HubTask("openai/gsm8k", "main", "train", "train", "question", "answer"),
+    "deepmath": HubTask("zwhe99/DeepMath-103K", None, "train", "train", "question", "final_answer"),
+    "math-train": HubTask("DigitalLearningGmbH/MATH-lighteval", "default", "train", "train", "problem", "solution"),
+    "gsm8k-test": HubTask("openai/gsm8k", "main", "test", "test", "question", "answer", train_instead="gsm8k"),
+    "math500": HubTask("HuggingFaceH4/MATH-500", None, "test", "test", "problem", "answer", train_instead="deepmath (the paper's data) or math-train"),
+    "aime24": HubTask("HuggingFaceH4/aime_2024", None, "train", "test", "problem", "answer", train_instead="deepmath"),
+    "aime25": HubTask("math-ai/aime25", None, "test", "test", "problem", "answer", train_instead="deepmath"),
+    "amc23": HubTask("math-ai/amc23", None, "test", "test", "question", "answer", train_instead="deepmath"),
 }
+
+
+def is_test_set(name: str) -> bool:
+    """True for tasks that are evaluation sets (MATH500, AIME, AMC, the GSM8K test split).
+
+    >>> is_test_set("math500"), is_test_set("gsm8k"), is_test_set("chain_sum")
+    (True, False, False)
+    """
+    task = HUB_TASKS.get(str(name))
+    return task is not None and task.role == "test"
+
+
+def check_training_task(name: str, allow_test_set_training: bool = False) -> None:
+    """Refuse to train on a known test set (offline: nothing is downloaded).
+
+    Raises:
+        InputFormatError: ``name`` is a test set and ``allow_test_set_training`` is False; the
+            message names the training split to use instead.
+    """
+    if is_test_set(name) and not allow_test_set_training:
+        t = HUB_TASKS[name]
+        raise InputFormatError(
+            f"task {name!r} is a test set ({t.repo}, split {t.split!r}): training on it makes every later evaluation on it "
+            f"meaningless. Train on {t.train_instead} instead (a training split) and evaluate on {name!r}; if you really "
+            f"mean to train on it, pass allow_test_set_training=True (--allow-test-set-training)."
+        )
 
 
 @dataclass
@@ -164,7 +226,8 @@ def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | Non
 
     Args:
         name: a reasoning-gym dataset (``chain_sum``...), a path ending in ``.jsonl``, or a hub
-            dataset (``gsm8k``, ``math500``, ``deepmath``; needs network).
+            dataset (:data:`HUB_TASKS`: ``gsm8k``, ``deepmath``, ``math-train`` to train;
+            ``math500``, ``aime24``, ``aime25``, ``amc23``, ``gsm8k-test`` to evaluate; needs network).
         size: number of examples generated (reasoning-gym) or kept (hub; 0 = all).
         seed: generator seed and serving order.
         template: prompt template; default ``"short"`` for reasoning-gym and JSONL, ``"boxed"`` for hub maths.
@@ -253,11 +316,12 @@ def _gsm8k_answer(solution: str) -> str:
 
 
 def _load_hub(name: str, size: int, answer_format: str) -> list[Example]:
-    repo, subset, split = HUB_TASKS[name]
+    t = HUB_TASKS[name]
+    repo = t.repo
     try:
         import datasets  # noqa: PLC0415
 
-        ds = datasets.load_dataset(repo, subset, split=split)
+        ds = datasets.load_dataset(repo, t.subset, split=t.split)
     except Exception as exc:  # noqa: BLE001 - offline shows up as many exception types
         raise ModelNotAvailableError(
             f"cannot load the hub dataset {repo!r} for task {name!r}: the Hugging Face hub is not "
@@ -268,11 +332,14 @@ def _load_hub(name: str, size: int, answer_format: str) -> list[Example]:
     for i, row in enumerate(ds):
         if size and i >= size:
             break
-        if name == "gsm8k":
-            q, a = row["question"], _gsm8k_answer(row["answer"])
-        elif name == "math500":
-            q, a = row["problem"], row["answer"]
-        else:
-            q, a = row["question"], row["final_answer"]
-        out.append(Example(q, str(a), answer_format, source=f"hub:{repo}:{i}"))
+        q, a = row[t.question], row[t.answer]
+        if repo == "openai/gsm8k":
+            a = _gsm8k_answer(a)
+        elif t.answer == "solution":
+            from .rewards import extract_boxed  # noqa: PLC0415
+
+            a = extract_boxed(a)
+            if a is None:
+                continue
+        out.append(Example(q, str(a), answer_format, source=f"hub:{repo}:{t.split}:{i}"))
     return out

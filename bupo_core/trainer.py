@@ -49,7 +49,7 @@ from .losses import get_policy_loss
 from .rewards import Grader
 from .rollout import SamplingConfig, generate
 from .sequences import PackedBatch, context_length
-from .tasks import EASY_CHAIN_SUM, Task, load_task
+from .tasks import EASY_CHAIN_SUM, Task, check_training_task, load_task
 
 
 class TrainingError(BupoError, RuntimeError):
@@ -77,6 +77,10 @@ class TrainConfig:
             registered with :func:`bupo_core.rewards.register_scorer`); ``None`` = the task's default.
         binary_reward: map scores to 1/0 (the paper's reward is binary).
         grader_timeout_s: time limit per graded response; slower ones score 0 and are counted.
+        allow_test_set_training: train on a known test set (``math500``, ``aime24``, ``aime25``,
+            ``amc23``, ``gsm8k-test``). Off by default: such runs are refused before anything is
+            downloaded, naming the training split to use instead (``deepmath``, ``math-train``,
+            ``gsm8k``); evaluate on the test sets.
 
     Method:
         method: ``"grpo"`` (full policy every step) or ``"bupo"`` (internal phase, then GRPO).
@@ -125,7 +129,11 @@ class TrainConfig:
         gradient_checkpointing: recompute block activations in backward (less memory, ~30% slower).
         bf16_autocast: ``"auto"`` (bf16 autocast on CUDA GPUs that support it), ``"on"`` or ``"off"``.
         device: ``None`` = CUDA if available, else CPU.
-        dtype: weight dtype; float32 master weights are the default (bf16 compute comes from autocast).
+        dtype: the dtype the model is loaded in. Training always keeps float32 master weights: a
+            model loaded or passed in bf16/fp16 is cast to float32 in place by :class:`Trainer`
+            (AdamW on bf16 weights rounds away updates at small learning rates: at lr 1e-6 almost
+            every update). bf16 *compute* comes from autocast (``bf16_autocast``), in which the
+            log-softmax, entropies and lens statistics still run in float32.
         full_entropy_in_internal_phase: also measure the full policy's entropy during the internal
             phase (one extra no-grad forward per step) so the curves are comparable.
 
@@ -144,6 +152,7 @@ class TrainConfig:
     reward: str | None = None
     binary_reward: bool = True
     grader_timeout_s: float = 5.0
+    allow_test_set_training: bool = False
     method: Literal["grpo", "bupo"] = "grpo"
     layer: int | None = None
     inter_steps: int = 30
@@ -182,7 +191,7 @@ class TrainConfig:
     out_dir: str = "runs/bupo"
 
     # fields that may differ when resuming (they do not change what the completed steps did)
-    RESUMABLE_CHANGES = ("steps", "save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s")
+    RESUMABLE_CHANGES = ("steps", "save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s", "allow_test_set_training")
 
     def validate(self) -> None:
         """Raise :class:`InputFormatError` for settings that cannot work, naming the fix."""
@@ -209,6 +218,7 @@ class TrainConfig:
             raise InputFormatError(f"loss_aggregation must be 'token-mean' or 'sequence-mean', got {self.loss_aggregation!r}")
         if self.bf16_autocast not in ("auto", "on", "off"):
             raise InputFormatError(f"bf16_autocast must be 'auto', 'on' or 'off', got {self.bf16_autocast!r}")
+        check_training_task(self.task, self.allow_test_set_training)
 
     def phase(self, step: int) -> str:
         """``"internal"`` or ``"full"``: the phase of step ``step`` (1-based)."""
@@ -308,13 +318,30 @@ def split_groups(num_groups: int, parts: int) -> list[list[int]]:
     return [p for p in out if p]
 
 
+def float32_master_weights(model: nn.Module) -> nn.Module:
+    """Cast ``model``'s floating-point parameters and buffers to float32 in place (no-op if they are).
+
+    Training keeps float32 master weights whatever dtype the model was loaded in: with bf16 weights
+    (8 significant bits) an AdamW step of lr 1e-6 changes no weight above ~2.6e-4 in magnitude,
+    i.e. almost none. Compute still runs in bf16 under autocast (``TrainConfig.bf16_autocast``).
+
+    >>> from bupo_core.models import tiny_model
+    >>> float32_master_weights(tiny_model("llama").to(torch.bfloat16)).model.embed_tokens.weight.dtype
+    torch.float32
+    """
+    if any(t.is_floating_point() and t.dtype != torch.float32 for t in (*model.parameters(), *model.buffers())):
+        model.float()
+    return model
+
+
 # --------------------------------------------------------------------------- the trainer
 class Trainer:
     """Runs GRPO or BuPO on one device; see the module docstring for the loop.
 
     Args:
         config: the run's settings.
-        model, tokenizer: use these objects instead of loading ``config.model`` (notebooks).
+        model, tokenizer: use these objects instead of loading ``config.model`` (notebooks). A
+            bf16/fp16 model is cast to float32 in place (float32 master weights, see ``dtype``).
         task: use this task instead of building ``config.task``.
         resume: continue from the newest checkpoint in ``config.out_dir/checkpoints`` (the saved
             config must match, see :attr:`TrainConfig.RESUMABLE_CHANGES`).
@@ -340,6 +367,9 @@ class Trainer:
             model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
         if tokenizer is None:
             raise InputFormatError("pass the tokenizer together with the model")
+        # float32 master weights whatever the load dtype (bf16 on CUDA): AdamW on bf16 weights rounds
+        # away updates below ~2^-8 of a weight (all of them at lr 1e-6); bf16 compute comes from autocast
+        model = float32_master_weights(model)
         self.model, self.tokenizer = model, tokenizer
         self.adapter = ArchitectureAdapter(model)
         if config.method == "bupo":

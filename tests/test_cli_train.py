@@ -117,3 +117,24 @@ def test_a_new_config_field_is_a_flag_without_other_changes():
     assert "linear learning-rate warm-up" in p.format_help()
     cfg = config_from_args(Extended, p.parse_args(["--warmup-steps", "10", "--lr", "0.5"]))
     assert cfg.warmup_steps == 10 and cfg.lr == 0.5 and cfg.steps == TrainConfig().steps
+def test_training_on_a_test_set_is_refused_before_any_download(tmp_path, capsys, monkeypatch):
+    import bupo_core.tasks as tasks
+
+    def no_download(*args, **kwargs):  # the refusal must come first (works offline)
+        raise AssertionError("a hub dataset was requested before the test-set check")
+
+    monkeypatch.setattr(tasks, "_load_hub", no_download)
+    out = str(tmp_path / "x")
+    for name, instead in [("math500", "deepmath"), ("aime24", "deepmath"), ("amc23", "deepmath"), ("gsm8k-test", "gsm8k")]:
+        assert main(BASE + ["--task", name, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert f"task {name!r} is a test set" in err and f"Train on {instead}" in err and "--allow-test-set-training" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_allow_test_set_training_flag_passes_the_check(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc = main(BASE + ["--task", "math500", "--allow-test-set-training", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a test set" not in err and "not reachable" in err  # offline: the download itself fails

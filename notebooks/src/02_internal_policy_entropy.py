@@ -122,9 +122,11 @@ print("mean layer entropy by hand, layers 0..5:", [round(float(v), 3) for v in l
 from bupo_core.lens import internal_policy_statistics
 
 stats0 = internal_policy_statistics(model, batch.input_ids, batch.attention_mask, positions=batch.prediction_mask)
-assert torch.allclose(stats0.entropy["layer"], layer_H.cpu(), atol=1e-3)
-assert torch.allclose(stats0.attn_entropy_change(), attn_change.cpu(), atol=1e-3)
-assert torch.allclose(stats0.ffn_entropy_change(), ffn_change.cpu(), atol=1e-3)
+from bupo_core.checks import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
+
+assert_close(stats0.entropy["layer"], layer_H.cpu(), dtype=model.dtype, what="layer entropies", atol=1e-3)
+assert_close(stats0.attn_entropy_change(), attn_change.cpu(), dtype=model.dtype, what="attention entropy changes", atol=1e-3)
+assert_close(stats0.ffn_entropy_change(), ffn_change.cpu(), dtype=model.dtype, what="FFN entropy changes", atol=1e-3)
 print("internal_policy_statistics == hand computation for all", L + 1, "layers and", 4 * L, "module vectors")
 
 # %% [markdown]

@@ -57,6 +57,8 @@ for name in (MODEL, SECOND_MODEL):
 # modules, the additive decomposition and the logit-lens parity hold for both families:
 
 # %%
+from bupo_core.checks import tolerance  # float32 on CPU, bf16 on GPU
+
 for name, (model, tokenizer) in models.items():
     adapter = ArchitectureAdapter(model)
     ids = torch.tensor([tokenizer("The capital of France is")["input_ids"]], device=next(model.parameters()).device)
@@ -67,7 +69,8 @@ for name, (model, tokenizer) in models.items():
     print(f"{name:24s} family={adapter.family.name:6s} L={adapter.num_layers:2d} N={adapter.vocab_size:6d} "
           f"attn_write=block.{adapter.family.attn_write:26s} decomposition error={cap.decomposition_error():.1e} "
           f"lens parity={parity:.1e}")
-    assert cap.decomposition_error() < 1e-5 and parity < 1e-3
+    tol = tolerance(model.dtype, atol=1e-3, rtol=1e-5)  # bf16 logits of size ~30 are rounded by up to ~0.1
+    assert cap.decomposition_error() < tolerance(model.dtype, atol=1e-5).atol and parity <= tol.atol + tol.rtol * float(cap.logits.abs().max())
 
 # %% [markdown]
 # ## The measurement on both models

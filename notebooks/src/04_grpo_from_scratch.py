@@ -133,7 +133,9 @@ for g in range(len(rewards) // G):
 from bupo_core.grpo import group_advantages
 
 adv, zero_groups = group_advantages(rewards, G)
-assert torch.allclose(adv, by_hand, atol=1e-6)
+from bupo_core.checks import assert_close  # tolerance from the dtype in use
+
+assert_close(adv, by_hand, dtype=adv.dtype, what="group advantages", atol=1e-6)
 print("advantages:", [round(a, 2) for a in adv.tolist()])
 print(f"groups with zero advantage: {int(zero_groups.sum())} of {len(zero_groups)}")
 
@@ -177,7 +179,7 @@ from bupo_core.trainer import policy_logprobs
 with torch.no_grad():
     logp, entropy = policy_logprobs(model, batch, chunk_size=64)
 m = batch.prediction_mask.bool()
-assert torch.allclose(logp[m], logp_by_hand[m], atol=1e-4)
+assert_close(logp[m], logp_by_hand[m], dtype=model.dtype, what="sampled-token log-probs", atol=1e-4, rtol=1e-5)
 print(f"max |difference| = {(logp - logp_by_hand)[m].abs().max():.2e}; mean entropy of the sampled positions {entropy[m].mean():.2f} nats")
 del logits
 
@@ -219,7 +221,7 @@ ratio = torch.exp((fake_logp - logp).clamp(-20, 20))
 per_token = clipped_loss_by_hand(ratio, adv[:, None]) * batch.prediction_mask
 loss_by_hand = per_token.sum() / batch.prediction_mask.sum()  # token-mean
 out = clipped_policy_loss(fake_logp, logp, adv, batch.prediction_mask)
-assert torch.allclose(out.loss, loss_by_hand, atol=1e-6)
+assert_close(out.loss, loss_by_hand, dtype=model.dtype, what="clipped loss", atol=1e-6)
 print(f"loss {out.loss:.4f} (by hand {loss_by_hand:.4f}); clipped tokens {out.clip_frac:.1%}; approx KL {out.approx_kl:.4f}")
 
 # %% [markdown]
@@ -237,7 +239,7 @@ if (adv == 0).all():
     # for the demonstration of the update mechanics use made-up advantages instead
     print("every group has equal rewards in this batch; using illustrative advantages for the update demo")
     adv = torch.linspace(-1.0, 1.0, len(adv))
-hand_model = copy.deepcopy(model).train()
+hand_model = copy.deepcopy(model).float().train()  # float32 master weights, as the Trainer keeps them
 opt = torch.optim.AdamW(hand_model.parameters(), lr=LR, weight_decay=0.01, foreach=False)
 with torch.no_grad():
     old_logp, _ = policy_logprobs(hand_model, batch)
@@ -266,7 +268,8 @@ from bupo_core.trainer import TrainConfig, Trainer
 
 trainer_model = copy.deepcopy(model)
 cfg = TrainConfig(model=MODEL, task=TASK, task_kwargs=TASK_KWARGS, template=TEMPLATE, lr=LR, num_mini_batches=1,
-                  micro_batch_size=len(batch), prompts_per_step=NUM_PROMPTS, group_size=G, out_dir="runs/nb04-check")
+                  micro_batch_size=len(batch), prompts_per_step=NUM_PROMPTS, group_size=G, out_dir="runs/nb04-check",
+                  bf16_autocast="off")  # float32 like the hand update, so both are compared at float32 precision
 trainer = Trainer(cfg, model=trainer_model, tokenizer=tokenizer, task=task)
 old, _ = trainer._score_batch(batch, None)
 stats = trainer._update(batch, old, None, adv, None)
@@ -276,7 +279,8 @@ diff = sum(((a - b) ** 2).sum() for a, b in zip(hand_model.parameters(), trainer
 moved = sum(((a - o) ** 2).sum() for a, o in zip(hand_model.parameters(), model.parameters())) ** 0.5
 print(f"trainer update: loss {stats['loss']:.6f} (by hand {loss.item():.6f}); "
       f"|difference of the two updates| / |update| = {diff / moved:.1e}")
-assert abs(stats["loss"] - loss.item()) < 1e-5 and diff / moved < 1e-2
+assert_close(stats["loss"], loss.item(), dtype=torch.float32, what="trainer loss vs hand loss", atol=1e-5)
+assert_close(diff / moved, 0.0, dtype=torch.float32, what="relative difference of the two updates", atol=1e-2)
 del hand_model, trainer_model, trainer
 
 # %% [markdown]

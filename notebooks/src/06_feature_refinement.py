@@ -112,10 +112,12 @@ print(f"cos(H^{LAYER}, H^{j}) = {cos_by_hand:.4f}   dH^{LAYER} = {dH_by_hand:+.3
 # %%
 one = ReferenceSet(prompt_ids=[p_ids], response_ids=[r_ids])
 pt = feature_refinement(model, one, LAYER)
-assert abs(pt.cosine_to_higher[str(j)] - cos_by_hand) < 1e-4
-assert abs(pt.layer_entropy_change - dH_by_hand) < 1e-3
-assert abs(pt.perplexity - ppl_by_hand) / ppl_by_hand < 1e-4
-assert abs(pt.kl_to_higher[str(j)] - kl_by_hand) < 1e-3
+from bupo_core.checks import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
+
+assert_close(pt.cosine_to_higher[str(j)], cos_by_hand, dtype=model.dtype, what="cosine to the higher layer", atol=1e-4)
+assert_close(pt.layer_entropy_change, dH_by_hand, dtype=model.dtype, what="layer entropy change", atol=1e-3)
+assert_close(pt.perplexity, ppl_by_hand, dtype=model.dtype, what="perplexity", atol=0.0, rtol=1e-4)
+assert_close(pt.kl_to_higher[str(j)], kl_by_hand, dtype=model.dtype, what="KL to the higher layer", atol=1e-3)
 base_point = feature_refinement(model, reference, LAYER)
 print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in base_point.to_json().items() if not isinstance(v, dict)})
 

@@ -48,12 +48,15 @@ EVAL_SEEDS = scaled([0, 1], [0])  # independent sampling seeds, for seed-to-seed
 from math import comb
 
 from bupo_core.evaluate import avg_at_k, pass_at_k, pass_at_k_curve
+import torch
+
+from bupo_core.checks import assert_close  # one tolerance rule for every check (dtype: exact float64 here)
 
 n, c = 8, 2
 by_hand = {k: 1 - comb(n - c, k) / comb(n, k) for k in range(1, n + 1)}
 for k in (1, 2, 4, 8):
     print(f"pass@{k}: by hand {by_hand[k]:.4f}  bupo_core {pass_at_k(n, c, k):.4f}  plug-in {1 - (1 - c / n) ** k:.4f}")
-    assert abs(by_hand[k] - pass_at_k(n, c, k)) < 1e-12
+    assert_close(pass_at_k(n, c, k), by_hand[k], dtype=torch.float64, what=f"pass@{k}", atol=1e-12)  # exact float64 maths
 
 # %% [markdown]
 # A quick simulation makes the bias visible: a problem the model solves 10% of the time, n = 8
@@ -129,8 +132,8 @@ for seed in EVAL_SEEDS:
 # The estimator on the evaluation's own counts, by hand, for one model
 res = results["base"][0]
 by_hand = np.mean([c / EVAL_K for c in res.correct])
-assert abs(by_hand - res.avg_at_k) < 1e-12
-assert abs(res.pass_at_k[1] - res.avg_at_k) < 1e-12
+assert_close(res.avg_at_k, by_hand, dtype=torch.float64, what="Avg@K", atol=1e-12)
+assert_close(res.pass_at_k[1], res.avg_at_k, dtype=torch.float64, what="pass@1 vs Avg@K", atol=1e-12)
 
 rows = []
 for name, runs in results.items():
