@@ -33,9 +33,11 @@ MODEL = "smollm2-135m-instruct"
 DEVICE = None  # None = "cuda" if a GPU is visible, else "cpu"
 SEED = 0
 
-from bupo_core.settings import scaled
+from bupo_core.settings import fast_mode, scaled
 
-NUM_SAMPLES = scaled(4, 2)  # sampled answers per question below (BUPO_FAST=1 shrinks sizes for CI)
+QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
+
+NUM_SAMPLES = scaled(4, 2, QUICK)  # sampled answers per question below (BUPO_FAST=1 shrinks sizes for CI)
 
 # %% [markdown]
 # ## Loading a model

@@ -28,12 +28,14 @@ MODEL = "smollm2-135m-instruct"
 TASK, TASK_KWARGS, TEMPLATE = "chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1), "short"
 SEED = 0
 
-from bupo_core.settings import scaled
+from bupo_core.settings import fast_mode, scaled
 
-NUM_PROMPTS = scaled(4, 2)  # prompts in the hand-built batch
-GROUP_SIZE = scaled(8, 4)  # G, samples per prompt
-MAX_NEW_TOKENS = scaled(24, 12)
-DEMO_STEPS = scaled(6, 2)  # steps of the full trainer at the end
+QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
+
+NUM_PROMPTS = scaled(4, 2, QUICK)  # prompts in the hand-built batch
+GROUP_SIZE = scaled(8, 4, QUICK)  # G, samples per prompt
+MAX_NEW_TOKENS = scaled(24, 12, QUICK)
+DEMO_STEPS = scaled(6, 2, QUICK)  # steps of the full trainer at the end
 
 # %%
 import copy

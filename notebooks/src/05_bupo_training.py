@@ -25,15 +25,17 @@ MODEL = "smollm2-135m-instruct"
 TASK, TASK_KWARGS, TEMPLATE = "chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1), "short"
 SEED = 0
 
-from bupo_core.settings import scaled
+from bupo_core.settings import fast_mode, scaled
 
-STEPS = scaled(10, 3)  # training steps per run. Moderate sizes: both runs fit ~10 min on 2 shared CPU cores.
-INTER_STEPS = scaled(3, 1)  # s_inter: internal-phase steps of BuPO (paper: 20-30 of 300, i.e. 7-10%; here 30% of a short run)
-PROMPTS_PER_STEP = scaled(3, 2)
-GROUP_SIZE = scaled(8, 4)
-MAX_NEW_TOKENS = scaled(12, 8)
+QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
+
+STEPS = scaled(10, 3, QUICK)  # training steps per run. Moderate sizes: both runs fit ~10 min on 2 shared CPU cores.
+INTER_STEPS = scaled(3, 1, QUICK)  # s_inter: internal-phase steps of BuPO (paper: 20-30 of 300, i.e. 7-10%; here 30% of a short run)
+PROMPTS_PER_STEP = scaled(3, 2, QUICK)
+GROUP_SIZE = scaled(8, 4, QUICK)
+MAX_NEW_TOKENS = scaled(12, 8, QUICK)
 LR = 3e-5  # the paper uses 1e-6 on 4B-8B models; a 135M model needs more to move within tens of steps
-ANALYSIS_PROMPTS = scaled(6, 2)
+ANALYSIS_PROMPTS = scaled(6, 2, QUICK)
 
 # %%
 import copy

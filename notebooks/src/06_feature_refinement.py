@@ -25,19 +25,21 @@ MODEL = "smollm2-135m-instruct"
 DEVICE = None
 SEED = 0
 
-from bupo_core.settings import scaled
+from bupo_core.settings import fast_mode, scaled
+
+QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
 LAYER = 5  # BuPO target layer (paper numbering); notebook 02 explains the choice for SmolLM2
-STEPS = scaled(8, 3)  # training steps of each run
-SHORT_INTER = scaled(2, 1)  # short internal phase
+STEPS = scaled(8, 3, QUICK)  # training steps of each run
+SHORT_INTER = scaled(2, 1, QUICK)  # short internal phase
 LONG_INTER = STEPS  # the long run never leaves the internal phase
-PROMPTS_PER_STEP = scaled(4, 2)
-GROUP_SIZE = scaled(8, 4)
-MAX_NEW_TOKENS = scaled(16, 8)
+PROMPTS_PER_STEP = scaled(4, 2, QUICK)
+GROUP_SIZE = scaled(8, 4, QUICK)
+MAX_NEW_TOKENS = scaled(16, 8, QUICK)
 LR = 2e-5
-REFERENCE_PROMPTS = scaled(8, 3)  # fixed reference set on which every step is measured
-REFERENCE_TOKENS = scaled(24, 12)
-MEASURE_EVERY = scaled(2, 1)
+REFERENCE_PROMPTS = scaled(8, 3, QUICK)  # fixed reference set on which every step is measured
+REFERENCE_TOKENS = scaled(24, 12, QUICK)
+MEASURE_EVERY = scaled(2, 1, QUICK)
 
 # %% [markdown]
 # ## The reference set

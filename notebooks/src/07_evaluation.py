@@ -20,18 +20,20 @@ MODEL = "smollm2-135m-instruct"
 DEVICE = None
 SEED = 0
 
-from bupo_core.settings import scaled
+from bupo_core.settings import fast_mode, scaled
+
+QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
 LAYER = 5  # BuPO target layer (paper numbering), see notebook 02
-STEPS = scaled(12, 2)
-INTER_STEPS = scaled(3, 1)
-PROMPTS_PER_STEP = scaled(4, 2)
-GROUP_SIZE = scaled(8, 4)
-MAX_NEW_TOKENS = scaled(16, 8)
+STEPS = scaled(12, 2, QUICK)
+INTER_STEPS = scaled(3, 1, QUICK)
+PROMPTS_PER_STEP = scaled(4, 2, QUICK)
+GROUP_SIZE = scaled(8, 4, QUICK)
+MAX_NEW_TOKENS = scaled(16, 8, QUICK)
 LR = 2e-5
-EVAL_PROBLEMS = scaled(32, 4)  # held-out problems
-EVAL_K = scaled(8, 4)  # samples per problem
-EVAL_SEEDS = scaled([0, 1], [0])  # independent sampling seeds, for seed-to-seed variation
+EVAL_PROBLEMS = scaled(32, 4, QUICK)  # held-out problems
+EVAL_K = scaled(8, 4, QUICK)  # samples per problem
+EVAL_SEEDS = scaled([0, 1], [0], QUICK)  # independent sampling seeds, for seed-to-seed variation
 
 # %% [markdown]
 # ## Pass@k by hand
