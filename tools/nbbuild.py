@@ -143,6 +143,8 @@ def build(src: Path, student: bool = False, student_stems: set[str] | None = Non
                 cell.source = _relink(cell.source, stems)
         cells[0].source += "\n\n" + STUDENT_NOTE.format(solution_url=solution_url)
     cells.insert(1, nbformat.v4.new_code_cell(INSTALL_CELL.format(repo=REPO, branch=BRANCH)))
+    for i, cell in enumerate(cells):
+        cell.id = f"cell-{i:03d}"  # deterministic ids: rebuilding an unchanged source gives identical files
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
