@@ -167,9 +167,17 @@ def reuse_outputs(nb: nbformat.NotebookNode, old_path: Path) -> None:
         new.execution_count = prev.execution_count
 
 
+# Set in the kernel's environment while executing for commit: no progress-bar widgets (they freeze
+# at their last state on GitHub) and the explorer's static view instead of a live widget.
+EXECUTION_ENV = {"TQDM_DISABLE": "1", "BUPO_STATIC_WIDGETS": "1"}
+
+
 def execute(nb: nbformat.NotebookNode, timeout: int) -> None:
+    import os
+
     from nbclient import NotebookClient
 
+    os.environ.update(EXECUTION_ENV)
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(OUT)}}).execute()
 
 
@@ -180,6 +188,12 @@ def student_notebooks(sources: list[Path] | None = None) -> dict[Path, nbformat.
     return {s: build(s, student=True, student_stems=stems) for s in (sources or all_sources) if s.stem in stems}
 
 
+def _quick() -> bool:
+    import os
+
+    return os.environ.get("BUPO_FAST", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("only", nargs="*", help="name prefixes of the notebooks to build (default: all)")
@@ -187,7 +201,14 @@ def main() -> int:
     ap.add_argument("--reuse-outputs", action="store_true", help="prose-only edits: keep the outputs of the last execution (refused if any code cell changed)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     ap.add_argument("--exercises-only", action="store_true", help="write only the student versions under notebooks/exercises/")
+    ap.add_argument("--times", action="store_true", help="print the execution time recorded in each committed notebook, and exit")
     args = ap.parse_args()
+    if args.times:
+        for path in sorted(OUT.glob("*.ipynb")):
+            meta = nbformat.read(path, as_version=4).metadata.get("bupo", {})
+            secs = meta.get("execution_seconds")
+            print(f"{path.name:40s} " + (f"{secs:6d} s{' (QUICK sizes)' if meta.get('quick') else ''}" if secs is not None else "  not recorded"))
+        return 0
     sources = sorted(SRC.glob("*.py"))
     if args.only:
         sources = [s for s in sources if any(s.stem.startswith(p) for p in args.only)]
@@ -204,8 +225,12 @@ def main() -> int:
         out = OUT / f"{src.stem}.ipynb"
         if args.execute:
             execute(nb, args.timeout)
+            nb.metadata["bupo"] = {"execution_seconds": round(time.time() - t0), "quick": _quick()}
         elif args.reuse_outputs:
             reuse_outputs(nb, out)
+            old_meta = nbformat.read(out, as_version=4).metadata.get("bupo")
+            if old_meta:
+                nb.metadata["bupo"] = old_meta
         nbformat.write(nb, out)
         print(f"{out.relative_to(ROOT)}" + (f" executed in {time.time() - t0:.0f} s" if args.execute else ""), flush=True)
     return 0
