@@ -355,6 +355,8 @@ for name, P in (("raw H^l E_u^T (paper)", raw), ("final norm first (logit lens)"
     axes[1].plot(range(L + 1), P.max(-1).values, "-o", ms=3, label=name)
 axes[0].set_title(f"p({tokenizer.decode([answer])!r}) at the last position")
 axes[1].set_title("top-1 probability")
+axes[0].set_ylabel("probability of the answer token (0-1)")
+axes[1].set_ylabel("largest probability (0-1)")
 for ax in axes:
     ax.set_xlabel("layer (paper numbering: 0 = embedding)")
     ax.legend(fontsize=8)

@@ -256,6 +256,7 @@ for label, rows in (("short internal phase", short_metrics), ("internal only", l
 axes[0].axvline(SHORT_INTER + 0.5, color="grey", ls="--", lw=0.8)
 axes[1].axvline(SHORT_INTER + 0.5, color="grey", ls="--", lw=0.8)
 axes[0].set_title("mean reward of the sampled answers"); axes[1].set_title("full-policy entropy (nats)")
+axes[0].set_ylabel("mean reward (fraction right, 0-1)"); axes[1].set_ylabel("entropy of the full policy (nats)")
 for ax in axes:
     ax.set_xlabel("step"); ax.grid(alpha=0.3); ax.legend(fontsize=8)
 fig.tight_layout()
