@@ -176,12 +176,22 @@ for name in models:
     for norm in ("none", "final"):
         print(describe(reports[name][norm]))
 assert all(len(reports[n]["none"].layer_entropy) == ArchitectureAdapter(models[n][0]).num_layers + 1 for n in models)
+# The claims of the text below, checked against this run (committed sizes and models; QUICK runs are too small):
+if not QUICK and (MODEL, SECOND_MODEL) == ("smollm2-135m-instruct", "gemma3-270m"):
+    raw_s, lens_s = reports[MODEL]["none"], reports[MODEL]["final"]
+    raw_g, lens_g = reports[SECOND_MODEL]["none"], reports[SECOND_MODEL]["final"]
+    assert all(100 <= r.layer_norm[-1] / r.layer_norm[0] < 10_000 for r in (raw_s, raw_g))  # two to three orders of magnitude
+    assert raw_g.layer_entropy[0] / raw_g.max_entropy < 0.05  # Gemma, raw: essentially one-hot from layer 0
+    assert not any(v > 0 for v in raw_s.ffn_entropy_change)  # SmolLM2, raw: never an expanding FFN
+    assert all(v > 0 for v in lens_g.ffn_entropy_change) and lens_g.boundary_layer == lens_g.num_layers
+    assert 0.3 < lens_g.layer_entropy[lens_g.num_layers // 2] / lens_g.max_entropy < 0.7  # about half of ln N
+    assert lens_s.layer_entropy[lens_s.num_layers // 2] / lens_s.max_entropy < 0.2 and lens_s.boundary_layer == 2
 
 # %% [markdown]
 # ## What we see
 #
 # Read the printed summaries and figures above (the committed run; rerunning on CPU with the same
-# seed gives the same numbers):
+# seed gives the same numbers; the cell above asserts the claims below):
 #
 # * **Raw projections (the paper's definition) are dominated by scale on both models.** The stream's
 #   norm grows by two to three orders of magnitude from $H^0$ to $H^L$ (last column), and Gemma also
