@@ -167,17 +167,44 @@ def reuse_outputs(nb: nbformat.NotebookNode, old_path: Path) -> None:
         new.execution_count = prev.execution_count
 
 
-# Set in the kernel's environment while executing for commit: no progress-bar widgets (they freeze
-# at their last state on GitHub) and the explorer's static view instead of a live widget.
-EXECUTION_ENV = {"TQDM_DISABLE": "1", "BUPO_STATIC_WIDGETS": "1"}
+# Set in the kernel's environment while executing for commit: the explorer shows its static view
+# (a figure that GitHub can render) instead of a live widget.
+EXECUTION_ENV = {"BUPO_STATIC_WIDGETS": "1"}
+
+# Runs at the start of the kernel that executes a notebook for commit (an IPython startup file), so
+# committed outputs are clean on GitHub: no progress bars (a tqdm widget freezes at its last state
+# on a static page; `progress=True` in the sources is for people running the notebook live), and
+# warnings printed as "Category: message" without the machine's file paths.
+KERNEL_STARTUP = """
+import warnings as _w
+
+import tqdm.auto as _ta
+import tqdm.std as _ts
+
+
+class _NoProgress(_ts.tqdm):
+    def __init__(self, *args, **kwargs):
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
+
+
+_ta.tqdm = _NoProgress
+_w.formatwarning = lambda message, category, *args, **kwargs: f"{category.__name__}: {message}\\n"
+"""
 
 
 def execute(nb: nbformat.NotebookNode, timeout: int) -> None:
     import os
+    import tempfile
 
     from nbclient import NotebookClient
 
     os.environ.update(EXECUTION_ENV)
+    ipython_dir = Path(tempfile.mkdtemp(prefix="nbbuild-ipython-"))
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-nbbuild.py").write_text(KERNEL_STARTUP)
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(OUT)}}).execute()
 
 
