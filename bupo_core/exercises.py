@@ -70,6 +70,7 @@ __all__ = [
 def _short(x: Any, limit: int = 8) -> str:
     """A compact, readable rendering of a value for a failure message."""
     if isinstance(x, torch.Tensor):
+        x = x.detach()
         if x.numel() == 1:
             return f"{float(x):.6g}" if x.is_floating_point() else str(x.item())
         flat = x.detach().flatten().tolist()
