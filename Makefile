@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-unit test-notebooks notebooks bench lab clean
+.PHONY: install demo test test-unit test-notebooks notebooks exercises bench lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test-notebooks: install
 
 notebooks: install
 	$(BIN)/python tools/nbbuild.py --execute
+
+# the student versions (notebooks/exercises/, unexecuted) from the same sources; nbval never runs them
+exercises: install
+	$(BIN)/python tools/nbbuild.py --exercises-only
 
 lab: install
 	$(BIN)/jupyter lab notebooks/

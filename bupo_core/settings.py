@@ -24,13 +24,17 @@ def fast_mode() -> bool:
     return os.environ.get(FAST_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def scaled(full: T, fast: T) -> T:
-    """Return ``fast`` under ``BUPO_FAST=1`` and ``full`` otherwise.
+def scaled(full: T, fast: T, quick: bool | None = None) -> T:
+    """Return ``fast`` in quick mode and ``full`` otherwise.
+
+    Quick mode is ``quick`` when given (the notebooks' ``QUICK`` switch), else ``BUPO_FAST=1``.
 
     >>> scaled(100, 4) in (100, 4)
     True
+    >>> scaled(100, 4, quick=True), scaled(100, 4, quick=False)
+    (4, 100)
     """
-    return fast if fast_mode() else full
+    return fast if (fast_mode() if quick is None else quick) else full
 
 
 def cache_dir() -> Path:

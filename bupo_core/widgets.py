@@ -13,6 +13,8 @@ with matplotlib.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,7 +174,13 @@ def lens_view(
 
 
 def widgets_available() -> bool:
-    """True when ipywidgets imports and an IPython kernel (a front end) is running."""
+    """True when ipywidgets imports and an IPython kernel (a front end) is running.
+
+    ``BUPO_STATIC_WIDGETS=1`` forces the static view: ``tools/nbbuild.py --execute`` sets it so that
+    committed notebooks show a figure on pages without a kernel (GitHub) instead of a dead widget.
+    """
+    if os.environ.get("BUPO_STATIC_WIDGETS", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return False
     try:
         import ipywidgets  # noqa: F401, PLC0415
         from IPython import get_ipython  # noqa: PLC0415

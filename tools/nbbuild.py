@@ -6,8 +6,17 @@ every notebook: a Colab badge in the first markdown cell and an install cell tha
 Colab. Execution is top to bottom in a fresh kernel, and the outputs are saved so that plots show on
 GitHub.
 
-    python tools/nbbuild.py                  # build all, no execution
+Exercises come from the same sources. In a code cell, the lines between ``# BEGIN SOLUTION`` and
+``# END SOLUTION`` are the solution: the solution notebook (``notebooks/NN_name.ipynb``) keeps them
+(without the marker lines); the student notebook (``notebooks/exercises/NN_name.ipynb``, written for
+every source that has at least one marked region) replaces each region by a stub that raises
+``NotImplementedError`` at the same indentation. Everything else, the checker calls included, is
+identical. Student notebooks are never executed (students run them), carry their own Colab badge,
+and ``tests/test_exercise_notebooks.py`` checks that the committed ones match their sources.
+
+    python tools/nbbuild.py                  # build all (solution + student versions), no execution
     python tools/nbbuild.py --execute 02     # build and execute notebooks whose name starts with 02
+    python tools/nbbuild.py --exercises-only # rebuild only the student versions (no execution needed)
 """
 
 from __future__ import annotations
@@ -23,6 +32,9 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "notebooks" / "src"
 OUT = ROOT / "notebooks"
+EXERCISES = OUT / "exercises"
+BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
+STUB = 'raise NotImplementedError("Exercise: write this part (see the text above), then run the checker below")'
 REPO = "bupo-notebooks/bupo-notebooks"
 BRANCH = "main"
 
@@ -86,17 +98,78 @@ def parse_percent(text: str) -> list[nbformat.NotebookNode]:
     return cells
 
 
-def build(src: Path) -> nbformat.NotebookNode:
+def split_solutions(code: str, student: bool, where: str = "") -> str:
+    """The solution (marker lines dropped) or the student version (each marked region -> one stub line)."""
+    out: list[str] = []
+    inside = False
+    for line in code.splitlines():
+        marker = line.strip()
+        if marker.startswith(BEGIN):
+            if inside:
+                raise SystemExit(f"{where}: nested {BEGIN}")
+            inside = True
+            if student:
+                out.append(line[: len(line) - len(line.lstrip())] + STUB)
+            continue
+        if marker.startswith(END):
+            if not inside:
+                raise SystemExit(f"{where}: {END} without {BEGIN}")
+            inside = False
+            continue
+        if not (inside and student):
+            out.append(line)
+    if inside:
+        raise SystemExit(f"{where}: {BEGIN} without {END}")
+    return "\n".join(out)
+
+
+def has_exercises(src: Path) -> bool:
+    return any(line.strip().startswith(BEGIN) for line in src.read_text().splitlines())
+
+
+STUDENT_NOTE = (
+    "> **Exercise version.** Cells with `raise NotImplementedError` are yours to fill in; the `check_*` call "
+    "after each one grades it (on failure it says which case failed, what was expected and what you got, "
+    "and gives a hint). The worked solutions are in the [solution notebook]({solution_url}). "
+    "Later cells use your functions, so solve the exercises in order."
+)
+
+
+def _relink(markdown: str, student_stems: set[str]) -> str:
+    """Relative links in a student notebook: chapters with an exercise version stay in exercises/, others go up."""
+
+    def fix(m: re.Match) -> str:
+        target = m.group(1)
+        if re.match(r"^[a-z]+:|^#|^/", target) or Path(target.split("#")[0]).stem in student_stems:
+            return m.group(0)
+        return f"]({'../' + target})"
+
+    return re.sub(r"\]\(([^)\s]+)\)", fix, markdown)
+
+
+def build(src: Path, student: bool = False, student_stems: set[str] | None = None) -> nbformat.NotebookNode:
     cells = parse_percent(src.read_text())
     if not cells or cells[0].cell_type != "markdown":
         raise SystemExit(f"{src}: the first cell must be markdown (the title)")
-    nb_path = f"notebooks/{src.stem}.ipynb"
+    for i, cell in enumerate(cells):
+        if cell.cell_type == "code":
+            cell.source = split_solutions(cell.source, student, f"{src.name} cell {i}")
+    nb_path = f"notebooks/exercises/{src.stem}.ipynb" if student else f"notebooks/{src.stem}.ipynb"
     badge = (
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
         f"(https://colab.research.google.com/github/{REPO}/blob/{BRANCH}/{nb_path})"
     )
     cells[0].source = badge + "\n\n" + cells[0].source
+    if student:
+        solution_url = f"https://github.com/{REPO}/blob/{BRANCH}/notebooks/{src.stem}.ipynb"
+        stems = student_stems if student_stems is not None else {src.stem}
+        for cell in cells:
+            if cell.cell_type == "markdown":
+                cell.source = _relink(cell.source, stems)
+        cells[0].source += "\n\n" + STUDENT_NOTE.format(solution_url=solution_url)
     cells.insert(1, nbformat.v4.new_code_cell(install_cell(src.stem)))
+    for i, cell in enumerate(cells):
+        cell.id = f"cell-{i:03d}"  # deterministic ids: rebuilding an unchanged source gives identical files
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -119,10 +192,58 @@ def reuse_outputs(nb: nbformat.NotebookNode, old_path: Path) -> None:
         new.execution_count = prev.execution_count
 
 
+# Set in the kernel's environment while executing for commit: the explorer shows its static view
+# (a figure that GitHub can render) instead of a live widget.
+EXECUTION_ENV = {"BUPO_STATIC_WIDGETS": "1"}
+
+# Runs at the start of the kernel that executes a notebook for commit (an IPython startup file), so
+# committed outputs are clean on GitHub: no progress bars (a tqdm widget freezes at its last state
+# on a static page; `progress=True` in the sources is for people running the notebook live), and
+# warnings printed as "Category: message" without the machine's file paths.
+KERNEL_STARTUP = """
+import warnings as _w
+
+import tqdm.auto as _ta
+import tqdm.std as _ts
+
+
+class _NoProgress(_ts.tqdm):
+    def __init__(self, *args, **kwargs):
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
+
+
+_ta.tqdm = _NoProgress
+_w.formatwarning = lambda message, category, *args, **kwargs: f"{category.__name__}: {message}\\n"
+"""
+
+
 def execute(nb: nbformat.NotebookNode, timeout: int) -> None:
+    import os
+    import tempfile
+
     from nbclient import NotebookClient
 
+    os.environ.update(EXECUTION_ENV)
+    ipython_dir = Path(tempfile.mkdtemp(prefix="nbbuild-ipython-"))
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-nbbuild.py").write_text(KERNEL_STARTUP)
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(OUT)}}).execute()
+
+
+def student_notebooks(sources: list[Path] | None = None) -> dict[Path, nbformat.NotebookNode]:
+    """The student version of every source (of ``sources``, default all) that has exercises."""
+    all_sources = sorted(SRC.glob("*.py"))
+    stems = {s.stem for s in all_sources if has_exercises(s)}
+    return {s: build(s, student=True, student_stems=stems) for s in (sources or all_sources) if s.stem in stems}
+
+
+def _quick() -> bool:
+    import os
+
+    return os.environ.get("BUPO_FAST", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def main() -> int:
@@ -131,18 +252,37 @@ def main() -> int:
     ap.add_argument("--execute", action="store_true", help="execute in a fresh kernel and save outputs")
     ap.add_argument("--reuse-outputs", action="store_true", help="prose-only edits: keep the outputs of the last execution (refused if any code cell changed)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    ap.add_argument("--exercises-only", action="store_true", help="write only the student versions under notebooks/exercises/")
+    ap.add_argument("--times", action="store_true", help="print the execution time recorded in each committed notebook, and exit")
     args = ap.parse_args()
+    if args.times:
+        for path in sorted(OUT.glob("*.ipynb")):
+            meta = nbformat.read(path, as_version=4).metadata.get("bupo", {})
+            secs = meta.get("execution_seconds")
+            print(f"{path.name:40s} " + (f"{secs:6d} s{' (QUICK sizes)' if meta.get('quick') else ''}" if secs is not None else "  not recorded"))
+        return 0
     sources = sorted(SRC.glob("*.py"))
     if args.only:
         sources = [s for s in sources if any(s.stem.startswith(p) for p in args.only)]
+    for src, nb in student_notebooks(sources).items():
+        out = EXERCISES / f"{src.stem}.ipynb"
+        out.parent.mkdir(exist_ok=True)
+        nbformat.write(nb, out)
+        print(f"{out.relative_to(ROOT)} (student version, not executed)", flush=True)
+    if args.exercises_only:
+        return 0
     for src in sources:
         nb = build(src)
         t0 = time.time()
         out = OUT / f"{src.stem}.ipynb"
         if args.execute:
             execute(nb, args.timeout)
+            nb.metadata["bupo"] = {"execution_seconds": round(time.time() - t0), "quick": _quick()}
         elif args.reuse_outputs:
             reuse_outputs(nb, out)
+            old_meta = nbformat.read(out, as_version=4).metadata.get("bupo")
+            if old_meta:
+                nb.metadata["bupo"] = old_meta
         nbformat.write(nb, out)
         print(f"{out.relative_to(ROOT)}" + (f" executed in {time.time() - t0:.0f} s" if args.execute else ""), flush=True)
     return 0

@@ -16,6 +16,15 @@
 # | [06 feature refinement](06_feature_refinement.ipynb) | what the internal phase does to the layers above |
 # | [07 evaluation](07_evaluation.ipynb) | Avg@K and Pass@k for base, GRPO and BuPO models |
 #
+# Chapters 01-07 each have an **exercise version** in [`exercises/`](exercises/) (the same notebook
+# with the by-hand functions left for you to write, graded by `bupo_core.exercises`); see
+# [docs/teaching.md](../docs/teaching.md) for objectives, times and how to assign them.
+#
+# **This chapter.** Objectives: load a model offline, chat with it, name its parts through the
+# architecture adapter, find the CLI. Prerequisites: Python; no machine learning beyond "a language
+# model predicts the next token". Time: about a minute on a laptop CPU or Colab (plus about a minute
+# the very first time, to convert the embedded model). No exercises.
+#
 # **The idea in two lines.** A decoder-only Transformer adds, block after block, what its attention
 # and feed-forward modules write into one residual stream. Multiply *any* intermediate state by the
 # unembedding matrix and you get a distribution over the vocabulary: an *internal policy*. The paper
@@ -33,9 +42,11 @@ MODEL = "smollm2-135m-instruct"
 DEVICE = None  # None = "cuda" if a GPU is visible, else "cpu"
 SEED = 0
 
-from bupo_core.settings import scaled
+from bupo_core.settings import fast_mode, scaled
 
-NUM_SAMPLES = scaled(4, 2)  # sampled answers per question below (BUPO_FAST=1 shrinks sizes for CI)
+QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
+
+NUM_SAMPLES = scaled(4, 2, QUICK)  # sampled answers per question below (BUPO_FAST=1 shrinks sizes for CI)
 
 # %% [markdown]
 # ## Loading a model
@@ -174,4 +185,9 @@ import sys
 
 out = subprocess.run([sys.executable, "-m", "bupo_core", "--help"], capture_output=True, text=True, check=True).stdout
 print(out)
-assert "setup" in out and "models" in out
+from bupo_core.cli import build_parser
+
+# the output above is regenerated on every run; every registered subcommand must be listed in it
+commands = sorted(build_parser()._subparsers._group_actions[0].choices)
+print("subcommands:", commands)
+assert all(name in out for name in commands) and {"setup", "models", "entropy", "train", "eval"} <= set(commands)

@@ -6,9 +6,14 @@
 # writes. In the paper's notation (layer numbering used everywhere in this suite: layer 0 is the
 # embedding output, layer l in 1..L is the output of block l):
 #
-# $$A^l = \mathrm{Attn}(\mathrm{LN1}(H^{l-1})),\quad F^l = \mathrm{FFN}(\mathrm{LN2}(H^{l-1}+A^l)),\quad H^l = H^{l-1} + A^l + F^l$$
+# $$A^l = \mathrm{Attn}(\mathrm{LN1}(H^{l-1})),\qquad F^l = \mathrm{FFN}(\mathrm{LN2}(H^{l-1}+A^l)) \tag{1.1}$$
+# $$H^l = H^{l-1} + A^l + F^l \tag{1.2}$$
 #
-# so $H^L = H^0 + \sum_{l=1}^{L} (A^l + F^l)$ exactly. Multiplying any of these vectors by the
+# so, unrolled,
+#
+# $$H^L = H^0 + \sum_{l=1}^{L} \left(A^l + F^l\right) \quad\text{exactly.} \tag{1.3}$$
+#
+# Multiplying any of these vectors by the
 # unembedding matrix $E_u$ gives logits over the vocabulary: an **internal policy**.
 #
 # In this notebook you will
@@ -19,16 +24,31 @@
 #
 # Each step is done by hand first, then shown to agree with the `bupo_core` function that the rest
 # of the suite uses.
+#
+# **Learning objectives.** After this chapter you can (1) register forward hooks that read a model
+# without changing it, and say why a hook must return `None`; (2) verify the residual stream's
+# additive decomposition (Eq. 1.3) numerically and explain its float32 error; (3) project any hidden
+# state to an internal policy, raw (the paper's, Eq. 1.4) or through the final norm (logit lens,
+# Eq. 1.5); (4) show that the logit lens at layer L is the model itself.
+#
+# **Prerequisites.** Python and PyTorch tensors; softmax; the shape of a decoder-only Transformer
+# block (attention, MLP, pre-norm). Notebook 00 for loading the model.
+#
+# **Time.** About 1 minute on a laptop CPU or a Colab CPU runtime (forward passes on one short
+# prompt); a GPU is not needed. **Exercises** (graded by `bupo_core.exercises`): 1.1 capture the
+# stream with hooks, 1.2 the additive check, 1.3 the internal policy, raw and final-normed.
 
 # %%
 # Config: switch MODEL to a hub id such as "Qwen/Qwen3-0.6B" when you are online.
 MODEL = "smollm2-135m-instruct"
 DEVICE = None  # None = "cuda" if a GPU is visible, else "cpu"
 
-from bupo_core.settings import scaled
+from bupo_core.settings import fast_mode, scaled
+
+QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
 PROMPT = "The capital of France is"
-TOP_K = scaled(5, 3)  # tokens shown per layer
+TOP_K = scaled(5, 3, QUICK)  # tokens shown per layer
 
 # %%
 import matplotlib.pyplot as plt
@@ -88,46 +108,91 @@ bad.remove()
 print("max |logit change| caused by a hook that returns a value:", float((broken - clean).abs().max()))
 assert not torch.allclose(broken, clean)
 
+# %% [markdown]
+# ### Exercise 1.1 · Capture the residual stream with hooks
+#
+# Write `capture_stream(model, input_ids)` returning a dict with `"H0"` (the input of block 1, i.e.
+# the embedding output) and, for every layer $l = 1..L$, `"A{l}"`, `"F{l}"` and `"H{l}"` (Eqs.
+# 1.1-1.2). Hook `adapter.module(l, "attn_write")` and `adapter.module(l, "ffn_write")` (the vectors
+# *added* to the stream: for Gemma these are the post-norms, notebook 03), `adapter.block(l)` for
+# $H^l$, and a forward **pre**-hook on block 1 for $H^0$. Hooks return `None` and are removed
+# afterwards, even if the forward fails. The checker runs your function on tiny Llama and Gemma-3
+# models.
+
 # %%
-captured: dict[str, torch.Tensor] = {}
+from bupo_core.exercises import check_capture_residual_stream
 
 
-def save_as(name):
-    def hook(module, inputs, output):
-        out = output[0] if isinstance(output, tuple) else output  # attention returns (output, weights)
-        captured[name] = out.detach()
-        # no return statement: the hook returns None and the model is unchanged
+def capture_stream(model, input_ids):
+    """{"H0": [B, T, d], "A1": ..., "F1": ..., "H1": ..., ..., "H{L}": ...} captured with forward hooks."""
+    adapter = ArchitectureAdapter(model)
+    captured = {}
+    # BEGIN SOLUTION
+    def save_as(name):
+        def hook(module, inputs, output):
+            out = output[0] if isinstance(output, tuple) else output  # attention returns (output, weights)
+            captured[name] = out.detach()
+            # no return statement: the hook returns None and the model is unchanged
 
-    return hook
+        return hook
+
+    def save_block_input(module, args, kwargs):
+        captured["H0"] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+    handles = [adapter.block(1).register_forward_pre_hook(save_block_input, with_kwargs=True)]
+    for l in range(1, adapter.num_layers + 1):
+        handles.append(adapter.module(l, "attn_write").register_forward_hook(save_as(f"A{l}")))
+        handles.append(adapter.module(l, "ffn_write").register_forward_hook(save_as(f"F{l}")))
+        handles.append(adapter.block(l).register_forward_hook(save_as(f"H{l}")))
+    try:
+        with torch.no_grad():
+            model(input_ids=input_ids)
+    finally:
+        for h in handles:
+            h.remove()
+    # END SOLUTION
+    return captured
 
 
-def save_block_input(module, args, kwargs):
-    captured["H0"] = (args[0] if args else kwargs["hidden_states"]).detach()
+check_capture_residual_stream(capture_stream)
 
-
-handles = [adapter.block(1).register_forward_pre_hook(save_block_input, with_kwargs=True)]
-for l in range(1, L + 1):
-    handles.append(adapter.module(l, "attn_write").register_forward_hook(save_as(f"A{l}")))
-    handles.append(adapter.module(l, "ffn_write").register_forward_hook(save_as(f"F{l}")))
-    handles.append(adapter.block(l).register_forward_hook(save_as(f"H{l}")))
+# %%
+captured = capture_stream(model, ids)
 with torch.no_grad():
     out = model(input_ids=ids, output_hidden_states=True)
-for h in handles:
-    h.remove()
 assert torch.equal(out.logits, clean), "our hooks must not change the model"
 print(f"captured {len(captured)} tensors, e.g. H0 {tuple(captured['H0'].shape)}, A1 {tuple(captured['A1'].shape)}")
 
 # %% [markdown]
 # ## The additive check
 #
-# Add the embedding and all 2L module writes and compare with the captured $H^L$. SmolLM2's stream
-# grows to norms in the thousands, so float32 rounding leaves an absolute error near $10^{-3}$:
-# compare **relative** to the stream's size.
+# Add the embedding and all 2L module writes (Eq. 1.3) and compare with the captured $H^L$. The
+# stream's coordinates get large (the cell prints the largest), so float32 rounding leaves an
+# absolute error far above $10^{-7}$: compare **relative** to the stream's size.
+#
+# ### Exercise 1.2 · The additive check
+#
+# Write `reconstruct_final(captured, num_layers)`: the right-hand side of Eq. 1.3, accumulated in
+# float64. The checker also feeds it random dicts in which $H^L$ is *not* the sum.
 
 # %%
-total = captured["H0"].double()
-for l in range(1, L + 1):
-    total = total + captured[f"A{l}"].double() + captured[f"F{l}"].double()
+from bupo_core.exercises import check_additive_decomposition
+
+
+def reconstruct_final(captured, num_layers):
+    """H^0 + sum_{l=1..L} (A^l + F^l) in float64, [B, T, d]  (Eq. 1.3)."""
+    # BEGIN SOLUTION
+    total = captured["H0"].double()
+    for l in range(1, num_layers + 1):
+        total = total + captured[f"A{l}"].double() + captured[f"F{l}"].double()
+    return total
+    # END SOLUTION
+
+
+check_additive_decomposition(reconstruct_final)
+
+# %%
+total = reconstruct_final(captured, L)
 final = captured[f"H{L}"].double()
 abs_err = float((final - total).abs().max())
 rel_err = abs_err / float(final.abs().max())
@@ -142,8 +207,8 @@ fig, ax = plt.subplots(figsize=(8, 3))
 ax.plot(range(L + 1), norms, "-o", ms=3)
 ax.set_yscale("log")
 ax.set_xlabel("layer (paper numbering: 0 = embedding)")
-ax.set_ylabel("mean ||H^l||")
-ax.set_title("The residual stream's norm grows by three orders of magnitude")
+ax.set_ylabel("mean L2 norm ||H^l|| (model units)")
+ax.set_title(f"The residual stream's norm grows {norms[-1] / norms[0]:.0f}-fold from layer 0 to layer {L}")
 plt.show()
 
 # %% [markdown]
@@ -172,17 +237,45 @@ assert not torch.allclose(hs[-1], captured[f"H{L}"])
 # %% [markdown]
 # ## Unembedding a hidden state
 #
-# The model's own policy is $\mathrm{softmax}(\mathrm{LN}_\text{final}(H^L) E_u^T)$. The paper's
-# **internal layer policy** drops the norm: $\pi^l = \mathrm{softmax}(H^l E_u^T)$. The classic
-# **logit lens** keeps it: $\mathrm{softmax}(\mathrm{LN}_\text{final}(H^l) E_u^T)$. By hand, for the
-# last position (the prediction of the token after "is"):
+# The model's own policy is
+#
+# $$\pi_\theta = \mathrm{softmax}\left(\mathrm{LN}_\text{final}(H^L)\, E_u^T\right). \tag{1.4a}$$
+#
+# The paper's **internal layer policy** drops the norm,
+#
+# $$\pi^l_\text{Layer} = \mathrm{softmax}\left(H^l E_u^T\right), \tag{1.4}$$
+#
+# and the classic **logit lens** keeps it:
+#
+# $$\pi^l_\text{lens} = \mathrm{softmax}\left(\mathrm{LN}_\text{final}(H^l)\, E_u^T\right). \tag{1.5}$$
+#
+# ### Exercise 1.3 · The internal policy, raw and final-normed
+#
+# Write `internal_policy_by_hand(h, E_u, final_norm=None)`: Eq. 1.4 when `final_norm` is `None`,
+# Eq. 1.5 when it is the model's final norm module. Work in float32 and take the softmax over the
+# vocabulary (the last dimension). We then use it for the last position (the prediction of the token
+# after "is"):
+
+# %%
+from bupo_core.exercises import check_internal_policy
+
+
+def internal_policy_by_hand(h, E_u, final_norm=None):
+    """softmax(h E_u^T) (Eq. 1.4), or softmax(final_norm(h) E_u^T) (Eq. 1.5): [..., d] -> [..., N] float32."""
+    # BEGIN SOLUTION
+    x = h if final_norm is None else final_norm(h)
+    return torch.softmax(x.float() @ E_u.float().T, dim=-1)
+    # END SOLUTION
+
+
+check_internal_policy(internal_policy_by_hand)
 
 # %%
 E_u = adapter.unembed_weight.float()  # [N, d]
 
 
 def top_tokens_by_hand(h, k=TOP_K):
-    p = torch.softmax(h.float() @ E_u.T, dim=-1)
+    p = internal_policy_by_hand(h, E_u)
     top = p.topk(k)
     return [(tokenizer.decode([int(i)]), round(float(v), 3)) for i, v in zip(top.indices, top.values)]
 
@@ -200,14 +293,14 @@ for l, raw, lens in rows:
 # The two columns tell different stories. The logit lens shows the familiar picture: filler tokens in
 # the middle, the answer at the end. The paper's raw projection, from layer 1 on, puts nearly all of
 # its mass on a few odd tokens unrelated to the prompt. Two things drive this: the raw logits scale
-# with $\|H^l\|$, which grows a thousand-fold along the stream (so raw policies get very peaked), and
+# with $\|H^l\|$, which grows by orders of magnitude along the stream (the plot above; so raw policies get very peaked), and
 # the stream is dominated by a few huge coordinates that the final RMSNorm re-weights (even flips):
 
 # %%
 h_mid = captured[f"H{L // 2}"][0, -1]
 big = h_mid.abs().topk(2)
 share = float((big.values**2).sum() / (h_mid**2).sum())
-w = adapter.final_norm.weight if hasattr(adapter.final_norm, "weight") else None
+w = adapter.final_norm.weight.detach() if hasattr(adapter.final_norm, "weight") else None
 print(f"layer {L // 2}, last position: coordinates {big.indices.tolist()} hold {share:.0%} of ||H||^2")
 if w is not None:
     print(f"final-norm weights there: {[round(float(x), 3) for x in w[big.indices]]} "
@@ -264,6 +357,8 @@ for name, P in (("raw H^l E_u^T (paper)", raw), ("final norm first (logit lens)"
     axes[1].plot(range(L + 1), P.max(-1).values, "-o", ms=3, label=name)
 axes[0].set_title(f"p({tokenizer.decode([answer])!r}) at the last position")
 axes[1].set_title("top-1 probability")
+axes[0].set_ylabel("probability of the answer token (0-1)")
+axes[1].set_ylabel("largest probability (0-1)")
 for ax in axes:
     ax.set_xlabel("layer (paper numbering: 0 = embedding)")
     ax.legend(fontsize=8)
@@ -272,13 +367,19 @@ plt.show()
 assert_close(lens[L], torch.softmax(clean[0, -1].float(), -1), dtype=model.dtype, what="lens policy at layer L", atol=1e-5)
 
 # %% [markdown]
-# ## What you have now
+# ## Summary
 #
-# * The stream is an exact sum: $H^L = H^0 + \sum_l (A^l + F^l)$, to $\sim 10^{-6}$ relative in
-#   float32 on SmolLM2 (about $10^{-3}$ absolute, because $\|H^L\|$ is in the thousands).
+# * The stream is an exact sum, Eq. 1.3: the relative error printed above is float32 rounding
+#   (the cell asserts it is below $10^{-5}$); the absolute error is larger because the stream's
+#   coordinates are large.
 # * Any captured vector becomes a policy through $E_u$; `norm="none"` is the paper's internal
 #   policy, `norm="final"` the logit lens, and the lens at layer L is the model itself.
 # * Hooks must return `None`, and `hidden_states[-1]` is normed.
+#
+# **Open questions.** Which coordinates dominate $H^l$ and from which layer on (look at the cell on
+# the two largest coordinates)? Would subtracting the mean direction, or a per-layer norm, make
+# Eq. 1.4 more informative without becoming Eq. 1.5? Does the decomposition error grow with the
+# prompt length, and why would it in float16?
 #
 # Next, [02 · internal-policy entropy](02_internal_policy_entropy.ipynb) measures how uncertain each
 # of these policies is, layer by layer and module by module, over the model's own answers.

@@ -5,13 +5,22 @@
 # measure how **uncertain** those internal policies are, the paper's first experiment (Tan et al.,
 # arXiv 2512.19673, Sec. 4 and App. A.3):
 #
-# * the entropy $\mathcal{H}$ of $\mathrm{softmax}(X E_u^T)$ for $X = H^l$ (layers), $A^l$
-#   (attention writes), $F^l$ (FFN writes) and the normed tensors the modules read;
-# * the **entropy change** of each module: $\Delta\mathcal{H}^l_{ATTN} = \mathcal{H}(A^l) - \mathcal{H}(\mathrm{LN1}(H^{l-1}))$ and
-#   $\Delta\mathcal{H}^l_{FFN} = \mathcal{H}(F^l) - \mathcal{H}(\mathrm{LN2}(H^{l-1}+A^l))$ (> 0 widens the
-#   exploration space, ~0 integrates, < 0 converges);
-# * the **boundary layer**: the last layer of the first run of layers with $\Delta\mathcal{H}_{FFN} > 0$,
-#   the layer BuPO trains first (notebook 05).
+# * the entropy of the internal policy of any vector $X$ ($H^l$, the attention write $A^l$, the FFN
+#   write $F^l$, or the normed tensors the modules read), in nats:
+#
+# $$\mathcal{H}(X) = -\sum_{j=1}^{N} p_j \log p_j,\qquad p = \mathrm{softmax}(X E_u^T); \tag{2.1}$$
+#
+# * the **entropy change** of each layer and module (paper App. A.3); > 0 widens the exploration
+#   space, about 0 integrates, < 0 converges:
+#
+# $$\Delta\mathcal{H}^l = \mathcal{H}(H^l) - \mathcal{H}(H^{l-1}), \tag{2.2}$$
+# $$\Delta\mathcal{H}^l_{ATTN} = \mathcal{H}(A^l) - \mathcal{H}(\mathrm{LN1}(H^{l-1})), \tag{2.3}$$
+# $$\Delta\mathcal{H}^l_{FFN} = \mathcal{H}(F^l) - \mathcal{H}(\mathrm{LN2}(H^{l-1}+A^l)); \tag{2.4}$$
+#
+# * the **boundary layer**, the layer BuPO trains first (notebook 05): the last layer of the first
+#   run of layers with positive FFN entropy change,
+#
+# $$l^\star = \max\{\, l \ge l_0 : \Delta\mathcal{H}^{i}_{FFN} > 0 \ \forall i \in [l_0, l] \,\},\qquad l_0 = \min\{\, l : \Delta\mathcal{H}^l_{FFN} > 0 \,\}. \tag{2.5}$$
 #
 # As in the paper, the model answers maths questions with its **own sampled responses**
 # (temperature 1.0) and every statistic is a token-weighted mean over all response tokens. All
@@ -19,6 +28,18 @@
 #
 # Sizes: the committed run uses 6 prompts and up to 96 new tokens per answer on a 2-core CPU
 # (about 10 minutes for everything below, most of it the two full analyses); raise them on a GPU.
+#
+# **Learning objectives.** After this chapter you can (1) say which positions of a prompt+response
+# sequence predict the response, and avoid the off-by-one; (2) compute Eq. 2.1 over a large
+# vocabulary without ever holding more than one chunk of logits; (3) compute the module entropy
+# changes Eqs. 2.3-2.4 from a captured forward pass; (4) apply the boundary-layer rule Eq. 2.5 and
+# judge when its answer depends on the norm convention.
+#
+# **Prerequisites.** Notebook 01 (hooks, Eqs. 1.1-1.5); entropy of a discrete distribution.
+#
+# **Time.** About 10 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes,
+# under a minute with `QUICK = True`; a GPU is not needed. **Exercises**: 2.1 prediction positions,
+# 2.2 chunked entropy, 2.3 module entropy change, 2.4 the boundary-layer rule.
 
 # %%
 # Config: switch MODEL to a hub id such as "Qwen/Qwen3-0.6B" when you are online.
@@ -26,11 +47,13 @@ MODEL = "smollm2-135m-instruct"
 DEVICE = None  # None = "cuda" if a GPU is visible, else "cpu"
 SEED = 0
 
-from bupo_core.settings import scaled
+from bupo_core.settings import fast_mode, scaled
+
+QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
 TASK = "chain_sum"  # reasoning-gym task whose questions the model answers
-N_PROMPTS = scaled(6, 2)
-MAX_NEW_TOKENS = scaled(96, 24)
+N_PROMPTS = scaled(6, 2, QUICK)
+MAX_NEW_TOKENS = scaled(96, 24, QUICK)
 
 # %%
 import math
@@ -92,26 +115,95 @@ for t in (P - 2, P - 1, P, P + R - 2, P + R - 1):
 assert positions.tolist() == list(range(P - 1, P + R - 1))
 
 # %% [markdown]
+# ### Exercise 2.1 · Prediction positions
+#
+# Write `response_positions(P, R)`: the positions (0-based, unpadded sequence) whose next-token
+# prediction is a response token.
+
+# %%
+from bupo_core.exercises import check_prediction_positions
+
+
+def response_positions(P, R):
+    """Positions t whose logits predict a response token, for P prompt and R response tokens."""
+    # BEGIN SOLUTION
+    return list(range(P - 1, P + R - 1))
+    # END SOLUTION
+
+
+check_prediction_positions(response_positions)
+assert positions.tolist() == response_positions(P, R)
+
+# %% [markdown]
 # ## Entropy by hand, for one answer
 #
 # Capture every vector at those positions, push each through $E_u$ (full vocabulary, float32) and
-# take $-\sum_j p_j \log p_j$. For one short answer the [positions x vocabulary] logits are small
-# enough to hold; for many answers they are not (30 layers x 2,000 tokens x 49,152 x 4 bytes = 12 GB),
-# which is why the library never holds more than one chunk of them (see `docs/lens.md`).
+# take Eq. 2.1. The [positions x vocabulary] logits of many answers do not fit in memory
+# (30 layers x 2,000 tokens x 49,152 x 4 bytes = 12 GB), which is why the library never holds more
+# than one chunk of them (see `docs/lens.md`). You do the same.
+#
+# ### Exercise 2.2 · Entropy without materialising more than a chunk
+#
+# Write `entropy_chunked(vectors, E_u, chunk_size)`: Eq. 2.1 for each of the P rows of `vectors`,
+# projecting at most `chunk_size` rows at a time (the checker watches every tensor your function
+# creates). Peaked policies have probabilities that underflow to 0: $0 \cdot \log 0$ must count as 0.
+
+# %%
+from bupo_core.exercises import check_chunked_entropy
+
+
+def entropy_chunked(vectors, E_u, chunk_size):
+    """Eq. 2.1 for each row of vectors [P, d] -> [P] float32 nats, one [chunk_size, N] block at a time."""
+    # BEGIN SOLUTION
+    out = torch.empty(vectors.shape[0], dtype=torch.float32, device=vectors.device)
+    for s in range(0, vectors.shape[0], chunk_size):
+        logp = torch.log_softmax(vectors[s:s + chunk_size].float() @ E_u.float().T, dim=-1)
+        out[s:s + chunk_size] = -(logp.exp() * logp).sum(-1)
+    return out
+    # END SOLUTION
+
+
+check_chunked_entropy(entropy_chunked)
+
+# %% [markdown]
+# ### Exercise 2.3 · Entropy change of the attention and the FFN
+#
+# Write `module_entropy_change(capture, entropy)`: Eqs. 2.3 and 2.4 for $l = 1..L$, stacked as
+# [L, ...] tensors (entry $i$ is layer $i+1$). `capture.attn_in(l)` is $\mathrm{LN1}(H^{l-1})$,
+# `capture.attn_out(l)` is $A^l$, `capture.ffn_in(l)` is $\mathrm{LN2}(H^{l-1}+A^l)$ and
+# `capture.ffn_out(l)` is $F^l$; `entropy(x)` is Eq. 2.1 per token.
+
+# %%
+from bupo_core.exercises import check_entropy_change
+
+
+def module_entropy_change(capture, entropy):
+    """(dH_ATTN [L, ...], dH_FFN [L, ...]) by Eqs. 2.3-2.4; entry i is layer i + 1."""
+    # BEGIN SOLUTION
+    L = capture.num_layers
+    attn = torch.stack([entropy(capture.attn_out(l)) - entropy(capture.attn_in(l)) for l in range(1, L + 1)])
+    ffn = torch.stack([entropy(capture.ffn_out(l)) - entropy(capture.ffn_in(l)) for l in range(1, L + 1)])
+    return attn, ffn
+    # END SOLUTION
+
+
+check_entropy_change(module_entropy_change)
+
+# %% [markdown]
+# Now on the model's own answer (no norm: the paper's convention):
 
 # %%
 cap = capture_residuals(model, batch.input_ids, batch.attention_mask, positions=batch.prediction_mask[0].bool())
 E_u = adapter.unembed_weight.float()
 
 
-def H(x):  # entropy of softmax(x E_u^T), paper convention (no norm), per position
-    return entropy_from_logits(x[0].float() @ E_u.T)
+def H(x):  # Eq. 2.1 of softmax(x E_u^T), paper convention (no norm), per position
+    return entropy_chunked(x[0], E_u, 64)
 
 
 with torch.no_grad():
     layer_H = torch.stack([H(cap.resid(l)) for l in range(L + 1)])  # [L+1, R]
-    attn_change = torch.stack([H(cap.attn_out(l)) - H(cap.attn_in(l)) for l in range(1, L + 1)])
-    ffn_change = torch.stack([H(cap.ffn_out(l)) - H(cap.ffn_in(l)) for l in range(1, L + 1)])
+    attn_change, ffn_change = module_entropy_change(cap, H)
 print("mean layer entropy by hand, layers 0..5:", [round(float(v), 3) for v in layer_H.mean(1)[:6]])
 
 # %% [markdown]
@@ -132,9 +224,11 @@ print("internal_policy_statistics == hand computation for all", L + 1, "layers a
 # %% [markdown]
 # ## Entropy flow through the layers
 #
-# The paper's first view: for each layer, the entropy of what enters ($H^{l-1}$), of what attention
-# writes ($A^l$, triangles), of what the FFN writes ($F^l$, squares), and of what leaves ($H^l$).
-# The dotted line is the maximum, $\ln N$.
+# The paper's first view: for each layer, the entropy of what leaves ($H^l$, the line; the point
+# before layer $l$ is $H^{l-1}$, what enters), of what attention writes ($A^l$, triangles) and of
+# what the FFN writes ($F^l$, squares). The faint markers are the *normed* tensors the two modules
+# read, $\mathrm{LN1}(H^{l-1})$ and $\mathrm{LN2}(H^{l-1}+A^l)$: the inputs of Eqs. 2.3-2.4, not
+# $H^{l-1}$ itself. The dotted line is the maximum, $\ln N$.
 
 # %%
 plots.plot_entropy_flow(report, show_inputs=True)
@@ -143,6 +237,32 @@ print("layer entropy (nats):", [round(v, 2) for v in report.layer_entropy])
 
 # %% [markdown]
 # ## Entropy change per module, and the boundary layer
+#
+# ### Exercise 2.4 · The boundary-layer rule
+#
+# Write `boundary_by_hand(ffn_change)`: Eq. 2.5 on a list of L mean $\Delta\mathcal{H}_{FFN}$
+# values (entry $i$ is layer $i+1$), returning the layer in the paper's numbering, or `None` when no
+# layer has a positive FFN entropy change.
+
+# %%
+from bupo_core.exercises import check_boundary_layer
+
+
+def boundary_by_hand(ffn_change):
+    """Eq. 2.5: last layer (1..L) of the first run of layers with dH_FFN > 0, or None."""
+    # BEGIN SOLUTION
+    values = [float(v) for v in ffn_change]
+    start = next((i for i, v in enumerate(values) if v > 0), None)
+    if start is None:
+        return None
+    end = start
+    while end + 1 < len(values) and values[end + 1] > 0:
+        end += 1
+    return end + 1
+    # END SOLUTION
+
+
+check_boundary_layer(boundary_by_hand)
 
 # %%
 plots.plot_entropy_change(report)
@@ -150,6 +270,7 @@ plt.show()
 b = boundary_layer(report.ffn_entropy_change)
 print("boundary layer:", b.layer, "|", b.reason)
 assert b.layer == report.boundary_layer
+assert boundary_by_hand(report.ffn_entropy_change) == report.boundary_layer
 
 # %% [markdown]
 # The same statistics per token: each column is one response token of the first answer, each row a
@@ -172,6 +293,9 @@ log_norm = torch.tensor(report.layer_norm).log()
 ent = torch.tensor(report.layer_entropy)
 corr = float(torch.corrcoef(torch.stack([log_norm, ent]))[0, 1])
 print(f"correlation across layers between log ||H^l|| and the raw layer entropy: {corr:+.2f}")
+peak = max(range(L + 1), key=lambda l: report.layer_norm[l])
+print(f"mean ||H^l|| grows from {report.layer_norm[0]:.2f} (layer 0) to a peak of {report.layer_norm[peak]:.0f} "
+      f"(layer {peak}), {report.layer_norm[peak] / report.layer_norm[0]:.0f}-fold")
 
 # %% [markdown]
 # Now the same answers through the logit lens (`norm="final"`: the final RMSNorm is applied to every
@@ -224,16 +348,25 @@ def describe(rep):
 
 for rep in (report, lens_report):
     print(describe(rep))
+blocks = lens_report.layer_entropy[1:]
+print(f"logit lens: block outputs H^1..H^{L} stay between {min(blocks):.2f} and {max(blocks):.2f} nats")
+# The qualitative claims of the text below, checked against this run (at the committed sizes; the
+# tiny QUICK run has too few tokens to carry them):
+if not QUICK:
+    assert report.boundary_layer is None and all(v < 0 for v in report.ffn_entropy_change)
+    assert lens_report.boundary_layer is not None and sum(v > 0 for v in lens_report.ffn_entropy_change) > L / 2
+    assert corr < -0.5 and min(blocks) > 0.5
 
 # %% [markdown]
-# **Reading these numbers** (the committed run; yours will match on CPU with the same seed):
+# **Reading these numbers** (the committed run; yours will match on CPU with the same seed; the
+# cell above asserts the qualitative claims):
 #
 # * *Raw projections (the paper's definition).* SmolLM2's entropy collapses right after the
 #   embedding: the embedding-layer policy is broad, but from the first block on the raw policies are
 #   nearly deterministic, and they keep contracting slowly to almost zero at the top. Every FFN
 #   write has a *lower* entropy than the normed tensor it reads, in every layer, so the paper's rule
 #   finds **no boundary layer** on this model: there is no exploration stage at all. The norm plot
-#   explains much of it: $\|H^l\|$ grows from a few units to thousands and a handful of huge
+#   explains much of it: $\|H^l\|$ grows by the factor printed under the norm plot and a handful of huge
 #   coordinates dominate the stream (notebook 01), so the raw logits are enormous and the softmax is
 #   peaked whatever the layer "means". This is neither Qwen3's gradual three-stage pattern nor
 #   Llama's late abrupt convergence; with a 135M model, 4-bit weights and short answers, we do not
@@ -241,9 +374,9 @@ for rep in (report, lens_report):
 #   on this model.
 # * *Logit lens.* With the final norm the picture changes completely. The layer-0 policy is nearly
 #   deterministic (with tied embeddings, the normed embedding of a token mostly predicts that token
-#   itself), the block outputs then stay around 1-1.7 nats all the way up instead of contracting to
-#   zero, and the FFNs *raise* entropy in most layers (in the committed run: 1-2, 4-5, 7 and 12-30).
-#   The rule returns layer 2, the end of the first, very short run. On this model the boundary layer
+#   itself), the block outputs then stay in the band printed above all the way up instead of
+#   contracting to zero, and the FFNs *raise* entropy in most layers (the list printed above). The
+#   rule returns the end of the first run of those layers. On this model the boundary layer
 #   depends entirely on the norm choice: the paper's choice (no norm) gives none.
 # * The raw entropy falls as the norm grows (the correlation printed above is strongly negative), which
 #   is the paper's own caveat: without the norm, entropy partly measures scale.
@@ -277,5 +410,20 @@ assert view.top[0][0].strip() == "Paris"
 # ```
 #
 # writes `entropy.json` (all per-layer means, entropy changes, norms and the boundary layer) and
-# these figures as PNG. Next: [03 · model families](03_model_families.ipynb) compares SmolLM2 with
-# Gemma-3-270M.
+# these figures as PNG.
+#
+# ## Summary
+#
+# * Entropy (Eq. 2.1) is measured at the positions that *predict* response tokens, $P-1..P+R-2$,
+#   token-weighted over all answers, one chunk of logits at a time.
+# * The module entropy changes (Eqs. 2.3-2.4) compare a module's write with the normed tensor it
+#   reads; the boundary-layer rule (Eq. 2.5) reads the FFN curve.
+# * On SmolLM2 the answer depends on the norm convention: the raw projections (the paper's) find no
+#   boundary layer here, the logit lens finds one (the cells above print and assert both).
+#
+# **Open questions.** How much of the raw entropy curve is explained by $\|H^l\|$ alone (divide
+# each $H^l$ by its norm times a constant and recompute)? Does the boundary layer move with the
+# task, the answer length or the sampling temperature? Which layer would the rule pick with a small
+# positive threshold (`boundary_layer(..., threshold=...)`), and is that more stable across seeds?
+#
+# Next: [03 · model families](03_model_families.ipynb) compares SmolLM2 with Gemma-3-270M.

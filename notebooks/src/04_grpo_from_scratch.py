@@ -5,21 +5,52 @@
 # piece, on the embedded SmolLM2-135M-Instruct. Each piece is written **by hand** in a few lines, then
 # the `bupo_core` function that the trainer uses is shown to agree with it (`assert`).
 #
-# One GRPO step, in the paper's code (verl) conventions (`shared/design/method.md` section 4):
+# One GRPO step, in the paper's code (verl) conventions (see also [docs/training.md](../docs/training.md)):
 #
-# 1. **rollouts**: for each prompt q, sample G responses from the current (full) policy;
-# 2. **rewards**: a verifier scores each response, 1 if the final answer is right, else 0;
-# 3. **group advantages**: A_i = (R_i - mean(R_group)) / (std(R_group) + 1e-6), the same for every
-#    token of response i (no value network: the group is the baseline);
-# 4. **old log-probs**: log pi_old(token) of every sampled token, recomputed with the weights before
-#    the update;
-# 5. **clipped objective**: ratio r = exp(logp - logp_old), per-token loss
-#    -min(r A, clip(r, 1-eps_low, 1+eps_high) A), capped at -c A for A < 0 ("dual clip", c = 10),
-#    averaged over all response tokens ("token-mean");
+# 1. **rollouts**: for each prompt $q$, sample $G$ responses $o_1..o_G$ from the current (full) policy;
+# 2. **rewards**: a verifier scores each response,
+#
+# $$R_i = \mathbb{1}[\text{the final answer of } o_i \text{ is right}] \in \{0, 1\}; \tag{4.1}$$
+#
+# 3. **group advantages** (no value network: the group is the baseline), the same for every token of
+#    response $i$, with the *unbiased* standard deviation, and 0 when all rewards of the group are equal:
+#
+# $$\hat A_i = \frac{R_i - \mathrm{mean}(R_1..R_G)}{\mathrm{std}(R_1..R_G) + 10^{-6}}; \tag{4.2}$$
+#
+# 4. **old log-probs**: $\log\pi_{old}(o_{i,t})$ of every sampled token, recomputed with the weights
+#    before the update, and the importance ratio
+#
+# $$r_{i,t} = \exp\left(\log\pi_\theta(o_{i,t}) - \log\pi_{old}(o_{i,t})\right); \tag{4.3}$$
+#
+# 5. **clipped objective**, per token, with the "dual clip" $c = 10$ for negative advantages:
+#
+# $$\ell_{i,t} = \max\left(-\hat A_i r_{i,t},\ -\hat A_i\,\mathrm{clip}(r_{i,t}, 1-\varepsilon_{low}, 1+\varepsilon_{high})\right),\qquad
+# \ell_{i,t} \leftarrow \min(\ell_{i,t}, -c \hat A_i)\ \text{if}\ \hat A_i < 0, \tag{4.4}$$
+#
+#    aggregated over the response tokens either as the code does ("token-mean") or as the paper's
+#    equation does ("sequence-mean"):
+#
+# $$\mathcal{L}_{tok} = \frac{\sum_{i,t} \ell_{i,t}}{\sum_i |o_i|},\qquad
+# \mathcal{L}_{seq} = \frac{1}{G}\sum_i \frac{1}{|o_i|}\sum_t \ell_{i,t}; \tag{4.5}$$
+#
 # 6. **updates**: a few AdamW mini-batch steps on that loss, grad-norm clipped to 1.0.
 #
-# The task is reasoning-gym's `chain_sum` at its easiest (two one-digit terms): the 135M model gets
-# about 14% right, which gives most groups of 8 a mix of right and wrong answers, i.e. a learning signal.
+# The task is reasoning-gym's `chain_sum` at its easiest (two one-digit terms): the 135M model gets a
+# small fraction right (the pass rate is printed after the rollouts below), so some groups of $G$
+# have a mix of right and wrong answers, i.e. a learning signal.
+#
+# **Learning objectives.** After this chapter you can (1) write a verifier reward that never runs
+# model text (Eq. 4.1); (2) compute group advantages (Eq. 4.2) and say which groups carry no signal;
+# (3) compute the log-probs of sampled tokens at the right positions without a [batch x length x
+# vocabulary] tensor; (4) implement the clipped objective with dual clip and both aggregations
+# (Eqs. 4.3-4.5) and check its gradient; (5) make one update by hand and match the trainer's.
+#
+# **Prerequisites.** Notebooks 01-02 (positions, log-softmax); the idea of a policy gradient;
+# PyTorch autograd and optimizers.
+#
+# **Time.** About 2 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes;
+# well under a minute with `QUICK = True`. **Exercises**: 4.1 the reward, 4.2 group advantages,
+# 4.3 the clipped objective.
 
 # %%
 # Config. Offline default: the embedded model. Online (Colab with a GPU) switch to e.g.
@@ -28,12 +59,14 @@ MODEL = "smollm2-135m-instruct"
 TASK, TASK_KWARGS, TEMPLATE = "chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1), "short"
 SEED = 0
 
-from bupo_core.settings import scaled
+from bupo_core.settings import fast_mode, scaled
 
-NUM_PROMPTS = scaled(4, 2)  # prompts in the hand-built batch
-GROUP_SIZE = scaled(8, 4)  # G, samples per prompt
-MAX_NEW_TOKENS = scaled(24, 12)
-DEMO_STEPS = scaled(6, 2)  # steps of the full trainer at the end
+QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
+
+NUM_PROMPTS = scaled(4, 2, QUICK)  # prompts in the hand-built batch
+GROUP_SIZE = scaled(8, 4, QUICK)  # G, samples per prompt
+MAX_NEW_TOKENS = scaled(24, 12, QUICK)
+DEMO_STEPS = scaled(6, 2, QUICK)  # steps of the full trainer at the end
 
 # %%
 import copy
@@ -59,16 +92,26 @@ print("prompt as the model sees it:", task.prompt(examples[0]))
 # The short template asks for "just the number", so the answer is the **last number** in the reply.
 # By hand that is one regular expression and an exact comparison.
 
+# ### Exercise 4.1 · The reward from a response
+#
+# Write `reward_by_hand(text, answer)`: Eq. 4.1 with the answer taken as the last integer in the
+# text (an optional minus sign, then digits), compared exactly with `answer`.
+
 # %%
-def last_number_by_hand(text):
-    found = re.findall(r"-?\d+", text)
-    return found[-1] if found else None
+from bupo_core.exercises import check_reward
 
 
 def reward_by_hand(text, answer):
-    return 1.0 if last_number_by_hand(text) == str(answer) else 0.0
+    """Eq. 4.1: 1.0 if the last integer in text equals answer, else 0.0."""
+    # BEGIN SOLUTION
+    found = re.findall(r"-?\d+", text)
+    return 1.0 if found and found[-1] == str(answer) else 0.0
+    # END SOLUTION
 
 
+check_reward(reward_by_hand)
+
+# %%
 replies = ["The answer is 7.", "3 + 4 = 7", "It is seven", "12", "-4"]
 print([reward_by_hand(r, "7") for r in replies])
 
@@ -112,7 +155,7 @@ for g in range(NUM_PROMPTS):
         print(f"   R={rewards[i]:.0f}  {rollout.texts[i][:70]!r}")
 scored = Grader(scorer="reasoning_gym")(rollout.texts, row_examples)
 assert scored.rewards == rewards.tolist()  # reasoning-gym's own scorer agrees with our hand reward
-print(f"pass rate {rewards.mean():.2f}")
+print(f"pass rate {rewards.mean():.2f} ({int(rewards.sum())} of {len(rewards)} responses right)")
 
 # %% [markdown]
 # ## 3. Group advantages
@@ -121,14 +164,34 @@ print(f"pass rate {rewards.mean():.2f}")
 # advantage. A group whose responses all got the same reward has zero advantage - no signal at all,
 # which is why an easy enough task matters so much for a small model.
 
+# ### Exercise 4.2 · Group advantages
+#
+# Write `advantages_by_hand(rewards, group_size)`: Eq. 4.2 for prompt-major rewards (rows
+# `g*G .. g*G+G-1` are prompt g's group), 0 for groups whose rewards are all equal.
+
+# %%
+from bupo_core.exercises import check_group_advantages
+
+
+def advantages_by_hand(rewards, group_size):
+    """Eq. 4.2 per group of group_size consecutive responses: [n] -> [n]."""
+    # BEGIN SOLUTION
+    G = group_size
+    out = torch.zeros(len(rewards))
+    for g in range(len(rewards) // G):
+        r = rewards[g * G:(g + 1) * G].float()
+        if (r == r[0]).all():
+            continue  # all equal: advantage 0
+        out[g * G:(g + 1) * G] = (r - r.mean()) / (r.std() + 1e-6)  # torch.std is unbiased (Bessel)
+    return out
+    # END SOLUTION
+
+
+check_group_advantages(advantages_by_hand)
+
 # %%
 G = GROUP_SIZE
-by_hand = torch.zeros(len(rewards))
-for g in range(len(rewards) // G):
-    r = rewards[g * G:(g + 1) * G]
-    if (r == r[0]).all():
-        continue  # all equal: advantage 0
-    by_hand[g * G:(g + 1) * G] = (r - r.mean()) / (r.std() + 1e-6)
+by_hand = advantages_by_hand(rewards, G)
 
 from bupo_core.grpo import group_advantages
 
@@ -143,8 +206,8 @@ fig, ax = plt.subplots(figsize=(9, 2.8))
 ax.bar(range(len(adv)), adv, color=["tab:green" if r > 0 else "tab:red" for r in rewards])
 for g in range(1, len(rewards) // G):
     ax.axvline(g * G - 0.5, color="grey", lw=0.8)
-ax.set_xlabel("response (groups separated by grey lines; green = reward 1)")
-ax.set_ylabel("advantage A_i")
+ax.set_xlabel("response index (groups separated by grey lines; green = reward 1)")
+ax.set_ylabel("advantage A_i (unitless, Eq. 4.2)")
 ax.set_title("GRPO advantages: each response against its own group")
 plt.show()
 
@@ -186,16 +249,43 @@ del logits
 # %% [markdown]
 # ## 5. The clipped objective
 #
-# The ratio r = pi(token) / pi_old(token) is 1 before the first update and drifts during the
-# mini-batch updates. Clipping stops the objective from rewarding moves beyond 1 +- eps; the dual clip
-# caps how large the loss of a negative-advantage token can get when its ratio explodes.
+# The ratio (Eq. 4.3) is 1 before the first update and drifts during the mini-batch updates.
+# Clipping stops the objective from rewarding moves beyond $1 \pm \varepsilon$; the dual clip caps how
+# large the loss of a negative-advantage token can get when its ratio explodes (Eq. 4.4).
+#
+# ### Exercise 4.3 · The clipped objective with dual clip and both aggregations
+#
+# Write `policy_loss_by_hand(logp, old_logp, advantages, mask, *, eps_low, eps_high, dual_clip,
+# aggregation)`: Eqs. 4.3-4.5 for [B, T] log-probs, [B] advantages and a [B, T] 0/1 mask of response
+# positions (other positions hold garbage), with `dual_clip=None` meaning no cap and `aggregation`
+# one of `"token-mean"`, `"sequence-mean"`. Clamp the log-ratio to [-20, 20] before `exp`. The
+# checker also compares the gradient with respect to `logp`.
 
 # %%
+from bupo_core.exercises import check_clipped_loss
+
+
 def clipped_loss_by_hand(ratio, A, eps_low=0.2, eps_high=0.2, c=10.0):
+    """Eq. 4.4 per token (c=None: no dual clip)."""
     unclipped = -A * ratio
     clipped = -A * ratio.clamp(1 - eps_low, 1 + eps_high)
     loss = torch.maximum(unclipped, clipped)
-    return torch.where(A < 0, torch.minimum(loss, -c * A), loss)
+    return loss if c is None else torch.where(A < 0, torch.minimum(loss, -c * A), loss)
+
+
+def policy_loss_by_hand(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, dual_clip=10.0, aggregation="token-mean"):
+    """Eqs. 4.3-4.5: the aggregated clipped loss (a scalar with gradient)."""
+    # BEGIN SOLUTION
+    ratio = torch.exp((logp - old_logp).clamp(-20, 20))  # Eq. 4.3
+    per_token = clipped_loss_by_hand(ratio, advantages[:, None], eps_low, eps_high, dual_clip) * mask  # Eq. 4.4
+    if aggregation == "token-mean":  # Eq. 4.5, left
+        return per_token.sum() / mask.sum()
+    rows = mask.sum(1) > 0  # Eq. 4.5, right: mean per response, then over responses
+    return (per_token.sum(1)[rows] / mask.sum(1)[rows]).mean()
+    # END SOLUTION
+
+
+check_clipped_loss(policy_loss_by_hand)
 
 
 r = torch.linspace(0.0, 13.0, 400)
@@ -205,10 +295,11 @@ for ax, A in zip(axes, (1.0, -1.0)):
     ax.plot(r, clipped_loss_by_hand(r, torch.tensor(A)), lw=2, label="GRPO per-token loss")
     ax.axvspan(0.8, 1.2, alpha=0.15)
     ax.set_title(f"A = {A:+.0f}")
-    ax.set_xlabel("ratio r")
+    ax.set_xlabel("ratio r = pi / pi_old (Eq. 4.3)")
     ax.set_ylim(-14, 14)
     ax.legend(fontsize=8)
-axes[0].set_ylabel("loss")
+for ax in axes:
+    ax.set_ylabel("per-token loss (Eq. 4.4)")
 plt.tight_layout()
 plt.show()
 
@@ -218,8 +309,7 @@ from bupo_core.grpo import clipped_policy_loss
 g = torch.Generator().manual_seed(0)
 fake_logp = logp + 0.3 * torch.randn(logp.shape, generator=g) * batch.prediction_mask  # as if after some updates
 ratio = torch.exp((fake_logp - logp).clamp(-20, 20))
-per_token = clipped_loss_by_hand(ratio, adv[:, None]) * batch.prediction_mask
-loss_by_hand = per_token.sum() / batch.prediction_mask.sum()  # token-mean
+loss_by_hand = policy_loss_by_hand(fake_logp, logp, adv, batch.prediction_mask)  # token-mean
 out = clipped_policy_loss(fake_logp, logp, adv, batch.prediction_mask)
 assert_close(out.loss, loss_by_hand, dtype=model.dtype, what="clipped loss", atol=1e-6)
 print(f"loss {out.loss:.4f} (by hand {loss_by_hand:.4f}); clipped tokens {out.clip_frac:.1%}; approx KL {out.approx_kl:.4f}")
@@ -314,3 +404,18 @@ plt.show()
 # cannot show learning: rewards this noisy need tens of steps (notebook 05). To run the same loop on a
 # GPU: `bupo train --model Qwen/Qwen3-0.6B --task gsm8k --template qwen3-boxed --method grpo --steps 300
 # --prompts-per-step 32 --group-size 8 --max-new-tokens 1024 --lr 1e-6 --out runs/qwen3-grpo`.
+#
+# ## Summary
+#
+# * GRPO needs no value network: Eq. 4.2 compares each response with its own group, and groups
+#   whose rewards are all equal carry no signal (counted as `zero_adv_group_frac`).
+# * The clipped objective (Eqs. 4.3-4.5) is computed on the log-probs of the sampled tokens only,
+#   at the positions that predict them, without a [batch x length x vocabulary] tensor.
+# * One update by hand and the trainer's update agree (asserted above).
+#
+# **Open questions.** How does the fraction of zero-advantage groups change with $G$ and with the
+# task's difficulty, and what does that cost in compute per useful gradient? When does
+# "sequence-mean" differ noticeably from "token-mean" (try responses of very different lengths)?
+# How often is the dual clip active in a real run (`dual_clip_frac` in `metrics.jsonl`)?
+#
+# Next: [05 · BuPO training](05_bupo_training.ipynb).

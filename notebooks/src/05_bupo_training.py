@@ -3,12 +3,20 @@
 #
 # Notebook 04 built GRPO. BuPO (Bottom-up Policy Optimization) changes only its first `s_inter`
 # steps. For those steps the policy being optimised is not the model's output distribution but the
-# **internal layer policy** of a lower layer l,
+# **internal layer policy** of a lower layer $l$ (Eq. 1.4: raw residual state, paper numbering, no
+# final norm),
 #
-#     pi^l(token) = softmax(H^l E_u^T)      (raw residual state H^l, paper numbering, no final norm)
+# $$\pi^l_\theta(o_{i,t}) = \mathrm{softmax}\left(H^l_{i,t} E_u^T\right)[o_{i,t}], \tag{5.1}$$
 #
 # while the samples still come from the full model. This is *Internal Policy Alignment* (IPA): the
-# same clipped objective, with log pi and log pi_old taken from pi^l. Because pi^l depends only on the
+# same clipped objective (Eqs. 4.3-4.5) with $\log\pi$ and $\log\pi_{old}$ taken from $\pi^l$,
+#
+# $$r^l_{i,t} = \exp\left(\log\pi^l_\theta(o_{i,t}) - \log\pi^l_{old}(o_{i,t})\right), \tag{5.2}$$
+#
+# and BuPO is IPA for the first $s_{inter}$ steps, then GRPO on the full policy:
+#
+# $$\text{policy optimised at step } s = \begin{cases} \pi^l & s \le s_{inter} \\ \pi_\theta & s > s_{inter} \end{cases} \tag{5.3}$$
+# Because pi^l depends only on the
 # embedding, blocks 1..l and E_u, the blocks above l and the final norm receive no gradient - and we
 # do not even need to run them: our internal phase runs only blocks 1..l. After `s_inter` steps the
 # run switches, abruptly, to plain GRPO on the full policy.
@@ -17,6 +25,19 @@
 # hand and checks it against `bupo_core`, (3) trains GRPO and BuPO side by side on the embedded model
 # and plots reward, entropy and response length with the switch marked, (4) gives the config for a
 # real single-GPU run, and (5) says plainly what the small run shows and what it does not.
+#
+# **Learning objectives.** After this chapter you can (1) pick BuPO's target layer from the entropy
+# analysis; (2) compute the internal policy's log-probs of the sampled tokens (Eq. 5.1) with a
+# forward pass that stops after block $l$; (3) show that an IPA update leaves the blocks above $l$
+# and the final norm bit-identical; (4) implement the phase switch (Eq. 5.3) and run GRPO and BuPO
+# side by side; (5) say what a small run can and cannot show.
+#
+# **Prerequisites.** Notebooks 02 (boundary layer) and 04 (GRPO).
+#
+# **Time.** About 7 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes
+# (two short training runs), about a minute with `QUICK = True`; the GPU configuration at the end
+# (Qwen3-0.6B, 300 steps) is a multi-hour run and does not execute here. **Exercises**: 5.1
+# internal-policy log-probs with a truncated forward, 5.2 the phase switch.
 
 # %%
 # Config. Offline default: the embedded model on CPU. For a real run see the GPU config cell below
@@ -25,15 +46,17 @@ MODEL = "smollm2-135m-instruct"
 TASK, TASK_KWARGS, TEMPLATE = "chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1), "short"
 SEED = 0
 
-from bupo_core.settings import scaled
+from bupo_core.settings import fast_mode, scaled
 
-STEPS = scaled(10, 3)  # training steps per run. Moderate sizes: both runs fit ~10 min on 2 shared CPU cores.
-INTER_STEPS = scaled(3, 1)  # s_inter: internal-phase steps of BuPO (paper: 20-30 of 300, i.e. 7-10%; here 30% of a short run)
-PROMPTS_PER_STEP = scaled(3, 2)
-GROUP_SIZE = scaled(8, 4)
-MAX_NEW_TOKENS = scaled(12, 8)
+QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
+
+STEPS = scaled(10, 3, QUICK)  # training steps per run. Moderate sizes: both runs fit ~10 min on 2 shared CPU cores.
+INTER_STEPS = scaled(3, 1, QUICK)  # s_inter: internal-phase steps of BuPO (paper: 20-30 of 300, i.e. 7-10%; here 30% of a short run)
+PROMPTS_PER_STEP = scaled(3, 2, QUICK)
+GROUP_SIZE = scaled(8, 4, QUICK)
+MAX_NEW_TOKENS = scaled(12, 8, QUICK)
 LR = 3e-5  # the paper uses 1e-6 on 4B-8B models; a 135M model needs more to move within tens of steps
-ANALYSIS_PROMPTS = scaled(6, 2)
+ANALYSIS_PROMPTS = scaled(6, 2, QUICK)
 
 # %%
 import copy
@@ -147,6 +170,33 @@ assert_close(logp_core[m], logp_by_hand.detach()[m], dtype=ipa_model.dtype, what
 print(f"max |difference| {(logp_core - logp_by_hand.detach())[m].abs().max():.1e}")
 
 # %% [markdown]
+# ### Exercise 5.1 · Internal-policy log-probs of layer $l$ with a truncated forward
+#
+# Write `internal_logprobs_by_hand(model, batch, layer)`: $\log\pi^l$ (Eq. 5.1) of each position's
+# next token `batch.targets`, 0 outside `batch.prediction_mask`, running only the embedding and
+# blocks $1..l$ (`forward_to_layer`), with gradient. The checker watches that no block above $l$
+# and not the final norm runs, and that positions are not shifted by one.
+
+# %%
+from bupo_core.exercises import check_internal_logprobs
+
+
+def internal_logprobs_by_hand(model, batch, layer):
+    """Eq. 5.1: log pi^l of batch.targets at each position, [B, T] float32, 0 outside the prediction mask."""
+    # BEGIN SOLUTION
+    adapter = ArchitectureAdapter(model)
+    h = forward_to_layer(model, batch.input_ids, layer, batch.attention_mask)  # raw H^l, blocks 1..l only
+    logp = torch.log_softmax(adapter.logits(h, norm="none"), dim=-1)
+    return logp.gather(-1, batch.targets[..., None]).squeeze(-1) * batch.prediction_mask
+    # END SOLUTION
+
+
+check_internal_logprobs(internal_logprobs_by_hand)
+with torch.no_grad():
+    mine = internal_logprobs_by_hand(ipa_model, batch, LAYER)
+assert torch.allclose(mine[m], logp_core[m], atol=1e-4)
+
+# %% [markdown]
 # Now the update. The loss is the GRPO objective on pi^l; after `backward()` only the embedding, blocks
 # 1..l (and E_u, which SmolLM2 ties to the embedding) have gradients. Blocks above l and the final
 # norm have `grad is None`, so AdamW - weight decay included - skips them: they stay **bit-identical**.
@@ -168,6 +218,25 @@ moved = [n for n, p in ipa_model.named_parameters() if not torch.equal(p, snapsh
 assert moved and not set(moved) & set(upper_names)
 print(f"after one AdamW step: {len(moved)} tensors moved, all in the embedding and blocks 1..{LAYER}; upper blocks bit-identical")
 del ipa_model, logits_l, h, opt
+
+# %% [markdown]
+# ### Exercise 5.2 · The phase switch
+#
+# Write `phase_by_hand(step, method, inter_steps)`: Eq. 5.3 as the trainer sees it, `"internal"`
+# or `"full"` for a 1-based step; GRPO (`method="grpo"`) is always `"full"`.
+
+# %%
+from bupo_core.exercises import check_phase_switch
+
+
+def phase_by_hand(step, method, inter_steps):
+    """Eq. 5.3: 'internal' for BuPO's steps 1..s_inter, else 'full'."""
+    # BEGIN SOLUTION
+    return "internal" if method == "bupo" and step <= inter_steps else "full"
+    # END SOLUTION
+
+
+check_phase_switch(phase_by_hand)
 
 # %% [markdown]
 # ## 3. GRPO vs BuPO on the embedded model
@@ -211,6 +280,7 @@ plt.show()
 # %%
 bupo_rows = runs[list(runs)[1]]
 assert [r["phase"] for r in bupo_rows] == ["internal"] * INTER_STEPS + ["full"] * (STEPS - INTER_STEPS)
+assert [r["phase"] for r in bupo_rows] == [phase_by_hand(r["step"], "bupo", INTER_STEPS) for r in bupo_rows]
 assert all(r["internal_entropy"] is not None for r in bupo_rows[:INTER_STEPS])
 k = max(1, STEPS // 3)
 print(f"{'run':40s} {'reward, first ' + str(k):>16s} {'reward, last ' + str(k):>15s} {'entropy first->last':>22s} {'length first->last':>20s} {'s/step':>7s}")
@@ -278,3 +348,18 @@ else:
 # which the full model then has to absorb - the paper's own ablation shows a too-long internal phase
 # collapses the model (s_inter 70 -> 9.89 average), so watch the reward right after the switch.
 # To test the claim, run the GPU configuration above for both methods and compare with `bupo eval`.
+
+# %% [markdown]
+# ## Summary
+#
+# * IPA optimises $\pi^l$ (Eq. 5.1) with GRPO's objective; its log-probs need only blocks $1..l$,
+#   and the blocks above $l$ and the final norm stay bit-identical (asserted above).
+# * BuPO is IPA for $s_{inter}$ steps, then GRPO (Eq. 5.3); the per-step metrics mark the switch.
+# * A run this small demonstrates the mechanics, not the paper's accuracy claim (section 5).
+#
+# **Open questions.** Ablate $s_{inter}$ (0, a few, many steps): where does the reward right after
+# the switch start to suffer? Does a target layer chosen with the logit-lens rule (notebook 02,
+# `norm="final"`) behave differently from one chosen with the raw rule? With tied embeddings, how
+# much of IPA's effect comes from moving the shared embedding?
+#
+# Next: [06 · feature refinement](06_feature_refinement.ipynb).

@@ -1,0 +1,348 @@
+"""Every checker passes on a hand-written reference solution and fails, with its hint, on the stub
+(NotImplementedError), on ``None``, on the wrong type and on typical wrong answers."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from bupo_core import exercises as ex
+from bupo_core.adapter import ArchitectureAdapter
+from bupo_core.capture import forward_to_layer
+
+
+# --------------------------------------------------------------------------- reference solutions
+def capture_stream(model, input_ids, *, attn_role="attn_write", return_value=False, keep_hooks=False, normed_last=False):
+    adapter = ArchitectureAdapter(model)
+    L = adapter.num_layers
+    captured = {}
+
+    def save_as(name):
+        def hook(module, inputs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            captured[name] = out.detach()
+            if return_value and name == "F1":
+                return out * 2
+
+        return hook
+
+    def save_h0(module, args, kwargs):
+        captured["H0"] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+    handles = [adapter.block(1).register_forward_pre_hook(save_h0, with_kwargs=True)]
+    for l in range(1, L + 1):
+        handles.append(adapter.module(l, attn_role).register_forward_hook(save_as(f"A{l}")))
+        handles.append(adapter.module(l, "ffn_write").register_forward_hook(save_as(f"F{l}")))
+        handles.append(adapter.block(l).register_forward_hook(save_as(f"H{l}")))
+    try:
+        with torch.no_grad():
+            out = model(input_ids=input_ids, output_hidden_states=True)
+    finally:
+        if not keep_hooks:
+            for h in handles:
+                h.remove()
+    if normed_last:
+        captured[f"H{L}"] = out.hidden_states[-1]
+    return captured
+
+
+def reconstruct(captured, num_layers, *, last=True, with_ffn=True):
+    total = captured["H0"].double()
+    for l in range(1, num_layers + 1 if last else num_layers):
+        total = total + captured[f"A{l}"].double() + (captured[f"F{l}"].double() if with_ffn else 0)
+    return total
+
+
+def policy(h, E_u, final_norm=None, *, always_norm=False, no_softmax=False):
+    x = final_norm(h) if (final_norm is not None or always_norm) else h
+    logits = x.float() @ E_u.float().T
+    return logits if no_softmax else torch.softmax(logits, -1)
+
+
+def positions(P, R, *, shift=0):
+    return list(range(P - 1 + shift, P + R - 1 + shift))
+
+
+def chunked_entropy(x, E_u, chunk_size, *, chunked=True, naive=False):
+    out = torch.empty(x.shape[0])
+    step = chunk_size if chunked else x.shape[0]
+    for s in range(0, x.shape[0], step):
+        logits = x[s:s + step].float() @ E_u.float().T
+        if naive:
+            p = torch.softmax(logits, -1)
+            out[s:s + step] = -(p * p.log()).sum(-1)
+        else:
+            logp = torch.log_softmax(logits, -1)
+            out[s:s + step] = -(logp.exp() * logp).sum(-1)
+    return out
+
+
+def entropy_change(capture, entropy, *, raw_inputs=False, reverse=False):
+    L = capture.num_layers
+    attn, ffn = [], []
+    for l in range(1, L + 1):
+        a_in = capture.resid(l - 1) if raw_inputs else capture.attn_in(l)
+        f_in = capture.resid(l - 1) + capture.attn_out(l) if raw_inputs else capture.ffn_in(l)
+        da = entropy(capture.attn_out(l)) - entropy(a_in)
+        df = entropy(capture.ffn_out(l)) - entropy(f_in)
+        attn.append(-da if reverse else da)
+        ffn.append(-df if reverse else df)
+    return torch.stack(attn), torch.stack(ffn)
+
+
+def boundary(ffn_change, *, zero_based=False, last_positive=False):
+    values = list(ffn_change)
+    pos = [i for i, v in enumerate(values) if v > 0]
+    if not pos:
+        return None
+    if last_positive:
+        return pos[-1] + 1
+    end = pos[0]
+    while end + 1 < len(values) and values[end + 1] > 0:
+        end += 1
+    return end if zero_based else end + 1
+
+
+def full_logits(model, h, *, softcap=True):
+    a = ArchitectureAdapter(model)
+    out = torch.nn.functional.linear(a.final_norm(h).float(), a.unembed_weight.float(), None if a.unembed_bias is None else a.unembed_bias.float())
+    if softcap and a.logit_softcap:
+        out = torch.tanh(out / a.logit_softcap) * a.logit_softcap
+    return out
+
+
+def reward(text, answer, *, pattern=r"-?\d+", first=False, substring=False):
+    if substring:
+        return 1.0 if answer in text else 0.0
+    found = re.findall(pattern, text)
+    if not found:
+        return 0.0
+    return 1.0 if (found[0] if first else found[-1]) == answer else 0.0
+
+
+def advantages(rewards, G, *, unbiased=True, per_group=True):
+    out = torch.zeros(len(rewards))
+    if not per_group:
+        return (rewards - rewards.mean()) / (rewards.std() + 1e-6)
+    for g in range(len(rewards) // G):
+        r = rewards[g * G:(g + 1) * G]
+        if (r == r[0]).all():
+            continue
+        out[g * G:(g + 1) * G] = (r - r.mean()) / (r.std(unbiased=unbiased) + 1e-6)
+    return out
+
+
+def clipped(logp, old_logp, adv, mask, *, eps_low, eps_high, dual_clip, aggregation, use_mask=True, use_dual=True, detach=False):
+    A = adv[:, None]
+    ratio = torch.exp((logp - old_logp).clamp(-20, 20))
+    loss = torch.maximum(-A * ratio, -A * ratio.clamp(1 - eps_low, 1 + eps_high))
+    if dual_clip is not None and use_dual:
+        loss = torch.where(A < 0, torch.minimum(loss, -dual_clip * A), loss)
+    m = mask if use_mask else torch.ones_like(mask)
+    if aggregation == "token-mean":
+        out = (loss * m).sum() / m.sum()
+    else:
+        out = ((loss * m).sum(1) / m.sum(1)).mean()
+    return out.detach() if detach else out
+
+
+def internal_logprobs(model, batch, layer, *, full=False, shift=True, no_grad=False):
+    a = ArchitectureAdapter(model)
+    with torch.set_grad_enabled(not no_grad):
+        if full:
+            from bupo_core.capture import position_ids_from_mask
+            hs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids_from_mask(batch.attention_mask),
+                       output_hidden_states=True).hidden_states
+            h = hs[layer]
+        else:
+            h = forward_to_layer(model, batch.input_ids, layer, batch.attention_mask)
+        logp = torch.log_softmax(a.logits(h, "none"), -1)
+        tgt = batch.targets if shift else batch.input_ids
+        return logp.gather(-1, tgt[..., None]).squeeze(-1) * batch.prediction_mask
+
+
+def phase(step, method, inter_steps, *, strict=False):
+    if method != "bupo":
+        return "full"
+    return "internal" if (step < inter_steps if strict else step <= inter_steps) else "full"
+
+
+def layer_kl(a, b, *, reverse=False):
+    lp, lq = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
+    if reverse:
+        lp, lq = lq, lp
+    return (lp.exp() * (lp - lq)).sum(-1)
+
+
+def cosine(a, b, *, dot=False):
+    return (a * b).sum(-1) if dot else torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+
+def pass_k(n, c, k, *, plug_in=False):
+    if plug_in:
+        return 1 - (1 - c / n) ** k
+    return 1 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def bootstrap(values, confidence=0.95, resamples=2000, seed=0, *, of_values=False):
+    arr = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    if of_values:
+        lo, hi = np.quantile(arr, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+        return float(lo), float(hi)
+    means = arr[rng.integers(0, arr.size, size=(resamples, arr.size))].mean(1)
+    lo, hi = np.quantile(means, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return float(lo), float(hi)
+
+
+def _kw(fn, **bound):
+    def wrapped(*args, **kwargs):
+        return fn(*args, **kwargs, **bound)
+
+    return wrapped
+
+
+# checker -> (reference solution, [(typical wrong answer, words its hint must contain)])
+CASES = {
+    "check_capture_residual_stream": (capture_stream, [
+        (_kw(capture_stream, attn_role="attn"), "post_attention_layernorm"),
+        (_kw(capture_stream, normed_last=True), "final norm"),
+        (_kw(capture_stream, keep_hooks=True), "handle.remove()"),
+        (_kw(capture_stream, return_value=True), "return None"),
+    ]),
+    "check_additive_decomposition": (reconstruct, [
+        (_kw(reconstruct, last=False), "range(1, L + 1)"),
+        (_kw(reconstruct, with_ffn=False), "FFN writes"),
+        (lambda c, L: c[f"H{L}"], "captured H^L itself"),
+    ]),
+    "check_internal_policy": (policy, [
+        (_kw(policy, no_softmax=True), "apply softmax"),
+        (lambda h, E, n=None: policy(h, E, n) if n is None else policy(h, E, None), "apply it to h"),
+    ]),
+    "check_prediction_positions": (positions, [
+        (_kw(positions, shift=1), "one position too late"),
+        (lambda P, R: list(range(P - 1, P + R)), "one position too many"),
+    ]),
+    "check_chunked_entropy": (chunked_entropy, [
+        (_kw(chunked_entropy, chunked=False), "larger than one chunk"),
+        (_kw(chunked_entropy, naive=True), "NaN"),
+        (lambda x, E, c: chunked_entropy(x, E, c) / math.log(2), "natural log"),
+    ]),
+    "check_entropy_change": (entropy_change, [
+        (_kw(entropy_change, raw_inputs=True), "NORMED tensor"),
+        (_kw(entropy_change, reverse=True), "sign is reversed"),
+    ]),
+    "check_boundary_layer": (boundary, [
+        (_kw(boundary, zero_based=True), "off by one"),
+        (_kw(boundary, last_positive=True), "FIRST run"),
+    ]),
+    "check_full_policy_logits": (full_logits, [
+        (_kw(full_logits, softcap=False), "soft-caps"),
+    ]),
+    "check_reward": (reward, [
+        (_kw(reward, first=True), "LAST number"),
+        (_kw(reward, substring=True), "substrings"),
+        (_kw(reward, pattern=r"\d+"), "minus sign"),
+        (_kw(reward, pattern=r"-?\d+\.?"), "digits only"),
+    ]),
+    "check_group_advantages": (advantages, [
+        (_kw(advantages, unbiased=False), "biased standard deviation"),
+        (_kw(advantages, per_group=False), "OWN group"),
+    ]),
+    "check_clipped_loss": (clipped, [
+        (_kw(clipped, use_mask=False), "mask is missing"),
+        (_kw(clipped, use_dual=False), "dual clip is missing"),
+        (lambda *a, **k: clipped(*a, **(k | {"aggregation": "token-mean"})), "aggregation"),
+        (_kw(clipped, detach=True), "no gradient"),
+    ]),
+    "check_internal_logprobs": (internal_logprobs, [
+        (_kw(internal_logprobs, shift=False), "off by one"),
+        (_kw(internal_logprobs, full=True), "ran, but"),
+        (_kw(internal_logprobs, no_grad=True), "no gradient"),
+    ]),
+    "check_phase_switch": (phase, [
+        (_kw(phase, strict=True), "use <="),
+        (lambda step, method, s: "internal" if step <= s else "full", "never has an internal phase"),
+    ]),
+    "check_layer_kl": (layer_kl, [
+        (_kw(layer_kl, reverse=True), "wrong direction"),
+    ]),
+    "check_hidden_cosine": (cosine, [
+        (_kw(cosine, dot=True), "dot product"),
+        (lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=0), "shape"),
+    ]),
+    "check_pass_at_k": (pass_k, [
+        (_kw(pass_k, plug_in=True), "plug-in"),
+        (lambda n, c, k: c / n, "pass rate"),
+    ]),
+    "check_bootstrap_interval": (bootstrap, [
+        (_kw(bootstrap, of_values=True), "spread of the values"),
+        (lambda v, confidence=0.95, resamples=2000, seed=0: bootstrap(v, 0.95, resamples, seed), "confidence"),
+    ]),
+}
+
+
+def test_every_checker_is_covered_and_exported():
+    checkers = sorted(n for n in dir(ex) if n.startswith("check_"))
+    assert checkers == sorted(CASES)
+    assert sorted(ex.__all__) == checkers
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_reference_solution_passes(name, capsys):
+    solution, _ = CASES[name]
+    getattr(ex, name)(solution)
+    out = capsys.readouterr().out
+    assert name in out and "pass" in out
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError("Exercise: write this function")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_stub_fails_with_a_hint(name):
+    with pytest.raises(AssertionError, match="not implemented yet") as info:
+        getattr(ex, name)(_stub)
+    assert "hint:" in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_none_fails_with_a_hint(name):
+    with pytest.raises(AssertionError) as info:
+        getattr(ex, name)(lambda *a, **k: None)
+    assert "None" in str(info.value) and "hint:" in str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_wrong_type_fails_with_a_hint(name):
+    with pytest.raises(AssertionError) as info:
+        getattr(ex, name)(lambda *a, **k: "not a result")
+    assert "hint:" in str(info.value) and "failed" in str(info.value)
+
+
+@pytest.mark.parametrize("name,index", [(n, i) for n in sorted(CASES) for i in range(len(CASES[n][1]))])
+def test_typical_wrong_answer_fails_with_its_hint(name, index):
+    wrong, words = CASES[name][1][index]
+    with pytest.raises(AssertionError) as info:
+        getattr(ex, name)(wrong)
+    message = str(info.value)
+    assert "failed on case" in message and "hint:" in message
+    assert words in message, message
+
+
+def test_message_names_case_expected_and_got():
+    with pytest.raises(AssertionError) as info:
+        ex.check_group_advantages(_kw(advantages, unbiased=False))
+    message = str(info.value)
+    for part in ("check_group_advantages failed on case:", "expected:", "got:", "hint:", "unbiased"):
+        assert part in message
+
+
+def test_checker_rejects_a_non_callable():
+    with pytest.raises(AssertionError, match="expects your function"):
+        ex.check_pass_at_k(3)
