@@ -181,15 +181,68 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
     return path
 
 
-def run_demo(cfg: DemoConfig, *, log=print) -> Path:
-    """Run the whole pipeline and return the path of ``summary.md``."""
+DEMO_OUTPUTS = ("demo_config.json", "demo.json", "summary.md", "entropy", "runs", "eval", "training_curves.png", "pass_at_k.png")
+
+
+def check_demo(cfg: DemoConfig, *, overwrite: bool = False) -> tuple[Path, Any, Any]:
+    """Check every setting and the report folder before any work; returns ``(folder, eval config, eval task)``.
+
+    A folder that already holds files is refused unless ``overwrite`` (then the previous report's
+    files are deleted; other files are left alone), so two demos never mix their metrics.
+    """
+    from .errors import InputFormatError  # noqa: PLC0415
+    from .evaluate import EvalConfig  # noqa: PLC0415
+    from .models import check_device  # noqa: PLC0415
+    from .runs import RunFolderError, prepare_output_dir  # noqa: PLC0415
+    from .tasks import load_task  # noqa: PLC0415
+    from .trainer import TrainConfig  # noqa: PLC0415
+
+    check_device(cfg.device)
+    for name in ("analysis_prompts", "analysis_max_new_tokens", "steps", "prompts_per_step", "max_new_tokens", "eval_max_new_tokens"):
+        if getattr(cfg, name) < 1:
+            raise InputFormatError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if not 0 <= cfg.inter_steps <= cfg.steps:
+        raise InputFormatError(f"inter_steps must be in 0..steps ({cfg.steps}), got {cfg.inter_steps}")
+    for method in ("grpo", "bupo"):
+        TrainConfig(
+            model=cfg.model, task=cfg.task, task_kwargs=dict(cfg.task_kwargs), method=method, layer=1 if method == "bupo" else None,
+            inter_steps=cfg.inter_steps, steps=cfg.steps, prompts_per_step=cfg.prompts_per_step, group_size=cfg.group_size,
+            max_new_tokens=cfg.max_new_tokens, lr=cfg.lr, seed=cfg.seed, device=cfg.device,
+        ).validate()
+    ecfg = EvalConfig(num_problems=cfg.eval_problems, k=cfg.eval_k, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
+    eval_task = load_task(cfg.task, size=cfg.eval_problems, seed=10_000, **cfg.task_kwargs)
+    out = prepare_output_dir(cfg.out_dir or f"reports/demo-{time.strftime('%Y%m%d-%H%M%S')}", what="report folder")
+    found = sorted(p.name for p in out.iterdir())
+    if found and not overwrite:
+        raise RunFolderError(
+            f"{out} already holds files ({', '.join(found[:5])}); a report folder belongs to one demo. "
+            "Pass a new --out folder, or --overwrite to replace the previous report."
+        )
+    if overwrite:
+        import shutil  # noqa: PLC0415
+
+        for name in DEMO_OUTPUTS:
+            q = out / name
+            if q.is_dir():
+                shutil.rmtree(q)
+            elif q.exists():
+                q.unlink()
+    return out, ecfg, eval_task
+
+
+def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
+    """Run the whole pipeline and return the path of ``summary.md``.
+
+    Every setting and the report folder are checked first (:func:`check_demo`); ``overwrite``
+    replaces a previous report in ``cfg.out_dir``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     from .analysis import AnalysisConfig, analyse_entropy, task_prompts  # noqa: PLC0415
-    from .evaluate import EvalConfig, compare, evaluate, load_eval  # noqa: PLC0415
+    from .evaluate import compare, evaluate, load_eval  # noqa: PLC0415
     from .evaluation_plots import plot_pass_at_k  # noqa: PLC0415
     from .models import load_model  # noqa: PLC0415
     from .tasks import load_task  # noqa: PLC0415
@@ -197,8 +250,7 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
     from .training_plots import plot_training_curves  # noqa: PLC0415
 
     t_start = time.time()
-    out = Path(cfg.out_dir or f"reports/demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
+    out, ecfg, eval_task = check_demo(cfg, overwrite=overwrite)
     (out / "demo_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     info: dict[str, Any] = {"config": asdict(cfg)}
 
@@ -246,7 +298,7 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
             lr=cfg.lr, seed=cfg.seed, device=cfg.device, out_dir=str(out / "runs" / method),
         )
         t0 = time.time()
-        result = Trainer(tc, model=m, tokenizer=t).train(progress=True)
+        result = Trainer(tc, model=m, tokenizer=t, overwrite=overwrite).train(progress=True)
         rows = result.metrics
         k = min(3, len(rows))
         info["training"][method] = {
@@ -269,12 +321,10 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
 
     # 4. evaluation
     log(f"[4/4] held-out evaluation: {cfg.eval_problems} problems x {cfg.eval_k} samples, 3 models")
-    eval_task = load_task(cfg.task, size=cfg.eval_problems, seed=10_000, **task_kwargs)
     pool = TrainConfig().task_size
     train_questions = {e.question for e in load_task(cfg.task, size=pool, seed=cfg.seed, **task_kwargs).examples}
     info["train_pool"] = pool
     info["eval_overlap"] = sum(e.question in train_questions for e in eval_task.examples)
-    ecfg = EvalConfig(num_problems=cfg.eval_problems, k=cfg.eval_k, max_new_tokens=cfg.eval_max_new_tokens, seed=cfg.seed)
     results = {}
     for name, m in (("base", model), ("grpo", trained["grpo"]), ("bupo", trained["bupo"])):
         res = evaluate(m, tok, eval_task, ecfg, model_name=name)

@@ -241,18 +241,23 @@ def _step_of(p: Path) -> int | None:
     return int(tail) if p.name.startswith("checkpoint-") and tail.isdigit() else None
 
 
-def list_checkpoints(root: str | Path) -> list[Path]:
+def list_checkpoints(root: str | Path, *, need: str = "manifest") -> list[Path]:
     """Finished ``checkpoint-<step>`` folders under ``root`` (a run's ``checkpoints/`` or the run folder), oldest first.
 
-    A checkpoint is finished when its manifest (``bupo-checkpoint.json``) exists; whether its
-    files are intact is :func:`checkpoint_problem`'s job.
+    With ``need="manifest"`` a checkpoint counts when its manifest (``bupo-checkpoint.json``,
+    written last) exists; with ``need="weights"`` any folder holding ``*.safetensors`` weights
+    counts (enough to load the model, e.g. for ``bupo refine``). Whether the files are intact is
+    :func:`checkpoint_problem`'s job.
     """
     root = Path(root)
     if (root / CHECKPOINTS).is_dir():
         root = root / CHECKPOINTS
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and _step_of(p) is not None and (p / CHECKPOINT_MANIFEST).is_file()]
+    def usable(p: Path) -> bool:
+        return (p / CHECKPOINT_MANIFEST).is_file() if need == "manifest" else any(p.glob("*.safetensors"))
+
+    found = [p for p in root.iterdir() if p.is_dir() and _step_of(p) is not None and usable(p)]
     return sorted(found, key=lambda p: _step_of(p))  # type: ignore[arg-type, return-value]
 
 

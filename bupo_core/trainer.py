@@ -195,8 +195,39 @@ class TrainConfig:
             raise InputFormatError(f"need 0 <= eps_low < 1 and eps_high >= 0, got {self.eps_low}, {self.eps_high}")
         if self.dual_clip is not None and self.dual_clip <= 1:
             raise InputFormatError(f"dual_clip must be > 1 or None, got {self.dual_clip}")
+        for name in ("lr", "temperature", "top_p", "weight_decay", "adam_eps", "max_grad_norm", "eps_low", "eps_high", "kl_coef", "grader_timeout_s"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise InputFormatError(f"{name} must be a finite number, got {v!r}")
+        if self.dual_clip is not None and not math.isfinite(self.dual_clip):
+            raise InputFormatError(f"dual_clip must be a finite number > 1 or None, got {self.dual_clip}")
         if self.lr <= 0:
             raise InputFormatError(f"lr must be > 0, got {self.lr}")
+        if self.temperature <= 0:
+            raise InputFormatError(
+                f"temperature must be > 0 for training, got {self.temperature}: 0 means greedy decoding, which gives the G "
+                "responses of a group the same text, so every advantage is 0 and nothing is learned (the paper uses 1.0)"
+            )
+        if not 0 < self.top_p <= 1:
+            raise InputFormatError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.kl_coef < 0:
+            raise InputFormatError(f"kl_coef must be >= 0 (0 = no KL penalty, the paper's setting), got {self.kl_coef}")
+        for name in ("save_every", "keep_checkpoints", "inter_steps"):
+            if getattr(self, name) < 0:
+                raise InputFormatError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("task_size", "max_nonfinite_updates"):
+            if getattr(self, name) < 1:
+                raise InputFormatError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.grader_timeout_s <= 0 or self.max_grad_norm <= 0 or self.adam_eps <= 0 or self.weight_decay < 0:
+            raise InputFormatError("grader_timeout_s, max_grad_norm and adam_eps must be > 0 and weight_decay >= 0")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise InputFormatError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        from .models import check_device  # noqa: PLC0415
+        from .rewards import get_scorer  # noqa: PLC0415
+
+        check_device(self.device)
+        if self.reward is not None:
+            get_scorer(self.reward)
         if self.loss_aggregation not in ("token-mean", "sequence-mean"):
             raise InputFormatError(f"loss_aggregation must be 'token-mean' or 'sequence-mean', got {self.loss_aggregation!r}")
         if self.bf16_autocast not in ("auto", "on", "off"):
@@ -327,6 +358,8 @@ class Trainer:
     ) -> None:
         config.validate()
         self.config = config
+        # the task (file errors, generator settings) and the folder are checked before the slow model load
+        self.task = task or load_task(config.task, size=config.task_size, seed=config.seed, template=config.template, scorer=config.reward, **config.task_kwargs)
         self.out_dir = runs.claim_run_dir(config.out_dir, resume=resume, overwrite=overwrite)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -350,7 +383,6 @@ class Trainer:
         if config.method == "bupo":
             self.adapter.check_layer(config.layer, allow_embedding=False)  # type: ignore[arg-type]
         self.device = next(model.parameters()).device
-        self.task = task or load_task(config.task, size=config.task_size, seed=config.seed, template=config.template, scorer=config.reward, **config.task_kwargs)
         self._check_prompt_lengths()
         self.grader = Grader(scorer=config.reward or self.task.scorer, binary=config.binary_reward, timeout_s=config.grader_timeout_s)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

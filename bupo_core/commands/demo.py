@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the final weights of both runs")
     p.add_argument("--out", default=None, help="report folder (default reports/demo-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the previous report in --out (otherwise a non-empty --out is refused)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.task != "chain_sum":
         cfg.task_kwargs = {}
-    summary = run_demo(cfg)
+    summary = run_demo(cfg, overwrite=args.overwrite)
     print(f"\nReport: {summary}")
     print(f"Folder: {summary.parent.resolve()}")
     return 0
