@@ -50,7 +50,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_MANIFEST = "bupo-checkpoint.json"
 CHECKPOINT_FORMAT = 2
-RUN_FILES = (CONFIG, METRICS, CHECKPOINTS)
+RUN_FILES = (CONFIG, METRICS, CHECKPOINTS, f".{CONFIG}.tmp", f".{METRICS}.tmp")  # + temporaries of an interrupted atomic write
 
 
 class RunFolderError(BupoError, ValueError):
@@ -110,7 +110,7 @@ def claim_run_dir(out_dir: str | Path, *, resume: bool = False, overwrite: bool 
         return p
     if not found:
         return p
-    foreign = [n for n in found if n not in RUN_FILES and not n.startswith(".tmp-")]
+    foreign = [n for n in found if n not in RUN_FILES]
     if overwrite and not foreign:
         clear_run(p)
         return p

@@ -447,8 +447,10 @@ class Trainer:
         if limit is None or not self.task.examples:
             return
         budget = limit - self.config.max_new_tokens
+        kwargs = self.task.chat_template_kwargs
+        overhead = len(encode_prompt(self.tokenizer, self.task.template.messages(""), chat_template_kwargs=kwargs)) + 2
         for e in self.task.examples:
-            if len(e.question) < budget:  # a token is at least one character: cannot be too long
+            if len(e.question.encode("utf-8")) + overhead < budget:  # a token covers >= 1 byte: cannot be too long
                 continue
             ids = encode_prompt(self.tokenizer, self.task.prompt(e), chat_template_kwargs=self.task.chat_template_kwargs)
             if len(ids) > budget:
