@@ -111,22 +111,16 @@ def load_pairs(path: str | Path) -> list[PromptResponse]:
     Each line is ``{"messages": [chat messages], "response": "text"}`` or
     ``{"prompt": "raw text", "response": "text"}``. Errors name the file and the line.
     """
+    from .runs import iter_jsonl  # noqa: PLC0415
+
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputFormatError(f"pairs file {p} does not exist; pass a JSONL file with one prompt/response object a line")
     out: list[PromptResponse] = []
-    with p.open(encoding="utf-8") as fh:
-        for n, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            where = f"{p}:{n}"
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise InputFormatError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            item = parse_pair(obj, where)
-            item.line = n
-            out.append(item)
+    for n, obj in iter_jsonl(p, what="pairs file"):
+        item = parse_pair(obj, f"{p}:{n}")
+        item.line = n
+        out.append(item)
     if not out:
         raise InputFormatError(f"pairs file {p} has no pairs; write one JSON object a line")
     return out
@@ -153,7 +147,6 @@ def task_prompts(task: str, n: int, *, seed: int = 0, style: str = "boxed", **ta
         style: see the module docstring.
         task_kwargs: passed to ``reasoning_gym.create_dataset`` (e.g. ``min_terms=2``).
     """
-    import reasoning_gym  # noqa: PLC0415
     from reasoning_gym.factory import DATASETS  # noqa: PLC0415
 
     if n < 1:
@@ -165,12 +158,11 @@ def task_prompts(task: str, n: int, *, seed: int = 0, style: str = "boxed", **ta
             f"unknown reasoning-gym task {task!r}.{hint} Examples: chain_sum, basic_arithmetic, simple_equations "
             f"({len(DATASETS)} tasks in all: python -c 'import reasoning_gym.factory as f; print(sorted(f.DATASETS))')"
         )
-    try:
-        ds = reasoning_gym.create_dataset(task, size=n, seed=seed, **task_kwargs)
-    except TypeError as exc:
-        raise InputFormatError(f"bad settings for task {task!r}: {exc}") from None
+    from .tasks import reasoning_gym_entries  # noqa: PLC0415
+
     style_prompt("", style)  # validate before building
-    return [style_prompt(row["question"], style) for row in ds]
+    _, rows = reasoning_gym_entries(task, size=n, seed=seed, **task_kwargs)
+    return [style_prompt(row["question"], style) for row in rows]
 
 
 # --------------------------------------------------------------------------- configuration
@@ -181,7 +173,7 @@ class AnalysisConfig:
     Attributes:
         norm: ``"none"`` (the paper's internal policies) or ``"final"`` (logit lens).
         max_new_tokens: response length limit when sampling.
-        temperature: sampling temperature (the paper: 1.0).
+        temperature: sampling temperature (the paper: 1.0; 0 = greedy decoding).
         top_p: nucleus mass when sampling (1.0 = off).
         samples_per_prompt: responses sampled per prompt.
         seed: seed for sampling (reproducible on CPU).
@@ -213,6 +205,13 @@ class AnalysisConfig:
         check_norm(self.norm)
         if self.batch_size < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:
             raise InputFormatError("batch_size, samples_per_prompt and max_new_tokens must all be >= 1")
+        from .rollout import check_sampling  # noqa: PLC0415
+
+        check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size)
+        if not (self.chunk_mib > 0 and self.chunk_mib < float("inf")):
+            raise InputFormatError(f"chunk_mib must be a positive number, got {self.chunk_mib}")
+        if self.top_k < 0:
+            raise InputFormatError(f"top_k must be >= 0, got {self.top_k}")
 
 
 # --------------------------------------------------------------------------- report

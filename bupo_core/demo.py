@@ -178,8 +178,55 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
     return path
 
 
-def run_demo(cfg: DemoConfig, *, log=print) -> Path:
-    """Run the whole pipeline and return the path of ``summary.md``."""
+DEMO_OUTPUTS = ("demo_config.json", "demo.json", "summary.md", "entropy", "runs", "eval", "training_curves.png", "pass_at_k.png")
+
+
+def check_demo(cfg: DemoConfig, *, overwrite: bool = False) -> tuple[Path, Any, Any]:
+    """Check every setting and the report folder before any work; returns ``(folder, eval config, eval task)``.
+
+    A folder that already holds files is refused unless ``overwrite`` (then the previous report's
+    files are deleted; other files are left alone), so two demos never mix their metrics.
+    """
+    from .errors import InputFormatError  # noqa: PLC0415
+    from .models import check_device  # noqa: PLC0415
+    from .runs import RunFolderError, prepare_output_dir  # noqa: PLC0415
+    from .tasks import load_task  # noqa: PLC0415
+
+    check_device(cfg.device)
+    if cfg.analysis_prompts < 1:
+        raise InputFormatError(f"analysis_prompts must be >= 1, got {cfg.analysis_prompts}")
+    if not 0 <= cfg.train.inter_steps <= cfg.train.steps:
+        raise InputFormatError(f"inter_steps must be in 0..steps ({cfg.train.steps}), got {cfg.train.inter_steps}")
+    for method in ("grpo", "bupo"):
+        cfg.train_config(method, 1, "unused").validate()
+    cfg.analysis_config()  # its __post_init__ validates
+    ecfg = cfg.eval_config()
+    eval_task = load_task(cfg.task, size=ecfg.num_problems, seed=10_000, **cfg.task_kwargs)
+    out = prepare_output_dir(cfg.out_dir or f"reports/demo-{time.strftime('%Y%m%d-%H%M%S')}", what="report folder")
+    found = sorted(p.name for p in out.iterdir())
+    if found and not overwrite:
+        raise RunFolderError(
+            f"{out} already holds files ({', '.join(found[:5])}); a report folder belongs to one demo. "
+            "Pass a new --out folder, or --overwrite to replace the previous report."
+        )
+    if overwrite:
+        import shutil  # noqa: PLC0415
+
+        for name in DEMO_OUTPUTS:
+            q = out / name
+            if q.is_dir():
+                shutil.rmtree(q)
+            elif q.exists():
+                q.unlink()
+    return out, ecfg, eval_task
+
+
+def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
+    """Run the whole pipeline and return the path of ``summary.md``.
+
+    Every setting and the report folder are checked first (:func:`check_demo`); ``overwrite``
+    replaces a previous report in ``cfg.out_dir``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,8 +242,7 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
     from .training_plots import plot_training_curves  # noqa: PLC0415
 
     t_start = time.time()
-    out = Path(cfg.out_dir or f"reports/demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    out.mkdir(parents=True, exist_ok=True)
+    out, ecfg, eval_task = check_demo(cfg, overwrite=overwrite)
     (out / "demo_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     info: dict[str, Any] = {"config": cfg.to_dict()}
 
@@ -239,7 +285,7 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
         m, t = load_model(cfg.model, device=cfg.device)
         tc = cfg.train_config(method, layer, str(out / "runs" / method))
         t0 = time.time()
-        result = Trainer(tc, model=m, tokenizer=t).train(progress=True)
+        result = Trainer(tc, model=m, tokenizer=t, overwrite=overwrite).train(progress=True)
         rows = result.metrics
         k = min(3, len(rows))
         info["training"][method] = {
@@ -261,13 +307,11 @@ def run_demo(cfg: DemoConfig, *, log=print) -> Path:
     plt.close("all")
 
     # 4. evaluation
-    log(f"[4/4] held-out evaluation: {cfg.eval.num_problems} problems x {cfg.eval.k} samples, 3 models")
-    eval_task = load_task(cfg.task, size=cfg.eval.num_problems, seed=10_000, **task_kwargs)
+    log(f"[4/4] held-out evaluation: {ecfg.num_problems} problems x {ecfg.k} samples, 3 models")
     pool = cfg.train.task_size
     train_questions = {e.question for e in load_task(cfg.task, size=pool, seed=cfg.seed, **task_kwargs).examples}
     info["train_pool"] = pool
     info["eval_overlap"] = sum(e.question in train_questions for e in eval_task.examples)
-    ecfg = cfg.eval_config()
     results = {}
     for name, m in (("base", model), ("grpo", trained["grpo"]), ("bupo", trained["bupo"])):
         res = evaluate(m, tok, eval_task, ecfg, model_name=name)

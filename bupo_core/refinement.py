@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -183,13 +182,9 @@ def feature_refinement(
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """``(step, folder)`` of every ``checkpoints/checkpoint-<step>`` of a training run, sorted by step."""
-    root = Path(run_dir) / "checkpoints"
-    found = []
-    for p in root.glob("checkpoint-*") if root.exists() else []:
-        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-        if m and p.is_dir() and any(p.glob("*.safetensors")):
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+    from .runs import list_checkpoints as run_checkpoints  # noqa: PLC0415
+
+    return [(int(p.name.removeprefix("checkpoint-")), p) for p in run_checkpoints(Path(run_dir) / "checkpoints", need="weights")]
 
 
 def refinement_over_run(

@@ -12,7 +12,14 @@ Scorers (``name -> fn(response_text, example) -> float``):
   symbolic equivalence (``1/2`` = ``0.5`` = ``\\frac{1}{2}``); falls back to exact string match
   of normalised text when math-verify cannot parse either side.
 * ``"reasoning_gym"``: the task's own ``score_answer`` on the extracted answer (last number for
-  the short template, last ``\\boxed{}`` for the boxed ones).
+  the short template, last ``\\boxed{}`` for the boxed ones), only for the reasoning-gym tasks in
+  :data:`SAFE_REASONING_GYM_TASKS`. Some reasoning-gym scorers (``string_insertion``,
+  ``n_queens``, ``spiral_matrix``...) call ``eval()`` or SymPy's ``parse_expr`` on the answer, so
+  model text would run as code; those tasks are refused (use ``last_number`` or ``boxed_math``).
+  We chose an allow-list over running them in a worker process: a forked worker has the same
+  user, files and network as the trainer, so it limits time, not what the code can do.
+  ``tests/test_rewards.py`` re-checks every allow-listed scorer's source (and what it calls)
+  with :func:`reasoning_gym_scorer_problems`.
 
 Rewards are binary by default (1.0 when the scorer gives >= ``threshold``, else 0.0).
 Register more with :func:`register_scorer`.
@@ -152,18 +159,132 @@ def score_boxed_math(text: str, example: Any) -> float:
     return float(math_equivalent(extract_boxed(text), _answer_of(example)))
 
 
+# reasoning-gym tasks whose score_answer (and everything it calls inside reasoning-gym) never
+# hands the answer to eval/exec/compile/__import__ or SymPy's string parsers; re-checked by
+# tests/test_rewards.py with reasoning_gym_scorer_problems() against the installed reasoning-gym.
+SAFE_REASONING_GYM_TASKS = frozenset(
+    """
+    acre aiw arc_1d base_conversion basic_arithmetic bf binary_alternation caesar_cipher chain_sum
+    count_bits count_primes course_schedule gcd gsm_symbolic isomorphic_strings largest_island lcm
+    leg_counting letter_counting list_functions mahjong_puzzle maze modulo_grid number_filtering
+    number_sequence ransom_note rotate_matrix rotten_oranges simple_equations simple_geometry
+    string_manipulation string_splitting string_synthesis syllogism word_sequence_reversal
+    """.split()
+)
+
+_UNSAFE_SOURCE = re.compile(
+    r"(?<![\w.])(?:eval|exec|compile|__import__)\s*\(|\bparse_expr\b|\bsympify\b|\bparse_latex\b|\bS\(|\bimportlib\b|\bsubprocess\b|\bos\.system\b"
+)
+
+
+# packages whose functions turn strings into expressions with eval (sympify, parse_expr)
+_STRING_PARSING_PACKAGES = ("sympy", "math_verify", "latex2sympy2", "latex2sympy2_extended")
+
+
+def reasoning_gym_scorer_problems(name: str, *, max_functions: int = 200) -> list[str]:
+    """Unsafe constructs reachable from reasoning-gym dataset ``name``'s ``score_answer``.
+
+    Walks the source of ``score_answer`` and, recursively, every function it calls that is
+    defined inside reasoning-gym (``self.method``, module functions, ``module.function``), and
+    reports each ``eval``/``exec``/``compile``/``__import__``/``parse_expr``/``sympify``/
+    ``parse_latex``/``S(...)`` as ``"module.function: match"``. Calls into code outside
+    reasoning-gym (the standard library, NumPy) are not followed, except that importing SymPy's
+    parsers is caught by name. An empty list means no model text can reach such a call.
+    """
+    import ast  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+    import textwrap  # noqa: PLC0415
+
+    from reasoning_gym.factory import DATASETS  # noqa: PLC0415
+
+    cls = DATASETS[name][0]
+    problems: list[str] = []
+    seen: set[int] = set()
+    todo: list[tuple[Any, Any]] = [(cls.score_answer, cls)]
+    while todo and len(seen) < max_functions:
+        fn, owner = todo.pop()
+        fn = inspect.unwrap(getattr(fn, "__func__", fn))
+        if id(fn) in seen or not callable(fn):
+            continue
+        seen.add(id(fn))
+        module = inspect.getmodule(fn)
+        if module is None or not module.__name__.startswith("reasoning_gym"):
+            continue
+        try:
+            src = textwrap.dedent(inspect.getsource(fn))
+        except (OSError, TypeError):
+            problems.append(f"{module.__name__}.{getattr(fn, '__qualname__', fn)}: source not available")
+            continue
+        where = f"{module.__name__}.{getattr(fn, '__qualname__', getattr(fn, '__name__', '?'))}"
+        problems += [f"{where}: {m.group(0)}" for m in _UNSAFE_SOURCE.finditer(src)]
+        for node in ast.walk(ast.parse(src)):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            target = None
+            if isinstance(f, ast.Name):
+                target = getattr(module, f.id, None)
+            elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+                if f.value.id in ("self", "cls") and owner is not None:
+                    target = getattr(owner, f.attr, None)
+                else:
+                    base = getattr(module, f.value.id, None)
+                    target = getattr(base, f.attr, None) if base is not None else None
+            if target is None:
+                continue
+            target_module = getattr(inspect.getmodule(target), "__name__", "") or ""
+            if target_module.split(".")[0] in _STRING_PARSING_PACKAGES:
+                problems.append(f"{where}: calls {target_module}.{getattr(target, '__name__', '?')} (it may parse strings with eval)")
+                continue
+            if inspect.isclass(target):
+                todo.append((getattr(target, "__init__", None), target))
+                todo.append((getattr(target, "__call__", None), target))
+            else:
+                todo.append((target, owner if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in ("self", "cls") else None))
+    return problems
+
+
+def check_reasoning_gym_scorer(name: str) -> None:
+    """Raise :class:`~bupo_core.errors.InputFormatError` unless reasoning-gym task ``name``'s scorer is allow-listed."""
+    from .errors import InputFormatError  # noqa: PLC0415
+
+    if name not in SAFE_REASONING_GYM_TASKS:
+        raise InputFormatError(
+            f"reasoning-gym task {name!r} is not on the list of tasks whose own scorer is known to be safe "
+            f"(some reasoning-gym scorers run eval() or SymPy's parse_expr on the model's answer, which would "
+            f"execute model text). Grade it with --reward last_number or --reward boxed_math instead, or use one of: "
+            f"{', '.join(sorted(SAFE_REASONING_GYM_TASKS))}."
+        )
+
+
 def score_reasoning_gym(text: str, example: Any) -> float:
     """The reasoning-gym task's own ``score_answer`` on the extracted answer.
 
     ``example`` must carry ``entry`` (the reasoning-gym row), ``dataset`` (with ``score_answer``)
-    and ``answer_format`` (``"last_number"`` or ``"boxed"``).
+    and ``answer_format`` (``"last_number"`` or ``"boxed"``). Only tasks in
+    :data:`SAFE_REASONING_GYM_TASKS` are scored; others raise before the answer is touched.
     """
+    name = _dataset_name(example.dataset)
+    if name not in SAFE_REASONING_GYM_TASKS:
+        check_reasoning_gym_scorer(name or type(example.dataset).__name__)
     fmt = getattr(example, "answer_format", "last_number")
     answer = extract_boxed(text) if fmt == "boxed" else extract_last_number(text)
     if answer is None or len(answer) > MAX_ANSWER_CHARS:
         return 0.0
     score = example.dataset.score_answer(answer, example.entry)
     return float(score or 0.0)
+
+
+def _dataset_name(dataset: Any) -> str | None:
+    """The reasoning-gym registry name of ``dataset``'s class (``None`` when not registered)."""
+    try:
+        from reasoning_gym.factory import DATASETS  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        return None
+    for name, (cls, _cfg) in DATASETS.items():
+        if type(dataset) is cls:
+            return name
+    return None
 
 
 SCORERS: dict[str, ScoreFn] = {

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from .errors import InputFormatError
 from .sequences import PackedBatch, Prompt, context_length, encode_prompt, pack_sequences
 
 
@@ -35,12 +36,28 @@ class SamplingConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size)
+        if self.top_k < 0:
+            raise InputFormatError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+
+
+def check_sampling(*, max_new_tokens: int, temperature: float, top_p: float, batch_size: int) -> None:
+    """Raise :class:`~bupo_core.errors.InputFormatError` for sampling settings that cannot work.
+
+    ``temperature`` 0 is allowed and means greedy decoding.
+
+    >>> check_sampling(max_new_tokens=8, temperature=0.0, top_p=1.0, batch_size=4)
+    """
+    import math  # noqa: PLC0415
+
+    if max_new_tokens < 1:
+        raise InputFormatError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise InputFormatError(f"temperature must be a finite number >= 0 (0 = greedy decoding), got {temperature}")
+    if not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise InputFormatError(f"top_p must be in (0, 1], got {top_p}")
+    if batch_size < 1:
+        raise InputFormatError(f"batch_size must be >= 1, got {batch_size}")
 
 
 @dataclass

@@ -32,7 +32,7 @@ A :class:`Task` is a finite list of examples, iterated in a seeded order; the *d
 
 from __future__ import annotations
 
-import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +89,7 @@ class Example:
         answer_format: ``"last_number"`` or ``"boxed"`` (copied from the template).
         entry: the raw reasoning-gym row (``None`` for other sources).
         dataset: the reasoning-gym dataset object whose ``score_answer`` grades it.
-        source: where it came from (``"reasoning_gym:chain_sum"``, ``"jsonl:file.jsonl:12"``...).
+        source: where it came from (``"reasoning_gym:chain_sum:3"``, ``"jsonl:path/file.jsonl:12"``...).
     """
 
     question: str
@@ -247,8 +247,6 @@ def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | Non
     if name in HUB_TASKS:
         tpl = get_template(template or "boxed")
         return Task(name, _load_hub(name, size, tpl.answer_format), tpl, scorer or _default_scorer(tpl), seed)
-    import reasoning_gym as rg  # noqa: PLC0415
-
     try:
         from reasoning_gym.factory import DATASETS  # noqa: PLC0415
 
@@ -261,17 +259,31 @@ def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | Non
             f"dataset name; or a local file ending in .jsonl with one {{\"question\", \"answer\"}} object per line."
         )
     tpl = get_template(template or "short")
-    try:
-        ds = rg.create_dataset(name, size=max(size, 1), seed=seed, **kwargs)
-    except TypeError as exc:
-        raise InputFormatError(f"bad settings for reasoning-gym task {name!r}: {exc}. Check the keyword names of its config class.") from exc
-    except (ValueError, AssertionError) as exc:
-        raise InputFormatError(f"bad settings for reasoning-gym task {name!r}: {exc}") from exc
+    if (scorer or "reasoning_gym") == "reasoning_gym":
+        from .rewards import check_reasoning_gym_scorer  # noqa: PLC0415
+
+        check_reasoning_gym_scorer(name)
+    ds, entries = reasoning_gym_entries(name, size=max(size, 1), seed=seed, **kwargs)
     examples = [
         Example(question=e["question"], answer=str(e["answer"]), answer_format=tpl.answer_format, entry=e, dataset=ds, source=f"reasoning_gym:{name}:{i}")
-        for i, e in enumerate(ds)
+        for i, e in enumerate(entries)
     ]
     return Task(name, examples, tpl, scorer or "reasoning_gym", seed)
+
+
+def reasoning_gym_entries(name: str, *, size: int, seed: int, **kwargs: Any) -> tuple[Any, list[dict]]:
+    """``(dataset, rows)`` of a reasoning-gym generator; its own errors about settings become
+    :class:`InputFormatError` naming the task and the settings (e.g. ``min_terms > max_terms``)."""
+    import reasoning_gym as rg  # noqa: PLC0415
+
+    settings = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "the defaults"
+    try:
+        ds = rg.create_dataset(name, size=size, seed=seed, **kwargs)
+        return ds, list(ds)
+    except TypeError as exc:
+        raise InputFormatError(f"bad settings for reasoning-gym task {name!r} ({settings}): {exc}. Check the keyword names of its config class.") from exc
+    except (ValueError, AssertionError, KeyError, IndexError, ZeroDivisionError) as exc:
+        raise InputFormatError(f"bad settings for reasoning-gym task {name!r} ({settings}): {exc or type(exc).__name__}; fix the contradictory or out-of-range setting") from exc
 
 
 def _default_scorer(tpl: PromptTemplate) -> str:
@@ -284,28 +296,27 @@ def read_jsonl(path: str | Path, answer_format: str = "last_number") -> list[Exa
     Blank lines are skipped. Raises :class:`InputFormatError` naming the file and line number of
     the first malformed line.
     """
+    from .runs import iter_jsonl  # noqa: PLC0415
+
     p = Path(path).expanduser()
     if not p.exists():
         raise InputFormatError(f"task file {p} does not exist; give a path to a .jsonl file with one {{\"question\", \"answer\"}} object per line")
     out: list[Example] = []
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputFormatError(f"{p}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object like {{\"question\": \"2+2?\", \"answer\": \"4\"}}") from exc
-            if not isinstance(obj, dict):
-                raise InputFormatError(f"{p}:{lineno}: expected a JSON object with \"question\" and \"answer\", got {type(obj).__name__}")
-            missing = [k for k in ("question", "answer") if k not in obj]
-            if missing:
-                raise InputFormatError(f"{p}:{lineno}: missing key(s) {', '.join(missing)}; each line needs \"question\" and \"answer\"")
-            if not isinstance(obj["question"], str) or not obj["question"].strip():
-                raise InputFormatError(f"{p}:{lineno}: \"question\" must be a non-empty string")
-            if not isinstance(obj["answer"], (str, int, float)) or isinstance(obj["answer"], bool):
-                raise InputFormatError(f"{p}:{lineno}: \"answer\" must be a string or a number, got {type(obj['answer']).__name__}")
-            out.append(Example(obj["question"], str(obj["answer"]), answer_format, source=f"jsonl:{p.name}:{lineno}"))
+    for lineno, obj in iter_jsonl(p, what="task file"):
+        if not isinstance(obj, dict):
+            raise InputFormatError(f"{p}:{lineno}: expected a JSON object with \"question\" and \"answer\", got {type(obj).__name__}")
+        missing = [k for k in ("question", "answer") if k not in obj]
+        if missing:
+            raise InputFormatError(f"{p}:{lineno}: missing key(s) {', '.join(missing)}; each line needs \"question\" and \"answer\"")
+        if not isinstance(obj["question"], str) or not obj["question"].strip():
+            raise InputFormatError(f"{p}:{lineno}: \"question\" must be a non-empty string")
+        if not isinstance(obj["answer"], (str, int, float)) or isinstance(obj["answer"], bool):
+            raise InputFormatError(f"{p}:{lineno}: \"answer\" must be a string or a number, got {type(obj['answer']).__name__}")
+        if isinstance(obj["answer"], float) and not math.isfinite(obj["answer"]):
+            raise InputFormatError(f"{p}:{lineno}: \"answer\" is {obj['answer']}; give the reference answer as a finite number or a string")
+        if not str(obj["answer"]).strip():
+            raise InputFormatError(f"{p}:{lineno}: \"answer\" is empty; every example needs its reference answer")
+        out.append(Example(obj["question"], str(obj["answer"]), answer_format, source=f"jsonl:{p}:{lineno}"))
     if not out:
         raise InputFormatError(f"{p} holds no examples; add lines like {{\"question\": \"2+2?\", \"answer\": \"4\"}}")
     return out

@@ -24,11 +24,7 @@ bit-identical.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import random
-import shutil
 import signal
 import threading
 import time
@@ -42,12 +38,14 @@ import torch
 from torch import nn
 
 from .adapter import ArchitectureAdapter
+from . import runs
 from .capture import base_model, forward_kwargs, forward_to_layer
 from .errors import BupoError, ConfigMismatchError, InputFormatError
 from .grpo import group_advantages, masked_mean, token_logprobs
 from .losses import get_policy_loss
 from .rewards import Grader
-from .rollout import SamplingConfig, generate
+from .rollout import SamplingConfig, encode_prompt, generate
+from .runs import latest_checkpoint, list_checkpoints, read_metrics  # noqa: F401 - re-exported
 from .sequences import PackedBatch, context_length
 from .tasks import EASY_CHAIN_SUM, Task, check_training_task, load_task
 
@@ -209,11 +207,42 @@ class TrainConfig:
                 raise InputFormatError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_mini_batches > self.prompts_per_step:
             raise InputFormatError(f"num_mini_batches={self.num_mini_batches} is more than prompts_per_step={self.prompts_per_step}; lower it")
+        for name in ("lr", "temperature", "top_p", "weight_decay", "adam_eps", "max_grad_norm", "eps_low", "eps_high", "kl_coef", "grader_timeout_s"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise InputFormatError(f"{name} must be a finite number, got {v!r}")
+        if self.dual_clip is not None and not math.isfinite(self.dual_clip):
+            raise InputFormatError(f"dual_clip must be a finite number > 1 or None, got {self.dual_clip}")
         loss = get_policy_loss(self.loss)
         if loss.validate is not None:
             loss.validate(self)
         if self.lr <= 0:
             raise InputFormatError(f"lr must be > 0, got {self.lr}")
+        if self.temperature <= 0:
+            raise InputFormatError(
+                f"temperature must be > 0 for training, got {self.temperature}: 0 means greedy decoding, which gives the G "
+                "responses of a group the same text, so every advantage is 0 and nothing is learned (the paper uses 1.0)"
+            )
+        if not 0 < self.top_p <= 1:
+            raise InputFormatError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.kl_coef < 0:
+            raise InputFormatError(f"kl_coef must be >= 0 (0 = no KL penalty, the paper's setting), got {self.kl_coef}")
+        for name in ("save_every", "keep_checkpoints", "inter_steps"):
+            if getattr(self, name) < 0:
+                raise InputFormatError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("task_size", "max_nonfinite_updates"):
+            if getattr(self, name) < 1:
+                raise InputFormatError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.grader_timeout_s <= 0 or self.max_grad_norm <= 0 or self.adam_eps <= 0 or self.weight_decay < 0:
+            raise InputFormatError("grader_timeout_s, max_grad_norm and adam_eps must be > 0 and weight_decay >= 0")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise InputFormatError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        from .models import check_device  # noqa: PLC0415
+        from .rewards import get_scorer  # noqa: PLC0415
+
+        check_device(self.device)
+        if self.reward is not None:
+            get_scorer(self.reward)
         if self.loss_aggregation not in ("token-mean", "sequence-mean"):
             raise InputFormatError(f"loss_aggregation must be 'token-mean' or 'sequence-mean', got {self.loss_aggregation!r}")
         if self.bf16_autocast not in ("auto", "on", "off"):
@@ -343,20 +372,29 @@ class Trainer:
         model, tokenizer: use these objects instead of loading ``config.model`` (notebooks). A
             bf16/fp16 model is cast to float32 in place (float32 master weights, see ``dtype``).
         task: use this task instead of building ``config.task``.
-        resume: continue from the newest checkpoint in ``config.out_dir/checkpoints`` (the saved
-            config must match, see :attr:`TrainConfig.RESUMABLE_CHANGES`).
+        resume: continue from the newest intact checkpoint in ``config.out_dir/checkpoints`` (the
+            saved config and the checkpoint's own config must match, see
+            :attr:`TrainConfig.RESUMABLE_CHANGES`); with no checkpoint yet, start clean from step 0.
+        overwrite: delete the run already in ``config.out_dir`` and start clean. Without
+            ``resume`` or ``overwrite`` the folder must be empty (:func:`bupo_core.runs.claim_run_dir`).
     """
 
-    def __init__(self, config: TrainConfig, *, model: nn.Module | None = None, tokenizer: Any = None, task: Task | None = None, resume: bool = False) -> None:
+    def __init__(
+        self, config: TrainConfig, *, model: nn.Module | None = None, tokenizer: Any = None, task: Task | None = None,
+        resume: bool = False, overwrite: bool = False,
+    ) -> None:
         config.validate()
         self.config = config
-        self.out_dir = Path(config.out_dir)
+        # the task (file errors, generator settings) and the folder are checked before the slow model load
+        self.task = task or load_task(config.task, size=config.task_size, seed=config.seed, template=config.template, scorer=config.reward, **config.task_kwargs)
+        self.out_dir = runs.claim_run_dir(config.out_dir, resume=resume, overwrite=overwrite)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.step = 0
         self.data_position = 0
         self.nonfinite_streak = 0
         resume_from = self._check_resume() if resume else None
+        self._resumed_from = resume_from
         if resume_from is not None:
             from .models import load_model  # noqa: PLC0415
 
@@ -375,7 +413,7 @@ class Trainer:
         if config.method == "bupo":
             self.adapter.check_layer(config.layer, allow_embedding=False)  # type: ignore[arg-type]
         self.device = next(model.parameters()).device
-        self.task = task or load_task(config.task, size=config.task_size, seed=config.seed, template=config.template, scorer=config.reward, **config.task_kwargs)
+        self._check_prompt_lengths()
         self.grader = Grader(scorer=config.reward or self.task.scorer, binary=config.binary_reward, timeout_s=config.grader_timeout_s)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.params = [p for p in model.parameters()]
@@ -402,10 +440,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- resume / checkpoints
     def _check_resume(self) -> Path | None:
-        saved_path = self.out_dir / "config.json"
-        if not saved_path.exists():
-            raise ConfigMismatchError(f"--resume: {saved_path} does not exist; there is no run to resume in {self.out_dir} (drop --resume to start one)")
-        saved = TrainConfig.from_dict(json.loads(saved_path.read_text()))
+        saved = TrainConfig.from_dict(runs.read_config(self.out_dir))
+        saved_path = self.out_dir / runs.CONFIG
         diff = saved.differences(self.config)
         if diff:
             lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
@@ -413,76 +449,54 @@ class Trainer:
                 f"--resume: the settings differ from the run saved in {self.out_dir} ({lines}). Use the saved "
                 f"settings (see {saved_path}) or a new --out folder. Only {', '.join(TrainConfig.RESUMABLE_CHANGES)} may change."
             )
-        ckpt = latest_checkpoint(self.ckpt_root)
+        ckpt = runs.find_resume_checkpoint(self.out_dir, lambda d: TrainConfig.from_dict(d).differences(self.config))
         if ckpt is None:
-            warnings.warn(f"--resume: no checkpoint in {self.ckpt_root}; starting from step 0", stacklevel=2)
+            dropped = runs.truncate_metrics(self.metrics_path, 0)
+            warnings.warn(
+                f"--resume: no checkpoint in {self.ckpt_root} yet; starting clean from step 0"
+                + (f" ({dropped} metrics rows of the lost steps removed)" if dropped else ""),
+                stacklevel=3,
+            )
         return ckpt
 
     def _load_state(self, ckpt: Path) -> None:
-        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
-        self.optimizer.load_state_dict(state["optimizer"])
+        state = runs.load_checkpoint_state(ckpt)
+        self.optimizer.load_state_dict(state["optimizer_state"])
         self.step = int(state["step"])
         self.data_position = int(state["data_position"])
         self.nonfinite_streak = int(state.get("nonfinite_streak", 0))
-        if self.reference is not None and "reference" in state:
-            self.reference.load_state_dict(state["reference"])
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        torch.set_rng_state(rng["torch"])
-        if torch.cuda.is_available() and rng.get("cuda") is not None:
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        try:
-            import numpy as np  # noqa: PLC0415
-
-            np.random.set_state(rng["numpy"])
-        except (ImportError, KeyError):
-            pass
+        if self.reference is not None and "reference_state" in state:
+            self.reference.load_state_dict(state["reference_state"])
+        runs.set_rng_state(state["rng_tensors"], state["rng"])
         # drop metrics of steps after the checkpoint (a crash after it): they will be rerun
-        if self.metrics_path.exists():
-            kept = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
-            self.metrics_path.write_text("".join(ln + "\n" for ln in kept))
+        runs.truncate_metrics(self.metrics_path, self.step)
+
+    def _check_prompt_lengths(self) -> None:
+        """Refuse, before step 1, an example whose prompt + max_new_tokens exceeds the context (naming file:line)."""
+        limit = context_length(self.model)
+        if limit is None or not self.task.examples:
+            return
+        budget = limit - self.config.max_new_tokens
+        kwargs = self.task.chat_template_kwargs
+        overhead = len(encode_prompt(self.tokenizer, self.task.template.messages(""), chat_template_kwargs=kwargs)) + 2
+        for e in self.task.examples:
+            if len(e.question.encode("utf-8")) + overhead < budget:  # a token covers >= 1 byte: cannot be too long
+                continue
+            ids = encode_prompt(self.tokenizer, self.task.prompt(e), chat_template_kwargs=self.task.chat_template_kwargs)
+            if len(ids) > budget:
+                where = e.source.removeprefix("jsonl:") or f"example {self.task.examples.index(e)}"
+                raise InputFormatError(
+                    f"{where}: the prompt has {len(ids)} tokens; with max_new_tokens={self.config.max_new_tokens} that exceeds the "
+                    f"model's context of {limit} tokens. Shorten or remove this example, or lower max_new_tokens."
+                )
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/checkpoint-<step>/`` (HF weights + tokenizer + trainer state) atomically."""
-        import numpy as np  # noqa: PLC0415
-
-        self.ckpt_root.mkdir(parents=True, exist_ok=True)
-        final = self.ckpt_root / f"checkpoint-{self.step}"
-        tmp = self.ckpt_root / f".tmp-checkpoint-{self.step}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
-            self.model.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "data_position": self.data_position,
-            "nonfinite_streak": self.nonfinite_streak,
-            "rng": {
-                "python": random.getstate(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
-            },
-            "config": self.config.to_dict(),
-        }
-        if self.reference is not None:
-            state["reference"] = self.reference.state_dict()
-        torch.save(state, tmp / "trainer_state.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "data_position": self.data_position, "config": self.config.to_dict()}, indent=1))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        if self.config.keep_checkpoints > 0:
-            for old in list_checkpoints(self.ckpt_root)[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        return final
+        """Write ``checkpoints/checkpoint-<step>/`` atomically (see :mod:`bupo_core.runs` for the format)."""
+        return runs.save_checkpoint(
+            self.ckpt_root, step=self.step, model=self.model, tokenizer=self.tokenizer, optimizer=self.optimizer,
+            state={"data_position": self.data_position, "nonfinite_streak": self.nonfinite_streak},
+            config=self.config.to_dict(), reference=self.reference, keep=self.config.keep_checkpoints,
+        )
 
     # ----------------------------------------------------------------- one step
     def _autocast(self):
@@ -730,10 +744,7 @@ class Trainer:
             signal.signal(signal.SIGINT, old)
 
     def _write_metrics(self, row: dict) -> None:
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        runs.append_metrics(self.metrics_path, row)
 
     def train(self, *, progress: bool = False, callback: Callable[[dict], None] | None = None) -> TrainResult:
         """Run steps ``step + 1 .. config.steps``.
@@ -750,11 +761,11 @@ class Trainer:
 
         cfg = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        runs.write_json_atomic(self.out_dir / runs.CONFIG, cfg.to_dict())
         if self.step == 0:
             torch.manual_seed(cfg.seed)
         rows: list[dict] = []
-        last_ckpt = latest_checkpoint(self.ckpt_root)
+        last_ckpt = self._resumed_from if self._resumed_from is not None and self._resumed_from.name == f"checkpoint-{self.step}" else None
         interrupted = False
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{cfg.method}", disable=not progress)
         running = None
@@ -770,6 +781,14 @@ class Trainer:
                             f"generation_batch_size (now {cfg.generation_batch_size}) or logprob_chunk_size (now {cfg.logprob_chunk_size}), "
                             "or turn on gradient_checkpointing (--gradient-checkpointing)."
                         ) from exc
+                    except RuntimeError as exc:
+                        if "probability tensor contains" in str(exc):
+                            raise TrainingError(
+                                f"training diverged at step {self.step + 1}: the model's output probabilities became inf/NaN "
+                                f"({str(exc).splitlines()[0][:100]}). The learning rate is the likely cause (lr={cfg.lr}); "
+                                "lower it (e.g. 10x) and resume from the last checkpoint or start again."
+                            ) from exc
+                        raise
                     self._write_metrics(row)
                     rows.append(row)
                     running = row["reward_mean"] if running is None else 0.9 * running + 0.1 * row["reward_mean"]
@@ -792,37 +811,6 @@ class Trainer:
         if not interrupted and (last_ckpt is None or last_ckpt.name != f"checkpoint-{self.step}"):
             last_ckpt = self.save_checkpoint()
         return TrainResult(self.out_dir, rows, self.step, interrupted, last_ckpt)
-
-
-def list_checkpoints(root: Path) -> list[Path]:
-    """``checkpoint-<step>`` folders under ``root`` holding a trainer state, oldest first."""
-    if not Path(root).exists():
-        return []
-    found = [p for p in Path(root).glob("checkpoint-*") if p.is_dir() and (p / "trainer_state.pt").exists() and p.name.split("-")[-1].isdigit()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint under ``root``, or ``None``."""
-    found = list_checkpoints(root)
-    return found[-1] if found else None
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """Rows of a ``metrics.jsonl`` (a run folder or the file itself)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "metrics.jsonl"
-    rows = []
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InputFormatError(f"{p}:{lineno}: not valid JSON ({exc.msg}); a crash can truncate the last line, delete it") from exc
-    return rows
 
 
 def train(config: TrainConfig, **kwargs: Any) -> TrainResult:

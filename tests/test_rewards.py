@@ -131,3 +131,33 @@ def test_graders_never_eval(monkeypatch):
     out = Grader(scorer="boxed_math", isolation="signal")(hostile, [ex] * 3)
     assert out.errors == 0, out.error_messages
     assert out.rewards == [1.0, 1.0, 0.0]
+
+
+# --------------------------------------------------------------------------- reasoning-gym scorer safety
+@pytest.mark.parametrize("name", ["string_insertion", "n_queens", "spiral_matrix"])
+def test_reasoning_gym_scorers_that_eval_never_see_model_text(tmp_path, name):
+    import reasoning_gym
+
+    marker = tmp_path / f"pwned-{name}"
+    payload = "\\boxed{__import__('os').system('touch " + str(marker) + "')}"
+    ds = reasoning_gym.create_dataset(name, size=1, seed=0)
+    entry = ds[0]
+    ex = Example(entry["question"], str(entry["answer"]), "boxed", entry=entry, dataset=ds)
+    for isolation in ("signal", "process"):
+        out = Grader(scorer="reasoning_gym", isolation=isolation)([payload], [ex])
+        assert out.rewards == [0.0] and out.errors == 1 and "not on the list" in out.error_messages[0]
+    assert not marker.exists()
+    with pytest.raises(InputFormatError, match=f"reasoning-gym task '{name}' is not on the list.*eval.*--reward last_number"):
+        load_task(name, size=2, template="boxed")
+    assert load_task(name, size=2, template="boxed", scorer="boxed_math").scorer == "boxed_math"  # safe scorer: allowed
+
+
+def test_allow_listed_reasoning_gym_scorers_call_no_eval_exec_or_parse_expr():
+    from bupo_core.rewards import SAFE_REASONING_GYM_TASKS, reasoning_gym_scorer_problems
+
+    assert {"chain_sum", "basic_arithmetic", "simple_equations", "gsm_symbolic"} <= SAFE_REASONING_GYM_TASKS
+    for name in sorted(SAFE_REASONING_GYM_TASKS):
+        assert reasoning_gym_scorer_problems(name) == [], name
+    # the checker finds the known offenders, directly (eval) and through SymPy (parse_expr)
+    for name in ("string_insertion", "n_queens", "spiral_matrix", "countdown"):
+        assert reasoning_gym_scorer_problems(name), name

@@ -132,7 +132,8 @@ def test_checkpoint_layout_and_from_pretrained(tmp_path):
     ck = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ck.iterdir()) == ["checkpoint-1", "checkpoint-2"]
     c2 = ck / "checkpoint-2"
-    assert (c2 / "model.safetensors").exists() and (c2 / "trainer_state.pt").exists()
+    assert {"model.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json", "bupo-checkpoint.json"} <= {p.name for p in c2.iterdir()}
+    assert not list(c2.glob("*.pt")) and not list(c2.glob("*.bin"))  # nothing pickled
     state = json.loads((c2 / "trainer_state.json").read_text())
     assert state["step"] == 2 and state["data_position"] == 6
     loaded = _load(c2)

@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the final weights of both runs")
     p.add_argument("--out", default=None, help="report folder (default reports/demo-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the previous report in --out (otherwise a non-empty --out is refused)")
 
 
 def config_from_namespace(args: argparse.Namespace) -> DemoConfig:
@@ -58,7 +59,7 @@ def config_from_namespace(args: argparse.Namespace) -> DemoConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = run_demo(config_from_namespace(args))
+    summary = run_demo(config_from_namespace(args), overwrite=args.overwrite)
     print(f"\nReport: {summary}")
     print(f"Folder: {summary.parent.resolve()}")
     return 0

@@ -47,12 +47,26 @@ def run(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
 
     from ..analysis import AnalysisConfig, analyse_entropy, load_pairs, task_prompts  # noqa: PLC0415
-    from ..models import load_model  # noqa: PLC0415
+    from ..models import check_device, load_model  # noqa: PLC0415
+    from ..runs import prepare_output_dir  # noqa: PLC0415
 
+    # every argument and the output folder are checked before the (slow) model load
     if args.n < 1:
         raise InputFormatError(f"--n must be >= 1, got {args.n}")
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputFormatError("--device cuda was given but no CUDA GPU is visible; use --device cpu")
+    check_device(args.device)
+    prepare_output_dir(args.out)
+    cfg = AnalysisConfig(
+        norm=args.norm,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        samples_per_prompt=args.samples,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        chunk_mib=args.chunk_mib,
+        chat_template_kwargs=(TEMPLATES[args.prompt_style].chat_template_kwargs or None) if args.pairs is None else None,
+    )
     # read and validate inputs before the (slow) model load
     if args.pairs is not None:
         items = load_pairs(args.pairs)
@@ -64,16 +78,6 @@ def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else None
     t0 = time.perf_counter()
     model, tok = load_model(args.model, device=args.device, dtype=dtype)
-    cfg = AnalysisConfig(
-        norm=args.norm,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        samples_per_prompt=args.samples,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        chunk_mib=args.chunk_mib,
-        chat_template_kwargs=(TEMPLATES[args.prompt_style].chat_template_kwargs or None) if args.pairs is None else None,
-    )
     report = analyse_entropy(model, tok, items, config=cfg, model_name=args.model, progress=True, settings=source)
     report.timing["total_s"] = round(time.perf_counter() - t0, 3)
     from ..plots import save_entropy_report  # noqa: PLC0415

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=32, help="number of problems (default 32)")
     p.add_argument("--k", type=int, default=8, help="samples per problem; Pass@k is reported for every k <= K (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0; 0 = greedy)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--batch-size", type=int, default=64, help="rows per generation call")
     p.add_argument("--out", required=True, help="output folder (eval.json, per_problem.jsonl, pass_at_k.png)")
@@ -26,13 +26,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import EvalConfig, evaluate
-    from ..models import load_model
+    from ..models import check_device, load_model
+    from ..runs import prepare_output_dir
     from ..tasks import load_task
 
     if args.n < 1 or args.k < 1:
         from ..errors import InputFormatError
 
         raise InputFormatError(f"--n and --k must be >= 1 (got --n {args.n} --k {args.k})")
+    # every argument and the output folder are checked before the (slow) model load
+    check_device(args.device)
+    EvalConfig(num_problems=args.n, k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
+    prepare_output_dir(args.out)
     seed = HELD_OUT_SEED if args.task_seed is None else args.task_seed
     task = load_task(args.task, size=max(args.n, 1), seed=seed, template=args.template, **task_kwargs(args))
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)

@@ -41,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task generator setting, repeatable (e.g. --task-arg max_terms=2); "
                    "the default for chain_sum is the easy 2-term single-digit setting")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start clean (otherwise a non-empty --out is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ..trainer import Trainer  # noqa: PLC0415
 
     cfg = config_from_args(args)
-    trainer = Trainer(cfg, resume=args.resume)
+    trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite)
     result = trainer.train(progress=not args.quiet)
     last = result.metrics[-1] if result.metrics else None
     summary = f"step {result.step}/{cfg.steps}"
