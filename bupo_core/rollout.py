@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .sequences import PackedBatch, Prompt, context_length, encode_prompt, pack_sequences
 
@@ -97,6 +98,7 @@ def generate(
     seed: int = 0,
     chat_template_kwargs: dict | None = None,
     progress: bool = False,
+    record_entropy: bool = False,
 ) -> Rollout:
     """Sample ``group_size`` responses to each prompt from the full policy.
 
@@ -109,6 +111,10 @@ def generate(
         seed: seeds torch's generator; the same seed, model and prompts give the same responses on CPU.
         chat_template_kwargs: e.g. ``{"enable_thinking": False}`` for Qwen3.
         progress: show a tqdm bar over generation batches.
+        record_entropy: also record, for every response token, the entropy (nats, float32) of the
+            full policy softmax(logits) it was sampled from, read from the sampler's own raw
+            logits (before temperature / top-p), in ``rollout.extras["entropy"]`` (n lists).
+            Costs one softmax per decoding step instead of a second forward pass.
 
     Returns:
         A :class:`Rollout` with ``len(prompts) * group_size`` rows, prompt-major.
@@ -137,6 +143,7 @@ def generate(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out_ids: list[list[int]] = []
     finished: list[bool] = []
+    entropies: list[list[float]] = []
     batches = range(0, len(rows), cfg.batch_size)
     for start in tqdm(batches, desc="generate", disable=not progress, leave=False):
         chunk = rows[start : start + cfg.batch_size]
@@ -155,12 +162,18 @@ def generate(
             eos_token_id=eos,
         )
         if sample:
-            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
+            # top_k=0 and top_p=1.0 switch those warpers off explicitly; None would fall back to the
+            # model's generation_config (Qwen3 ships top_k=20), i.e. not the full policy
+            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        recorder = _EntropyRecorder() if record_entropy else None
+        if recorder is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([recorder])
         seqs = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
         new = seqs[:, width:].cpu().tolist()
-        for toks in new:
+        step_entropy = torch.stack(recorder.steps, 1).tolist() if recorder is not None and recorder.steps else None
+        for r, toks in enumerate(new):
             resp: list[int] = []
             done = False
             for t in toks:
@@ -171,6 +184,8 @@ def generate(
             # a response that stopped at the limit may end in padding only if pad == eos; handled above
             out_ids.append(resp)
             finished.append(done)
+            if step_entropy is not None:
+                entropies.append(step_entropy[r][: len(resp)])
     if was_training:
         model.train()
     texts = [tokenizer.decode(r, skip_special_tokens=True) for r in out_ids]
@@ -181,4 +196,20 @@ def generate(
         texts=texts,
         finished=finished,
         group_size=group_size,
+        extras={"entropy": entropies} if record_entropy else {},
     )
+
+
+class _EntropyRecorder(LogitsProcessor):
+    """A logits processor that records the entropy of each decoding step's raw scores, unchanged.
+
+    ``generate`` applies custom processors before its temperature / top-k / top-p warpers, so the
+    scores seen here are the model's own logits (float32): the full policy at temperature 1.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+        self.steps.append(torch.special.entr(torch.softmax(scores.float(), dim=-1)).sum(-1).cpu())
+        return scores
