@@ -27,6 +27,10 @@ class SamplingConfig:
         top_k: keep only the k most likely tokens (0 = off).
         batch_size: sequences generated per ``generate`` call (prompts x samples are split into
             batches of this many rows).
+        share_prefill: run the prompt through the model once per prompt rather than once per
+            sample, and give its key/value cache to all G samples (the G rows of a group share the
+            prompt). Same samples up to float rounding; the prompt is most of a short rollout's
+            compute. Applies to batches made of whole groups.
     """
 
     max_new_tokens: int = 64
@@ -34,6 +38,7 @@ class SamplingConfig:
     top_p: float = 1.0
     top_k: int = 0
     batch_size: int = 64
+    share_prefill: bool = True
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -167,6 +172,10 @@ def generate(
             kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if cfg.share_prefill and group_size > 1 and start % group_size == 0 and len(chunk) % group_size == 0 and width > 1:
+            cache = _shared_prompt_cache(model, input_ids[::group_size].to(device), mask[::group_size].to(device), group_size)
+            if cache is not None:
+                kwargs[_cache_kwarg(model)] = cache
         recorder = _EntropyRecorder() if record_entropy else None
         if recorder is not None:
             kwargs["logits_processor"] = LogitsProcessorList([recorder])
@@ -198,6 +207,32 @@ def generate(
         group_size=group_size,
         extras={"entropy": entropies} if record_entropy else {},
     )
+
+
+def _shared_prompt_cache(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, repeats: int) -> Any:
+    """Key/value cache of each prompt but its last token, computed once and repeated ``repeats`` times.
+
+    Args:
+        input_ids, mask: [P, W] left-padded unique prompts.
+
+    Returns:
+        A cache for the [P * repeats] rows (prompt-major), or ``None`` when the model's cache type
+        cannot be repeated (then ``generate`` prefills every row as usual).
+    """
+    pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate() builds them
+    out = model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(repeats)
+    return cache
+
+
+def _cache_kwarg(model: nn.Module) -> str:
+    """``"cache"`` in transformers versions that renamed it, else ``"past_key_values"``."""
+    import inspect  # noqa: PLC0415
+
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 
 class _EntropyRecorder(LogitsProcessor):

@@ -133,6 +133,8 @@ class TrainConfig:
         bf16_autocast: ``"auto"`` (bf16 autocast on CUDA GPUs that support it), ``"on"`` or ``"off"``.
         device: ``None`` = CUDA if available, else CPU.
         dtype: weight dtype; float32 master weights are the default (bf16 compute comes from autocast).
+        share_prefill: compute each prompt's key/value cache once for its G samples during
+            generation (same samples up to float rounding; see ``SamplingConfig.share_prefill``).
         fused_optimizer: use torch's fused AdamW kernel (``fused=True``) instead of the per-tensor
             loop: the same update up to float rounding, several times faster on CPU and GPU.
         score_needed_rows_only: compute old log-probs only where an update needs them: not for
@@ -192,6 +194,7 @@ class TrainConfig:
     bf16_autocast: Literal["auto", "on", "off"] = "auto"
     device: str | None = None
     dtype: str = "float32"
+    share_prefill: bool = True
     fused_optimizer: bool = True
     score_needed_rows_only: bool = True
     seed: int = 0
@@ -709,7 +712,8 @@ class Trainer:
         t0 = time.perf_counter()
         examples = self.task.batch(self.data_position, cfg.prompts_per_step)
         prompts = [self.task.prompt(e) for e in examples]
-        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size)
+        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  batch_size=cfg.generation_batch_size, share_prefill=cfg.share_prefill)
         self.model.eval()
         with self._autocast():
             rollout = generate(
