@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .errors import InputFormatError
 from .sequences import PackedBatch, Prompt, context_length, encode_prompt, pack_sequences
@@ -27,6 +28,10 @@ class SamplingConfig:
         top_k: keep only the k most likely tokens (0 = off).
         batch_size: sequences generated per ``generate`` call (prompts x samples are split into
             batches of this many rows).
+        share_prefill: run the prompt through the model once per prompt rather than once per
+            sample, and give its key/value cache to all G samples (the G rows of a group share the
+            prompt). Same samples up to float rounding; the prompt is most of a short rollout's
+            compute. Applies to batches made of whole groups.
     """
 
     max_new_tokens: int = 64
@@ -34,6 +39,7 @@ class SamplingConfig:
     top_p: float = 1.0
     top_k: int = 0
     batch_size: int = 64
+    share_prefill: bool = True
 
     def __post_init__(self) -> None:
         check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size)
@@ -114,6 +120,7 @@ def generate(
     seed: int = 0,
     chat_template_kwargs: dict | None = None,
     progress: bool = False,
+    record_entropy: bool = False,
 ) -> Rollout:
     """Sample ``group_size`` responses to each prompt from the full policy.
 
@@ -126,6 +133,10 @@ def generate(
         seed: seeds torch's generator; the same seed, model and prompts give the same responses on CPU.
         chat_template_kwargs: e.g. ``{"enable_thinking": False}`` for Qwen3.
         progress: show a tqdm bar over generation batches.
+        record_entropy: also record, for every response token, the entropy (nats, float32) of the
+            full policy softmax(logits) it was sampled from, read from the sampler's own raw
+            logits (before temperature / top-p), in ``rollout.extras["entropy"]`` (n lists).
+            Costs one softmax per decoding step instead of a second forward pass.
 
     Returns:
         A :class:`Rollout` with ``len(prompts) * group_size`` rows, prompt-major.
@@ -154,6 +165,7 @@ def generate(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out_ids: list[list[int]] = []
     finished: list[bool] = []
+    entropies: list[list[float]] = []
     batches = range(0, len(rows), cfg.batch_size)
     for start in tqdm(batches, desc="generate", disable=not progress, leave=False):
         chunk = rows[start : start + cfg.batch_size]
@@ -172,12 +184,22 @@ def generate(
             eos_token_id=eos,
         )
         if sample:
-            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
+            # top_k=0 and top_p=1.0 switch those warpers off explicitly; None would fall back to the
+            # model's generation_config (Qwen3 ships top_k=20), i.e. not the full policy
+            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if cfg.share_prefill and group_size > 1 and start % group_size == 0 and len(chunk) % group_size == 0 and width > 1:
+            cache = _shared_prompt_cache(model, input_ids[::group_size].to(device), mask[::group_size].to(device), group_size)
+            if cache is not None:
+                kwargs[_cache_kwarg(model)] = cache
+        recorder = _EntropyRecorder() if record_entropy else None
+        if recorder is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([recorder])
         seqs = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
         new = seqs[:, width:].cpu().tolist()
-        for toks in new:
+        step_entropy = torch.stack(recorder.steps, 1).tolist() if recorder is not None and recorder.steps else None
+        for r, toks in enumerate(new):
             resp: list[int] = []
             done = False
             for t in toks:
@@ -188,6 +210,8 @@ def generate(
             # a response that stopped at the limit may end in padding only if pad == eos; handled above
             out_ids.append(resp)
             finished.append(done)
+            if step_entropy is not None:
+                entropies.append(step_entropy[r][: len(resp)])
     if was_training:
         model.train()
     texts = [tokenizer.decode(r, skip_special_tokens=True) for r in out_ids]
@@ -198,4 +222,46 @@ def generate(
         texts=texts,
         finished=finished,
         group_size=group_size,
+        extras={"entropy": entropies} if record_entropy else {},
     )
+
+
+def _shared_prompt_cache(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor, repeats: int) -> Any:
+    """Key/value cache of each prompt but its last token, computed once and repeated ``repeats`` times.
+
+    Args:
+        input_ids, mask: [P, W] left-padded unique prompts.
+
+    Returns:
+        A cache for the [P * repeats] rows (prompt-major), or ``None`` when the model's cache type
+        cannot be repeated (then ``generate`` prefills every row as usual).
+    """
+    pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate() builds them
+    out = model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(repeats)
+    return cache
+
+
+def _cache_kwarg(model: nn.Module) -> str:
+    """``"cache"`` in transformers versions that renamed it, else ``"past_key_values"``."""
+    import inspect  # noqa: PLC0415
+
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+class _EntropyRecorder(LogitsProcessor):
+    """A logits processor that records the entropy of each decoding step's raw scores, unchanged.
+
+    ``generate`` applies custom processors before its temperature / top-k / top-p warpers, so the
+    scores seen here are the model's own logits (float32): the full policy at temperature 1.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
+        self.steps.append(torch.special.entr(torch.softmax(scores.float(), dim=-1)).sum(-1).cpu())
+        return scores

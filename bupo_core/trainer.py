@@ -85,6 +85,19 @@ class TrainConfig:
         layer: BuPO's target layer l (paper numbering, 1..L: the output of block l). Required
             for ``"bupo"``; pick the boundary layer from the FFN entropy change (notebook 02).
         inter_steps: s_inter, the number of internal-phase steps (paper: 20-30 of 300).
+        ipa_norm: the internal policy optimised in the internal phase: ``"none"`` (the paper's
+            softmax(H^l E_u^T), default) or ``"final"`` (softmax(LN_final(H^l) E_u^T), paper
+            Table 5 "with LN"; the final norm is then part of that policy and also gets gradient).
+        ipa_lr: learning rate during the internal phase (``None`` = ``lr``).
+        reset_optimizer_at_switch: clear AdamW's moment estimates when BuPO switches from the
+            internal phase to GRPO (the moments of the lower blocks were built for another policy).
+        freeze_through_layer: l: the embedding and blocks 1..l get no update in any phase
+            ("frozen layers" baseline, paper Table 11). With tied embeddings E_u is the input
+            embedding, so it stays frozen too. ``None`` = off.
+        upper_lr_scale: multiply the learning rate of the blocks above ``upper_lr_layer`` (and the
+            final norm, and an untied E_u) by this factor ("layerwise LR" baseline, paper Table
+            11, uses 0.1). 1.0 = off.
+        upper_lr_layer: l for ``upper_lr_scale`` (paper numbering; blocks l+1..L are "upper").
 
     Rollouts:
         steps: number of training steps (one rollout batch each).
@@ -132,8 +145,15 @@ class TrainConfig:
             (AdamW on bf16 weights rounds away updates at small learning rates: at lr 1e-6 almost
             every update). bf16 *compute* comes from autocast (``bf16_autocast``), in which the
             log-softmax, entropies and lens statistics still run in float32.
-        full_entropy_in_internal_phase: also measure the full policy's entropy during the internal
-            phase (one extra no-grad forward per step) so the curves are comparable.
+        share_prefill: compute each prompt's key/value cache once for its G samples during
+            generation (same samples up to float rounding; see ``SamplingConfig.share_prefill``).
+        fused_optimizer: use torch's fused AdamW kernel (``fused=True``) instead of the per-tensor
+            loop: the same update up to float rounding, several times faster on CPU and GPU.
+        score_needed_rows_only: compute old log-probs only where an update needs them: not for
+            zero-advantage responses (when they are skipped) and not for the first mini-batch,
+            whose own first forward (weights not yet changed) gives them. The full policy's
+            entropy is then read from the sampler's logits during generation (no extra forward in
+            either phase). Same results up to float rounding; off = score every row first.
 
     Bookkeeping:
         seed: seeds the task order, every step's sampling and torch.
@@ -154,6 +174,12 @@ class TrainConfig:
     method: Literal["grpo", "bupo"] = "grpo"
     layer: int | None = None
     inter_steps: int = 30
+    ipa_norm: Literal["none", "final"] = "none"
+    ipa_lr: float | None = None
+    reset_optimizer_at_switch: bool = False
+    freeze_through_layer: int | None = None
+    upper_lr_scale: float = 1.0
+    upper_lr_layer: int | None = None
     steps: int = 100
     prompts_per_step: int = 8
     group_size: int = 8
@@ -182,7 +208,9 @@ class TrainConfig:
     bf16_autocast: Literal["auto", "on", "off"] = "auto"
     device: str | None = None
     dtype: str = "float32"
-    full_entropy_in_internal_phase: bool = True
+    share_prefill: bool = True
+    fused_optimizer: bool = True
+    score_needed_rows_only: bool = True
     seed: int = 0
     save_every: int = 0
     keep_checkpoints: int = 0
@@ -190,6 +218,9 @@ class TrainConfig:
 
     # fields that may differ when resuming (they do not change what the completed steps did)
     RESUMABLE_CHANGES = ("steps", "save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s", "allow_test_set_training")
+
+    # settings of older versions that no longer change anything (dropped when a config.json is read)
+    OBSOLETE_KEYS = ("full_entropy_in_internal_phase",)
 
     def validate(self) -> None:
         """Raise :class:`InputFormatError` for settings that cannot work, naming the fix."""
@@ -245,6 +276,16 @@ class TrainConfig:
             get_scorer(self.reward)
         if self.loss_aggregation not in ("token-mean", "sequence-mean"):
             raise InputFormatError(f"loss_aggregation must be 'token-mean' or 'sequence-mean', got {self.loss_aggregation!r}")
+        if self.ipa_norm not in ("none", "final"):
+            raise InputFormatError(f"ipa_norm must be 'none' (the paper's internal policy) or 'final' (final norm first, paper Table 5), got {self.ipa_norm!r}")
+        if self.ipa_lr is not None and not (self.ipa_lr > 0 and math.isfinite(self.ipa_lr)):
+            raise InputFormatError(f"ipa_lr must be a positive number or None (= lr), got {self.ipa_lr}")
+        if self.freeze_through_layer is not None and self.freeze_through_layer < 0:
+            raise InputFormatError(f"freeze_through_layer must be a layer 0..L-1 (paper numbering) or None, got {self.freeze_through_layer}")
+        if not (self.upper_lr_scale > 0 and math.isfinite(self.upper_lr_scale)):
+            raise InputFormatError(f"upper_lr_scale must be > 0, got {self.upper_lr_scale}")
+        if self.upper_lr_scale != 1.0 and self.upper_lr_layer is None:
+            raise InputFormatError("upper_lr_scale needs upper_lr_layer=l (the blocks above l get lr * upper_lr_scale)")
         if self.bf16_autocast not in ("auto", "on", "off"):
             raise InputFormatError(f"bf16_autocast must be 'auto', 'on' or 'off', got {self.bf16_autocast!r}")
         check_training_task(self.task, self.allow_test_set_training)
@@ -252,6 +293,10 @@ class TrainConfig:
     def phase(self, step: int) -> str:
         """``"internal"`` or ``"full"``: the phase of step ``step`` (1-based)."""
         return "internal" if self.method == "bupo" and step <= self.inter_steps else "full"
+
+    def lr_at(self, step: int) -> float:
+        """The base learning rate of step ``step`` (``ipa_lr`` in the internal phase when set)."""
+        return self.ipa_lr if (self.phase(step) == "internal" and self.ipa_lr is not None) else self.lr
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -261,6 +306,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k not in cls.OBSOLETE_KEYS}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigMismatchError(f"unknown config keys {unknown}; this config.json was written by another version")
@@ -303,6 +349,7 @@ def policy_logprobs(
     adapter: ArchitectureAdapter | None = None,
     chunk_size: int = 1024,
     mask: torch.Tensor | None = None,
+    norm: str = "none",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs and entropies of the sampled tokens under the full or an internal policy.
 
@@ -314,6 +361,8 @@ def policy_logprobs(
             running only the embedding and blocks 1..l.
         chunk_size: tokens per log-softmax chunk.
         mask: positions to compute (default ``batch.prediction_mask``).
+        norm: for an internal policy, ``"none"`` (the paper's raw H^l) or ``"final"`` (the final
+            norm first, and Gemma 2's soft-cap: softmax(LN_final(H^l) E_u^T)).
 
     Returns:
         ``(logp, entropy)``: [B, T] float32, 0 outside the mask. Gradients flow if enabled.
@@ -327,6 +376,8 @@ def policy_logprobs(
     else:
         hidden = forward_to_layer(model, batch.input_ids, layer, batch.attention_mask, adapter=adapter)
         softcap = None
+        if norm == "final":
+            hidden, softcap = adapter.apply_norm(hidden, "final"), adapter.logit_softcap
     return token_logprobs(
         hidden, adapter.unembed_weight, batch.targets, mask, bias=adapter.unembed_bias, softcap=softcap, chunk_size=chunk_size
     )
@@ -416,12 +467,8 @@ class Trainer:
         self._check_prompt_lengths()
         self.grader = Grader(scorer=config.reward or self.task.scorer, binary=config.binary_reward, timeout_s=config.grader_timeout_s)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.params = [p for p in model.parameters()]
-        for p in self.params:
-            p.requires_grad_(True)
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps, weight_decay=config.weight_decay, foreach=False
-        )
+        self.params, groups = self._parameter_groups()
+        self.optimizer = self._new_optimizer(groups)
         self.reference: nn.Module | None = None
         if config.kl_coef > 0:
             import copy  # noqa: PLC0415
@@ -432,11 +479,71 @@ class Trainer:
                 model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self._upper_ids = {id(p) for p in self.adapter.upper_parameters(config.layer)} if config.method == "bupo" else set()
+        # parameters the internal policy does not depend on (blocks above l, the final norm unless
+        # ipa_norm="final" makes it part of that policy); they must never move in the internal phase
+        self._upper_ids = set()
+        if config.method == "bupo":
+            self._upper_ids = {id(p) for p in self.adapter.upper_parameters(config.layer)}
+            if config.ipa_norm == "final":
+                self._upper_ids -= {id(p) for p in self.adapter.final_norm.parameters()}
         if resume_from is not None:
             self._load_state(resume_from)
         self._interrupt_requested = False
         self._in_update = False
+
+    # ----------------------------------------------------------------- optimizer
+    def _params_above(self, layer: int) -> list[nn.Parameter]:
+        """Blocks layer+1..L, the final norm and an untied E_u: the "upper" part of the model."""
+        params = list(self.adapter.upper_parameters(layer))
+        if not self.adapter.tied_embeddings:
+            params += list(self.model.get_output_embeddings().parameters())
+        return params
+
+    def _check_split_layer(self, layer: int, name: str) -> None:
+        L = self.adapter.num_layers
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < L:
+            from .errors import LayerOutOfRangeError  # noqa: PLC0415
+
+            raise LayerOutOfRangeError(f"{name}={layer!r} is out of range for this {L}-layer model: use 0..{L - 1} (paper numbering: the embedding and blocks 1..l are below, blocks l+1..{L} above)")
+
+    def _parameter_groups(self) -> tuple[list[nn.Parameter], list[dict]]:
+        """Trainable parameters and AdamW groups (``lr_scale`` multiplies the step's lr).
+
+        ``freeze_through_layer`` removes the embedding and blocks 1..l from training
+        (``requires_grad=False``); ``upper_lr_scale`` puts the blocks above ``upper_lr_layer``
+        (with the final norm and an untied E_u) in a group with a scaled lr.
+        """
+        cfg = self.config
+        every = list(self.model.parameters())
+        frozen: set[int] = set()
+        if cfg.freeze_through_layer is not None:
+            self._check_split_layer(cfg.freeze_through_layer, "freeze_through_layer")
+            keep = {id(p) for p in self._params_above(cfg.freeze_through_layer)}
+            frozen = {id(p) for p in every if id(p) not in keep}
+        upper: set[int] = set()
+        if cfg.upper_lr_layer is not None:
+            self._check_split_layer(cfg.upper_lr_layer, "upper_lr_layer")
+            upper = {id(p) for p in self._params_above(cfg.upper_lr_layer)}
+        for p in every:
+            p.requires_grad_(id(p) not in frozen)
+        trainable = [p for p in every if id(p) not in frozen]
+        groups = [
+            {"params": [p for p in trainable if id(p) not in upper], "lr_scale": 1.0, "name": "lower"},
+            {"params": [p for p in trainable if id(p) in upper], "lr_scale": float(cfg.upper_lr_scale), "name": "upper"},
+        ]
+        return trainable, [g for g in groups if g["params"]]
+
+    def _new_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
+        cfg = self.config
+        impl = {"fused": True} if cfg.fused_optimizer else {"foreach": False}
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **impl)
+
+    def _set_learning_rate(self, step: int) -> float:
+        """Set every group's lr for step ``step``; returns the base lr."""
+        base = self.config.lr_at(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = base * group.get("lr_scale", 1.0)
+        return base
 
     # ----------------------------------------------------------------- resume / checkpoints
     def _check_resume(self) -> Path | None:
@@ -510,26 +617,49 @@ class Trainer:
         model = model or self.model
         adapter = self.adapter if model is self.model else ArchitectureAdapter(model)
         with self._autocast():
-            return policy_logprobs(model, batch, layer=layer, adapter=adapter, chunk_size=self.config.logprob_chunk_size)
+            return policy_logprobs(model, batch, layer=layer, adapter=adapter, chunk_size=self.config.logprob_chunk_size, norm=self.config.ipa_norm)
 
     @torch.no_grad()
-    def _score_batch(self, batch: PackedBatch, layer: int | None, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """No-grad log-probs/entropies over all rows, micro-batched, on the padded [n, T] grid."""
+    def _score_batch(
+        self, batch: PackedBatch, layer: int | None, model: nn.Module | None = None, rows: list[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """No-grad log-probs/entropies of ``rows`` (default all), micro-batched, on the padded [n, T] grid.
+
+        Rows not scored stay 0.
+        """
         n, T = batch.input_ids.shape
         logp = torch.zeros(n, T)
         ent = torch.zeros(n, T)
+        rows = list(range(n)) if rows is None else rows
         mbs = self.config.micro_batch_size
-        for s in range(0, n, mbs):
-            rows = list(range(s, min(n, s + mbs)))
-            sub = batch.select(rows).to(self.device)
+        for s in range(0, len(rows), mbs):
+            r_idx = rows[s : s + mbs]
+            sub = batch.select(r_idx).to(self.device)
             lp, en = self._logprobs(sub, layer, model)
             w = sub.input_ids.shape[1]
-            logp[s : s + len(rows), T - w :] = lp.float().cpu()
-            ent[s : s + len(rows), T - w :] = en.float().cpu()
+            logp[r_idx, T - w :] = lp.float().cpu()
+            ent[r_idx, T - w :] = en.float().cpu()
         return logp, ent
 
-    def _update(self, batch: PackedBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor, layer: int | None) -> dict:
-        """All mini-batch updates of one step: :meth:`compute_gradients` then :meth:`apply_step` per mini-batch."""
+    def _active_rows(self, rows: list[int], adv: torch.Tensor) -> list[int]:
+        """Rows an update must run: all, or those with a non-zero advantage when zero rows are skipped."""
+        cfg = self.config
+        if not (cfg.skip_zero_advantage_rows and cfg.kl_coef == 0):
+            return rows
+        return [r for r in rows if float(adv[r]) != 0.0]
+
+    def _update(
+        self, batch: PackedBatch, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor, layer: int | None,
+        have_old: torch.Tensor | None = None,
+    ) -> dict:
+        """All mini-batch updates of one step: :meth:`compute_gradients` then :meth:`apply_step` per mini-batch.
+
+        ``have_old`` [n] bool marks the rows whose ``old_logp`` was computed beforehand; the others
+        (the first mini-batch, see ``TrainConfig.score_needed_rows_only``) take it from their own
+        first forward, which runs before any optimizer step of this rollout batch.
+        """
+        have_old = torch.ones(len(batch), dtype=torch.bool) if have_old is None else have_old.clone()
+        old_logp = old_logp.clone()
         cfg = self.config
         G = cfg.group_size
         groups = len(batch) // G
@@ -539,7 +669,9 @@ class Trainer:
         for _epoch in range(cfg.ppo_epochs):
             for mb_groups in split_groups(groups, cfg.num_mini_batches):
                 rows = [g * G + i for g in mb_groups for i in range(G)]
-                grads = self.compute_gradients(batch, rows, old_logp, ref_logp, adv, layer)
+                if (updates or nonfinite) and not bool(have_old[self._active_rows(rows, adv)].all()):
+                    raise RuntimeError("old log-probs missing after an optimizer step; score these rows first")
+                grads = self.compute_gradients(batch, rows, old_logp, ref_logp, adv, layer, have_old)
                 if grads is None:
                     skipped += 1
                     continue
@@ -561,14 +693,17 @@ class Trainer:
         }
 
     def compute_gradients(
-        self, batch: PackedBatch, rows: list[int], old_logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor, layer: int | None
+        self, batch: PackedBatch, rows: list[int], old_logp: torch.Tensor, ref_logp: torch.Tensor | None, adv: torch.Tensor, layer: int | None,
+        have_old: torch.Tensor | None = None,
     ) -> dict[str, float] | None:
         """Zero the gradients and accumulate those of one mini-batch (``rows`` of ``batch``).
 
         The loss is ``TrainConfig.loss`` from :data:`bupo_core.losses.POLICY_LOSSES`, normalised over
         the whole mini-batch so the micro-batches add up to its mean. Rows with advantage 0 are not
         run when ``skip_zero_advantage_rows`` (their loss and gradient are exactly 0 without a KL
-        term; the normaliser still counts them).
+        term; the normaliser still counts them). Rows whose ``have_old`` is False get their old
+        log-probs from this forward (valid only before any optimizer step on this batch); both
+        ``old_logp`` and ``have_old`` are updated in place.
 
         Returns:
             ``{"loss", "clip_frac", "approx_kl", "kl_ref"}`` (token-weighted over the mini-batch),
@@ -580,7 +715,7 @@ class Trainer:
         n_tokens = float(mask_all.sum())
         n_seqs = float((mask_all.sum(1) > 0).sum())
         normalizer = n_tokens if cfg.loss_aggregation == "token-mean" else n_seqs
-        active = [r for r in rows if not (cfg.skip_zero_advantage_rows and cfg.kl_coef == 0 and float(adv[r]) == 0.0)]
+        active = self._active_rows(rows, adv)
         if not active:
             return None
         self.optimizer.zero_grad(set_to_none=True)
@@ -591,9 +726,13 @@ class Trainer:
             r_idx = active[s : s + cfg.micro_batch_size]
             sub = batch.select(r_idx).to(self.device)
             w = sub.input_ids.shape[1]
-            old = old_logp[r_idx][:, T - w :].to(self.device)
             ref = ref_logp[r_idx][:, T - w :].to(self.device) if ref_logp is not None else None
             logp, _ = self._logprobs(sub, layer)
+            if have_old is not None and not bool(have_old[r_idx].all()):
+                # weights unchanged since the rollout: this forward *is* the old policy
+                old_logp[r_idx, T - w :] = logp.detach().float().cpu()
+                have_old[r_idx] = True
+            old = old_logp[r_idx][:, T - w :].to(self.device)
             out = loss_fn(
                 cfg, logp, old, adv[r_idx].to(self.device), sub.prediction_mask,
                 aggregation=cfg.loss_aggregation, normalizer=normalizer, ref_logp=ref, kl_coef=cfg.kl_coef,
@@ -648,15 +787,21 @@ class Trainer:
         step = self.step + 1
         phase = cfg.phase(step)
         layer = cfg.layer if phase == "internal" else None
+        if cfg.reset_optimizer_at_switch and cfg.method == "bupo" and cfg.inter_steps > 0 and step == cfg.inter_steps + 1:
+            self.optimizer.state.clear()  # fresh AdamW moments for the full policy (resume-safe: saved state is post-reset)
+        lr = self._set_learning_rate(step)
+        sampler_entropy = cfg.score_needed_rows_only
         t0 = time.perf_counter()
         examples = self.task.batch(self.data_position, cfg.prompts_per_step)
         prompts = [self.task.prompt(e) for e in examples]
-        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.generation_batch_size)
+        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  batch_size=cfg.generation_batch_size, share_prefill=cfg.share_prefill)
         self.model.eval()
         with self._autocast():
             rollout = generate(
                 self.model, self.tokenizer, prompts, group_size=cfg.group_size, config=sampling,
                 seed=cfg.seed * 1_000_003 + step, chat_template_kwargs=self.task.chat_template_kwargs,
+                record_entropy=sampler_entropy,
             )
         t1 = time.perf_counter()
         rows_examples = [examples[i] for i in rollout.prompt_index]
@@ -672,20 +817,38 @@ class Trainer:
                 stacklevel=2,
             )
         batch = rollout.pack(self.pad_id, max_length=context_length(self.model))
-        old_logp, old_ent = self._score_batch(batch, layer)
+        # Old log-probs. The internal phase scores every row (a truncated forward, cheap) because its
+        # log-probs and entropies are logged; the full phase, with score_needed_rows_only, scores only
+        # the rows of mini-batches after the first that an update will use.
+        have_old = torch.ones(len(batch), dtype=torch.bool)
+        score_rows = None
+        if sampler_entropy and phase == "full" and not all_zero:
+            groups = split_groups(len(examples), cfg.num_mini_batches)
+            first = {g * cfg.group_size + i for g in groups[0] for i in range(cfg.group_size)}
+            score_rows = [r for r in self._active_rows(list(range(len(batch))), adv) if r not in first]
+            have_old[sorted(first)] = False
+        elif sampler_entropy and phase == "full":
+            score_rows = []
+        old_logp, old_ent = self._score_batch(batch, layer, rows=score_rows)
         ref_logp = self._score_batch(batch, layer, self.reference)[0] if self.reference is not None else None
+        internal_entropy = internal_logprob = None
         if phase == "internal":
             internal_entropy = masked_mean(old_ent, batch.prediction_mask)
-            full_entropy = masked_mean(self._score_batch(batch, None)[1], batch.prediction_mask) if cfg.full_entropy_in_internal_phase else None
+            internal_logprob = masked_mean(old_logp, batch.prediction_mask)
+        if sampler_entropy:
+            tokens = [e for row in rollout.extras["entropy"] for e in row]
+            full_entropy = sum(tokens) / max(len(tokens), 1)
+        elif phase == "internal":
+            full_entropy = masked_mean(self._score_batch(batch, None)[1], batch.prediction_mask)
         else:
-            internal_entropy, full_entropy = None, masked_mean(old_ent, batch.prediction_mask)
+            full_entropy = masked_mean(old_ent, batch.prediction_mask)
         if all_zero:
             upd = {"loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "kl_ref": 0.0, "grad_norm": 0.0, "updates": 0,
                    "skipped_updates": len(split_groups(len(examples), cfg.num_mini_batches)) * cfg.ppo_epochs, "nonfinite_updates": 0}
         else:
             self._in_update = True
             try:
-                upd = self._update(batch, old_logp, ref_logp, adv, layer)
+                upd = self._update(batch, old_logp, ref_logp, adv, layer, have_old)
             finally:
                 self._in_update = False
         t3 = time.perf_counter()
@@ -706,6 +869,7 @@ class Trainer:
             "kl_ref": upd["kl_ref"],
             "entropy": full_entropy,
             "internal_entropy": internal_entropy,
+            "internal_logprob": internal_logprob,
             "response_length_mean": n_tokens / max(len(lengths), 1),
             "finished_frac": sum(rollout.finished) / max(len(lengths), 1),
             "grad_norm": upd["grad_norm"],
@@ -719,7 +883,7 @@ class Trainer:
             "time_update": t3 - t2,
             "tokens_per_s": n_tokens / max(t3 - t0, 1e-9),
             "data_position": self.data_position,
-            "lr": cfg.lr,
+            "lr": lr,
             "sample_text": rollout.texts[0][:200],
         }
 
