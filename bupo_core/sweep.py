@@ -81,6 +81,11 @@ class Arm:
     seeds: list[int]
     note: str = ""
     paper: str = ""
+    unavailable: str = ""
+
+
+class UnknownFieldError(InputFormatError):
+    """A spec sets a TrainConfig field this version of bupo_core does not have."""
 
 
 @dataclass
@@ -133,9 +138,14 @@ class SweepSpec:
         return {k: v for k, v in full.items() if base.get(k) != v}
 
     def cells(self) -> list[tuple[Arm, int]]:
-        """Every (arm, seed), seed-major (all arms at seed 0 first) so partial sweeps stay paired."""
-        seeds = sorted({s for a in self.arms for s in a.seeds})
-        return [(a, s) for s in seeds for a in self.arms if s in a.seeds]
+        """Every (arm, seed) of the available arms, seed-major (all arms at seed 0 first) so partial sweeps stay paired."""
+        arms = self.available_arms()
+        seeds = sorted({s for a in arms for s in a.seeds})
+        return [(a, s) for s in seeds for a in arms if s in a.seeds]
+
+    def available_arms(self) -> list[Arm]:
+        """Arms this version can run (see ``skip_unavailable`` of :func:`parse_spec`)."""
+        return [a for a in self.arms if not a.unavailable]
 
 
 def _config_dict(cls, values: dict) -> dict:
@@ -177,12 +187,17 @@ def _seed_list(value: Any, where: str) -> list[int]:
     return list(value)
 
 
-def parse_spec(data: Any, path: str = "<spec>") -> SweepSpec:
+def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = False) -> SweepSpec:
     """Validate a spec (already parsed from YAML/JSON) and return a :class:`SweepSpec`.
 
     Every error is an :class:`InputFormatError` that names the file and the reason. Unknown
     TrainConfig fields name the valid ones; every arm's full config is validated
     (``TrainConfig.validate``) before any cell runs.
+
+    Args:
+        skip_unavailable: an arm that sets TrainConfig fields this version lacks is kept but
+            marked ``unavailable`` (no cells, listed under ``unavailable_arms`` in the summary)
+            instead of raising. The control arm must be available.
     """
     from .trainer import TrainConfig  # noqa: PLC0415
 
@@ -219,12 +234,20 @@ def parse_spec(data: Any, path: str = "<spec>") -> SweepSpec:
         config = raw.get("config") or {}
         if not isinstance(config, dict):
             raise InputFormatError(f"{where}: 'config' must be a mapping of TrainConfig fields, got {type(config).__name__}")
-        _check_fields(config, valid, where)
+        unavailable = ""
+        try:
+            _check_fields(config, valid, where)
+        except UnknownFieldError as exc:
+            if not skip_unavailable:
+                raise
+            unavailable = str(exc).split(" (a field")[0].split(": ", 2)[-1]
         arm_seeds = _seed_list(raw["seeds"], f"{where}: 'seeds'") if "seeds" in raw else list(seeds)
-        arms.append(Arm(name, dict(config), arm_seeds, str(raw.get("note", "")), str(raw.get("paper", ""))))
+        arms.append(Arm(name, dict(config), arm_seeds, str(raw.get("note", "")), str(raw.get("paper", "")), unavailable))
     control = data["control"]
     if control not in [a.name for a in arms]:
         raise InputFormatError(f"{path}: control arm {control!r} is not one of the arms ({', '.join(a.name for a in arms)})")
+    if any(a.name == control and a.unavailable for a in arms):
+        raise InputFormatError(f"{path}: the control arm {control!r} sets fields this version lacks ({next(a.unavailable for a in arms if a.name == control)})")
     ev = dict(EVAL_DEFAULTS)
     raw_eval = data.get("eval") or {}
     if not isinstance(raw_eval, dict):
@@ -249,7 +272,7 @@ def parse_spec(data: Any, path: str = "<spec>") -> SweepSpec:
         ev["task_kwargs"] = kw
     if ev["max_new_tokens"] is None:
         ev["max_new_tokens"] = shared.get("max_new_tokens", defaults.max_new_tokens)
-    for arm in arms:
+    for arm in spec.available_arms():
         try:
             cfg = spec.train_config(arm, arm.seeds[0], "unused")
             if cfg.steps != 0:
@@ -266,7 +289,7 @@ def parse_spec(data: Any, path: str = "<spec>") -> SweepSpec:
 def _check_fields(values: dict, valid: list[str], where: str) -> None:
     unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise InputFormatError(
+        raise UnknownFieldError(
             f"{where}: unknown TrainConfig field(s) {unknown} (a field this version of bupo_core does not have). "
             f"Valid fields: {', '.join(valid)}"
         )
@@ -275,10 +298,10 @@ def _check_fields(values: dict, valid: list[str], where: str) -> None:
             raise InputFormatError(f"{where}: do not set {key!r} ({why})")
 
 
-def load_spec(path: str | Path) -> SweepSpec:
-    """Read and validate a spec file (YAML or JSON)."""
+def load_spec(path: str | Path, *, skip_unavailable: bool = False) -> SweepSpec:
+    """Read and validate a spec file (YAML or JSON); see :func:`parse_spec`."""
     p = Path(path)
-    return parse_spec(_read_spec_file(p), str(p))
+    return parse_spec(_read_spec_file(p), str(p), skip_unavailable=skip_unavailable)
 
 
 # ----------------------------------------------------------------------------- cells
@@ -434,6 +457,13 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec_to_json(spec), indent=1))
     cells_path = out / "cells.jsonl"
+    if only_arms:
+        missing = sorted(set(only_arms) - {a.name for a in spec.arms})
+        if missing:
+            raise InputFormatError(f"--arm {missing}: no such arm in {spec.path}; arms: {', '.join(a.name for a in spec.arms)}")
+        blocked = [f"{a.name} ({a.unavailable})" for a in spec.arms if a.name in only_arms and a.unavailable]
+        if blocked:
+            raise InputFormatError(f"--arm: {'; '.join(blocked)}: these arms set fields this version of the trainer lacks")
     done = {(r["arm"], r["seed"]): r for r in read_cells(cells_path)}
     todo, skipped = [], []
     for arm, seed in spec.cells():
@@ -450,10 +480,6 @@ def run_sweep(
             _drop_checkpoints(out, arm.name, seed)
         else:
             todo.append((arm, seed))
-    if only_arms:
-        missing = sorted(set(only_arms) - {a.name for a in spec.arms})
-        if missing:
-            raise InputFormatError(f"--arm {missing}: no such arm in {spec.path}; arms: {', '.join(a.name for a in spec.arms)}")
     total = len(skipped) + len(todo)
     log(f"[sweep] {spec.name}: {total} cells, {len(skipped)} already finished, {len(todo)} to run -> {out}")
     t_start = time.time()
@@ -481,7 +507,8 @@ def spec_to_json(spec: SweepSpec) -> dict:
     return {
         "name": spec.name, "description": spec.description, "path": spec.path, "shared": spec.shared, "seeds": spec.seeds,
         "control": spec.control, "eval": spec.eval, "notes": spec.notes,
-        "arms": [{"name": a.name, "config": a.config, "seeds": a.seeds, "note": a.note, "paper": a.paper} for a in spec.arms],
+        "arms": [{"name": a.name, "config": a.config, "seeds": a.seeds, "note": a.note, "paper": a.paper, "unavailable": a.unavailable}
+                 for a in spec.arms],
     }
 
 
@@ -497,7 +524,7 @@ def summarize(spec: SweepSpec, rows: list[dict]) -> dict:
     """
     from .stats import compare_to_control, mean_se  # noqa: PLC0415
 
-    by_arm: dict[str, dict[int, dict]] = {a.name: {} for a in spec.arms}
+    by_arm: dict[str, dict[int, dict]] = {a.name: {} for a in spec.available_arms()}
     for r in rows:
         if r["arm"] in by_arm:
             arm = spec.arm(r["arm"])
@@ -506,7 +533,7 @@ def summarize(spec: SweepSpec, rows: list[dict]) -> dict:
     control_cells = by_arm[spec.control]
     arms_out: dict[str, Any] = {}
     total_wall = 0.0
-    for arm in spec.arms:
+    for arm in spec.available_arms():
         cells = by_arm[arm.name]
         seeds = sorted(cells)
         metrics: dict[str, Any] = {}
@@ -544,7 +571,8 @@ def summarize(spec: SweepSpec, rows: list[dict]) -> dict:
         "eval": spec.eval,
         "shared": spec.shared,
         "arms": arms_out,
-        "cells_finished": sum(len(by_arm[a.name]) for a in spec.arms),
+        "unavailable_arms": {a.name: a.unavailable for a in spec.arms if a.unavailable},
+        "cells_finished": sum(len(by_arm[a.name]) for a in spec.available_arms()),
         "cells_planned": len(spec.cells()),
         "wall_s_total": round(total_wall, 1),
     }

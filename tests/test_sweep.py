@@ -210,10 +210,24 @@ def test_committed_specs_parse_or_name_only_future_fields():
     assert specs, "results/specs/*.yaml missing"
     future = {"ipa_norm", "ipa_lr", "reset_optimizer_at_switch", "freeze_through_layer", "upper_lr_scale", "upper_lr_layer"}
     for path in specs:
-        try:
-            load_spec(path)
-        except InputFormatError as exc:
-            fields = set(str(exc).split("field(s) [")[1].split("]")[0].replace("'", "").replace(" ", "").split(",")) if "field(s) [" in str(exc) else None
-            assert fields and fields <= future, f"{path}: {exc}"
+        spec = load_spec(path, skip_unavailable=True)
+        for arm in spec.arms:
+            if arm.unavailable:
+                assert set(arm.config) & future and not (set(arm.config) - future - {"method", "layer", "inter_steps", "steps"}), arm
         data = _read_spec_file(path)
         assert data["control"] in [a["name"] for a in data["arms"]]
+        assert len(spec.arm(data["control"]).seeds) >= 3
+
+
+def test_unavailable_arms_are_skipped_only_when_asked(tmp_path):
+    data = tiny_spec()
+    data["arms"].append({"name": "future", "config": {"method": "bupo", "layer": 1, "ipa_norm": "final"}})
+    p = write(tmp_path, data)
+    with pytest.raises(InputFormatError, match=r"arm 'future': unknown TrainConfig field\(s\) \['ipa_norm'\]"):
+        load_spec(p)
+    spec = load_spec(p, skip_unavailable=True)
+    assert spec.arm("future").unavailable and ("future", 0) not in [(a.name, s) for a, s in spec.cells()]
+    s = summarize(spec, [])
+    assert "future" in s["unavailable_arms"] and "future" not in s["arms"]
+    with pytest.raises(InputFormatError, match="fields this version"):
+        run_sweep(spec, tmp_path / "o", only_arms=["future"], progress=False, log=lambda s: None)

@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (rerun with the same folder to resume)")
     p.add_argument("--arm", action="append", default=None, metavar="NAME", help="run only this arm (repeatable); the summary covers every finished cell")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--skip-unavailable", action="store_true",
+                   help="skip arms that set TrainConfig fields this version does not have (they are listed) instead of stopping")
     p.add_argument("--dry-run", action="store_true", help="validate the spec and list the cells and their state, run nothing")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bars")
 
@@ -32,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..sweep import cell_key, load_spec, read_cells, run_sweep  # noqa: PLC0415
 
-    spec = load_spec(args.spec)
+    # with --arm, the arms not selected may use fields this version lacks
+    spec = load_spec(args.spec, skip_unavailable=args.skip_unavailable or bool(args.arm))
+    for arm in spec.arms:
+        if arm.unavailable:
+            print(f"[sweep] skipping arm {arm.name}: {arm.unavailable}")
     if args.dry_run:
         done = {(r["arm"], r["seed"]): r for r in read_cells(Path(args.out) / "cells.jsonl")}
         for arm, seed in spec.cells():
