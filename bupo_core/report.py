@@ -166,12 +166,12 @@ def _task_section(bench: Path) -> list[str]:
         f"\"{st['template']}\" template; `{data['command']}` -> `bench/results/task_pass_rate.json`). GRPO learns only "
         f"from *mixed* groups (some of the {st['samples_per_prompt']} answers right, some wrong).",
         "",
-        "| task | distinct questions | base pass rate | mixed groups | all-wrong groups | no parseable answer | accuracy among answered |",
+        "| task | distinct questions (train / eval split) | base pass rate | mixed groups | all-wrong groups | no parseable answer | accuracy among answered |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, c in data["candidates"].items():
         lines.append(
-            f"| {name} | {c['distinct_questions']:,} | {_f(c['pass_rate'])} | {_f(c['mixed_group_share'], 2)} | "
+            f"| {name} | {c['distinct_questions']:,} ({c['train_questions']:,} / {c['eval_questions']:,}) | {_f(c['pass_rate'])} | {_f(c['mixed_group_share'], 2)} | "
             f"{_f(c['all_wrong_group_share'], 2)} | {_f(c['no_answer_rate'])} | {_f(c.get('accuracy_among_answered'))} |"
         )
     chosen = data.get("chosen")
@@ -180,7 +180,7 @@ def _task_section(bench: Path) -> list[str]:
         lines += [
             "",
             f"Chosen ({data.get('rule', '')}): **{chosen}**, `task_kwargs` {json.dumps(c['task_kwargs'])}: "
-            f"{c['distinct_questions']:,} distinct questions, base pass rate {_f(c['pass_rate'])}, "
+            f"{c['distinct_questions']:,} distinct questions ({c['eval_questions']:,} in the eval split), base pass rate {_f(c['pass_rate'])}, "
             f"{_f(100 * c['mixed_group_share'], 0)}% of groups mixed. The sweeps train on its train split and evaluate on its eval split.",
         ]
     lines.append("")
