@@ -93,29 +93,51 @@ def _specs(results: Path) -> list[tuple[str, Path, dict]]:
 
 def notebook05_rewards(path: Path) -> list[dict] | None:
     """Rows of notebook 05's printed training table (run, reward first 3, reward last 3), if present."""
+    for text in _outputs(path):
+        lines = text.splitlines()
+        if not lines or not lines[0].startswith("run") or "reward, last 3" not in lines[0]:
+            continue
+        rows = []
+        for line in lines[1:]:
+            nums: list[float] = []
+            for tok in line.split():
+                try:
+                    nums.append(float(tok))
+                except ValueError:
+                    if nums:
+                        break
+            if len(nums) >= 2:
+                label = line.split(f"{nums[0]:.3f}")[0].strip()
+                rows.append({"run": label, "reward_first3": nums[0], "reward_last3": nums[1]})
+        return rows or None
+    return None
+
+
+def _outputs(path: Path):
     if not path.exists():
-        return None
-    nb = _load_json(path)
-    for cell in nb.get("cells", []):
+        return
+    for cell in _load_json(path).get("cells", []):
         for out in cell.get("outputs", []):
-            text = "".join(out.get("text", "")) if "text" in out else "".join(out.get("data", {}).get("text/plain", ""))
-            lines = text.splitlines()
-            if not lines or not lines[0].startswith("run") or "reward, last 3" not in lines[0]:
+            yield "".join(out.get("text", "")) if "text" in out else "".join(out.get("data", {}).get("text/plain", ""))
+
+
+def notebook07_eval(path: Path) -> list[dict] | None:
+    """Rows of notebook 07's printed evaluation table (model, Avg@K mean, Pass@K, no-answer share), if present."""
+    for text in _outputs(path):
+        lines = text.splitlines()
+        if not lines or not lines[0].startswith("model") or "Avg@K" not in lines[0]:
+            continue
+        rows = []
+        for line in lines[1:]:
+            parts = line.replace("±", " ± ").split()
+            try:
+                mean = float(parts[1])
+                i = parts.index("±") if "±" in parts else 1
+                rest = [p for p in parts[i + 2 :] if "-" not in p or p.startswith("-")]
+                rows.append({"model": parts[0], "avg_at_k": mean, "pass_at_k": float(rest[0]), "no_answer_rate": float(rest[1])})
+            except (ValueError, IndexError):
                 continue
-            rows = []
-            for line in lines[1:]:
-                parts = line.split()
-                nums = []
-                for tok in parts:
-                    try:
-                        nums.append(float(tok))
-                    except ValueError:
-                        if nums:
-                            break
-                if len(nums) >= 2:
-                    label = line.split(f"{nums[0]:.3f}")[0].strip()
-                    rows.append({"run": label, "reward_first3": nums[0], "reward_last3": nums[1]})
-            return rows or None
+        return rows or None
     return None
 
 
@@ -318,18 +340,43 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
     return lines
 
 
-def _single_seed_section(notebooks: Path) -> list[str]:
+def _easy_questions(bench: Path) -> int | None:
+    from .tasks import EASY_CHAIN_SUM  # noqa: PLC0415
+
+    path = bench / "task_pass_rate.json"
+    if not path.exists():
+        return None
+    for c in _load_json(path)["candidates"].values():
+        if c.get("task_kwargs") == EASY_CHAIN_SUM:
+            return int(c["distinct_questions"])
+    return None
+
+
+def _single_seed_section(notebooks: Path, bench: Path) -> list[str]:
     rows = notebook05_rewards(notebooks / "05_bupo_training.ipynb")
+    n_easy = _easy_questions(bench)
+    pool = f"whose {n_easy:,} distinct questions" if n_easy else "whose few distinct questions"
     lines = [
         "## Earlier single-seed runs",
         "",
-        "The notebooks' committed runs are single training seeds on the two-term single-digit `chain_sum`, whose "
-        "~200 distinct questions all occur in the training pool; their evaluations are fresh samples of the training "
-        "distribution, not held-out questions. `bupo demo` trains the same trajectory as notebook 07 (same task, "
-        "seed and settings): its evaluation draw differs, so it is not an independent repeat. Single seeds disagree "
-        "in direction, which is why the sweeps above report several.",
+        f"The notebooks' committed runs are single training seeds on the two-term single-digit `chain_sum`, {pool} "
+        "all occur in the training pool; their evaluations are fresh samples of the training distribution, not "
+        "held-out questions. `bupo demo` trains the same trajectory as notebook 07 (same task, seed and settings): "
+        "only its evaluation draw differs, so it is not an independent repeat.",
         "",
     ]
+    ev = {r["model"]: r for r in (notebook07_eval(notebooks / "07_evaluation.ipynb") or [])}
+    if "grpo" in ev and "bupo" in ev and rows and len(rows) >= 2:
+        g, b = rows[0], rows[1]
+        lines += [
+            f"Single runs give different pictures. Notebook 07's committed evaluation (`notebooks/07_evaluation.ipynb`) "
+            f"gives Avg@K {_f(ev['grpo']['avg_at_k'])} for GRPO and {_f(ev['bupo']['avg_at_k'])} for BuPO (base "
+            f"{_f(ev.get('base', {}).get('avg_at_k'))}), with no-answer shares {_f(ev['grpo']['no_answer_rate'], 2)} and "
+            f"{_f(ev['bupo']['no_answer_rate'], 2)}; in notebook 05's committed run the mean training reward of the last "
+            f"3 steps is {_f(g['reward_last3'])} for {g['run']} and {_f(b['reward_last3'])} for {b['run']}. "
+            "That is why the sweeps above train several seeds.",
+            "",
+        ]
     if rows:
         lines += ["Notebook 05's committed run (`notebooks/05_bupo_training.ipynb`, mean training reward of the first and last 3 steps):", "",
                   "| run | reward, first 3 steps | reward, last 3 steps |", "|---|---|---|"]
@@ -398,7 +445,7 @@ def build_page(results: str | Path, *, bench: str | Path | None = None, notebook
             lines += _results_section(name, rel, data, folder, figures)
         else:
             lines += _planned_section(name, path, data, rel)
-    lines += _single_seed_section(notebooks)
+    lines += _single_seed_section(notebooks, bench)
     lines += [
         "## Entropy flow, boundary layers and feature refinement",
         "",

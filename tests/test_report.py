@@ -96,3 +96,15 @@ def test_notebook05_table_is_read(tmp_path):
     p.write_text(json.dumps(nb))
     assert notebook05_rewards(p) == [{"run": "GRPO", "reward_first3": 0.125, "reward_last3": 0.25},
                                      {"run": "BuPO (layer 5, s_inter=3)", "reward_first3": 0.111, "reward_last3": 0.264}]
+
+
+def test_notebook07_table_is_read(tmp_path):
+    text = ("model   Avg@K (mean over seeds)    95% CI (seed 0)  Pass@K no answer length\n"
+            "base              0.094 ± 0.008    0.059-0.152   0.469      0.29   13.5\n"
+            "grpo              0.543 ± 0.004    0.395-0.676   0.750      0.01   10.5\n")
+    p = tmp_path / "07.ipynb"
+    p.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": text}]}]}))
+    from bupo_core.report import notebook07_eval
+
+    assert notebook07_eval(p) == [{"model": "base", "avg_at_k": 0.094, "pass_at_k": 0.469, "no_answer_rate": 0.29},
+                                  {"model": "grpo", "avg_at_k": 0.543, "pass_at_k": 0.75, "no_answer_rate": 0.01}]
