@@ -180,6 +180,8 @@ def _read_spec_file(path: Path) -> Any:
 
 
 def _seed_list(value: Any, where: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return list(range(value))  # "seeds: 3" = seeds 0, 1, 2
     if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
         raise InputFormatError(f"{where} must be a non-empty list of non-negative integers, got {value!r}")
     if len(set(value)) != len(value):
@@ -215,13 +217,21 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
         raise InputFormatError(f"{path}: 'shared' must be a mapping of TrainConfig fields, got {type(shared).__name__}")
     _check_fields(shared, valid, f"{path}: shared settings")
     seeds = _seed_list(data["seeds"], f"{path}: 'seeds'")
-    if not isinstance(data["arms"], list) or not data["arms"]:
+    raw_arms = data["arms"]
+    if isinstance(raw_arms, dict):  # {name: {config...}} is accepted too
+        raw_arms = [{"name": k, **(v if isinstance(v, dict) and ("config" in v or "seeds" in v) else {"config": v})} for k, v in raw_arms.items()]
+    if not isinstance(raw_arms, list) or not raw_arms:
         raise InputFormatError(f"{path}: 'arms' must be a non-empty list of {{name, config}} mappings")
     arms: list[Arm] = []
-    for i, raw in enumerate(data["arms"]):
+    for i, raw in enumerate(raw_arms):
         where = f"{path}: arm #{i + 1}"
         if not isinstance(raw, dict) or "name" not in raw:
             raise InputFormatError(f"{where} must be a mapping with a 'name' and a 'config', got {raw!r}")
+        flat = {k: v for k, v in raw.items() if k in valid and k not in ARM_KEYS}
+        if flat:  # TrainConfig fields written directly in the arm
+            if set(flat) & set(raw.get("config") or {}):
+                raise InputFormatError(f"{where}: {sorted(set(flat) & set(raw['config']))} set both in the arm and under its 'config'")
+            raw = {**{k: v for k, v in raw.items() if k not in flat}, "config": {**(raw.get("config") or {}), **flat}}
         name = raw["name"]
         where = f"{path}: arm {name!r}"
         if not isinstance(name, str) or not _ARM_NAME.match(name):

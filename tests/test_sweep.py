@@ -231,3 +231,13 @@ def test_unavailable_arms_are_skipped_only_when_asked(tmp_path):
     assert "future" in s["unavailable_arms"] and "future" not in s["arms"]
     with pytest.raises(InputFormatError, match="fields this version"):
         run_sweep(spec, tmp_path / "o", only_arms=["future"], progress=False, log=lambda s: None)
+
+
+def test_spec_shorthands():
+    data = tiny_spec(seeds=2)
+    data["arms"] = {"grpo": {"method": "grpo"}, "bupo_l1": {"config": {"method": "bupo", "layer": 1}, "seeds": [1]}}
+    spec = parse_spec(data, "s.json")
+    assert spec.seeds == [0, 1] and spec.arm("grpo").config == {"method": "grpo"} and spec.arm("bupo_l1").seeds == [1]
+    flat = tiny_spec()
+    flat["arms"] = [{"name": "grpo", "method": "grpo", "lr": 1e-4}]
+    assert parse_spec(flat, "f.json").arm("grpo").config == {"method": "grpo", "lr": 1e-4}
