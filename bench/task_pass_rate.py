@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 
 CANDIDATES = {
-    "chain_sum 2 terms, 1-2 digits (HELD_OUT_CHAIN_SUM)": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
+    "chain_sum 2 terms, 1-2 digits": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2},
     "chain_sum 2 terms, 2 digits": {"min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2},
     "chain_sum 2 terms, 1 digit (EASY_CHAIN_SUM)": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
     "chain_sum 3 terms, 1 digit": {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1},
+    "chain_sum 2-3 terms, 1 digit (HELD_OUT_CHAIN_SUM)": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1},
 }
 
 

@@ -203,7 +203,9 @@ def _task_section(bench: Path) -> list[str]:
             "",
             f"Chosen ({data.get('rule', '')}): **{chosen}**, `task_kwargs` {json.dumps(c['task_kwargs'])}: "
             f"{c['distinct_questions']:,} distinct questions ({c['eval_questions']:,} in the eval split), base pass rate {_f(c['pass_rate'])}, "
-            f"{_f(100 * c['mixed_group_share'], 0)}% of groups mixed. The sweeps train on its train split and evaluate on its eval split.",
+            f"{_f(100 * c['mixed_group_share'], 0)}% of groups mixed "
+            f"({'a majority' if c['mixed_group_share'] > 0.5 else 'fewer than half: no candidate with thousands of questions reaches a majority on this model'}). "
+            "The sweeps train on its train split and evaluate on its eval split.",
         ]
     lines.append("")
     return lines

@@ -8,7 +8,7 @@ seeds, the evaluation settings and the control arm::
     shared:                      # TrainConfig fields every arm starts from
       model: smollm2-135m-instruct
       task: chain_sum
-      task_kwargs: {min_terms: 2, max_terms: 2, min_digits: 1, max_digits: 2, split: train}
+      task_kwargs: {min_terms: 2, max_terms: 3, min_digits: 1, max_digits: 1, split: train}
       steps: 12
       prompts_per_step: 4
     seeds: [0, 1, 2, 3, 4]
