@@ -9,6 +9,11 @@ Definitions (paper section 5 and Chen et al. 2021):
 * ``Avg@K`` is the mean pass rate ``c / n`` with ``n = K`` samples per problem (= pass@1).
 * Task-level numbers are means over problems; error bars are percentile bootstrap intervals over
   problems (resampling problems, not samples, because samples of one problem are correlated).
+* Format vs arithmetic: ``no_answer_rate`` is the share of responses with no parseable answer
+  (no number for the short template, no ``\\boxed{}`` for the boxed ones);
+  ``accuracy_among_answered`` is the share of correct responses among those that do give one.
+  ``avg_at_k = (1 - no_answer_rate) * accuracy_among_answered``, so a gain in Avg@K can be told
+  apart into learning to print an answer and learning to get it right.
 """
 
 from __future__ import annotations
@@ -137,6 +142,7 @@ class ProblemResult:
     mean_length: float
     responses: list[str]
     rewards: list[float]
+    num_correct_answered: int | None = None
 
 
 @dataclass
@@ -171,6 +177,8 @@ class EvalResult:
             for k in range(1, n + 1)
         }
         total = sum(p.num_samples for p in self.problems)
+        answered = total - sum(p.no_answer for p in self.problems)
+        correct_answered = sum(p.num_correct if p.num_correct_answered is None else p.num_correct_answered for p in self.problems)
         return {
             "model": self.model,
             "task": self.task,
@@ -182,6 +190,8 @@ class EvalResult:
             "pass_at_k_ci": {k: list(v) for k, v in pass_ci.items()},
             "mean_response_length": float(np.mean([p.mean_length for p in self.problems])),
             "no_answer_rate": sum(p.no_answer for p in self.problems) / max(total, 1),
+            "num_answered": answered,
+            "accuracy_among_answered": correct_answered / answered if answered else None,
             "grading": self.grading,
             "settings": asdict(self.config),
             "seconds": self.seconds,
@@ -259,6 +269,7 @@ def evaluate(
             rows = range(j * cfg.k, (j + 1) * cfg.k)  # generate() returns prompt-major rows
             texts = [rollout.texts[r] for r in rows]
             rewards = [scored.rewards[r] for r in rows]
+            answered = [has_answer(t, ex.answer_format) for t in texts]
             problems.append(
                 ProblemResult(
                     index=start + j,
@@ -266,10 +277,11 @@ def evaluate(
                     answer=str(ex.answer),
                     num_correct=int(sum(r >= 1.0 for r in rewards)),
                     num_samples=len(rows),
-                    no_answer=sum(not has_answer(t, ex.answer_format) for t in texts),
+                    no_answer=sum(not a for a in answered),
                     mean_length=float(np.mean([len(rollout.response_ids[r]) for r in rows])),
                     responses=texts,
                     rewards=rewards,
+                    num_correct_answered=int(sum(r >= 1.0 and a for r, a in zip(rewards, answered))),
                 )
             )
     name = model_name or str(getattr(getattr(model, "config", None), "name_or_path", "model"))

@@ -28,12 +28,23 @@ These are the only prompt templates: the entropy analysis' prompt styles
 
 A :class:`Task` is a finite list of examples, iterated in a seeded order; the *data position*
 (how many prompts were consumed) is all a resumed run needs to continue with the same prompts.
+
+Held-out splits (``load_task(..., split="train" | "eval")``): the space of *questions* is
+partitioned deterministically by a hash of each question's key (:func:`question_key`: the sorted
+tokens of the arithmetic expression for reasoning-gym arithmetic, so ``3 + 4``, ``4 + 3``,
+``4 - 3`` and ``3 - 4`` share one key and one split; the normalised text otherwise).
+:data:`EVAL_FRACTION` of the keys belong to ``"eval"``, the rest to ``"train"``, whatever the
+seed or size, so no question of an evaluation set can occur in any training set. Use a task with
+thousands of distinct questions (:data:`HELD_OUT_CHAIN_SUM`); :data:`EASY_CHAIN_SUM` has only 200.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +54,13 @@ from .errors import InputFormatError, ModelNotAvailableError
 # The two-term single-digit chain_sum: the easiest setting on which the 135M embedded model earns
 # reward in most groups of 8 (about 14% pass rate), used as the default for CPU training and demos.
 EASY_CHAIN_SUM = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+# chain_sum with 2 or 3 single-digit terms: 4,200 distinct questions (3,457 in the train split, 743 in
+# eval), the task with a held-out evaluation split. Chosen by bench/task_pass_rate.py (rule: among
+# candidates with >= 1000 distinct questions, the most mixed groups of 8 on the embedded model;
+# measured numbers in bench/results/task_pass_rate.json and on docs/results.md).
+HELD_OUT_CHAIN_SUM = {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}
+SPLITS = ("train", "eval")
+EVAL_FRACTION = 0.2
 PAPER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 SHORT_SUFFIX = " Reply with just the number."
 
@@ -177,6 +195,8 @@ class Task:
         template: the prompt template.
         scorer: the reward scorer name (see :mod:`bupo_core.rewards`).
         seed: seeds the order in which examples are served (reshuffled every epoch).
+        split: ``"train"`` or ``"eval"`` when the examples come from one side of the held-out
+            partition (:func:`question_split`), ``None`` when unsplit.
     """
 
     name: str
@@ -184,6 +204,7 @@ class Task:
     template: PromptTemplate
     scorer: str
     seed: int = 0
+    split: str | None = None
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -221,7 +242,52 @@ def get_template(name: str) -> PromptTemplate:
     return TEMPLATES[name]
 
 
-def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | None = None, scorer: str | None = None, **kwargs: Any) -> Task:
+def question_key(example: Example) -> str:
+    """The key that decides an example's split: equal keys = the same question.
+
+    For reasoning-gym rows with an arithmetic ``expression`` in their metadata: the sorted
+    whitespace-separated tokens of the expression (commuted and reversed forms share a key, which
+    only makes the held-out split stricter). Otherwise the question, lower-cased, with runs of
+    whitespace collapsed.
+
+    >>> question_key(Example("What is 3 + 4 =", "7", entry={"metadata": {"expression": "3 + 4"}}))
+    '+ 3 4'
+    >>> question_key(Example("  What  is 2+2? ", "4"))
+    'what is 2+2?'
+    """
+    meta = (example.entry or {}).get("metadata") or {}
+    expr = meta.get("expression") if isinstance(meta, dict) else None
+    if isinstance(expr, str) and expr.strip():
+        return " ".join(sorted(expr.split()))
+    return re.sub(r"\s+", " ", example.question.strip().lower())
+
+
+def question_split(example: Example) -> str:
+    """``"eval"`` or ``"train"``: the fixed side of the partition :func:`question_key` falls on.
+
+    A SHA-256 hash of the key, so it does not depend on the seed, the size or the Python process.
+    """
+    digest = hashlib.sha256(question_key(example).encode("utf-8")).digest()
+    bucket = int.from_bytes(digest[:8], "big") / 2**64
+    return "eval" if bucket < EVAL_FRACTION else "train"
+
+
+def _check_split(split: str | None) -> None:
+    if split is not None and split not in SPLITS:
+        raise InputFormatError(f"split must be 'train', 'eval' or None (no split), got {split!r}")
+
+
+def _keep_split(examples: list[Example], split: str | None, name: str) -> list[Example]:
+    if split is None:
+        return examples
+    seen: set[str] = set()
+    kept = [e for e in examples if question_split(e) == split and not (e.question in seen or seen.add(e.question))]
+    if not kept:
+        raise InputFormatError(f"task {name!r} has no question in the {split!r} split ({len(examples)} examples, none hash to it); use a larger task or split=None")
+    return kept
+
+
+def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | None = None, scorer: str | None = None, split: str | None = None, **kwargs: Any) -> Task:
     """Build a task by name.
 
     Args:
@@ -233,6 +299,10 @@ def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | Non
         template: prompt template; default ``"short"`` for reasoning-gym and JSONL, ``"boxed"`` for hub maths.
         scorer: reward scorer; default ``"reasoning_gym"`` for reasoning-gym tasks, ``"last_number"``
             for the short template, ``"boxed_math"`` for boxed ones.
+        split: ``"train"`` or ``"eval"``: keep only questions on that side of the fixed
+            partition (:func:`question_split`), each question once; reasoning-gym generators
+            draw until ``size`` distinct questions of the split exist. ``None`` (default): no
+            split (reasoning-gym draws may then repeat a question).
         **kwargs: the reasoning-gym dataset's config fields (``min_terms``, ``max_digits``...).
 
     Raises:
@@ -241,12 +311,15 @@ def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | Non
     """
     if size < 0:
         raise InputFormatError(f"size must be >= 0, got {size}")
+    _check_split(split)
     if str(name).endswith(".jsonl"):
         tpl = get_template(template or "short")
-        return Task(str(name), read_jsonl(name, tpl.answer_format), tpl, scorer or _default_scorer(tpl), seed)
+        examples = _keep_split(read_jsonl(name, tpl.answer_format), split, str(name))
+        return Task(str(name), examples, tpl, scorer or _default_scorer(tpl), seed, split)
     if name in HUB_TASKS:
         tpl = get_template(template or "boxed")
-        return Task(name, _load_hub(name, size, tpl.answer_format), tpl, scorer or _default_scorer(tpl), seed)
+        examples = _keep_split(_load_hub(name, size, tpl.answer_format), split, name)
+        return Task(name, examples, tpl, scorer or _default_scorer(tpl), seed, split)
     try:
         from reasoning_gym.factory import DATASETS  # noqa: PLC0415
 
@@ -263,23 +336,45 @@ def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | Non
         from .rewards import check_reasoning_gym_scorer  # noqa: PLC0415
 
         check_reasoning_gym_scorer(name)
-    ds, entries = reasoning_gym_entries(name, size=max(size, 1), seed=seed, **kwargs)
-    examples = [
-        Example(question=e["question"], answer=str(e["answer"]), answer_format=tpl.answer_format, entry=e, dataset=ds, source=f"reasoning_gym:{name}:{i}")
-        for i, e in enumerate(entries)
-    ]
-    return Task(name, examples, tpl, scorer or "reasoning_gym", seed)
+    want = max(size, 1)
+    # a split keeps ~EVAL_FRACTION or ~1 - EVAL_FRACTION of the draws: draw enough candidates
+    draws = want if split is None else 20 * want + 200
+    ds = reasoning_gym_dataset(name, size=draws, seed=seed, **kwargs)
+    examples: list[Example] = []
+    seen: set[str] = set()
+    for i in range(draws):
+        e = ds[i]
+        ex = Example(question=e["question"], answer=str(e["answer"]), answer_format=tpl.answer_format, entry=e, dataset=ds, source=f"reasoning_gym:{name}:{i}")
+        if split is not None and (question_split(ex) != split or ex.question in seen):
+            continue  # a split is a set of distinct questions from one side of the partition
+        seen.add(ex.question)
+        examples.append(ex)
+        if len(examples) == want:
+            break
+    if len(examples) < want:
+        raise InputFormatError(
+            f"reasoning-gym task {name!r} gave only {len(examples)} of {want} distinct questions in the {split!r} split after {draws} draws "
+            f"(the task has too few distinct questions); widen the task (e.g. max_digits=2) or lower size"
+        )
+    return Task(name, examples, tpl, scorer or "reasoning_gym", seed, split)
 
 
 def reasoning_gym_entries(name: str, *, size: int, seed: int, **kwargs: Any) -> tuple[Any, list[dict]]:
-    """``(dataset, rows)`` of a reasoning-gym generator; its own errors about settings become
+    """``(dataset, rows)`` of a reasoning-gym generator (see :func:`reasoning_gym_dataset`)."""
+    ds = reasoning_gym_dataset(name, size=size, seed=seed, **kwargs)
+    return ds, [ds[i] for i in range(size)]
+
+
+def reasoning_gym_dataset(name: str, *, size: int, seed: int, **kwargs: Any) -> Any:
+    """A reasoning-gym generator (rows are made on access); its own errors about settings become
     :class:`InputFormatError` naming the task and the settings (e.g. ``min_terms > max_terms``)."""
     import reasoning_gym as rg  # noqa: PLC0415
 
     settings = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "the defaults"
     try:
         ds = rg.create_dataset(name, size=size, seed=seed, **kwargs)
-        return ds, list(ds)
+        ds[0]  # generators check some settings only when a row is made
+        return ds
     except TypeError as exc:
         raise InputFormatError(f"bad settings for reasoning-gym task {name!r} ({settings}): {exc}. Check the keyword names of its config class.") from exc
     except (ValueError, AssertionError, KeyError, IndexError, ZeroDivisionError) as exc:

@@ -45,3 +45,16 @@ def test_refine_over_a_training_run(tmp_path, capsys):
 def test_refine_needs_a_run_folder(tmp_path, capsys):
     assert main(["refine", "--run", str(tmp_path)]) == 2
     assert "bupo train" in capsys.readouterr().err
+
+
+def test_eval_uses_the_eval_split_by_default(tmp_path):
+    from bupo_core.tasks import EASY_CHAIN_SUM, load_task
+
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", "tiny-random-qwen3", "--easy", "--n", "3", "--k", "2", "--max-new-tokens", "2", "--out", str(out)]) == 0
+    asked = [json.loads(line)["question"] for line in (out / "per_problem.jsonl").read_text().splitlines()]
+    eval_side = {e.question for e in load_task("chain_sum", size=40, seed=10_000, split="eval", **EASY_CHAIN_SUM).examples}
+    train_side = {e.question for e in load_task("chain_sum", size=150, seed=0, split="train", **EASY_CHAIN_SUM).examples}
+    assert set(asked) <= eval_side and not set(asked) & train_side
+    data = json.loads((out / "eval.json").read_text())
+    assert "accuracy_among_answered" in data and data["num_answered"] >= 0

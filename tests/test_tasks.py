@@ -116,3 +116,57 @@ def test_train_config_refuses_test_sets():
         TrainConfig(task="aime25").validate()
     TrainConfig(task="aime25", allow_test_set_training=True).validate()
     TrainConfig(task="deepmath").validate()
+# ----------------------------------------------------------------------------- held-out split
+def test_held_out_split_is_disjoint_by_question():
+    from bupo_core.tasks import HELD_OUT_CHAIN_SUM, question_key, question_split
+
+    # the full sizes the sweeps use: training pools of 1000 per seed, evaluation sets drawn at seed 10_000
+    train_keys = set()
+    for seed in range(5):
+        task = load_task("chain_sum", size=1000, seed=seed, split="train", **HELD_OUT_CHAIN_SUM)
+        assert len(task) == 1000 and task.split == "train"
+        train_keys |= {question_key(e) for e in task.examples}
+    ev = load_task("chain_sum", size=200, seed=10_000, split="eval", **HELD_OUT_CHAIN_SUM)
+    eval_keys = {question_key(e) for e in ev.examples}
+    assert len(ev) == 200 and all(question_split(e) == "eval" for e in ev.examples)
+    assert not (train_keys & eval_keys)
+    assert not ({e.question for e in ev.examples} & {q for s in range(5) for q in (e.question for e in load_task("chain_sum", size=1000, seed=s, split="train", **HELD_OUT_CHAIN_SUM).examples)})
+    # reasoning-gym seeds row i with seed + i, so seeds 0..4 share most rows; keys are coarser than questions
+    assert len(train_keys) > 400 and len({e.question for e in ev.examples}) == 200  # a split holds distinct questions
+
+
+def test_question_key_groups_commuted_forms_and_split_is_stable():
+    from bupo_core.tasks import Example, question_key, question_split
+
+    a = Example("State the final answer: 12 + 7 =", "19", entry={"metadata": {"expression": "12 + 7"}})
+    b = Example("State the final answer: 7 + 12 =", "19", entry={"metadata": {"expression": "7 + 12"}})
+    c = Example("State the final answer: 7 - 12 =", "-5", entry={"metadata": {"expression": "7 - 12"}})
+    assert question_key(a) == question_key(b) != question_key(c)
+    assert question_split(a) == question_split(b)
+    # the partition does not depend on the seed: the same question lands on the same side
+    t0 = load_task("chain_sum", size=300, seed=0, min_terms=2, max_terms=2, min_digits=1, max_digits=2)
+    t1 = load_task("chain_sum", size=300, seed=0, split="train", min_terms=2, max_terms=2, min_digits=1, max_digits=2)
+    assert {e.question for e in t1.examples} <= {e.question for e in t0.examples} | {e.question for e in t1.examples}
+    share_eval = sum(question_split(e) == "eval" for e in t0.examples) / len(t0)
+    assert 0.1 < share_eval < 0.3
+
+
+def test_split_errors_and_jsonl(tmp_path):
+    with pytest.raises(InputFormatError, match="split must be"):
+        load_task("chain_sum", size=3, split="test")
+    p = tmp_path / "qa.jsonl"
+    p.write_text("".join(json.dumps({"question": f"{i} + {i} =", "answer": 2 * i}) + "\n" for i in range(200)))
+    tr, ev = load_task(str(p), split="train"), load_task(str(p), split="eval")
+    assert len(tr) + len(ev) == 200 and not ({e.question for e in tr.examples} & {e.question for e in ev.examples})
+    with pytest.raises(InputFormatError, match="'eval' split"):
+        # 200 draws of a 1-term single-digit chain_sum: far fewer distinct questions than asked for
+        load_task("chain_sum", size=50, split="eval", min_terms=1, max_terms=1, min_digits=1, max_digits=1)
+
+
+def test_held_out_setting_is_the_measured_choice():
+    from pathlib import Path
+
+    from bupo_core.tasks import HELD_OUT_CHAIN_SUM
+
+    data = json.loads((Path(__file__).parent.parent / "bench" / "results" / "task_pass_rate.json").read_text())
+    assert data["candidates"][data["chosen"]]["task_kwargs"] == HELD_OUT_CHAIN_SUM

@@ -1,4 +1,4 @@
-"""``bupo eval``: Avg@K and Pass@k of a model or checkpoint on held-out problems."""
+"""``bupo eval``: Avg@K and Pass@k of a model or checkpoint on the held-out (eval) split of a task."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ HELD_OUT_SEED = 10_000  # training runs draw problems with small seeds; evaluati
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     add_task_arguments(p)
+    p.add_argument("--split", default="eval", choices=["eval", "train", "all"],
+                   help="which side of the fixed question partition to evaluate on (default eval: no question of it occurs in any "
+                        "training split; train the model with --task-arg split=train). 'all' = no split")
     p.add_argument("--n", type=int, default=32, help="number of problems (default 32)")
     p.add_argument("--k", type=int, default=8, help="samples per problem; Pass@k is reported for every k <= K (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -39,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     EvalConfig(num_problems=args.n, k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
     prepare_output_dir(args.out)
     seed = HELD_OUT_SEED if args.task_seed is None else args.task_seed
-    task = load_task(args.task, size=max(args.n, 1), seed=seed, template=args.template, **task_kwargs(args))
+    kwargs = task_kwargs(args)
+    split = kwargs.pop("split", None) if args.split == "all" else args.split
+    kwargs.pop("split", None)
+    task = load_task(args.task, size=max(args.n, 1), seed=seed, template=args.template, split=split, **kwargs)
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
     cfg = EvalConfig(num_problems=min(args.n, len(task)), k=args.k, max_new_tokens=args.max_new_tokens,
                      temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
@@ -50,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
     fig = plot_pass_at_k({args.model: result.to_json()})
     fig.savefig(path.parent / "pass_at_k.png", dpi=120)
     data = result.to_json()
-    print(json.dumps({k: data[k] for k in ("model", "task", "num_problems", "num_samples", "avg_at_k", "pass_at_k", "no_answer_rate")}, indent=1))
+    print(json.dumps({k: data[k] for k in ("model", "task", "num_problems", "num_samples", "avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")}, indent=1))
     print(f"wrote {path}")
     return 0

@@ -1,0 +1,601 @@
+"""Sweeps: a grid of (train -> evaluate) cells over arms and training seeds, resumable, with statistics.
+
+A *spec* file (YAML or JSON) names the shared training settings, the arms (each a set of
+:class:`~bupo_core.trainer.TrainConfig` fields that differ from the shared ones), the training
+seeds, the evaluation settings and the control arm::
+
+    name: main
+    shared:                      # TrainConfig fields every arm starts from
+      model: smollm2-135m-instruct
+      task: chain_sum
+      task_kwargs: {min_terms: 2, max_terms: 3, min_digits: 1, max_digits: 1, split: train}
+      steps: 12
+      prompts_per_step: 4
+    seeds: [0, 1, 2, 3, 4]
+    control: grpo
+    eval: {num_problems: 32, k: 8, max_new_tokens: 16}
+    arms:
+      - {name: base, config: {steps: 0}}          # steps 0 = evaluate the untrained model
+      - {name: grpo, config: {method: grpo}}
+      - {name: bupo_l5, config: {method: bupo, layer: 5, inter_steps: 3}, seeds: [0, 1, 2]}
+
+A *cell* is one (arm, seed): train with ``seed`` (which fixes the training prompts and every
+sampling draw), then evaluate on the evaluation split with sampling seed ``seed``, so the cells of
+two arms with the same seed see the same prompts and the same evaluation problems and draws: a
+pair for :func:`bupo_core.stats.compare_to_control`.
+
+Output folder ``DIR``:
+
+* ``cells.jsonl``: one row per finished cell (metrics, per-step training rewards, wall times),
+  appended and flushed when the cell finishes. A cell with a row is never run again.
+* ``cells/<arm>/seed-<s>/run/``: the training run (``config.json``, ``metrics.jsonl``); its
+  checkpoints are deleted once the cell's row is written. ``.../eval/``: ``eval.json`` and
+  ``per_problem.jsonl``.
+* ``summary.json``: per arm, mean / standard error / per-seed values of every metric and the
+  paired comparison with the control arm (see :func:`summarize`).
+
+Ctrl-C stops after writing a checkpoint of the cell in progress; rerunning the same command skips
+the finished cells and resumes the interrupted one from its checkpoint (``Trainer(resume=True)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import InputFormatError
+
+METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
+SPEC_KEYS = {"name", "description", "shared", "seeds", "control", "eval", "arms", "notes"}
+ARM_KEYS = {"name", "config", "seeds", "note", "paper"}
+EVAL_DEFAULTS: dict[str, Any] = {
+    "task": None,  # default: the shared task
+    "task_kwargs": None,  # default: the shared task_kwargs with split "eval"
+    "split": "eval",
+    "task_seed": 10_000,
+    "num_problems": 32,
+    "k": 8,
+    "max_new_tokens": None,  # default: the shared max_new_tokens
+    "temperature": 1.0,
+    "template": None,
+    "batch_size": 64,
+}
+RESERVED = {"seed": "the sweep sets it from `seeds`", "out_dir": "the sweep puts each run under DIR/cells/<arm>/seed-<s>/run"}
+_ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+# ----------------------------------------------------------------------------- the spec
+@dataclass
+class Arm:
+    """One arm: a name, the TrainConfig fields it sets on top of the shared ones, its seeds."""
+
+    name: str
+    config: dict
+    seeds: list[int]
+    note: str = ""
+    paper: str = ""
+    unavailable: str = ""
+
+
+class UnknownFieldError(InputFormatError):
+    """A spec sets a TrainConfig field this version of bupo_core does not have."""
+
+
+@dataclass
+class SweepSpec:
+    """A parsed, validated sweep spec (see the module docstring for the file format).
+
+    Attributes:
+        name: sweep name (default: the file's stem).
+        shared: TrainConfig fields every arm starts from.
+        arms: the arms, in file order.
+        seeds: default training seeds of every arm.
+        control: the arm the others are compared with.
+        eval: evaluation settings (:data:`EVAL_DEFAULTS` filled in).
+        path: the file it came from.
+    """
+
+    name: str
+    shared: dict
+    arms: list[Arm]
+    seeds: list[int]
+    control: str
+    eval: dict
+    path: str = ""
+    description: str = ""
+    notes: list = field(default_factory=list)
+
+    def arm(self, name: str) -> Arm:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def train_config(self, arm: Arm, seed: int, out_dir: str | Path, device: str | None = None):
+        """The :class:`TrainConfig` of cell (arm, seed)."""
+        from .trainer import TrainConfig  # noqa: PLC0415
+
+        merged = {**self.shared, **arm.config, "seed": seed, "out_dir": str(out_dir)}
+        if device is not None:
+            merged["device"] = device
+        if "adam_betas" in merged:
+            merged["adam_betas"] = tuple(merged["adam_betas"])
+        return TrainConfig(**merged)
+
+    def arm_differences(self, arm: Arm) -> dict:
+        """The TrainConfig fields of ``arm`` that differ from the shared settings (JSON values)."""
+        from .trainer import TrainConfig  # noqa: PLC0415
+
+        base = _config_dict(TrainConfig, self.shared)
+        full = _config_dict(TrainConfig, {**self.shared, **arm.config})
+        return {k: v for k, v in full.items() if base.get(k) != v}
+
+    def cells(self) -> list[tuple[Arm, int]]:
+        """Every (arm, seed) of the available arms, seed-major (all arms at seed 0 first) so partial sweeps stay paired."""
+        arms = self.available_arms()
+        seeds = sorted({s for a in arms for s in a.seeds})
+        return [(a, s) for s in seeds for a in arms if s in a.seeds]
+
+    def available_arms(self) -> list[Arm]:
+        """Arms this version can run (see ``skip_unavailable`` of :func:`parse_spec`)."""
+        return [a for a in self.arms if not a.unavailable]
+
+
+def _config_dict(cls, values: dict) -> dict:
+    kw = dict(values)
+    if "adam_betas" in kw:
+        kw["adam_betas"] = tuple(kw["adam_betas"])
+    cfg = cls(**kw)
+    return json.loads(json.dumps(cfg.to_dict()))
+
+
+def _read_spec_file(path: Path) -> Any:
+    if not path.exists():
+        raise InputFormatError(f"sweep spec {path} does not exist; give a .yaml, .yml or .json file (examples in results/specs/)")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml  # noqa: PLC0415
+        except ImportError as exc:  # pragma: no cover - pyyaml comes with transformers
+            raise InputFormatError(f"{path}: reading YAML needs pyyaml (pip install pyyaml), or write the spec as JSON") from exc
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            raise InputFormatError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
+    raise InputFormatError(f"{path}: unknown spec format {path.suffix!r}; use .yaml, .yml or .json")
+
+
+def _seed_list(value: Any, where: str) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return list(range(value))  # "seeds: 3" = seeds 0, 1, 2
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        raise InputFormatError(f"{where} must be a non-empty list of non-negative integers, got {value!r}")
+    if len(set(value)) != len(value):
+        raise InputFormatError(f"{where} lists a seed twice: {value!r}")
+    return list(value)
+
+
+def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = False) -> SweepSpec:
+    """Validate a spec (already parsed from YAML/JSON) and return a :class:`SweepSpec`.
+
+    Every error is an :class:`InputFormatError` that names the file and the reason. Unknown
+    TrainConfig fields name the valid ones; every arm's full config is validated
+    (``TrainConfig.validate``) before any cell runs.
+
+    Args:
+        skip_unavailable: an arm that sets TrainConfig fields this version lacks is kept but
+            marked ``unavailable`` (no cells, listed under ``unavailable_arms`` in the summary)
+            instead of raising. The control arm must be available.
+    """
+    from .trainer import TrainConfig  # noqa: PLC0415
+
+    valid = [f.name for f in fields(TrainConfig)]
+    if not isinstance(data, dict):
+        raise InputFormatError(f"{path}: a sweep spec must be a mapping with keys shared, seeds, control, eval, arms; got {type(data).__name__}")
+    unknown = sorted(set(data) - SPEC_KEYS)
+    if unknown:
+        raise InputFormatError(f"{path}: unknown top-level key(s) {unknown}; allowed: {sorted(SPEC_KEYS)}")
+    for key in ("seeds", "control", "arms"):
+        if key not in data:
+            raise InputFormatError(f"{path}: missing required key {key!r} (a spec needs shared, seeds, control, arms; eval is optional)")
+    shared = data.get("shared") or {}
+    if not isinstance(shared, dict):
+        raise InputFormatError(f"{path}: 'shared' must be a mapping of TrainConfig fields, got {type(shared).__name__}")
+    _check_fields(shared, valid, f"{path}: shared settings")
+    seeds = _seed_list(data["seeds"], f"{path}: 'seeds'")
+    raw_arms = data["arms"]
+    if isinstance(raw_arms, dict):  # {name: {config...}} is accepted too
+        raw_arms = [{"name": k, **(v if isinstance(v, dict) and ("config" in v or "seeds" in v) else {"config": v})} for k, v in raw_arms.items()]
+    if not isinstance(raw_arms, list) or not raw_arms:
+        raise InputFormatError(f"{path}: 'arms' must be a non-empty list of {{name, config}} mappings")
+    arms: list[Arm] = []
+    for i, raw in enumerate(raw_arms):
+        where = f"{path}: arm #{i + 1}"
+        if not isinstance(raw, dict) or "name" not in raw:
+            raise InputFormatError(f"{where} must be a mapping with a 'name' and a 'config', got {raw!r}")
+        flat = {k: v for k, v in raw.items() if k in valid and k not in ARM_KEYS}
+        if flat:  # TrainConfig fields written directly in the arm
+            if set(flat) & set(raw.get("config") or {}):
+                raise InputFormatError(f"{where}: {sorted(set(flat) & set(raw['config']))} set both in the arm and under its 'config'")
+            raw = {**{k: v for k, v in raw.items() if k not in flat}, "config": {**(raw.get("config") or {}), **flat}}
+        name = raw["name"]
+        where = f"{path}: arm {name!r}"
+        if not isinstance(name, str) or not _ARM_NAME.match(name):
+            raise InputFormatError(f"{where}: the name must be letters, digits, '_', '.', '+' or '-' (it names a folder)")
+        if any(a.name == name for a in arms):
+            raise InputFormatError(f"{where}: two arms have this name; names must be unique")
+        extra = sorted(set(raw) - ARM_KEYS)
+        if extra:
+            raise InputFormatError(f"{where}: unknown key(s) {extra}; an arm has {sorted(ARM_KEYS)} (TrainConfig fields go under 'config')")
+        config = raw.get("config") or {}
+        if not isinstance(config, dict):
+            raise InputFormatError(f"{where}: 'config' must be a mapping of TrainConfig fields, got {type(config).__name__}")
+        unavailable = ""
+        try:
+            _check_fields(config, valid, where)
+        except UnknownFieldError as exc:
+            if not skip_unavailable:
+                raise
+            unavailable = str(exc).split(" (a field")[0].split(": ", 2)[-1]
+        arm_seeds = _seed_list(raw["seeds"], f"{where}: 'seeds'") if "seeds" in raw else list(seeds)
+        arms.append(Arm(name, dict(config), arm_seeds, str(raw.get("note", "")), str(raw.get("paper", "")), unavailable))
+    control = data["control"]
+    if control not in [a.name for a in arms]:
+        raise InputFormatError(f"{path}: control arm {control!r} is not one of the arms ({', '.join(a.name for a in arms)})")
+    if any(a.name == control and a.unavailable for a in arms):
+        raise InputFormatError(f"{path}: the control arm {control!r} sets fields this version lacks ({next(a.unavailable for a in arms if a.name == control)})")
+    ev = dict(EVAL_DEFAULTS)
+    raw_eval = data.get("eval") or {}
+    if not isinstance(raw_eval, dict):
+        raise InputFormatError(f"{path}: 'eval' must be a mapping, got {type(raw_eval).__name__}")
+    bad = sorted(set(raw_eval) - set(EVAL_DEFAULTS))
+    if bad:
+        raise InputFormatError(f"{path}: unknown eval setting(s) {bad}; allowed: {sorted(EVAL_DEFAULTS)}")
+    ev.update(raw_eval)
+    if ev["split"] not in ("train", "eval", None):
+        raise InputFormatError(f"{path}: eval split must be 'eval', 'train' or null, got {ev['split']!r}")
+    for key in ("num_problems", "k"):
+        if not isinstance(ev[key], int) or ev[key] < 1:
+            raise InputFormatError(f"{path}: eval {key} must be an integer >= 1, got {ev[key]!r}")
+    spec = SweepSpec(str(data.get("name") or Path(path).stem), dict(shared), arms, seeds, control, ev, str(path),
+                     str(data.get("description", "")), list(data.get("notes") or []))
+    defaults = TrainConfig()
+    task = shared.get("task", defaults.task)
+    ev["task"] = ev["task"] or task
+    if ev["task_kwargs"] is None:
+        kw = dict(shared.get("task_kwargs", defaults.task_kwargs)) if ev["task"] == task else {}
+        kw.pop("split", None)
+        ev["task_kwargs"] = kw
+    if ev["max_new_tokens"] is None:
+        ev["max_new_tokens"] = shared.get("max_new_tokens", defaults.max_new_tokens)
+    for arm in spec.available_arms():
+        try:
+            cfg = spec.train_config(arm, arm.seeds[0], "unused")
+            if cfg.steps != 0:
+                cfg.validate()
+        except InputFormatError as exc:
+            raise InputFormatError(f"{path}: arm {arm.name!r}: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise InputFormatError(f"{path}: arm {arm.name!r}: bad setting ({exc})") from exc
+        if cfg.steps < 0:
+            raise InputFormatError(f"{path}: arm {arm.name!r}: steps must be >= 0 (0 = evaluate the untrained model)")
+    return spec
+
+
+def _check_fields(values: dict, valid: list[str], where: str) -> None:
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise UnknownFieldError(
+            f"{where}: unknown TrainConfig field(s) {unknown} (a field this version of bupo_core does not have). "
+            f"Valid fields: {', '.join(valid)}"
+        )
+    for key, why in RESERVED.items():
+        if key in values:
+            raise InputFormatError(f"{where}: do not set {key!r} ({why})")
+
+
+def load_spec(path: str | Path, *, skip_unavailable: bool = False) -> SweepSpec:
+    """Read and validate a spec file (YAML or JSON); see :func:`parse_spec`."""
+    p = Path(path)
+    return parse_spec(_read_spec_file(p), str(p), skip_unavailable=skip_unavailable)
+
+
+# ----------------------------------------------------------------------------- cells
+def cell_key(spec: SweepSpec, arm: Arm, seed: int) -> str:
+    """Hash of everything that determines a cell's result (its full config and the eval settings).
+
+    A row of ``cells.jsonl`` counts as this cell's result only if its key matches, so changing an
+    arm's settings in the spec is detected instead of silently reusing old numbers.
+    """
+    from .trainer import TrainConfig  # noqa: PLC0415
+
+    cfg = _config_dict(TrainConfig, {**spec.shared, **arm.config, "seed": seed})
+    for k in TrainConfig.RESUMABLE_CHANGES:
+        if k != "steps":
+            cfg.pop(k, None)
+    blob = json.dumps({"train": cfg, "eval": spec.eval}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_cells(path: str | Path) -> list[dict]:
+    """Rows of a ``cells.jsonl`` (a truncated last line from a crash is ignored)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "cells.jsonl"
+    if not p.exists():
+        return []
+    rows = []
+    lines = p.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines):  # a crash while appending: that cell simply reruns
+                continue
+            raise InputFormatError(f"{p}:{i}: not valid JSON ({exc.msg}); delete the line and rerun the sweep to redo that cell") from exc
+    return rows
+
+
+def _append_row(path: Path, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def eval_metrics(data: dict) -> dict:
+    """The sweep's metrics from an ``eval.json`` dict: pass_at_k at the largest k."""
+    k = max(int(x) for x in data["pass_at_k"])
+    return {
+        "avg_at_k": data["avg_at_k"],
+        "pass_at_k": data["pass_at_k"][str(k)],
+        "no_answer_rate": data["no_answer_rate"],
+        "accuracy_among_answered": data.get("accuracy_among_answered"),
+        "k": k,
+    }
+
+
+def run_cell(spec: SweepSpec, arm: Arm, seed: int, out: Path, *, device: str | None = None, progress: bool = True) -> dict:
+    """Train (or resume) and evaluate one cell; return its ``cells.jsonl`` row.
+
+    Raises ``KeyboardInterrupt`` when training was interrupted (its checkpoint is on disk).
+    """
+    from .evaluate import EvalConfig, evaluate  # noqa: PLC0415
+    from .tasks import load_task  # noqa: PLC0415
+    from .trainer import Trainer, read_metrics  # noqa: PLC0415
+
+    cell_dir = out / "cells" / arm.name / f"seed-{seed}"
+    run_dir = cell_dir / "run"
+    cfg = spec.train_config(arm, seed, run_dir, device)
+    t0 = time.time()
+    rewards: list[float] = []
+    resumed = False
+    if cfg.steps == 0:  # the untrained model
+        from .models import load_model  # noqa: PLC0415
+
+        model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+    else:
+        from .trainer import latest_checkpoint  # noqa: PLC0415
+
+        resumed = (run_dir / "config.json").exists() and latest_checkpoint(run_dir / "checkpoints") is not None
+        if (run_dir.exists() and not resumed):
+            shutil.rmtree(run_dir)  # a crash before the first checkpoint: start the cell over
+        trainer = Trainer(cfg, resume=resumed)
+        result = trainer.train(progress=progress)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        model, tok = trainer.model, trainer.tokenizer
+        rewards = [float(r["reward_mean"]) for r in read_metrics(run_dir)]
+    t1 = time.time()
+    ev = spec.eval
+    task = load_task(ev["task"], size=ev["num_problems"], seed=ev["task_seed"], template=ev["template"], split=ev["split"], **ev["task_kwargs"])
+    ecfg = EvalConfig(num_problems=ev["num_problems"], k=ev["k"], max_new_tokens=ev["max_new_tokens"], temperature=ev["temperature"],
+                      seed=seed, batch_size=ev["batch_size"])
+    res = evaluate(model, tok, task, ecfg, model_name=f"{arm.name}/seed-{seed}", progress=progress)
+    res.save(cell_dir / "eval")
+    data = res.to_json()
+    t2 = time.time()
+    return {
+        "arm": arm.name,
+        "seed": seed,
+        "key": cell_key(spec, arm, seed),
+        "config": spec.arm_differences(arm),
+        "metrics": eval_metrics(data),
+        "pass_at_k_curve": data["pass_at_k"],
+        "avg_at_k_ci": data["avg_at_k_ci"],
+        "train_rewards": rewards,
+        "inter_steps": cfg.inter_steps if cfg.method == "bupo" else 0,
+        "steps": cfg.steps,
+        "resumed": resumed,
+        "wall_s": {"train": round(t1 - t0, 2), "eval": round(t2 - t1, 2), "total": round(t2 - t0, 2)},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _drop_checkpoints(out: Path, arm: str, seed: int) -> None:
+    shutil.rmtree(out / "cells" / arm / f"seed-{seed}" / "run" / "checkpoints", ignore_errors=True)
+
+
+@dataclass
+class SweepReport:
+    """What :func:`run_sweep` did: cells run now, cells skipped (already finished), the summary."""
+
+    ran: list[tuple[str, int]]
+    skipped: list[tuple[str, int]]
+    summary: dict
+    wall_s: float
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    progress: bool = True,
+    only_arms: list[str] | None = None,
+    log: Callable[[str], None] = print,
+    on_cell_done: Callable[[dict], None] | None = None,
+) -> SweepReport:
+    """Run every unfinished cell of ``spec`` into ``out``, then write ``summary.json``.
+
+    Args:
+        spec: from :func:`load_spec`.
+        out: output folder (created); rerunning into the same folder resumes.
+        device: training/evaluation device (default: CUDA if available).
+        progress: progress bars of the trainer and the evaluator.
+        only_arms: run only these arms (the summary still covers every finished cell).
+        log: where progress lines go.
+        on_cell_done: called with each new row after it is written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").write_text(json.dumps(spec_to_json(spec), indent=1))
+    cells_path = out / "cells.jsonl"
+    if only_arms:
+        missing = sorted(set(only_arms) - {a.name for a in spec.arms})
+        if missing:
+            raise InputFormatError(f"--arm {missing}: no such arm in {spec.path}; arms: {', '.join(a.name for a in spec.arms)}")
+        blocked = [f"{a.name} ({a.unavailable})" for a in spec.arms if a.name in only_arms and a.unavailable]
+        if blocked:
+            raise InputFormatError(f"--arm: {'; '.join(blocked)}: these arms set fields this version of the trainer lacks")
+    done = {(r["arm"], r["seed"]): r for r in read_cells(cells_path)}
+    todo, skipped = [], []
+    for arm, seed in spec.cells():
+        if only_arms and arm.name not in only_arms:
+            continue
+        row = done.get((arm.name, seed))
+        if row is not None:
+            if row.get("key") != cell_key(spec, arm, seed):
+                raise InputFormatError(
+                    f"{cells_path}: cell {arm.name}/seed-{seed} was run with other settings than {spec.path} now gives it; "
+                    f"use a new --out folder, or delete its line from cells.jsonl to rerun it"
+                )
+            skipped.append((arm.name, seed))
+            _drop_checkpoints(out, arm.name, seed)
+        else:
+            todo.append((arm, seed))
+    total = len(skipped) + len(todo)
+    log(f"[sweep] {spec.name}: {total} cells, {len(skipped)} already finished, {len(todo)} to run -> {out}")
+    t_start = time.time()
+    ran: list[tuple[str, int]] = []
+    times: list[float] = []
+    for i, (arm, seed) in enumerate(todo, 1):
+        eta = f", about {sum(times) / len(times) * (len(todo) - i + 1) / 60:.1f} min left" if times else ""
+        log(f"[sweep] cell {len(skipped) + i}/{total}: arm {arm.name}, seed {seed}{eta}")
+        row = run_cell(spec, arm, seed, out, device=device, progress=progress)
+        _append_row(cells_path, row)
+        _drop_checkpoints(out, arm.name, seed)
+        ran.append((arm.name, seed))
+        times.append(row["wall_s"]["total"])
+        m = row["metrics"]
+        log(f"[sweep]   avg@{m['k']} {m['avg_at_k']:.3f}, pass@{m['k']} {m['pass_at_k']:.3f}, no answer {m['no_answer_rate']:.3f} "
+            f"({row['wall_s']['total']:.0f} s)")
+        if on_cell_done is not None:
+            on_cell_done(row)
+    summary = write_summary(spec, out)
+    return SweepReport(ran, skipped, summary, time.time() - t_start)
+
+
+def spec_to_json(spec: SweepSpec) -> dict:
+    """The spec as resolved (eval defaults filled in), saved as ``DIR/spec.json``."""
+    return {
+        "name": spec.name, "description": spec.description, "path": spec.path, "shared": spec.shared, "seeds": spec.seeds,
+        "control": spec.control, "eval": spec.eval, "notes": spec.notes,
+        "arms": [{"name": a.name, "config": a.config, "seeds": a.seeds, "note": a.note, "paper": a.paper, "unavailable": a.unavailable}
+                 for a in spec.arms],
+    }
+
+
+# ----------------------------------------------------------------------------- statistics
+def summarize(spec: SweepSpec, rows: list[dict]) -> dict:
+    """``summary.json`` from the cells' rows (only rows whose key matches the current spec).
+
+    Form: ``{"control": NAME, "arms": {NAME: {"config": {...}, "seeds": [...], "metrics": {METRIC:
+    {"mean", "se", "per_seed"}}, "vs_control": {METRIC: {"diff_mean", "se", "p_value", "n_pairs",
+    "per_seed"}}, ...}}, ...}``. ``seeds`` are the seeds with a finished cell; ``per_seed`` follows
+    their order. ``pass_at_k`` is at the largest k (``"k"``). ``vs_control`` pairs cells by seed
+    (:func:`bupo_core.stats.compare_to_control`, sign-flip p-value).
+    """
+    from .stats import compare_to_control, mean_se  # noqa: PLC0415
+
+    by_arm: dict[str, dict[int, dict]] = {a.name: {} for a in spec.available_arms()}
+    for r in rows:
+        if r["arm"] in by_arm:
+            arm = spec.arm(r["arm"])
+            if r["seed"] in arm.seeds and r.get("key") == cell_key(spec, arm, r["seed"]):
+                by_arm[r["arm"]][r["seed"]] = r
+    control_cells = by_arm[spec.control]
+    arms_out: dict[str, Any] = {}
+    total_wall = 0.0
+    for arm in spec.available_arms():
+        cells = by_arm[arm.name]
+        seeds = sorted(cells)
+        metrics: dict[str, Any] = {}
+        vs: dict[str, Any] = {}
+        for metric in METRICS:
+            vals = {s: cells[s]["metrics"].get(metric) for s in seeds}
+            present = {s: v for s, v in vals.items() if v is not None}
+            if present:
+                m, se = mean_se(list(present.values()))
+            else:
+                m, se = None, None
+            metrics[metric] = {"mean": m, "se": se, "per_seed": [vals[s] for s in seeds]}
+            ctl = {s: c["metrics"].get(metric) for s, c in control_cells.items() if c["metrics"].get(metric) is not None}
+            vs[metric] = compare_to_control(present, ctl)
+        walls = [cells[s]["wall_s"]["total"] for s in seeds]
+        total_wall += sum(walls)
+        arms_out[arm.name] = {
+            "config": spec.arm_differences(arm),
+            "seeds": seeds,
+            "planned_seeds": arm.seeds,
+            "metrics": metrics,
+            "vs_control": vs,
+            "train_reward_last3": _mean_or_none([_mean_or_none(cells[s]["train_rewards"][-3:]) for s in seeds if cells[s]["train_rewards"]]),
+            "wall_s_per_cell": _mean_or_none(walls),
+            "note": arm.note,
+            "paper": arm.paper,
+        }
+    k = spec.eval["k"]
+    return {
+        "name": spec.name,
+        "control": spec.control,
+        "k": k,
+        "metrics_note": f"avg_at_k = mean pass rate over {k} samples per problem; pass_at_k = unbiased pass@{k}; "
+        "no_answer_rate = share of responses with no parseable answer; accuracy_among_answered = correct / answered",
+        "eval": spec.eval,
+        "shared": spec.shared,
+        "arms": arms_out,
+        "unavailable_arms": {a.name: a.unavailable for a in spec.arms if a.unavailable},
+        "cells_finished": sum(len(by_arm[a.name]) for a in spec.available_arms()),
+        "cells_planned": len(spec.cells()),
+        "wall_s_total": round(total_wall, 1),
+    }
+
+
+def _mean_or_none(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def write_summary(spec: SweepSpec, out: str | Path) -> dict:
+    """Recompute ``summary.json`` from ``cells.jsonl`` and write it."""
+    out = Path(out)
+    summary = summarize(spec, read_cells(out / "cells.jsonl"))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,110 @@
+"""The results page is generated from the committed data: regenerating it must give the committed page,
+and a sweep's numbers must appear in it as computed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from bupo_core.cli import main
+from bupo_core.report import build_page, notebook05_rewards
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_committed_results_page_matches_the_data():
+    page = build_page(ROOT / "results", bench=ROOT / "bench" / "results", notebooks=ROOT / "notebooks")
+    committed = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    assert page.markdown == committed, "docs/results.md is out of date: run `bupo report results/ --out docs/results.md`"
+    for name in page.figures:
+        assert (ROOT / "docs" / "figures" / name).exists(), f"docs/figures/{name} missing: rerun bupo report"
+
+
+def test_page_avoids_claims_the_outputs_contradict():
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8").lower()
+    for phrase in ("reward falls during", "repeats the comparison", "lower layers are nearly uniform", "tied embeddings:"):
+        assert phrase not in text
+
+
+def _fake_sweep(tmp_path: Path) -> Path:
+    from bupo_core.sweep import cell_key, parse_spec, write_summary
+
+    res = tmp_path / "results"
+    (res / "specs").mkdir(parents=True)
+    spec_data = {
+        "name": "main", "description": "fake", "shared": {"model": "tiny-random-llama", "steps": 4, "inter_steps": 2},
+        "seeds": [0, 1, 2], "control": "grpo", "eval": {"num_problems": 4, "k": 4},
+        "arms": [{"name": "grpo", "config": {"method": "grpo"}, "paper": "baseline"},
+                 {"name": "bupo_l1", "config": {"method": "bupo", "layer": 1}, "paper": "Table 1: BuPO beats GRPO"}],
+    }
+    (res / "specs" / "main.json").write_text(json.dumps(spec_data))
+    spec = parse_spec(spec_data, "main.json")
+    out = res / "main"
+    out.mkdir()
+    vals = {"grpo": [0.5, 0.4, 0.6], "bupo_l1": [0.25, 0.30, 0.20]}
+    with open(out / "cells.jsonl", "w") as f:
+        for arm, vs in vals.items():
+            for seed, v in enumerate(vs):
+                f.write(json.dumps({
+                    "arm": arm, "seed": seed, "key": cell_key(spec, spec.arm(arm), seed),
+                    "metrics": {"avg_at_k": v, "pass_at_k": v + 0.2, "no_answer_rate": 0.1, "accuracy_among_answered": v / 0.9, "k": 4},
+                    "train_rewards": [0.1, 0.2, 0.3, 0.4] if arm == "grpo" else [0.2, 0.1, 0.2, 0.3],
+                    "inter_steps": 2 if arm == "bupo_l1" else 0, "wall_s": {"total": 60.0, "train": 50.0, "eval": 10.0},
+                }) + "\n")
+    write_summary(spec, out)
+    return res
+
+
+def test_page_numbers_come_from_the_summary(tmp_path):
+    res = _fake_sweep(tmp_path)
+    page = build_page(res, bench=tmp_path / "nobench", notebooks=tmp_path / "nonb")
+    md = page.markdown
+    # grpo 0.5 +- 0.058; bupo 0.25 +- 0.029; diff -0.25 +- 0.087, p = 0.25 (3 seeds, all one sign)
+    assert "| grpo | 3 | 0.500 ± 0.058 |" in md
+    assert "| bupo_l1 | 3 | 0.250 ± 0.029 |" in md and "| -0.250 ± 0.087 | 0.25 |" in md
+    assert "not resolved at this scale" in md and "Table 1: BuPO beats GRPO" in md
+    # internal phase (steps 1-2): bupo 0.15 vs grpo 0.15; after the switch (3-4): 0.25 vs 0.35
+    assert "steps 1-2) 0.150 vs `grpo` 0.150" in md and "0.250 vs 0.350" in md
+    assert "6.0 min for the finished cells, 1.0 min per cell" in md  # 6 cells x 60 s
+    assert set(page.figures) == {"main_avg_at_k.png", "main_reward_per_step.png"}
+
+
+def test_cli_report_writes_page_and_figures(tmp_path, capsys):
+    res = _fake_sweep(tmp_path)
+    out = tmp_path / "docs" / "results.md"
+    assert main(["report", str(res), "--out", str(out), "--bench", str(tmp_path / "nb"), "--notebooks", str(tmp_path / "nn")]) == 0
+    assert out.read_text().startswith("# What our runs show")
+    assert (out.parent / "figures" / "main_avg_at_k.png").stat().st_size > 1000
+    assert main(["report", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_planned_sweeps_say_how_to_produce_them(tmp_path):
+    res = tmp_path / "results"
+    shutil.copytree(ROOT / "results" / "specs", res / "specs")
+    md = build_page(res, bench=tmp_path / "nb", notebooks=tmp_path / "nn").markdown
+    assert "## Sweep `main`: not run yet" in md and "bupo sweep results/specs/main.yaml --out results/main" in md
+
+
+def test_notebook05_table_is_read(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "outputs": [{"name": "stdout", "output_type": "stream", "text": [
+        "run                                       reward, first 3  reward, last 3    entropy first->last\n",
+        "GRPO                                                0.125           0.250      2.257 -> 0.380\n",
+        "BuPO (layer 5, s_inter=3)                           0.111           0.264      2.483 -> 0.966\n"]}]}]}
+    p = tmp_path / "05.ipynb"
+    p.write_text(json.dumps(nb))
+    assert notebook05_rewards(p) == [{"run": "GRPO", "reward_first3": 0.125, "reward_last3": 0.25},
+                                     {"run": "BuPO (layer 5, s_inter=3)", "reward_first3": 0.111, "reward_last3": 0.264}]
+
+
+def test_notebook07_table_is_read(tmp_path):
+    text = ("model   Avg@K (mean over seeds)    95% CI (seed 0)  Pass@K no answer length\n"
+            "base              0.094 ± 0.008    0.059-0.152   0.469      0.29   13.5\n"
+            "grpo              0.543 ± 0.004    0.395-0.676   0.750      0.01   10.5\n")
+    p = tmp_path / "07.ipynb"
+    p.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": text}]}]}))
+    from bupo_core.report import notebook07_eval
+
+    assert notebook07_eval(p) == [{"model": "base", "avg_at_k": 0.094, "pass_at_k": 0.469, "no_answer_rate": 0.29},
+                                  {"model": "grpo", "avg_at_k": 0.543, "pass_at_k": 0.75, "no_answer_rate": 0.01}]
