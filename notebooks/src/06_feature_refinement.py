@@ -54,6 +54,7 @@ PROMPTS_PER_STEP = scaled(4, 2, QUICK)
 GROUP_SIZE = scaled(8, 4, QUICK)
 MAX_NEW_TOKENS = scaled(16, 8, QUICK)
 LR = 2e-5
+TRAIN_POOL = 128  # distinct training questions, from the easy task's "train" split (~154 questions)
 REFERENCE_PROMPTS = scaled(8, 3, QUICK)  # fixed reference set on which every step is measured
 REFERENCE_TOKENS = scaled(24, 12, QUICK)
 MEASURE_EVERY = scaled(2, 1, QUICK)
@@ -64,6 +65,9 @@ MEASURE_EVERY = scaled(2, 1, QUICK)
 # Every measurement must see the same tokens, or the curves would mix the effect of training with
 # the effect of different text. So we sample one answer per prompt from the **base** model once,
 # keep the token ids, and measure every later model on exactly these (prompt, response) pairs.
+# The prompts come from the task's `"eval"` split, and training from its `"train"` split
+# (`load_task(..., split=...)`, a fixed partition of the questions, docs/experiments.md), so the
+# runs never train on a reference question.
 # Positions are the response positions (those whose next-token prediction is a response token)
 # and every mean is token-weighted.
 
@@ -77,8 +81,10 @@ from bupo_core.refinement import ReferenceSet, build_reference_set, feature_refi
 from bupo_core.tasks import load_task
 
 model, tokenizer = load_model(MODEL, device=DEVICE)
-task_kwargs = dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1)
-ref_task = load_task("chain_sum", size=REFERENCE_PROMPTS, seed=20_000, **task_kwargs)
+from bupo_core.tasks import EASY_CHAIN_SUM
+
+task_kwargs = dict(EASY_CHAIN_SUM)  # two single-digit terms
+ref_task = load_task("chain_sum", size=REFERENCE_PROMPTS, seed=20_000, split="eval", **task_kwargs)
 reference = build_reference_set(model, tokenizer, ref_task, num_prompts=REFERENCE_PROMPTS, max_new_tokens=REFERENCE_TOKENS)
 print(len(reference), "pairs,", reference.num_tokens, "response tokens")
 print(repr(tokenizer.decode(reference.response_ids[0])))
@@ -177,7 +183,7 @@ print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in base_point.to
 # ## Two BuPO runs from the same start
 #
 # Both runs use the same task (two single-digit terms of `chain_sum`, the easiest setting on which
-# the 135M model earns reward), the same seed and the same prompts. The **short** run spends
+# the 135M model earns reward; its training split), the same seed and the same prompts. The **short** run spends
 # `SHORT_INTER` steps in the internal phase and then switches to GRPO; the **long** run never
 # leaves it. After every `MEASURE_EVERY` steps a callback measures the current weights on the
 # reference set: no checkpoints needed. (`bupo refine --run DIR` does the same from a run's saved
@@ -191,12 +197,14 @@ from bupo_core.trainer import TrainConfig, Trainer
 def run_bupo(inter_steps: int, label: str):
     m, tok = load_model(MODEL, device=DEVICE)
     cfg = TrainConfig(
-        model=MODEL, task="chain_sum", task_kwargs=task_kwargs, method="bupo", layer=LAYER,
+        model=MODEL, task="chain_sum", task_kwargs={**task_kwargs, "split": "train"}, task_size=TRAIN_POOL, method="bupo", layer=LAYER,
         inter_steps=inter_steps, steps=STEPS, prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
         max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, device=DEVICE,
         out_dir=tempfile.mkdtemp(prefix=f"bupo-{label}-"),
     )
     trainer = Trainer(cfg, model=m, tokenizer=tok)
+    # disjoint splits: no reference question is among the questions this run can be served
+    assert {e.question for e in trainer.task.examples}.isdisjoint(e.question for e in ref_task.examples)
     points = [base_point]
 
     def measure(row):
@@ -270,30 +278,58 @@ fig.tight_layout()
 # layers rises, ΔH^6 goes negative, perplexity creeps up and the KL to upper layers grows; a long
 # internal phase eventually collapses the model.
 #
-# **In the committed run** (8 steps of 4 prompts x 8 samples, lr 2e-5, target layer 5, reference
-# set of 8 answers = 151 tokens), from the base model to the last step:
+# The cell below compares this run with those four directions, from the measurements above (base
+# model to last step), and splits the short run's perplexity change into its internal phase and its
+# GRPO phase.
+
+# %%
+paper_direction = {"mean_cosine_to_higher": +1, "layer_entropy_change": -1, "perplexity": +1, "mean_kl_to_higher": +1}
+names = {"mean_cosine_to_higher": f"mean cos(H^{LAYER}, H^j)", "layer_entropy_change": f"dH^{LAYER} (nats)",
+         "perplexity": "perplexity", "mean_kl_to_higher": f"mean KL(pi^{LAYER} || pi^j)"}
+print(f"Reference set: {len(reference)} answers, {reference.num_tokens} response tokens; {STEPS} steps of {PROMPTS_PER_STEP} prompts x "
+      f"{GROUP_SIZE} samples, lr {LR}, target layer {LAYER}, one training seed ({SEED}).")
+print(f"{'measure':26s} {'paper':>6s} {'short (' + str(SHORT_INTER) + ' internal steps)':>34s} {'internal only (' + str(STEPS) + ')':>34s}")
+for key, sign in paper_direction.items():
+    cells = []
+    for s in (s_short, s_long):
+        a, b = s[key]
+        agrees = (b - a) * sign > 0
+        cells.append(f"{a:.3f} -> {b:.3f} ({b - a:+.3f}, {'as paper' if agrees else 'not as paper'})")
+    print(f"{names[key]:26s} {'up' if sign > 0 else 'down':>6s} {cells[0]:>34s} {cells[1]:>34s}")
+
+# the short run's perplexity: during its internal phase (up to step SHORT_INTER) and after the switch
+end_internal = [p for p in short_points if p.step <= SHORT_INTER][-1]
+print(f"short run, perplexity: base {short_points[0].perplexity:.3f} -> {end_internal.perplexity:.3f} at step {end_internal.step} "
+      f"(end of the internal phase) -> {short_points[-1].perplexity:.3f} at step {short_points[-1].step}; "
+      f"internal-only run: {long_points[0].perplexity:.3f} -> {long_points[-1].perplexity:.3f}")
+after = lambda rows: sum(r["reward_mean"] for r in rows[SHORT_INTER:]) / max(len(rows[SHORT_INTER:]), 1)  # noqa: E731
+print(f"mean training reward of steps {SHORT_INTER + 1}..{STEPS}: short run (GRPO there) {after(short_metrics):.3f}, "
+      f"internal-only run {after(long_metrics):.3f}")
+print(f"entropy of the raw internal policy pi^{LAYER} on the reference set at the start: {base_point.layer_entropy:.2f} nats "
+      f"(uniform over the vocabulary: ln N = {math.log(adapter.vocab_size):.2f})")
+
+# %% [markdown]
+# How to read it:
 #
-# | run | mean cos(H^5, H^j) | ΔH^5 (nats) | perplexity | mean KL(π^5 ‖ π^j) | reward, last step |
-# |---|---|---|---|---|---|
-# | short (2 internal steps, then GRPO) | 0.661 → 0.660 | −0.006 → +0.065 | 5.46 → 5.77 | 88.1 → 90.3 | 0.38 |
-# | internal phase only (8 steps) | 0.661 → 0.662 | −0.006 → +0.050 | 5.46 → 5.45 | 88.1 → 90.0 | 0.12 |
-#
-# - The KL to the higher layers grows in both runs, as in the paper.
-# - The cosine similarity does **not** rise measurably, and ΔH^5 moves **up**, not down: the
-#   opposite of the paper's feature-refinement signature.
-# - Perplexity rises in the short run, but during its GRPO phase (steps 3-8), not during IPA; the
-#   internal-only run leaves it flat.
-# - Staying in the internal phase costs reward: 0.12 versus 0.38 at the last step. This is the
-#   direction of the paper's s_inter ablation, but it is no collapse at this size.
-#
-# A dozen steps at lr 2e-5 move the weights only a little, so these changes are in the second or
-# third decimal. `docs/results.md` records these numbers with the commands to reproduce them. Two
-# reasons the small model can disagree:
-#
-# - SmolLM2's residual norms are large and grow with depth (notebook 02), so without the final
-#   norm the internal policies of its lower layers are nearly uniform; IPA on such a layer has very
-#   little signal per token.
-# - Its tied embeddings mean that IPA also moves the input embedding, which every layer reads.
+# - Every number above comes from **one training seed** of a few steps, measured on a reference set
+#   whose size is on the first line above; a change in the second or third decimal, or a direction that
+#   differs from the paper's, can be noise of this size. Whether anything BuPO does here holds across seeds is what
+#   `bupo sweep results/specs/main.yaml` measures (docs/experiments.md); the results page,
+#   `docs/results.md` (generated by `bupo report`), shows it.
+# - The perplexity line separates what IPA did (up to the end of the internal phase) from what the
+#   GRPO steps after the switch did; do not attribute the short run's total change to IPA.
+# - The reward line compares GRPO steps with further internal-phase steps on the same prompts: the
+#   paper's s_inter ablation predicts that staying in the internal phase costs reward, with a collapse
+#   only at lengths far beyond this run's.
+# - The raw internal policy at layer 5 is **not** uniform: its entropy (last line above) is far below
+#   ln N. SmolLM2's lower-layer states have large norms (notebook 02), so without the final norm the
+#   raw projection is sharply peaked and its entropy mostly tracks the vector's norm; IPA starts from a
+#   policy very different from the paper's boundary layer, which the rule could not locate here
+#   (layer 5 is a depth-ratio fallback).
+# - Tied embeddings (IPA on SmolLM2 also moves the input embedding, which every layer reads) are not an
+#   explanation we can offer: Qwen3-4B, the model of the paper's feature-refinement analysis, ties
+#   its embeddings too. That they matter here is an untested hypothesis that the paper's own tied
+#   models argue against.
 #
 # To reproduce the paper's scale, run the same code with `MODEL = "Qwen/Qwen3-0.6B"`, `LAYER = 6`
 # and a few hundred steps on a GPU, or use the CLI:
