@@ -217,7 +217,7 @@ def check_demo(cfg: DemoConfig, *, overwrite: bool = False) -> tuple[Path, Any, 
     """
     from .errors import InputFormatError  # noqa: PLC0415
     from .models import check_device  # noqa: PLC0415
-    from .runs import RunFolderError, prepare_output_dir  # noqa: PLC0415
+    from .runs import RunFolderError, clear_run, prepare_output_dir  # noqa: PLC0415
     from .tasks import load_task  # noqa: PLC0415
 
     check_device(cfg.device)
@@ -240,14 +240,7 @@ def check_demo(cfg: DemoConfig, *, overwrite: bool = False) -> tuple[Path, Any, 
             "Pass a new --out folder, or --overwrite to replace the previous report."
         )
     if overwrite:
-        import shutil  # noqa: PLC0415
-
-        for name in DEMO_OUTPUTS:
-            q = out / name
-            if q.is_dir():
-                shutil.rmtree(q)
-            elif q.exists():
-                q.unlink()
+        clear_run(out, DEMO_OUTPUTS)
     return out, ecfg, eval_task
 
 

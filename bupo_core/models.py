@@ -14,12 +14,10 @@ Accepted names:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 import shutil
-import struct
 import sys
 import tempfile
 import time
@@ -32,6 +30,8 @@ import torch
 from torch import nn
 
 from .errors import InputFormatError, ModelNotAvailableError, UnknownModelError, UnsupportedArchitectureError
+from .manifest import check_safetensors_header, manifest_problem
+from .manifest import write_manifest as _write_manifest
 from .settings import cache_dir as default_cache_dir
 from .settings import default_device, default_dtype
 
@@ -182,44 +182,6 @@ def tiny_model(family: str = "llama", *, vocab_size: int = 128, num_layers: int 
 
 
 # --------------------------------------------------------------------------- cache
-def _sampled_digest(path: Path, blocks: int = 64, block_size: int = 1 << 16) -> str:
-    """SHA-256 over the file size, its first and last 1 MiB and ``blocks`` evenly spaced blocks.
-
-    Cheap enough to run on every load (a few ms for 500 MB) and catches truncation, a zeroed
-    or overwritten region and a replaced file with high probability. ``verify="full"`` hashes all.
-    """
-    size = path.stat().st_size
-    h = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        for i in range(blocks):
-            f.seek(int(size * i / blocks))
-            h.update(f.read(block_size))
-        f.seek(max(0, size - (1 << 20)))
-        h.update(f.read(1 << 20))
-    return h.hexdigest()
-
-
-def _full_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _check_safetensors_header(path: Path) -> None:
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise ValueError("file shorter than a safetensors header")
-        (n,) = struct.unpack("<Q", raw)
-        header = json.loads(f.read(n))
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end != path.stat().st_size:
-        raise ValueError(f"size {path.stat().st_size} != {8 + n + end} declared by the header")
-
-
 MANIFEST = "bupo-cache.json"
 
 
@@ -231,47 +193,13 @@ def cache_problem(folder: Path, verify: str = "sampled") -> str | None:
         verify: ``"sampled"`` (size, header and sampled-block digest; the default, fast) or
             ``"full"`` (SHA-256 of every weight file).
     """
-    manifest_path = folder / MANIFEST
-    if not manifest_path.exists():
-        return "no manifest (conversion never finished)"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        return f"unreadable manifest: {exc}"
-    if manifest.get("format") != CACHE_FORMAT:
-        return f"cache format {manifest.get('format')} != {CACHE_FORMAT}"
-    for name, info in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.exists():
-            return f"missing file {name}"
-        if path.stat().st_size != info["size"]:
-            return f"{name} has {path.stat().st_size} bytes, expected {info['size']} (partial or altered)"
-        if name.endswith(".safetensors"):
-            try:
-                _check_safetensors_header(path)
-            except (ValueError, json.JSONDecodeError, KeyError) as exc:
-                return f"{name} is corrupt: {exc}"
-            if _sampled_digest(path) != info["sampled_sha256"]:
-                return f"{name} content differs from the manifest (corrupt)"
-            if verify == "full" and _full_digest(path) != info["sha256"]:
-                return f"{name} full SHA-256 differs from the manifest (corrupt)"
-    return None
+    problem = manifest_problem(folder, MANIFEST, fmt=CACHE_FORMAT, verify=verify)
+    return problem.replace("never finished", "conversion never finished") if problem else None
 
 
 def write_manifest(folder: Path, *, model: str, source: str) -> dict:
     """Record size and digests of every file of a converted folder in ``bupo-cache.json``."""
-    files = {}
-    for p in sorted(Path(folder).iterdir()):
-        if p.name == MANIFEST or not p.is_file():
-            continue
-        info: dict = {"size": p.stat().st_size}
-        if p.suffix == ".safetensors":
-            info["sampled_sha256"] = _sampled_digest(p)
-            info["sha256"] = _full_digest(p)
-        files[p.name] = info
-    manifest = {"format": CACHE_FORMAT, "model": model, "source": source, "dtype": "float32", "files": files}
-    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return manifest
+    return _write_manifest(folder, MANIFEST, {"format": CACHE_FORMAT, "model": model, "source": source, "dtype": "float32"})
 
 
 def _convert_embedded(spec: EmbeddedModel, target: Path, log: Callable[[str], None]) -> None:
@@ -491,7 +419,7 @@ def load_model(
             )
         for weights in sorted(Path(source).glob("*.safetensors")):
             try:
-                _check_safetensors_header(weights)
+                check_safetensors_header(weights)
             except (ValueError, json.JSONDecodeError, KeyError, UnicodeDecodeError, OSError) as exc:
                 raise ModelNotAvailableError(
                     f"{weights} is truncated or corrupt ({exc}); copy or save the model again "

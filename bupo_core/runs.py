@@ -32,7 +32,6 @@ while writing it) with a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -44,6 +43,7 @@ from typing import Any, Iterator
 import torch
 
 from .errors import BupoError, ConfigMismatchError, InputFormatError
+from .manifest import manifest_problem, write_manifest
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -85,10 +85,10 @@ def _entries(p: Path) -> list[str]:
     return sorted(x.name for x in p.iterdir()) if p.is_dir() else []
 
 
-def clear_run(out_dir: str | Path) -> None:
-    """Delete a run's ``config.json``, ``metrics.jsonl`` and ``checkpoints/`` (nothing else)."""
+def clear_run(out_dir: str | Path, names: tuple[str, ...] = RUN_FILES) -> None:
+    """Delete a run's ``config.json``, ``metrics.jsonl`` and ``checkpoints/`` (or the given ``names``; nothing else)."""
     p = Path(out_dir)
-    for name in RUN_FILES:
+    for name in names:
         q = p / name
         if q.is_dir():
             shutil.rmtree(q)
@@ -267,67 +267,22 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_checkpoint_manifest(folder: Path) -> dict:
-    """Record size and SHA-256 of every file of a checkpoint in ``bupo-checkpoint.json``."""
-    from .models import _sampled_digest  # noqa: PLC0415
-
-    files = {}
-    for p in sorted(folder.iterdir()):
-        if p.name == CHECKPOINT_MANIFEST or not p.is_file():
-            continue
-        info: dict = {"size": p.stat().st_size, "sha256": _sha256(p)}
-        if p.suffix == ".safetensors":
-            info["sampled_sha256"] = _sampled_digest(p)
-        files[p.name] = info
-    manifest = {"format": CHECKPOINT_FORMAT, "files": files}
-    write_json_atomic(folder / CHECKPOINT_MANIFEST, manifest)
-    return manifest
+    """Record size and SHA-256 of every file of a checkpoint in ``bupo-checkpoint.json`` (written last)."""
+    return write_manifest(folder, CHECKPOINT_MANIFEST, {"format": CHECKPOINT_FORMAT})
 
 
 def checkpoint_problem(folder: str | Path, verify: str = "sampled") -> str | None:
     """Why a checkpoint cannot be resumed from, or ``None`` when it is complete and intact.
 
     ``verify="sampled"`` checks sizes, safetensors headers, sampled digests of the weight files and
-    full SHA-256 of the small files; ``"full"`` hashes every byte.
+    full SHA-256 of the small files; ``"full"`` hashes every byte (:mod:`bupo_core.manifest`).
     """
-    from .models import _check_safetensors_header, _sampled_digest  # noqa: PLC0415
-
     folder = Path(folder)
     if (folder / "trainer_state.pt").exists() and not (folder / CHECKPOINT_MANIFEST).exists():
         return "an old pickle-format checkpoint (trainer_state.pt); bupo no longer loads pickles, which can run code"
-    try:
-        manifest = json.loads((folder / CHECKPOINT_MANIFEST).read_text())
-    except FileNotFoundError:
-        return "no manifest (the checkpoint was never finished)"
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return f"unreadable manifest ({exc})"
-    if manifest.get("format") != CHECKPOINT_FORMAT:
-        return f"checkpoint format {manifest.get('format')} != {CHECKPOINT_FORMAT}"
-    for name, info in manifest.get("files", {}).items():
-        p = folder / name
-        if not p.is_file():
-            return f"missing file {name}"
-        if p.stat().st_size != info["size"]:
-            return f"{name} has {p.stat().st_size} bytes, expected {info['size']} (truncated or altered)"
-        if name.endswith(".safetensors"):
-            try:
-                _check_safetensors_header(p)
-            except (ValueError, json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:
-                return f"{name} is corrupt ({exc})"
-            ok = _sampled_digest(p) == info["sampled_sha256"] if verify != "full" else _sha256(p) == info["sha256"]
-        else:
-            ok = _sha256(p) == info["sha256"]
-        if not ok:
-            return f"{name} content differs from its checksum (corrupt)"
-    return None
+    problem = manifest_problem(folder, CHECKPOINT_MANIFEST, fmt=CHECKPOINT_FORMAT, verify=verify)
+    return problem.replace("never finished", "the checkpoint was never finished") if problem else None
 
 
 def _flat_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
