@@ -282,8 +282,9 @@ for pair, d in paired.items():
     ahead = a if d["mean"] > 0 else b
     print(f"{pair}: {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] -> "
           + (f"{ahead} ahead, resolved by this evaluation" if resolved else "not resolved by this evaluation"))
-g_ahead = avg["grpo"] > avg["bupo"]
-print(f"Ordering of the trained models here: {'GRPO ahead of BuPO (the opposite of the paper)' if g_ahead else 'BuPO ahead of GRPO (the paper ordering)'}.")
+order = ("GRPO ahead of BuPO (the opposite of the paper's ordering)" if avg["grpo"] > avg["bupo"]
+         else "BuPO ahead of GRPO (the paper's ordering)" if avg["bupo"] > avg["grpo"] else "GRPO and BuPO level")
+print(f"Ordering of the trained models' mean Avg@{EVAL_K} here: {order}.")
 
 # training reward: BuPO's internal phase vs GRPO at the same steps, and after the switch
 mean_reward = lambda rows: sum(r["reward_mean"] for r in rows) / max(len(rows), 1)  # noqa: E731
