@@ -357,14 +357,15 @@ def _easy_questions(bench: Path) -> int | None:
 def _single_seed_section(notebooks: Path, bench: Path) -> list[str]:
     rows = notebook05_rewards(notebooks / "05_bupo_training.ipynb")
     n_easy = _easy_questions(bench)
-    pool = f"whose {n_easy:,} distinct questions" if n_easy else "whose few distinct questions"
+    pool = f" ({n_easy:,} distinct questions)" if n_easy else ""
     lines = [
         "## Earlier single-seed runs",
         "",
-        f"The notebooks' committed runs are single training seeds on the two-term single-digit `chain_sum`, {pool} "
-        "all occur in the training pool; their evaluations are fresh samples of the training distribution, not "
-        "held-out questions. `bupo demo` trains the same trajectory as notebook 07 (same task, seed and settings): "
-        "only its evaluation draw differs, so it is not an independent repeat.",
+        f"The notebooks' committed runs are single training seeds on the two-term single-digit `chain_sum`{pool}: "
+        "they train on its `train` split and evaluate on its `eval` split, so their evaluation questions are held out "
+        "by construction, but one training seed cannot separate the methods. `bupo demo` trains the same trajectory "
+        "as notebook 07 (same task, split, seed and settings): only its evaluation draw differs, so it is not an "
+        "independent repeat.",
         "",
     ]
     ev = {r["model"]: r for r in (notebook07_eval(notebooks / "07_evaluation.ipynb") or [])}
