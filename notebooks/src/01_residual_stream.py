@@ -34,7 +34,7 @@
 # **Prerequisites.** Python and PyTorch tensors; softmax; the shape of a decoder-only Transformer
 # block (attention, MLP, pre-norm). Notebook 00 for loading the model.
 #
-# **Time.** About 1 minute on a laptop CPU or a Colab CPU runtime (forward passes on one short
+# **Time.** Under a minute on a laptop CPU or a Colab CPU runtime (forward passes on one short
 # prompt); a GPU is not needed. **Exercises** (graded by `bupo_core.exercises`): 1.1 capture the
 # stream with hooks, 1.2 the additive check, 1.3 the internal policy, raw and final-normed.
 

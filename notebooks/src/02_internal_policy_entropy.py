@@ -37,7 +37,7 @@
 #
 # **Prerequisites.** Notebook 01 (hooks, Eqs. 1.1-1.5); entropy of a discrete distribution.
 #
-# **Time.** About 10 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes,
+# **Time.** About 5 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes,
 # under a minute with `QUICK = True`; a GPU is not needed. **Exercises**: 2.1 prediction positions,
 # 2.2 chunked entropy, 2.3 module entropy change, 2.4 the boundary-layer rule.
 

@@ -25,7 +25,7 @@
 #
 # **Prerequisites.** Notebooks 01 and 02.
 #
-# **Time.** A few minutes on a 2-core laptop CPU or a Colab CPU runtime (plus about 45 s the first
+# **Time.** About 5 minutes on a 2-core laptop CPU or a Colab CPU runtime (plus about 45 s the first
 # time, to convert Gemma-3-270M); the optional hub cell downloads 1-2.5 GB per model. **Exercise**:
 # 3.1 the model's own logits from $H^L$, for every family.
 

@@ -48,7 +48,7 @@
 # **Prerequisites.** Notebooks 01-02 (positions, log-softmax); the idea of a policy gradient;
 # PyTorch autograd and optimizers.
 #
-# **Time.** About 2 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes;
+# **Time.** About 3 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes;
 # well under a minute with `QUICK = True`. **Exercises**: 4.1 the reward, 4.2 group advantages,
 # 4.3 the clipped objective.
 

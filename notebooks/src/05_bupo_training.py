@@ -34,7 +34,7 @@
 #
 # **Prerequisites.** Notebooks 02 (boundary layer) and 04 (GRPO).
 #
-# **Time.** About 7 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes
+# **Time.** About 4 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes
 # (two short training runs), about a minute with `QUICK = True`; the GPU configuration at the end
 # (Qwen3-0.6B, 300 steps) is a multi-hour run and does not execute here. **Exercises**: 5.1
 # internal-policy log-probs with a truncated forward, 5.2 the phase switch.

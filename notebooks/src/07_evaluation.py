@@ -24,9 +24,8 @@
 # **Prerequisites.** Notebooks 04 and 05; sampling without replacement; the idea of a confidence
 # interval.
 #
-# **Time.** The longest chapter: tens of minutes on a 2-core laptop CPU at the committed sizes (two
-# training runs plus 3 models x 32 problems x 8 samples x 2 seeds; the committed run took 57 minutes
-# on a loaded machine), a few minutes with `QUICK = True`. **Exercises**: 7.1 the unbiased Pass@k,
+# **Time.** The longest chapter: about 7 minutes on a 2-core laptop CPU at the committed sizes (two
+# training runs plus 3 models x 32 problems x 8 samples x 2 seeds), a few minutes with `QUICK = True`. **Exercises**: 7.1 the unbiased Pass@k,
 # 7.2 a bootstrap interval.
 
 # %%
