@@ -283,6 +283,7 @@ fig.tight_layout()
 # GRPO phase.
 
 # %%
+FLAT = 0.01  # relative change below which a measure counts as flat (one seed, 8 reference answers)
 paper_direction = {"mean_cosine_to_higher": +1, "layer_entropy_change": -1, "perplexity": +1, "mean_kl_to_higher": +1}
 names = {"mean_cosine_to_higher": f"mean cos(H^{LAYER}, H^j)", "layer_entropy_change": f"dH^{LAYER} (nats)",
          "perplexity": "perplexity", "mean_kl_to_higher": f"mean KL(pi^{LAYER} || pi^j)"}
@@ -293,8 +294,11 @@ for key, sign in paper_direction.items():
     cells = []
     for s in (s_short, s_long):
         a, b = s[key]
-        agrees = (b - a) * sign > 0
-        cells.append(f"{a:.3f} -> {b:.3f} ({b - a:+.3f}, {'as paper' if agrees else 'not as paper'})")
+        if abs(b - a) < FLAT * max(abs(a), 1e-9):
+            verdict = "flat"  # a change under 1% of the start is not read as a direction
+        else:
+            verdict = "as paper" if (b - a) * sign > 0 else "against paper"
+        cells.append(f"{a:.3f} -> {b:.3f} ({b - a:+.3f}, {verdict})")
     print(f"{names[key]:26s} {'up' if sign > 0 else 'down':>6s} {cells[0]:>34s} {cells[1]:>34s}")
 
 # the short run's perplexity: during its internal phase (up to step SHORT_INTER) and after the switch
