@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .stats import min_p_value
+from .sweep_results import SweepResults, fmt_p, fmt_pm
 
 ALPHA = 0.05
 MAIN_METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
@@ -46,19 +47,14 @@ def _f(x: float | None, nd: int = 3) -> str:
 
 
 def _pm(m: float | None, se: float | None, nd: int = 3) -> str:
-    if m is None:
-        return "n/a"
-    return f"{m:.{nd}f}" if se is None else f"{m:.{nd}f} ± {se:.{nd}f}"
+    return fmt_pm(m, se, nd)
 
 
 def _signed(m: float | None, se: float | None, nd: int = 3) -> str:
-    if m is None:
-        return "n/a"
-    return f"{m:+.{nd}f}" if se is None else f"{m:+.{nd}f} ± {se:.{nd}f}"
+    return fmt_pm(m, se, nd, signed=True)
 
 
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3g}"
+_p = fmt_p
 
 
 def _cfg(cfg: dict) -> str:
@@ -242,69 +238,65 @@ def _planned_section(name: str, path: Path, data: dict, rel: str) -> list[str]:
     return lines + _arm_paper_table(data) + [""]
 
 
-def _reward_curves(rows: list[dict], arms: list[str]) -> dict[str, list[float]]:
-    out = {}
-    for arm in arms:
-        curves = [r["train_rewards"] for r in rows if r["arm"] == arm and r.get("train_rewards")]
-        if not curves:
-            continue
-        n = min(len(c) for c in curves)
-        out[arm] = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
-    return out
-
-
 def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures: dict) -> list[str]:
-    summary = _load_json(folder / "summary.json")
-    rows = _read_cells(folder / "cells.jsonl")
-    ctl = summary["control"]
-    k = summary["k"]
+    res = SweepResults.load(folder)
+    summary = res.summary
+    ctl, k = res.control, res.k
     arms = summary["arms"]
     paper = {a["name"]: a.get("paper") or "" for a in data["arms"]}
     ev = summary["eval"]
     done, planned = summary["cells_finished"], summary["cells_planned"]
-    walls = [r["wall_s"]["total"] for r in rows]
+    walls = sorted(r["wall_s"]["total"] for r in res.rows)
+    median = walls[len(walls) // 2] if len(walls) % 2 else (sum(walls[len(walls) // 2 - 1:len(walls) // 2 + 1]) / 2 if walls else None)
     lines = [
         f"## Sweep `{name}`",
         "",
         _cell(data.get("description", "")),
         "",
-        f"Spec `{spec_rel}`; results `results/{name}/summary.json` and `cells.jsonl` ({done} of {planned} cells finished). "
+        f"Spec `{spec_rel}`; results `results/{name}/summary.json` and `cells.jsonl` ({done} of {planned} cells finished), "
+        f"each cell's per-step training statistics in `results/{name}/cells/<arm>/seed-<s>/run/metrics.jsonl`. "
         f"Evaluation: {ev['num_problems']} problems of the {ev['split']} split x {k} samples, {ev['max_new_tokens']} new tokens, "
         f"temperature {ev['temperature']}. Wall time: {_f(summary['wall_s_total'] / 60, 1)} min for the finished cells"
-        + (f", {_f(sum(walls) / len(walls) / 60, 1)} min per cell on average" if walls else "") + ".",
+        + (f", {_f(sum(walls) / len(walls) / 60, 1)} min per cell on average (median {_f(median / 60, 1)} min)" if walls else "") + ".",
         "",
-        f"| arm | seeds | Avg@{k} | Pass@{k} | no parseable answer | accuracy among answered | Avg@{k} − {ctl} | p |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for arm_name, a in arms.items():
-        m = a["metrics"]
-        v = a["vs_control"]["avg_at_k"]
-        diff = "(control)" if arm_name == ctl else _signed(v["diff_mean"], v["se"])
-        p = "" if arm_name == ctl else _p(v["p_value"])
-        lines.append(
-            f"| {arm_name} | {len(a['seeds'])} | {_pm(m['avg_at_k']['mean'], m['avg_at_k']['se'])} | {_pm(m['pass_at_k']['mean'], m['pass_at_k']['se'])} | "
-            f"{_pm(m['no_answer_rate']['mean'], m['no_answer_rate']['se'])} | {_pm(m['accuracy_among_answered']['mean'], m['accuracy_among_answered']['se'])} | {diff} | {p} |"
-        )
+    groups = res.groups()
+    for group, names in groups.items():
+        shown = [n for n in names if arms[n]["seeds"]]
+        if len(groups) > 1:
+            lines += [f"### {group or 'other arms'}", ""]
+        if ctl not in shown and shown:
+            shown = [ctl] + shown if arms[ctl]["seeds"] else shown
+        if shown:
+            lines += [res.markdown_table(arms=shown), ""]
+        waiting = [f"`{n}` ({len(arms[n]['seeds'])} of {len(arms[n].get('planned_seeds', arms[n]['seeds']))} seeds)"
+                   for n in names if len(arms[n]["seeds"]) < len(arms[n].get("planned_seeds", arms[n]["seeds"]))]
+        if waiting:
+            lines += ["Still running or not started: " + ", ".join(waiting) + ".", ""]
     if summary.get("unavailable_arms"):
-        lines += ["", "Arms not run (they need trainer settings this version lacks): "
-                  + "; ".join(f"`{n}`" for n in summary["unavailable_arms"]) + "."]
+        lines += ["Arms not run (they need trainer settings this version lacks): "
+                  + "; ".join(f"`{n}`" for n in summary["unavailable_arms"]) + ".", ""]
     fig_name = f"{name}_avg_at_k.png"
     figures[fig_name] = ("arms", summary)
-    lines += ["", f"![Avg@{k} per arm, mean ± SE across seeds, every seed's point](figures/{fig_name})", ""]
+    lines += [f"![Avg@{k} per arm, mean ± SE across seeds, every seed's point](figures/{fig_name})", ""]
+    if any(arms[n]["vs_control"]["avg_at_k"].get("n_pairs", 0) for n in arms if n != ctl):
+        fig_d = f"{name}_paired_avg_at_k.png"
+        figures[fig_d] = ("paired", summary)
+        lines += [f"![paired differences from {ctl}, per seed and mean ± SE](figures/{fig_d})", ""]
     # training reward per step: what the internal phase does to the sampling policy's reward
-    bupo_rows = [r for r in rows if r.get("inter_steps") and r.get("train_rewards")]
-    if bupo_rows:
-        curve_arms = [n for n in arms if any(r["arm"] == n and r.get("train_rewards") for r in rows)]
-        curves = _reward_curves(rows, curve_arms)
+    curves = res.reward_curves()
+    inter = {n: res.inter_steps(n) for n in curves}
+    if any(inter.values()):
         fig2 = f"{name}_reward_per_step.png"
-        figures[fig2] = ("curves", {"curves": curves, "inter": {r["arm"]: r["inter_steps"] for r in bupo_rows}})
-        lines += ["Training reward per step (mean over seeds of the full policy's sampled reward):", "",
+        figures[fig2] = ("curves", {"curves": curves, "inter": inter, "ylabel": "mean training reward"})
+        lines += ["Training reward per step (mean ± SE over seeds of the sampling policy's reward):", "",
                   f"![training reward per step](figures/{fig2})", ""]
         if ctl in curves:
-            for arm_name in [n for n in curves if n != ctl]:
-                s = next((r["inter_steps"] for r in bupo_rows if r["arm"] == arm_name), 0)
-                c, g = curves[arm_name], curves[ctl]
-                if not s or len(c) <= s or len(g) < len(c):
+            g = curves[ctl]["mean"]
+            for arm_name in [n for n in curves if n != ctl and inter[n]]:
+                s = inter[arm_name]
+                c = curves[arm_name]["mean"]
+                if len(c) <= s or len(g) < len(c):
                     continue
                 after = min(len(c), 2 * s) - s
                 mi, gi = sum(c[:s]) / s, sum(g[:s]) / s
@@ -314,30 +306,37 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
                     f"over the {after} steps after the switch {_f(ma)} vs {_f(ga)}."
                 )
             lines.append("")
+        # is IPA doing what it should? the internal policy's log-prob of the sampled tokens, per step
+        phase = {n: c for n, c in res.phase_means("internal_logprob").items() if inter.get(n)}
+        if phase:
+            fig3 = f"{name}_internal_logprob.png"
+            figures[fig3] = ("curves", {"curves": phase, "inter": {n: inter[n] for n in phase},
+                                        "ylabel": "internal policy: mean log-prob of sampled tokens"})
+            lines += ["During the internal phase the trainer logs the internal policy's mean log-prob of the tokens it "
+                      "was trained on (fresh samples each step), from the kept `metrics.jsonl` files:", "",
+                      f"![internal log-prob per step](figures/{fig3})", ""]
+            for n, c in phase.items():
+                s = inter[n]
+                vals = [v for v in c["mean"][:s] if not math.isnan(v)]
+                if len(vals) >= 2:
+                    lines.append(f"- `{n}` ({c['seeds']} seeds): {_f(vals[0])} at step 1, {_f(vals[-1])} at step {s} "
+                                 f"({'up' if vals[-1] > vals[0] else 'down'} {_f(abs(vals[-1] - vals[0]))} nats).")
+            lines.append("")
     # conclusion
     lines += ["**What the paper predicts and what this sweep resolves:**", ""]
     for arm_name, a in arms.items():
         if arm_name == ctl:
             continue
-        v = a["vs_control"]["avg_at_k"]
-        n = v.get("n_pairs", 0)
+        verdict = res.verdict(arm_name)
+        n = a["vs_control"]["avg_at_k"].get("n_pairs", 0)
         pred = f" Paper: {_cell(paper[arm_name])}." if paper.get(arm_name) else ""
-        if v["diff_mean"] is None or n < 2:
-            verdict = f"fewer than 2 paired seeds with `{ctl}`; nothing to test yet."
-        elif v["p_value"] is not None and v["p_value"] < ALPHA:
-            direction = "above" if v["diff_mean"] > 0 else "below"
-            verdict = (f"**resolved**: Avg@{k} {direction} `{ctl}` by {_signed(v['diff_mean'], v['se'])} "
-                       f"(p = {_p(v['p_value'])}, {n} paired seeds).")
-        else:
-            verdict = (f"not resolved at this scale: Avg@{k} − `{ctl}` = {_signed(v['diff_mean'], v['se'])} "
-                       f"(p = {_p(v['p_value'])}, {n} paired seeds; the smallest p-value {n} seeds allow is {_p(min_p_value(n))}).")
         fmt = a["vs_control"]["no_answer_rate"]
         acc = a["vs_control"]["accuracy_among_answered"]
         extra = ""
         if fmt["diff_mean"] is not None and acc["diff_mean"] is not None and n >= 2:
             extra = (f" Format vs arithmetic: no-answer share {_signed(fmt['diff_mean'], fmt['se'])} (p = {_p(fmt['p_value'])}), "
                      f"accuracy among answered {_signed(acc['diff_mean'], acc['se'])} (p = {_p(acc['p_value'])}).")
-        lines.append(f"- `{arm_name}` ({_cell(_cfg(a['config']))}): {verdict}{extra}{pred}")
+        lines.append(f"- {verdict} Settings: {_cell(_cfg(a['config']))}.{extra}{pred}")
     lines.append("")
     return lines
 
@@ -469,32 +468,14 @@ def _draw(kind: str, payload: Any, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
+    from .sweep_plots import plot_arms, plot_curves, plot_paired_differences  # noqa: PLC0415
+
     if kind == "arms":
-        arms = payload["arms"]
-        names = list(arms)
-        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 4))
-        for i, n in enumerate(names):
-            m = arms[n]["metrics"]["avg_at_k"]
-            pts = [p for p in m["per_seed"] if p is not None]
-            ax.scatter([i] * len(pts), pts, s=14, color="0.55", zorder=2)
-            if m["mean"] is not None:
-                ax.errorbar([i], [m["mean"]], yerr=[m["se"] or 0.0], fmt="o", color="C0" if n != payload["control"] else "C3", capsize=4, zorder=3)
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        ax.set_ylabel(f"Avg@{payload['k']} (held-out)")
-        ax.set_title(f"{payload.get('name', '')}: mean ± SE across seeds (grey: each seed)")
-        ax.grid(axis="y", alpha=0.3)
+        fig = plot_arms(payload)
+    elif kind == "paired":
+        fig = plot_paired_differences(payload)
     else:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for n, c in payload["curves"].items():
-            ax.plot(range(1, len(c) + 1), c, marker=".", label=n)
-        for n, s in payload["inter"].items():
-            if s:
-                ax.axvline(s + 0.5, color="0.7", ls=":")
-        ax.set_xlabel("step")
-        ax.set_ylabel("mean training reward")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
+        fig = plot_curves(payload["curves"], payload["inter"], ylabel=payload["ylabel"])
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -19,6 +19,10 @@ seeds, the evaluation settings and the control arm::
       - {name: grpo, config: {method: grpo}}
       - {name: bupo_l5, config: {method: bupo, layer: 5, inter_steps: 3}, seeds: [0, 1, 2]}
 
+An arm may also carry ``note`` (what it is), ``paper`` (what the paper reports for it) and ``group``
+(the question it belongs to, e.g. ``"target layer (Table 3)"``); reports and notebook 08 use them,
+the cell's result does not depend on them.
+
 A *cell* is one (arm, seed): train with ``seed`` (which fixes the training prompts and every
 sampling draw), then evaluate on the evaluation split with sampling seed ``seed``, so the cells of
 two arms with the same seed see the same prompts and the same evaluation problems and draws: a
@@ -54,7 +58,7 @@ from .errors import InputFormatError
 
 METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
 SPEC_KEYS = {"name", "description", "shared", "seeds", "control", "eval", "arms", "notes"}
-ARM_KEYS = {"name", "config", "seeds", "note", "paper"}
+ARM_KEYS = {"name", "config", "seeds", "note", "paper", "group"}
 EVAL_DEFAULTS: dict[str, Any] = {
     "task": None,  # default: the shared task
     "task_kwargs": None,  # default: the shared task_kwargs with split "eval"
@@ -82,6 +86,7 @@ class Arm:
     note: str = ""
     paper: str = ""
     unavailable: str = ""
+    group: str = ""  # which question the arm belongs to (e.g. "target layer (Table 3)"), for reports
 
 
 class UnknownFieldError(InputFormatError):
@@ -252,7 +257,8 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
                 raise
             unavailable = str(exc).split(" (a field")[0].split(": ", 2)[-1]
         arm_seeds = _seed_list(raw["seeds"], f"{where}: 'seeds'") if "seeds" in raw else list(seeds)
-        arms.append(Arm(name, dict(config), arm_seeds, str(raw.get("note", "")), str(raw.get("paper", "")), unavailable))
+        arms.append(Arm(name, dict(config), arm_seeds, str(raw.get("note", "")), str(raw.get("paper", "")), unavailable,
+                        str(raw.get("group", ""))))
     control = data["control"]
     if control not in [a.name for a in arms]:
         raise InputFormatError(f"{path}: control arm {control!r} is not one of the arms ({', '.join(a.name for a in arms)})")
@@ -338,18 +344,10 @@ def read_cells(path: str | Path) -> list[dict]:
         p = p / "cells.jsonl"
     if not p.exists():
         return []
-    rows = []
-    lines = p.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if i == len(lines):  # a crash while appending: that cell simply reruns
-                continue
-            raise InputFormatError(f"{p}:{i}: not valid JSON ({exc.msg}); delete the line and rerun the sweep to redo that cell") from exc
-    return rows
+    from .runs import iter_jsonl  # noqa: PLC0415
+
+    # a torn last line (a crash while appending) is skipped with a warning: that cell simply reruns
+    return [obj for _, obj in iter_jsonl(p, what="sweep cells file", tolerate_torn_last_line=True)]
 
 
 def _append_row(path: Path, row: dict) -> None:
@@ -506,6 +504,7 @@ def run_sweep(
         m = row["metrics"]
         log(f"[sweep]   avg@{m['k']} {m['avg_at_k']:.3f}, pass@{m['k']} {m['pass_at_k']:.3f}, no answer {m['no_answer_rate']:.3f} "
             f"({row['wall_s']['total']:.0f} s)")
+        write_summary(spec, out)  # after every cell, so an interrupted sweep leaves a current summary
         if on_cell_done is not None:
             on_cell_done(row)
     summary = write_summary(spec, out)
@@ -517,7 +516,8 @@ def spec_to_json(spec: SweepSpec) -> dict:
     return {
         "name": spec.name, "description": spec.description, "path": spec.path, "shared": spec.shared, "seeds": spec.seeds,
         "control": spec.control, "eval": spec.eval, "notes": spec.notes,
-        "arms": [{"name": a.name, "config": a.config, "seeds": a.seeds, "note": a.note, "paper": a.paper, "unavailable": a.unavailable}
+        "arms": [{"name": a.name, "config": a.config, "seeds": a.seeds, "note": a.note, "paper": a.paper, "unavailable": a.unavailable,
+                  "group": a.group}
                  for a in spec.arms],
     }
 
@@ -570,6 +570,7 @@ def summarize(spec: SweepSpec, rows: list[dict]) -> dict:
             "wall_s_per_cell": _mean_or_none(walls),
             "note": arm.note,
             "paper": arm.paper,
+            "group": arm.group,
         }
     k = spec.eval["k"]
     return {

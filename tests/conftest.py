@@ -30,3 +30,45 @@ def tiny_llm():
     from bupo_core import load_model
 
     return load_model("tiny-random-llama", device="cpu")
+
+
+def write_fake_sweep(res: "Path", *, with_metrics: bool = True) -> "Path":
+    """A finished 2-arm x 3-seed sweep under ``res/`` (``specs/main.json``, ``main/``), written by hand:
+    grpo Avg@K 0.5 / 0.4 / 0.6, bupo_l1 0.25 / 0.30 / 0.20; per-step metrics files when ``with_metrics``."""
+    import json
+
+    from bupo_core.sweep import cell_key, parse_spec, spec_to_json, write_summary
+
+    (res / "specs").mkdir(parents=True)
+    spec_data = {
+        "name": "main", "description": "fake", "shared": {"model": "tiny-random-llama", "steps": 4, "inter_steps": 2},
+        "seeds": [0, 1, 2], "control": "grpo", "eval": {"num_problems": 4, "k": 4},
+        "arms": [{"name": "grpo", "config": {"method": "grpo"}, "paper": "baseline", "group": "main"},
+                 {"name": "bupo_l1", "config": {"method": "bupo", "layer": 1}, "paper": "Table 1: BuPO beats GRPO", "group": "main"}],
+    }
+    (res / "specs" / "main.json").write_text(json.dumps(spec_data))
+    spec = parse_spec(spec_data, "main.json")
+    out = res / "main"
+    out.mkdir()
+    (out / "spec.json").write_text(json.dumps(spec_to_json(spec)))
+    vals = {"grpo": [0.5, 0.4, 0.6], "bupo_l1": [0.25, 0.30, 0.20]}
+    with open(out / "cells.jsonl", "w") as f:
+        for arm, vs in vals.items():
+            for seed, v in enumerate(vs):
+                rewards = [0.1, 0.2, 0.3, 0.4] if arm == "grpo" else [0.2, 0.1, 0.2, 0.3]
+                f.write(json.dumps({
+                    "arm": arm, "seed": seed, "key": cell_key(spec, spec.arm(arm), seed),
+                    "metrics": {"avg_at_k": v, "pass_at_k": v + 0.2, "no_answer_rate": 0.1, "accuracy_among_answered": v / 0.9, "k": 4},
+                    "train_rewards": rewards, "inter_steps": 2 if arm == "bupo_l1" else 0,
+                    "wall_s": {"total": 60.0, "train": 50.0, "eval": 10.0},
+                }) + "\n")
+                if with_metrics:
+                    run = out / "cells" / arm / f"seed-{seed}" / "run"
+                    run.mkdir(parents=True)
+                    with open(run / "metrics.jsonl", "w") as m:
+                        for step, r in enumerate(rewards, 1):
+                            internal = arm == "bupo_l1" and step <= 2
+                            m.write(json.dumps({"step": step, "reward_mean": r, "phase": "internal" if internal else "full",
+                                                "internal_logprob": (-3.0 + step + seed) if internal else None}) + "\n")
+    write_summary(spec, out)
+    return res

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bupo_core.cli import main
 from bupo_core.report import build_page, notebook05_rewards
+from conftest import write_fake_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,32 +29,7 @@ def test_page_avoids_claims_the_outputs_contradict():
 
 
 def _fake_sweep(tmp_path: Path) -> Path:
-    from bupo_core.sweep import cell_key, parse_spec, write_summary
-
-    res = tmp_path / "results"
-    (res / "specs").mkdir(parents=True)
-    spec_data = {
-        "name": "main", "description": "fake", "shared": {"model": "tiny-random-llama", "steps": 4, "inter_steps": 2},
-        "seeds": [0, 1, 2], "control": "grpo", "eval": {"num_problems": 4, "k": 4},
-        "arms": [{"name": "grpo", "config": {"method": "grpo"}, "paper": "baseline"},
-                 {"name": "bupo_l1", "config": {"method": "bupo", "layer": 1}, "paper": "Table 1: BuPO beats GRPO"}],
-    }
-    (res / "specs" / "main.json").write_text(json.dumps(spec_data))
-    spec = parse_spec(spec_data, "main.json")
-    out = res / "main"
-    out.mkdir()
-    vals = {"grpo": [0.5, 0.4, 0.6], "bupo_l1": [0.25, 0.30, 0.20]}
-    with open(out / "cells.jsonl", "w") as f:
-        for arm, vs in vals.items():
-            for seed, v in enumerate(vs):
-                f.write(json.dumps({
-                    "arm": arm, "seed": seed, "key": cell_key(spec, spec.arm(arm), seed),
-                    "metrics": {"avg_at_k": v, "pass_at_k": v + 0.2, "no_answer_rate": 0.1, "accuracy_among_answered": v / 0.9, "k": 4},
-                    "train_rewards": [0.1, 0.2, 0.3, 0.4] if arm == "grpo" else [0.2, 0.1, 0.2, 0.3],
-                    "inter_steps": 2 if arm == "bupo_l1" else 0, "wall_s": {"total": 60.0, "train": 50.0, "eval": 10.0},
-                }) + "\n")
-    write_summary(spec, out)
-    return res
+    return write_fake_sweep(tmp_path / "results")
 
 
 def test_page_numbers_come_from_the_summary(tmp_path):
@@ -61,13 +37,17 @@ def test_page_numbers_come_from_the_summary(tmp_path):
     page = build_page(res, bench=tmp_path / "nobench", notebooks=tmp_path / "nonb")
     md = page.markdown
     # grpo 0.5 +- 0.058; bupo 0.25 +- 0.029; diff -0.25 +- 0.087, p = 0.25 (3 seeds, all one sign)
-    assert "| grpo | 3 | 0.500 ± 0.058 |" in md
-    assert "| bupo_l1 | 3 | 0.250 ± 0.029 |" in md and "| -0.250 ± 0.087 | 0.25 |" in md
+    assert "| `grpo` | 3 | 0.500 ± 0.058 |" in md
+    assert "| `bupo_l1` | 3 | 0.250 ± 0.029 |" in md and "| -0.250 ± 0.087 | 0.25 |" in md
     assert "not resolved at this scale" in md and "Table 1: BuPO beats GRPO" in md
     # internal phase (steps 1-2): bupo 0.15 vs grpo 0.15; after the switch (3-4): 0.25 vs 0.35
     assert "steps 1-2) 0.150 vs `grpo` 0.150" in md and "0.250 vs 0.350" in md
-    assert "6.0 min for the finished cells, 1.0 min per cell" in md  # 6 cells x 60 s
-    assert set(page.figures) == {"main_avg_at_k.png", "main_reward_per_step.png"}
+    assert "6.0 min for the finished cells, 1.0 min per cell on average (median 1.0 min)" in md  # 6 cells x 60 s
+    # 3 seeds: p cannot go below 0.25, and the page says so
+    assert "3 seeds cannot give p < 0.05 at all (smallest possible p 0.25)" in md
+    assert set(page.figures) == {"main_avg_at_k.png", "main_paired_avg_at_k.png", "main_reward_per_step.png", "main_internal_logprob.png"}
+    # internal log-prob, mean over seeds: step 1 -1.0, step 2 0.0
+    assert "- `bupo_l1` (3 seeds): -1.000 at step 1, 0.000 at step 2 (up 1.000 nats)." in md
 
 
 def test_cli_report_writes_page_and_figures(tmp_path, capsys):

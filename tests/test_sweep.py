@@ -59,6 +59,8 @@ def test_sweep_runs_resumes_and_cleans_checkpoints(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_sweep(spec, out, progress=False, log=lambda s: None, on_cell_done=stop_after_two)
     assert [(r["arm"], r["seed"]) for r in read_cells(out)] == [("base", 0), ("grpo", 0)]
+    # the summary is rewritten after every cell, so an interrupted sweep leaves a current one
+    assert json.loads((out / "summary.json").read_text())["cells_finished"] == 2
     report = run_sweep(spec, out, progress=False, log=lambda s: None)
     assert report.skipped == [("base", 0), ("grpo", 0)]
     assert report.ran == [("bupo_l1", 0), ("grpo", 1), ("bupo_l1", 1)]
@@ -241,3 +243,21 @@ def test_spec_shorthands():
     flat = tiny_spec()
     flat["arms"] = [{"name": "grpo", "method": "grpo", "lr": 1e-4}]
     assert parse_spec(flat, "f.json").arm("grpo").config == {"method": "grpo", "lr": 1e-4}
+
+
+def test_cli_summary_only_recomputes_without_running(tmp_path, capsys):
+    from bupo_core.cli import main
+    from conftest import write_fake_sweep
+
+    res = write_fake_sweep(tmp_path / "results")
+    out = res / "main"
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").unlink()
+    (out / "spec.json").unlink()
+    assert main(["sweep", str(res / "specs" / "main.json"), "--out", str(out), "--summary-only"]) == 0
+    assert json.loads((out / "summary.json").read_text()) == summary and (out / "spec.json").exists()
+    text = capsys.readouterr().out
+    assert "6/6 cells done" in text and "bupo_l1" in text and "p = 0.25" in text
+    assert not (out / "cells" / "grpo" / "seed-0" / "eval").exists()  # nothing ran
+    assert main(["sweep", str(res / "specs" / "main.json"), "--out", str(tmp_path / "none"), "--summary-only"]) == 2
+    assert "cells.jsonl: missing" in capsys.readouterr().err

@@ -26,12 +26,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-unavailable", action="store_true",
                    help="skip arms that set TrainConfig fields this version does not have (they are listed) instead of stopping")
     p.add_argument("--dry-run", action="store_true", help="validate the spec and list the cells and their state, run nothing")
+    p.add_argument("--summary-only", action="store_true",
+                   help="recompute DIR/summary.json (and spec.json) from DIR/cells.jsonl and print the table, run no cell "
+                        "(safe while another process is still running cells of the same sweep)")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
+    from ..errors import InputFormatError  # noqa: PLC0415
     from ..sweep import cell_key, load_spec, read_cells, run_sweep  # noqa: PLC0415
 
     # with --arm, the arms not selected may use fields this version lacks
@@ -47,11 +51,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"{arm.name:28s} seed {seed}: {state}  {json.dumps(spec.arm_differences(arm))}")
         print(f"{len(spec.cells())} cells; spec {spec.path} is valid")
         return 0
-    report = run_sweep(spec, args.out, device=args.device, progress=not args.quiet, only_arms=args.arm)
-    s = report.summary
+    if args.summary_only:
+        from ..sweep import spec_to_json, write_summary  # noqa: PLC0415
+
+        out = Path(args.out)
+        if not (out / "cells.jsonl").exists():
+            raise InputFormatError(f"{out / 'cells.jsonl'}: missing; run `bupo sweep {args.spec} --out {out}` first")
+        (out / "spec.json").write_text(json.dumps(spec_to_json(spec), indent=1))
+        s = write_summary(spec, out)
+        print(f"[sweep] {s['cells_finished']}/{s['cells_planned']} cells done")
+    else:
+        report = run_sweep(spec, args.out, device=args.device, progress=not args.quiet, only_arms=args.arm)
+        s = report.summary
+        print(f"[sweep] ran {len(report.ran)} cells in {report.wall_s / 60:.1f} min, {len(report.skipped)} were already finished; "
+              f"{s['cells_finished']}/{s['cells_planned']} cells done")
     k = s["k"]
-    print(f"[sweep] ran {len(report.ran)} cells in {report.wall_s / 60:.1f} min, {len(report.skipped)} were already finished; "
-          f"{s['cells_finished']}/{s['cells_planned']} cells done")
     for name, arm in s["arms"].items():
         m = arm["metrics"]["avg_at_k"]
         if m["mean"] is None:

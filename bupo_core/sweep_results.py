@@ -1,0 +1,289 @@
+"""A sweep's results read back from its folder: tables, paired comparisons, curves and figures.
+
+:func:`bupo_core.sweep.run_sweep` writes ``DIR/spec.json``, ``DIR/cells.jsonl`` (one row per
+finished cell) and ``DIR/summary.json`` (the statistics). :class:`SweepResults` loads the three,
+checks that the summary is what the rows give (:meth:`SweepResults.check`), and answers the
+questions a reader asks of a sweep, in the paper's terms:
+
+* :meth:`~SweepResults.table`: per arm, mean +- standard error across training seeds and the paired
+  difference against the control arm with its sign-flip p-value;
+* :meth:`~SweepResults.verdict`: whether that difference is resolved at this scale;
+* :meth:`~SweepResults.reward_curves`: the training reward per step, mean +- SE across seeds;
+* :meth:`~SweepResults.step_metrics`: a cell's per-step training statistics (internal-phase
+  log-prob and entropy, clip fraction, approx KL, gradient norm), when the cell folder was kept;
+* :meth:`~SweepResults.figure`: the arms' plot (mean +- SE, every seed's point).
+
+It is I/O plus arithmetic on lists; the figures live in :mod:`bupo_core.sweep_plots`. Typical use::
+
+    results = SweepResults.load("results/main")
+    results.check()                       # the summary is what cells.jsonl gives
+    print(results.markdown_table())       # the headline table
+    results.figure("avg_at_k")            # mean ± SE and every seed
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import InputFormatError
+from .stats import mean_se, min_p_value
+
+ALPHA = 0.05
+METRIC_LABELS = {
+    "avg_at_k": "Avg@{k}",
+    "pass_at_k": "Pass@{k}",
+    "no_answer_rate": "no parseable answer",
+    "accuracy_among_answered": "accuracy among answered",
+}
+
+
+def metric_label(metric: str, k: int) -> str:
+    """Human name of a summary metric (``"avg_at_k"`` -> ``"Avg@8"``)."""
+    return METRIC_LABELS.get(metric, metric).format(k=k)
+
+
+@dataclass
+class SweepResults:
+    """One sweep folder, loaded.
+
+    Attributes:
+        name: the sweep's name.
+        folder: the folder it was read from.
+        spec: ``spec.json`` if present (the resolved spec: shared settings, arms with notes, groups
+            and the paper's numbers, evaluation settings), else ``{}``.
+        summary: ``summary.json``.
+        rows: the rows of ``cells.jsonl``, in the order they finished.
+    """
+
+    name: str
+    folder: Path
+    spec: dict
+    summary: dict
+    rows: list[dict] = field(repr=False)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, folder: str | Path) -> "SweepResults":
+        """Read ``summary.json``, ``cells.jsonl`` and (if present) ``spec.json`` from ``folder``.
+
+        Raises :class:`InputFormatError` naming the missing file and the command that writes it.
+        """
+        from .sweep import read_cells  # noqa: PLC0415
+
+        folder = Path(folder)
+        for name in ("summary.json", "cells.jsonl"):
+            if not (folder / name).exists():
+                raise InputFormatError(
+                    f"{folder / name}: missing; a sweep folder is written by `bupo sweep SPEC --out {folder}` "
+                    "(spec.json, cells.jsonl, summary.json)"
+                )
+        spec_path = folder / "spec.json"
+        spec = json.loads(spec_path.read_text(encoding="utf-8")) if spec_path.exists() else {}
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        return cls(summary.get("name") or spec.get("name") or folder.name, folder, spec, summary, read_cells(folder / "cells.jsonl"))
+
+    # ------------------------------------------------------------------ basic facts
+    @property
+    def control(self) -> str:
+        """The control arm's name."""
+        return self.summary["control"]
+
+    @property
+    def k(self) -> int:
+        """Samples per evaluation problem (the largest k of Pass@k)."""
+        return int(self.summary["k"])
+
+    @property
+    def arm_names(self) -> list[str]:
+        """Arms with at least one finished seed, in the spec's order."""
+        return [n for n, a in self.summary["arms"].items() if a["seeds"]]
+
+    @property
+    def pending_arms(self) -> list[str]:
+        """Arms of the spec with fewer finished seeds than planned."""
+        return [n for n, a in self.summary["arms"].items() if len(a["seeds"]) < len(a.get("planned_seeds", a["seeds"]))]
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group name -> arms (the spec's ``group`` field; arms without one go under ``""``), spec order."""
+        spec_group = {a["name"]: a.get("group", "") for a in self.spec.get("arms", [])}
+        out: dict[str, list[str]] = {}
+        for n, a in self.summary["arms"].items():
+            out.setdefault(a.get("group") or spec_group.get(n, ""), []).append(n)
+        return out
+
+    def arm(self, name: str) -> dict:
+        """The summary entry of one arm (``config``, ``seeds``, ``metrics``, ``vs_control``, ``paper``...)."""
+        try:
+            return self.summary["arms"][name]
+        except KeyError:
+            raise KeyError(f"no arm {name!r} in sweep {self.name!r}; arms: {', '.join(self.summary['arms'])}") from None
+
+    def fingerprint(self) -> str:
+        """Short hash of ``cells.jsonl``: notebooks print it so a test can tell stale outputs."""
+        return hashlib.sha256((self.folder / "cells.jsonl").read_bytes()).hexdigest()[:12]
+
+    def per_seed(self, arm: str, metric: str = "avg_at_k") -> dict[int, float]:
+        """``{seed: value}`` of one metric for one arm, from the cells' rows."""
+        return {r["seed"]: r["metrics"][metric] for r in self.rows
+                if r["arm"] == arm and r["seed"] in self.arm(arm)["seeds"] and r["metrics"].get(metric) is not None}
+
+    # ------------------------------------------------------------------ checks
+    def check(self, *, tol: float = 1e-12) -> None:
+        """Recompute every mean, SE and paired comparison from ``cells.jsonl`` and compare with the summary.
+
+        Raises ``AssertionError`` naming the arm, metric and both values on a mismatch (a summary
+        written before the last rows were appended, or edited by hand).
+        """
+        from .stats import compare_to_control  # noqa: PLC0415
+
+        for name, a in self.summary["arms"].items():
+            rows = {r["seed"]: r for r in self.rows if r["arm"] == name and r["seed"] in a.get("planned_seeds", a["seeds"])}
+            assert sorted(rows) == a["seeds"], f"{self.name}/{name}: summary seeds {a['seeds']}, cells.jsonl has {sorted(rows)}; rerun write_summary"
+            for metric, m in a["metrics"].items():
+                vals = [rows[s]["metrics"].get(metric) for s in a["seeds"]]
+                assert vals == m["per_seed"], f"{self.name}/{name}/{metric}: per-seed values {m['per_seed']} in summary, {vals} in cells.jsonl"
+                present = [v for v in vals if v is not None]
+                if present:
+                    mean, se = mean_se(present)
+                    _close(mean, m["mean"], tol, f"{self.name}/{name}/{metric} mean")
+                    _close(se, m["se"], tol, f"{self.name}/{name}/{metric} se")
+                ctl = self.per_seed(self.control, metric)
+                mine = {s: rows[s]["metrics"][metric] for s in a["seeds"] if rows[s]["metrics"].get(metric) is not None}
+                ref = compare_to_control(mine, ctl)
+                got = a["vs_control"][metric]
+                for key in ("diff_mean", "se", "p_value"):
+                    _close(ref[key], got[key], tol, f"{self.name}/{name}/{metric} vs_control {key}")
+
+    # ------------------------------------------------------------------ tables and verdicts
+    def table(self, metric: str = "avg_at_k", arms: Sequence[str] | None = None) -> list[dict]:
+        """One dict per arm: ``arm, seeds, mean, se, diff, diff_se, p_value, n_pairs`` (``diff*`` vs the control)."""
+        out = []
+        for n in arms if arms is not None else self.arm_names:
+            a = self.arm(n)
+            m, v = a["metrics"][metric], a["vs_control"][metric]
+            out.append({"arm": n, "seeds": len(a["seeds"]), "mean": m["mean"], "se": m["se"],
+                        "diff": None if n == self.control else v["diff_mean"], "diff_se": None if n == self.control else v["se"],
+                        "p_value": None if n == self.control else v["p_value"], "n_pairs": v.get("n_pairs", 0)})
+        return out
+
+    def markdown_table(self, metrics: Sequence[str] = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered"),
+                       arms: Sequence[str] | None = None, diff_metric: str = "avg_at_k") -> str:
+        """A Markdown table: per arm, every metric as mean ± SE, and the paired difference in ``diff_metric``."""
+        names = list(arms) if arms is not None else self.arm_names
+        head = ["arm", "seeds"] + [metric_label(m, self.k) for m in metrics] + [f"{metric_label(diff_metric, self.k)} − {self.control}", "p"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for n in names:
+            a = self.arm(n)
+            cells = [f"`{n}`", str(len(a["seeds"]))]
+            cells += [fmt_pm(a["metrics"][m]["mean"], a["metrics"][m]["se"]) for m in metrics]
+            v = a["vs_control"][diff_metric]
+            if n == self.control:
+                cells += ["(control)", ""]
+            else:
+                cells += [fmt_pm(v["diff_mean"], v["se"], signed=True), fmt_p(v["p_value"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def verdict(self, arm: str, metric: str = "avg_at_k", alpha: float = ALPHA) -> str:
+        """One sentence: is ``arm``'s paired difference from the control resolved at level ``alpha``?"""
+        label = metric_label(metric, self.k)
+        if arm == self.control:
+            return f"`{arm}` is the control."
+        v = self.arm(arm)["vs_control"][metric]
+        n = v.get("n_pairs", 0)
+        if v["diff_mean"] is None or n < 2:
+            return f"`{arm}`: fewer than 2 seeds paired with `{self.control}`; nothing to test yet."
+        size = f"{label} − `{self.control}` = {fmt_pm(v['diff_mean'], v['se'], signed=True)} (p = {fmt_p(v['p_value'])}, {n} paired seeds"
+        if v["p_value"] is not None and v["p_value"] < alpha:
+            return f"`{arm}`: **resolved**, {'above' if v['diff_mean'] > 0 else 'below'} the control: {size})."
+        floor = min_p_value(n)
+        why = f"; {n} seeds cannot give p < {alpha} at all (smallest possible p {fmt_p(floor)})" if floor >= alpha else ""
+        return f"`{arm}`: not resolved at this scale: {size}{why})."
+
+    # ------------------------------------------------------------------ curves
+    def reward_curves(self, arms: Sequence[str] | None = None) -> dict[str, dict[str, list]]:
+        """Training reward per step, across seeds: ``{arm: {"mean": [...], "se": [...], "n": [...]}}``.
+
+        Arms without training steps (``base``) are left out. Step ``i`` averages the seeds that have it.
+        """
+        out = {}
+        for n in arms if arms is not None else self.arm_names:
+            curves = [r["train_rewards"] for r in self.rows if r["arm"] == n and r.get("train_rewards") and r["seed"] in self.arm(n)["seeds"]]
+            if not curves:
+                continue
+            means, ses, counts = [], [], []
+            for i in range(max(len(c) for c in curves)):
+                xs = [c[i] for c in curves if len(c) > i]
+                m, se = mean_se(xs)
+                means.append(m)
+                ses.append(se if se is not None else 0.0)
+                counts.append(len(xs))
+            out[n] = {"mean": means, "se": ses, "n": counts}
+        return out
+
+    def inter_steps(self, arm: str) -> int:
+        """Internal-phase steps of ``arm`` (0 for GRPO arms)."""
+        return next((int(r.get("inter_steps") or 0) for r in self.rows if r["arm"] == arm), 0)
+
+    def step_metrics(self, arm: str, seed: int) -> list[dict] | None:
+        """The per-step training rows (``run/metrics.jsonl``) of one cell, or ``None`` if its folder was not kept."""
+        from .runs import read_metrics  # noqa: PLC0415
+
+        p = self.folder / "cells" / arm / f"seed-{seed}" / "run" / "metrics.jsonl"
+        if not p.exists():
+            return None
+        return read_metrics(p)
+
+    def phase_means(self, field_name: str, arms: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Per arm, the mean across seeds of ``field_name`` per step, from the kept ``metrics.jsonl`` files.
+
+        Returns ``{arm: {"mean": [...], "se": [...], "seeds": n}}``; steps where a field is
+        ``None`` (e.g. ``internal_logprob`` in the full phase) are ``nan``.
+        """
+        out = {}
+        for n in arms if arms is not None else self.arm_names:
+            per_seed = [self.step_metrics(n, s) for s in self.arm(n)["seeds"]]
+            per_seed = [rows for rows in per_seed if rows]
+            if not per_seed:
+                continue
+            means, ses = [], []
+            for i in range(max(len(rows) for rows in per_seed)):
+                xs = [rows[i].get(field_name) for rows in per_seed if len(rows) > i]
+                xs = [x for x in xs if x is not None]
+                m, se = mean_se(xs) if xs else (math.nan, None)
+                means.append(m)
+                ses.append(se if se is not None else 0.0)
+            out[n] = {"mean": means, "se": ses, "seeds": len(per_seed)}
+        return out
+
+    # ------------------------------------------------------------------ figures
+    def figure(self, metric: str = "avg_at_k", arms: Sequence[str] | None = None, title: str | None = None):
+        """The arms' plot: mean ± SE across seeds and every seed's point (:func:`bupo_core.sweep_plots.plot_arms`)."""
+        from .sweep_plots import plot_arms  # noqa: PLC0415
+
+        return plot_arms(self.summary, metric=metric, arms=arms, title=title)
+
+
+def _close(a: float | None, b: float | None, tol: float, what: str) -> None:
+    if a is None or b is None:
+        assert a is None and b is None, f"{what}: {a} recomputed, {b} in summary.json"
+        return
+    assert abs(a - b) <= tol * max(1.0, abs(a)), f"{what}: {a!r} recomputed from cells.jsonl, {b!r} in summary.json"
+
+
+def fmt_pm(m: float | None, se: float | None, nd: int = 3, signed: bool = False) -> str:
+    """``"0.123 ± 0.010"`` (``"+0.123 ± ..."`` when ``signed``); ``"n/a"`` for no value, no ``±`` without an SE."""
+    if m is None:
+        return "n/a"
+    s = f"{m:+.{nd}f}" if signed else f"{m:.{nd}f}"
+    return s if se is None else f"{s} ± {se:.{nd}f}"
+
+
+def fmt_p(p: float | None) -> str:
+    """A p-value to 3 significant digits (``"n/a"`` for none)."""
+    return "n/a" if p is None else f"{p:.3g}"
