@@ -19,6 +19,7 @@ Chapters and their checkers (each function's docstring gives the signature the s
 * 05 BuPO: :func:`check_internal_logprobs`, :func:`check_phase_switch`
 * 06 feature refinement: :func:`check_layer_kl`, :func:`check_hidden_cosine`
 * 07 evaluation: :func:`check_pass_at_k`, :func:`check_bootstrap_interval`
+* 08 experiments: :func:`check_sign_flip_test`
 
 >>> check_boundary_layer(lambda ffn_change: boundary_layer(ffn_change).layer)
 check_boundary_layer: all 7 cases pass.
@@ -43,6 +44,7 @@ from .lens import internal_policy
 from .models import tiny_model
 from .rewards import score_last_number
 from .sequences import PackedBatch, pack_sequences
+from .stats import sign_flip_test
 from .trainer import TrainConfig, policy_logprobs
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "check_phase_switch",
     "check_prediction_positions",
     "check_reward",
+    "check_sign_flip_test",
 ]
 
 
@@ -829,4 +832,42 @@ def check_bootstrap_interval(fn: Callable) -> None:
     lo4, hi4 = interval(case, binary * 4, confidence=0.95, resamples=2000, seed=0)
     if not (hi4 - lo4) < 0.75 * (hi - lo):
         chk.fail(case, "four times the data should halve the interval's width", "each resample draws n values, n = len(values)", f"about {(hi - lo) / 2:.3f}", hi4 - lo4)
+    chk.passed()
+
+
+# =========================================================================== 08 experiments
+def check_sign_flip_test(fn: Callable) -> None:
+    """Grade ``fn(diffs) -> float``: the two-sided p-value of the paired sign-flip test.
+
+    ``diffs`` are per-seed differences ``arm[s] - control[s]``. Under the null hypothesis each
+    difference is as likely to carry either sign; the p-value is the share of the ``2^n`` sign
+    assignments whose ``|sum|`` is at least the observed ``|sum|`` (ties count).
+    """
+    chk = _Check("check_sign_flip_test", fn, "fn(diffs: list[float]) -> float")
+    cases = [
+        ("3 seeds, all positive: [0.1, 0.2, 0.3]", [0.1, 0.2, 0.3]),
+        ("5 seeds, all negative: [-0.05] * 5", [-0.05] * 5),
+        ("4 seeds, mixed signs: [0.2, -0.1, 0.3, 0.05]", [0.2, -0.1, 0.3, 0.05]),
+        ("2 seeds that cancel: [0.1, -0.1]", [0.1, -0.1]),
+        ("every difference 0: [0.0, 0.0, 0.0]", [0.0, 0.0, 0.0]),
+        ("6 seeds: [0.03, -0.01, 0.04, 0.02, -0.02, 0.05]", [0.03, -0.01, 0.04, 0.02, -0.02, 0.05]),
+        ("1 seed: [0.4]", [0.4]),
+    ]
+    for case, d in cases:
+        got = chk.number(case, chk.call(case, list(d)))
+        expected = sign_flip_test(d)
+        if abs(got - expected) <= 1e-9:
+            continue
+        n = len(d)
+        if n and abs(got - expected / 2) <= 1e-9 and any(x != 0 for x in d):
+            hint = ("that is the one-sided p-value: a two-sided test counts assignments with |sum| >= |observed sum|, "
+                    "both signs (so all-positive and all-negative both count)")
+        elif abs(got - (expected - 2 / 2**n)) <= 1e-9 or (got == 0.0 and expected > 0):
+            hint = "ties count: use >= (the observed assignment itself is one of the 2^n and always counts)"
+        elif got < 0 or got > 1:
+            hint = "a p-value is a share of sign assignments, between 0 and 1: divide the count by 2^n"
+        else:
+            hint = ("enumerate itertools.product((1, -1), repeat=n), flip the signs of the differences, and count the "
+                    "assignments with |sum| >= |sum of the observed differences| (compare with a small tolerance)")
+        chk.fail(case, "wrong p-value", hint, expected, got)
     chk.passed()

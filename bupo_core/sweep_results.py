@@ -42,6 +42,32 @@ METRIC_LABELS = {
 }
 
 
+def results_dir(start: str | Path | None = None) -> Path:
+    """The folder of committed sweep results (``results/`` of a checkout: ``specs/`` plus one folder per sweep).
+
+    Looks, in order, at ``$BUPO_RESULTS``; ``results/`` in ``start`` (default: the working directory)
+    and each folder above it; and ``results/`` beside the installed package (an editable install of
+    a checkout). Raises :class:`InputFormatError` naming the fix when none is found (e.g. a package
+    installed from git without the repository: clone it, or set ``BUPO_RESULTS``).
+    """
+    import os  # noqa: PLC0415
+
+    env = os.environ.get("BUPO_RESULTS")
+    if env:
+        if not (Path(env) / "specs").is_dir():
+            raise InputFormatError(f"BUPO_RESULTS={env}: not a results folder (it has no specs/); point it at a checkout's results/")
+        return Path(env)
+    here = Path(start) if start is not None else Path.cwd()
+    for folder in [here, *here.resolve().parents, Path(__file__).resolve().parent.parent]:
+        if (folder / "results" / "specs").is_dir():
+            return folder / "results"
+    raise InputFormatError(
+        "no committed results found (a folder results/ with specs/ in this directory or above it); "
+        "clone the repository (`git clone --depth 1 https://github.com/bupo-notebooks/bupo-notebooks`) "
+        "and run from inside it, or set BUPO_RESULTS to its results/ folder"
+    )
+
+
 def metric_label(metric: str, k: int) -> str:
     """Human name of a summary metric (``"avg_at_k"`` -> ``"Avg@8"``)."""
     return METRIC_LABELS.get(metric, metric).format(k=k)
@@ -123,9 +149,15 @@ class SweepResults:
         except KeyError:
             raise KeyError(f"no arm {name!r} in sweep {self.name!r}; arms: {', '.join(self.summary['arms'])}") from None
 
-    def fingerprint(self) -> str:
-        """Short hash of ``cells.jsonl``: notebooks print it so a test can tell stale outputs."""
-        return hashlib.sha256((self.folder / "cells.jsonl").read_bytes()).hexdigest()[:12]
+    def fingerprint(self, arms: Sequence[str] | None = None) -> str:
+        """Short hash of the finished cells' rows (of ``arms`` only, when given).
+
+        Notebooks print it beside what they show, so a test can tell when committed outputs were
+        computed from other data than the committed ``cells.jsonl``.
+        """
+        keep = set(arms) if arms is not None else None
+        rows = sorted((json.dumps(r, sort_keys=True) for r in self.rows if keep is None or r["arm"] in keep))
+        return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:12]
 
     def per_seed(self, arm: str, metric: str = "avg_at_k") -> dict[int, float]:
         """``{seed: value}`` of one metric for one arm, from the cells' rows."""

@@ -188,6 +188,20 @@ def pass_k(n, c, k, *, plug_in=False):
     return 1 - math.comb(n - c, k) / math.comb(n, k)
 
 
+def sign_flip(diffs, *, one_sided=False, strict=False):
+    import itertools
+
+    observed = abs(sum(diffs))
+    hits = 0
+    for signs in itertools.product((1, -1), repeat=len(diffs)):
+        total = sum(s * x for s, x in zip(signs, diffs))
+        value = total if one_sided else abs(total)
+        hits += (value > observed + 1e-12) if strict else (value >= observed - 1e-12)
+    if all(x == 0 for x in diffs):
+        return 1.0
+    return hits / 2 ** len(diffs)
+
+
 def bootstrap(values, confidence=0.95, resamples=2000, seed=0, *, of_values=False):
     arr = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
@@ -278,6 +292,10 @@ CASES = {
     "check_pass_at_k": (pass_k, [
         (_kw(pass_k, plug_in=True), "plug-in"),
         (lambda n, c, k: c / n, "pass rate"),
+    ]),
+    "check_sign_flip_test": (sign_flip, [
+        (_kw(sign_flip, one_sided=True), "one-sided"),
+        (_kw(sign_flip, strict=True), "ties count"),
     ]),
     "check_bootstrap_interval": (bootstrap, [
         (_kw(bootstrap, of_values=True), "spread of the values"),

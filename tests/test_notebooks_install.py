@@ -111,3 +111,15 @@ def test_binder_environment_serves_notebooks_00_to_02():
             for why, dists in needs(src).items():
                 assert dists <= binder, f"Binder lacks {sorted(dists - binder)} for {src.name} ({why})"
     assert not {"trl", "pytest", "nbval"} & binder  # the lighter environment
+
+
+@pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
+def test_notebooks_reading_committed_results_clone_them_on_colab(src):
+    """A notebook that calls results_dir() reads results/, which a git install of the package lacks."""
+    reads_results = "results_dir(" in src.read_text()
+    cell = nbbuild.install_cell(src.stem)
+    clones = "git\", \"clone\"" in cell and 'os.environ["BUPO_RESULTS"]' in cell
+    assert reads_results == clones, f"{src.name}: add its prefix to COLAB_RESULTS in tools/nbbuild.py" if reads_results else src.name
+    if clones:  # the clone and the variable only run on Colab
+        body = cell.split("if IN_COLAB:", 1)
+        assert len(body) == 2 and "git" not in body[0]

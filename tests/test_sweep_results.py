@@ -73,10 +73,25 @@ def test_reward_curves_and_phase_means(sweep):
 
 
 def test_fingerprint_follows_the_rows(sweep):
-    before = sweep.fingerprint()
-    with open(sweep.folder / "cells.jsonl", "a") as f:
-        f.write("\n")
-    assert sweep.fingerprint() != before and len(before) == 12
+    before, grpo_only = sweep.fingerprint(), sweep.fingerprint(["grpo"])
+    assert len(before) == 12 and grpo_only != before
+    sweep.rows[-1]["metrics"]["avg_at_k"] += 0.01  # a bupo_l1 row changes
+    assert sweep.fingerprint() != before
+    assert sweep.fingerprint(["grpo"]) == grpo_only  # the grpo rows did not
+
+
+def test_results_dir_finds_the_checkout_and_names_the_fix(tmp_path, monkeypatch):
+    from bupo_core.sweep_results import results_dir
+
+    monkeypatch.delenv("BUPO_RESULTS", raising=False)
+    (tmp_path / "repo" / "results" / "specs").mkdir(parents=True)
+    (tmp_path / "repo" / "notebooks").mkdir()
+    assert results_dir(tmp_path / "repo" / "notebooks") == tmp_path / "repo" / "results"
+    monkeypatch.setenv("BUPO_RESULTS", str(tmp_path / "repo" / "results"))
+    assert results_dir(tmp_path) == tmp_path / "repo" / "results"
+    monkeypatch.setenv("BUPO_RESULTS", str(tmp_path))
+    with pytest.raises(InputFormatError, match="no specs"):
+        results_dir()
 
 
 def test_missing_folder_names_the_command(tmp_path):

@@ -61,7 +61,17 @@ COLAB_EXTRAS: dict[str, tuple[str, ...]] = {
     "05": ("hub",),
     "06": (),
     "07": (),
+    "08": (),
 }
+
+# Notebooks that read the committed sweep results (results/): on Colab the package comes from git
+# without them, so their install cell also clones the repository and points BUPO_RESULTS at it.
+COLAB_RESULTS = {"07", "08"}
+RESULTS_LINES = '''
+    import os, subprocess
+    if not os.path.isdir("/content/bupo-notebooks/results"):  # the committed sweep results this notebook reads
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/{repo}", "/content/bupo-notebooks"], check=True)
+    os.environ["BUPO_RESULTS"] = "/content/bupo-notebooks/results"'''
 
 
 def install_cell(stem: str) -> str:
@@ -70,7 +80,8 @@ def install_cell(stem: str) -> str:
     if prefix not in COLAB_EXTRAS:
         raise SystemExit(f"{stem}: add its pyproject extras to COLAB_EXTRAS in tools/nbbuild.py")
     extras = COLAB_EXTRAS[prefix]
-    return INSTALL_CELL.format(extras=f"[{','.join(extras)}]" if extras else "", repo=REPO, branch=BRANCH)
+    cell = INSTALL_CELL.format(extras=f"[{','.join(extras)}]" if extras else "", repo=REPO, branch=BRANCH)
+    return cell + (RESULTS_LINES.format(repo=REPO) if prefix in COLAB_RESULTS else "")
 
 
 def parse_percent(text: str) -> list[nbformat.NotebookNode]:

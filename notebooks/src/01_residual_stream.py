@@ -220,8 +220,9 @@ from bupo_core import capture_residuals
 
 cap = capture_residuals(model, ids)
 for l in (0, 1, L // 2, L):
-    assert torch.allclose(cap.resid(l), captured[f"H{l}"])
-assert torch.allclose(cap.attn_out(3), captured["A3"]) and torch.allclose(cap.ffn_out(L), captured[f"F{L}"])
+    assert_close(cap.resid(l), captured[f"H{l}"], dtype=model.dtype, what=f"H^{l}, capture_residuals vs hand-written hooks", rtol=1e-6)
+assert_close(cap.attn_out(3), captured["A3"], dtype=model.dtype, what="A^3", rtol=1e-6)
+assert_close(cap.ffn_out(L), captured[f"F{L}"], dtype=model.dtype, what=f"F^{L}", rtol=1e-6)
 print("capture_residuals agrees with the hand-written hooks; decomposition error:", f"{cap.decomposition_error():.2e}")
 
 # %% [markdown]

@@ -196,7 +196,7 @@ def internal_logprobs_by_hand(model, batch, layer):
 check_internal_logprobs(internal_logprobs_by_hand)
 with torch.no_grad():
     mine = internal_logprobs_by_hand(ipa_model, batch, LAYER)
-assert torch.allclose(mine[m], logp_core[m], atol=1e-4)
+assert_close(mine[m], logp_core[m], dtype=ipa_model.dtype, what="internal log-probs, by hand vs bupo_core", atol=1e-4)
 
 # %% [markdown]
 # Now the update. The loss is the GRPO objective on pi^l; after `backward()` only the embedding, blocks

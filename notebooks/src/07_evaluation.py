@@ -327,6 +327,34 @@ print(f"Budget: BuPO spends {INTER_STEPS} of its {STEPS} steps ({INTER_STEPS / S
 # only in its evaluation draw, so it is not an independent repeat of this comparison.
 
 # %% [markdown]
+# ## Across training seeds: the committed sweep
+#
+# The comparison that can separate the methods trains every arm with several seeds and pairs them
+# by seed (notebook 08 builds the paired test by hand and reads every arm). The committed sweep
+# `results/main` (`bupo sweep results/specs/main.yaml`) uses the held-out task with thousands of
+# questions (`HELD_OUT_CHAIN_SUM`), 12 steps of 4 prompts x 8 samples, and evaluates each trained
+# model on 32 held-out problems x 8 samples. Its main comparison, read from the committed files:
+
+# %%
+import matplotlib.pyplot as plt
+
+from bupo_core.sweep_plots import plot_arms, plot_paired_differences
+from bupo_core.sweep_results import SweepResults, results_dir
+
+sweep = SweepResults.load(results_dir() / "main")
+sweep.check()  # the summary is what the committed cells.jsonl gives
+main_arms = sweep.groups()["main comparison"]
+print(f"results/main, main comparison ({', '.join(main_arms)}): fingerprint {sweep.fingerprint(main_arms)}")
+print(sweep.markdown_table(arms=main_arms))
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+plot_arms(sweep.summary, arms=main_arms, ax=left, title=f"Avg@{sweep.k} across training seeds (grey: each seed)")
+plot_paired_differences(sweep.summary, arms=main_arms, ax=right, title=f"paired difference from {sweep.control}")
+plt.show()
+for a in main_arms:
+    if a != sweep.control:
+        print("-", sweep.verdict(a))
+
+# %% [markdown]
 # ## Summary
 #
 # * Avg@K (Eq. 7.1) and the unbiased Pass@k (Eq. 7.2) are the paper's metrics; the plug-in Pass@k
