@@ -1,6 +1,6 @@
 """The entropy-analysis pipeline: prompts -> responses -> per-layer internal-policy statistics.
 
-This is the paper's measurement (``method.md`` section 3) as one function:
+This is the paper's measurement (its entropy analysis of internal policies) as one function:
 
 1. Prompts come from a reasoning-gym task (:func:`task_prompts`) or a pairs file
    (:func:`load_pairs`), or are passed in directly.

@@ -1,6 +1,6 @@
 """Entropy of internal policies, entropy change, and the boundary-layer rule: pure tensor maths.
 
-Definitions (paper App. A.3; ``method.md`` section 2), with 𝓗(X) the entropy of softmax(X E_u^T):
+Definitions (paper App. A.3), with 𝓗(X) the entropy of softmax(X E_u^T):
 
 * layer:      dH^l      = 𝓗(H^l) - 𝓗(H^{l-1})
 * attention:  dH^l_ATTN = 𝓗(A^l) - 𝓗(LN1(H^{l-1}))

@@ -316,13 +316,11 @@ def compare(results: dict[str, dict], *, seed: int = 0, resamples: int = 2000) -
 
 def load_eval(out_dir: str | Path) -> dict[str, Any]:
     """Read ``eval.json`` and add the per-problem correct counts from ``per_problem.jsonl``."""
+    from .runs import iter_jsonl  # noqa: PLC0415  (the one JSONL reader: errors name file and line)
+
     out = Path(out_dir)
-    data = json.loads((out / "eval.json").read_text())
-    correct = []
-    with open(out / "per_problem.jsonl") as f:
-        for line in f:
-            correct.append(json.loads(line)["num_correct"])
-    data["correct"] = correct
+    data = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    data["correct"] = [row["num_correct"] for _, row in iter_jsonl(out / "per_problem.jsonl", what="per-problem results file")]
     return data
 
 

@@ -1,7 +1,7 @@
 """GRPO maths on tensors: group advantages, sampled-token log-probs, the clipped objective.
 
 Pure tensor code (no models, no files), so every function can be checked on tiny tensors.
-The conventions follow the paper's code (verl), see ``shared/design/method.md`` section 4:
+The conventions follow the paper (Tan et al., arXiv 2512.19673) and its code (a fork of verl):
 
 * advantage per response ``A_i = (R_i - mean(R_group)) / (std(R_group) + 1e-6)`` (``std`` with
   Bessel's correction, as ``torch.std`` in verl and TRL), the same for every token of the response;

@@ -1,7 +1,7 @@
 """Internal policies (layer, attention, FFN) and their per-token statistics in bounded memory.
 
 An internal policy is the distribution you get by pushing one vector of the residual stream
-through the unembedding E_u (``method.md`` section 2):
+through the unembedding E_u (the paper's internal layer and modular policies):
 
 * layer policy      pi^l_Layer = softmax(H^l E_u^T)           (l = 0..L)
 * attention policy  pi^l_ATTN  = softmax(A^l E_u^T)           (l = 1..L)

@@ -33,17 +33,18 @@ Norm = Literal["none", "final"]
 NORMS: tuple[str, ...] = ("none", "final")
 
 
-def check_norm(norm: str) -> str:
+def check_norm(norm: str, what: str = "norm") -> str:
     """Validate an internal-policy convention and return it (the one place that checks ``norm``).
 
+    ``what`` names the setting in the message (``"ipa_norm"`` for BuPO's internal phase).
     Raises :class:`~bupo_core.errors.InputFormatError` (a ``ValueError``) naming both choices.
     """
     if norm not in NORMS:
         from .errors import InputFormatError  # noqa: PLC0415
 
         raise InputFormatError(
-            f"norm must be 'none' (the paper's internal policy: raw vector x E_u^T) or 'final' "
-            f"(logit lens: final norm first), got {norm!r}"
+            f"{what} must be 'none' (the paper's internal policy: raw vector x E_u^T) or 'final' "
+            f"(logit lens: final norm first; paper Table 5 for IPA), got {norm!r}"
         )
     return norm
 

@@ -149,8 +149,8 @@ def _header(results: Path, out_rel: str) -> list[str]:
         "The paper's numbers come from Qwen3-4B/8B and OctoThinker-3B/8B trained for 300 steps of 128 prompts x 8 "
         "samples on 8 GPUs. Ours come from the embedded SmolLM2-135M-Instruct (30 layers) and Gemma-3-270M "
         "(18 layers) at sizes a laptop CPU or one GPU can run. Every number on this page is read from the committed "
-        "result files named in each section; the paper's numbers are quoted from its tables as restated in "
-        "`method.md` (sections 4-5). Layer numbers are the paper's: 0 = embedding output, l = output of block l.",
+        "result files named in each section; the paper's numbers are quoted from its tables "
+        "(Tan et al., arXiv 2512.19673 v3: Tables 1-3, 5, 10 and 11). Layer numbers are the paper's: 0 = embedding output, l = output of block l.",
         "",
         "Statistics: each arm is trained with several seeds; a seed fixes the training prompts, every sampling draw "
         "and the evaluation draw, so an arm and the control at the same seed form a pair. Tables give the mean ± "

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from .entropy import entropy_from_logits
 from .errors import InputFormatError
 from .sequences import PackedBatch, Prompt, context_length, encode_prompt, pack_sequences
 
@@ -263,5 +264,5 @@ class _EntropyRecorder(LogitsProcessor):
         self.steps: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # noqa: ARG002
-        self.steps.append(torch.special.entr(torch.softmax(scores.float(), dim=-1)).sum(-1).cpu())
+        self.steps.append(entropy_from_logits(scores).cpu())
         return scores

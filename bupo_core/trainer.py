@@ -276,8 +276,9 @@ class TrainConfig:
             get_scorer(self.reward)
         if self.loss_aggregation not in ("token-mean", "sequence-mean"):
             raise InputFormatError(f"loss_aggregation must be 'token-mean' or 'sequence-mean', got {self.loss_aggregation!r}")
-        if self.ipa_norm not in ("none", "final"):
-            raise InputFormatError(f"ipa_norm must be 'none' (the paper's internal policy) or 'final' (final norm first, paper Table 5), got {self.ipa_norm!r}")
+        from .policy_head import check_norm  # noqa: PLC0415
+
+        check_norm(self.ipa_norm, what="ipa_norm")
         if self.ipa_lr is not None and not (self.ipa_lr > 0 and math.isfinite(self.ipa_lr)):
             raise InputFormatError(f"ipa_lr must be a positive number or None (= lr), got {self.ipa_lr}")
         if self.freeze_through_layer is not None and self.freeze_through_layer < 0:
@@ -500,11 +501,9 @@ class Trainer:
         return params
 
     def _check_split_layer(self, layer: int, name: str) -> None:
-        L = self.adapter.num_layers
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < L:
-            from .errors import LayerOutOfRangeError  # noqa: PLC0415
-
-            raise LayerOutOfRangeError(f"{name}={layer!r} is out of range for this {L}-layer model: use 0..{L - 1} (paper numbering: the embedding and blocks 1..l are below, blocks l+1..{L} above)")
+        """A layer that splits the model into "embedding and blocks 1..l" and "blocks l+1..L": 0..L-1."""
+        self.adapter.check_layer(layer, allow_embedding=True, below_top=True,
+                                 what=f"{name} (the embedding and blocks 1..l below it, the blocks above it)")
 
     def _parameter_groups(self) -> tuple[list[nn.Parameter], list[dict]]:
         """Trainable parameters and AdamW groups (``lr_scale`` multiplies the step's lr).

@@ -54,3 +54,13 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make demo" in readme
     assert "make test" in ci and "torch==2.13.0" in ci
+
+
+def test_no_reference_to_design_files_outside_the_repository():
+    """The design notes live outside the repository; readers cannot open them, so nothing cites them."""
+    root = Path(__file__).resolve().parents[1]
+    files = [*root.glob("bupo_core/**/*.py"), *root.glob("docs/*.md"), *root.glob("notebooks/src/*.py"), root / "README.md"]
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        for name in ("method.md", "offline-assets.md", "peers.md", "shared/design"):
+            assert name not in text, f"{f.relative_to(root)} cites {name}, which is not in the repository"

@@ -6,9 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-from ..config_cli import parse_key_values
+from ..analysis import AnalysisConfig
+from ..config_cli import add_config_arguments, config_from_args, parse_key_values
 from ..errors import InputFormatError
-from ..policy_head import NORMS
 from ..tasks import TEMPLATES
 
 NAME = "entropy"
@@ -19,6 +19,7 @@ DESCRIPTION = (
     "of given responses (--pairs), then the per-layer attention/FFN entropy change and the boundary "
     "layer. Example: bupo entropy --task chain_sum --n 8 --out runs/entropy"
 )
+ANALYSIS_FLAGS = ("norm", "samples_per_prompt", "max_new_tokens", "temperature", "top_p", "seed", "batch_size", "chunk_mib", "top_k")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,13 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE", help="reasoning-gym generator setting, repeatable (e.g. --task-arg max_terms=2)")
     p.add_argument("--prompt-style", choices=list(TEMPLATES), default="boxed",
                    help="a prompt template: boxed: the paper's system message (default); short: '... Reply with just the number.'; plain: the question only; qwen3-boxed: boxed without thinking")
-    p.add_argument("--samples", type=int, default=1, help="sampled responses per prompt (default 1)")
-    p.add_argument("--norm", choices=list(NORMS), default="none", help="none: the paper's raw H E_u^T (default); final: logit lens")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="response length limit when sampling (default 256)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0, the paper's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the task questions and of sampling (default 0)")
-    p.add_argument("--batch-size", type=int, default=4, help="sequences per forward pass (default 4)")
-    p.add_argument("--chunk-mib", type=float, default=16.0, help="memory budget of one chunk of [tokens, vocab] logits (default 16)")
+    # the analysis settings: one flag per AnalysisConfig field (help and defaults from its docstring)
+    add_config_arguments(p, AnalysisConfig, include=ANALYSIS_FLAGS, flags={"samples_per_prompt": "--samples"})
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (statistics are float32 anyway)")
     p.add_argument("--no-figures", action="store_true", help="write entropy.json only")
@@ -46,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
 
-    from ..analysis import AnalysisConfig, analyse_entropy, load_pairs, task_prompts  # noqa: PLC0415
+    from ..analysis import analyse_entropy, load_pairs, task_prompts  # noqa: PLC0415
     from ..models import check_device, load_model  # noqa: PLC0415
     from ..runs import prepare_output_dir  # noqa: PLC0415
 
@@ -57,14 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputFormatError("--device cuda was given but no CUDA GPU is visible; use --device cpu")
     check_device(args.device)
     prepare_output_dir(args.out)
-    cfg = AnalysisConfig(
-        norm=args.norm,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        samples_per_prompt=args.samples,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        chunk_mib=args.chunk_mib,
+    cfg = config_from_args(
+        AnalysisConfig, args,
         chat_template_kwargs=(TEMPLATES[args.prompt_style].chat_template_kwargs or None) if args.pairs is None else None,
     )
     # read and validate inputs before the (slow) model load
@@ -73,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         source = {"pairs": str(args.pairs)}
     else:
         kwargs = parse_key_values(args.task_arg)
-        items = task_prompts(args.task, args.n, seed=args.seed, style=args.prompt_style, **kwargs)
+        items = task_prompts(args.task, args.n, seed=cfg.seed, style=args.prompt_style, **kwargs)
         source = {"task": args.task, "task_args": kwargs, "prompt_style": args.prompt_style}
     dtype = getattr(torch, args.dtype) if args.dtype else None
     t0 = time.perf_counter()

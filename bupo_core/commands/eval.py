@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+import dataclasses
+
+from ..config_cli import add_config_arguments, config_from_args
+from ..evaluate import EvalConfig
 from ._common import add_model_arguments, add_task_arguments, task_kwargs
 
 NAME = "eval"
@@ -18,37 +22,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="eval", choices=["eval", "train", "all"],
                    help="which side of the fixed question partition to evaluate on (default eval: no question of it occurs in any "
                         "training split; train the model with --task-arg split=train). 'all' = no split")
-    p.add_argument("--n", type=int, default=32, help="number of problems (default 32)")
-    p.add_argument("--k", type=int, default=8, help="samples per problem; Pass@k is reported for every k <= K (default 8)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0; 0 = greedy)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--batch-size", type=int, default=64, help="rows per generation call")
+    # the evaluation settings: one flag per EvalConfig field (help and defaults from its docstring)
+    add_config_arguments(p, EvalConfig, flags={"num_problems": "--n", "k": "--k"})
     p.add_argument("--out", required=True, help="output folder (eval.json, per_problem.jsonl, pass_at_k.png)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import EvalConfig, evaluate
+    from ..evaluate import evaluate
     from ..models import check_device, load_model
     from ..runs import prepare_output_dir
     from ..tasks import load_task
 
-    if args.n < 1 or args.k < 1:
+    # every argument and the output folder are checked before the (slow) model load
+    n, k = getattr(args, "num_problems", EvalConfig.num_problems), getattr(args, "k", EvalConfig.k)
+    if n < 1 or k < 1:
         from ..errors import InputFormatError
 
-        raise InputFormatError(f"--n and --k must be >= 1 (got --n {args.n} --k {args.k})")
-    # every argument and the output folder are checked before the (slow) model load
+        raise InputFormatError(f"--n and --k must be >= 1 (got --n {n} --k {k})")
+    cfg = config_from_args(EvalConfig, args)  # validates the sampling settings
     check_device(args.device)
-    EvalConfig(num_problems=args.n, k=args.k, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
     prepare_output_dir(args.out)
     seed = HELD_OUT_SEED if args.task_seed is None else args.task_seed
     kwargs = task_kwargs(args)
     split = kwargs.pop("split", None) if args.split == "all" else args.split
     kwargs.pop("split", None)
-    task = load_task(args.task, size=max(args.n, 1), seed=seed, template=args.template, split=split, **kwargs)
+    task = load_task(args.task, size=cfg.num_problems, seed=seed, template=args.template, split=split, **kwargs)
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
-    cfg = EvalConfig(num_problems=min(args.n, len(task)), k=args.k, max_new_tokens=args.max_new_tokens,
-                     temperature=args.temperature, seed=args.seed, batch_size=args.batch_size)
+    cfg = dataclasses.replace(cfg, num_problems=min(cfg.num_problems, len(task)))
     result = evaluate(model, tok, task, cfg, model_name=args.model)
     path = result.save(args.out)
     from ..evaluation_plots import plot_pass_at_k  # noqa: PLC0415

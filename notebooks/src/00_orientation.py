@@ -191,3 +191,20 @@ from bupo_core.cli import build_parser
 commands = sorted(build_parser()._subparsers._group_actions[0].choices)
 print("subcommands:", commands)
 assert all(name in out for name in commands) and {"setup", "models", "entropy", "train", "eval"} <= set(commands)
+
+# %% [markdown]
+# ## Summary
+#
+# * `load_model` gives the embedded SmolLM2-135M offline (and Gemma-3-270M, any local folder with
+#   safetensors, or a hub id when online), with its tokenizer and chat template.
+# * The architecture adapter names every part the suite uses: the blocks, their norms and modules,
+#   the final norm and the unembedding $E_u$, in the paper's layer numbering (0 = embedding output,
+#   $l$ = output of block $l$).
+# * Everything the notebooks do is also a `bupo` subcommand.
+#
+# **Next.** Notebook 01 opens the residual stream: hooks that read it without changing it, the
+# additive decomposition $H^L = H^0 + \sum_l (A^l + F^l)$, and the first internal policy.
+#
+# **Open questions.** Which parts of the model does the adapter have to know about for a family it
+# has not seen (`docs/adding-a-family.md`)? What changes in the chat template between SmolLM2 and
+# Gemma, and why does it matter for which tokens count as the response?
