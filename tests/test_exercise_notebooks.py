@@ -23,10 +23,10 @@ def _nbbuild():
 
 nbbuild = _nbbuild()
 STUDENT = nbbuild.student_notebooks()
-CHAPTERS = [f"{i:02d}" for i in range(1, 8)]
+CHAPTERS = [f"{i:02d}" for i in range(1, 9)]
 
 
-def test_every_chapter_01_to_07_has_a_student_version():
+def test_every_chapter_01_to_08_has_a_student_version():
     stems = sorted(src.stem[:2] for src in STUDENT)
     assert stems == CHAPTERS
     committed = sorted(p.name for p in (ROOT / "notebooks" / "exercises").glob("*.ipynb"))

@@ -6,15 +6,20 @@
 # writes. In the paper's notation (layer numbering used everywhere in this suite: layer 0 is the
 # embedding output, layer l in 1..L is the output of block l):
 #
-# $$A^l = \mathrm{Attn}(\mathrm{LN1}(H^{l-1})),\qquad F^l = \mathrm{FFN}(\mathrm{LN2}(H^{l-1}+A^l)) \tag{1.1}$$
-# $$H^l = H^{l-1} + A^l + F^l \tag{1.2}$$
+# $$A^l = \mathrm{Attn}(\mathrm{LN1}(H^{l-1})),\qquad F^l = \mathrm{FFN}(\mathrm{LN2}(H^{l-1}+A^l)) \tag{1.1; paper Eq. 1}$$
+# $$H^l = H^{l-1} + A^l + F^l \tag{1.2; paper Eq. 1}$$
 #
 # so, unrolled,
 #
-# $$H^L = H^0 + \sum_{l=1}^{L} \left(A^l + F^l\right) \quad\text{exactly.} \tag{1.3}$$
+# $$H^L = H^0 + \sum_{l=1}^{L} \left(A^l + F^l\right) \quad\text{exactly.} \tag{1.3; paper Eq. 5}$$
 #
 # Multiplying any of these vectors by the
 # unembedding matrix $E_u$ gives logits over the vocabulary: an **internal policy**.
+#
+# *Equation numbers.* Where one of our equations is also an equation of the paper (Tan et al., arXiv
+# 2512.19673), its tag carries the paper's number as well, e.g. (1.3; paper Eq. 5); a tag without
+# one is ours. The paper writes the stream after the attention write, $H^{l-1} + A^l$, as
+# $H^{(2l-1)}$, and $H^l$ as $H^{(2l)}$.
 #
 # In this notebook you will
 # 1. capture every vector with forward hooks written by hand (and see the trap that silently breaks a model),
@@ -244,7 +249,7 @@ assert not torch.allclose(hs[-1], captured[f"H{L}"])
 #
 # The paper's **internal layer policy** drops the norm,
 #
-# $$\pi^l_\text{Layer} = \mathrm{softmax}\left(H^l E_u^T\right), \tag{1.4}$$
+# $$\pi^l_\text{Layer} = \mathrm{softmax}\left(H^l E_u^T\right), \tag{1.4; paper Eq. 6}$$
 #
 # and the classic **logit lens** keeps it:
 #

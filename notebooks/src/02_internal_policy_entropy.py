@@ -8,14 +8,14 @@
 # * the entropy of the internal policy of any vector $X$ ($H^l$, the attention write $A^l$, the FFN
 #   write $F^l$, or the normed tensors the modules read), in nats:
 #
-# $$\mathcal{H}(X) = -\sum_{j=1}^{N} p_j \log p_j,\qquad p = \mathrm{softmax}(X E_u^T); \tag{2.1}$$
+# $$\mathcal{H}(X) = -\sum_{j=1}^{N} p_j \log p_j,\qquad p = \mathrm{softmax}(X E_u^T); \tag{2.1; paper Eqs. 6-8}$$
 #
 # * the **entropy change** of each layer and module (paper App. A.3); > 0 widens the exploration
 #   space, about 0 integrates, < 0 converges:
 #
-# $$\Delta\mathcal{H}^l = \mathcal{H}(H^l) - \mathcal{H}(H^{l-1}), \tag{2.2}$$
-# $$\Delta\mathcal{H}^l_{ATTN} = \mathcal{H}(A^l) - \mathcal{H}(\mathrm{LN1}(H^{l-1})), \tag{2.3}$$
-# $$\Delta\mathcal{H}^l_{FFN} = \mathcal{H}(F^l) - \mathcal{H}(\mathrm{LN2}(H^{l-1}+A^l)); \tag{2.4}$$
+# $$\Delta\mathcal{H}^l = \mathcal{H}(H^l) - \mathcal{H}(H^{l-1}), \tag{2.2; paper Eq. 9}$$
+# $$\Delta\mathcal{H}^l_{ATTN} = \mathcal{H}(A^l) - \mathcal{H}(\mathrm{LN1}(H^{l-1})), \tag{2.3; paper Eq. 13}$$
+# $$\Delta\mathcal{H}^l_{FFN} = \mathcal{H}(F^l) - \mathcal{H}(\mathrm{LN2}(H^{l-1}+A^l)); \tag{2.4; paper Eq. 14}$$
 #
 # * the **boundary layer**, the layer BuPO trains first (notebook 05): the last layer of the first
 #   run of layers with positive FFN entropy change,

@@ -15,23 +15,23 @@
 # 3. **group advantages** (no value network: the group is the baseline), the same for every token of
 #    response $i$, with the *unbiased* standard deviation, and 0 when all rewards of the group are equal:
 #
-# $$\hat A_i = \frac{R_i - \mathrm{mean}(R_1..R_G)}{\mathrm{std}(R_1..R_G) + 10^{-6}}; \tag{4.2}$$
+# $$\hat A_i = \frac{R_i - \mathrm{mean}(R_1..R_G)}{\mathrm{std}(R_1..R_G) + 10^{-6}}; \tag{4.2; in paper Eq. 4}$$
 #
 # 4. **old log-probs**: $\log\pi_{old}(o_{i,t})$ of every sampled token, recomputed with the weights
 #    before the update, and the importance ratio
 #
-# $$r_{i,t} = \exp\left(\log\pi_\theta(o_{i,t}) - \log\pi_{old}(o_{i,t})\right); \tag{4.3}$$
+# $$r_{i,t} = \exp\left(\log\pi_\theta(o_{i,t}) - \log\pi_{old}(o_{i,t})\right); \tag{4.3; in paper Eq. 4}$$
 #
 # 5. **clipped objective**, per token, with the "dual clip" $c = 10$ for negative advantages:
 #
 # $$\ell_{i,t} = \max\left(-\hat A_i r_{i,t},\ -\hat A_i\,\mathrm{clip}(r_{i,t}, 1-\varepsilon_{low}, 1+\varepsilon_{high})\right),\qquad
-# \ell_{i,t} \leftarrow \min(\ell_{i,t}, -c \hat A_i)\ \text{if}\ \hat A_i < 0, \tag{4.4}$$
+# \ell_{i,t} \leftarrow \min(\ell_{i,t}, -c \hat A_i)\ \text{if}\ \hat A_i < 0, \tag{4.4; paper Eq. 4 + dual clip}$$
 #
 #    aggregated over the response tokens either as the code does ("token-mean") or as the paper's
 #    equation does ("sequence-mean"):
 #
 # $$\mathcal{L}_{tok} = \frac{\sum_{i,t} \ell_{i,t}}{\sum_i |o_i|},\qquad
-# \mathcal{L}_{seq} = \frac{1}{G}\sum_i \frac{1}{|o_i|}\sum_t \ell_{i,t}; \tag{4.5}$$
+# \mathcal{L}_{seq} = \frac{1}{G}\sum_i \frac{1}{|o_i|}\sum_t \ell_{i,t}; \tag{4.5; seq-mean: paper Eq. 4}$$
 #
 # 6. **updates**: a few AdamW mini-batch steps on that loss, grad-norm clipped to 1.0.
 #

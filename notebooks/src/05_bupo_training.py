@@ -6,18 +6,18 @@
 # **internal layer policy** of a lower layer $l$ (Eq. 1.4: raw residual state, paper numbering, no
 # final norm),
 #
-# $$\pi^l_\theta(o_{i,t}) = \mathrm{softmax}\left(H^l_{i,t} E_u^T\right)[o_{i,t}], \tag{5.1}$$
+# $$\pi^l_\theta(o_{i,t}) = \mathrm{softmax}\left(H^l_{i,t} E_u^T\right)[o_{i,t}], \tag{5.1; paper Eq. 6}$$
 #
 # while the samples still come from the full model. This is *Internal Policy Alignment* (IPA): the
 # same clipped objective (Eqs. 4.3-4.5) with $\log\pi$ and $\log\pi_{old}$ taken from $\pi^l$,
 #
-# $$r^l_{i,t} = \exp\left(\log\pi^l_\theta(o_{i,t}) - \log\pi^l_{old}(o_{i,t})\right), \tag{5.2}$$
+# $$r^l_{i,t} = \exp\left(\log\pi^l_\theta(o_{i,t}) - \log\pi^l_{old}(o_{i,t})\right), \tag{5.2; paper Eq. 10}$$
 #
 # and BuPO is IPA for the first $s_{inter}$ steps, then GRPO on the full policy:
 #
-# $$\text{policy optimised at step } s = \begin{cases} \pi^l & s \le s_{inter} \\ \pi_\theta & s > s_{inter} \end{cases} \tag{5.3}$$
-# Because pi^l depends only on the
-# embedding, blocks 1..l and E_u, the blocks above l and the final norm receive no gradient - and we
+# $$\text{policy optimised at step } s = \begin{cases} \pi^l & s \le s_{inter} \\ \pi_\theta & s > s_{inter} \end{cases} \tag{5.3; paper Eq. 11}$$
+# Because $\pi^l$ depends only on the
+# embedding, blocks 1..l and $E_u$, the blocks above l and the final norm receive no gradient - and we
 # do not even need to run them: our internal phase runs only blocks 1..l. After `s_inter` steps the
 # run switches, abruptly, to plain GRPO on the full policy.
 #
@@ -124,7 +124,7 @@ print(f"BuPO target layer: {LAYER} of {L} ({LAYER_REASON})")
 #
 # Rollouts come from the **full** model. Then the internal policy's log-probs of the sampled tokens:
 # run only the embedding and blocks 1..l (`forward_to_layer` stops the forward with an exception in a
-# hook right after block l), multiply the raw H^l by E_u (`adapter.logits(h, norm="none")`),
+# hook right after block l), multiply the raw $H^l$ by $E_u$ (`adapter.logits(h, norm="none")`),
 # log-softmax, pick the sampled token.
 
 # %%
@@ -199,8 +199,8 @@ with torch.no_grad():
 assert_close(mine[m], logp_core[m], dtype=ipa_model.dtype, what="internal log-probs, by hand vs bupo_core", atol=1e-4)
 
 # %% [markdown]
-# Now the update. The loss is the GRPO objective on pi^l; after `backward()` only the embedding, blocks
-# 1..l (and E_u, which SmolLM2 ties to the embedding) have gradients. Blocks above l and the final
+# Now the update. The loss is the GRPO objective on $\pi^l$; after `backward()` only the embedding, blocks
+# 1..l (and $E_u$, which SmolLM2 ties to the embedding) have gradients. Blocks above l and the final
 # norm have `grad is None`, so AdamW - weight decay included - skips them: they stay **bit-identical**.
 
 # %%
@@ -335,11 +335,11 @@ else:
 # ## 5. What this small run shows, and what it does not
 #
 # **It shows** the mechanics, each verified: the layer choice from the FFN entropy change; IPA's
-# log-probs of pi^l computed from blocks 1..l only and equal to the by-hand version; the upper blocks
+# log-probs of $\pi^l$ computed from blocks 1..l only and equal to the by-hand version; the upper blocks
 # and final norm bit-identical through the internal phase (checked at every internal step); the
-# abrupt switch to GRPO; and the per-step curves of reward, entropy (full policy, and pi^l during the
+# abrupt switch to GRPO; and the per-step curves of reward, entropy (full policy, and $\pi^l$ during the
 # internal phase) and response length, all from `metrics.jsonl`. (On SmolLM2 the raw lower-layer states have large norms,
-# so pi^l is sharply peaked - its entropy is low, see the value printed in section 2 - and the
+# so $\pi^l$ is sharply peaked - its entropy is low, see the value printed in section 2 - and the
 # paper's remark that without the norm entropy mostly tracks the vector's norm applies, see notebook 02.)
 #
 # **It does not show** whether BuPO beats GRPO. The cell below puts the two runs' late rewards next to
@@ -368,7 +368,7 @@ print(f"{STEPS} steps of {PROMPTS_PER_STEP} x {GROUP_SIZE} samples at lr {LR}, o
 #   128 x 8 samples on 4B-8B models, evaluated with Avg@K on held-out benchmarks.
 # - The learning rate here is far above the paper's (see the line above), so each internal step moves
 #   the embedding and blocks 1..l a lot, which the full model then has to absorb after the switch. The
-#   paper's own ablation shows a too-long internal phase collapses the model (s_inter 70 -> 9.89
+#   paper's own ablation shows a too-long internal phase collapses the model ($s_{inter}$ = 70 -> 9.89
 #   average), so watch the reward right after the switch. (SmolLM2 ties its input and output
 #   embeddings, so IPA moves both; but Qwen3-4B, where the paper finds BuPO's gain, is tied too, so
 #   tying is at most an untested hypothesis for a difference here, not an explanation.)

@@ -5,13 +5,13 @@
 # then switches to ordinary GRPO. Why should a few steps on a lower layer help? The paper (section 4)
 # looks inside the model while IPA runs on layer 6 of Qwen3-4B and reports that:
 #
-# 1. the cosine similarity between H^6 and every higher hidden state H^j **rises**: the lower layer
+# 1. the cosine similarity between $H^6$ and every higher hidden state $H^j$ **rises**: the lower layer
 #    learns features the upper layers would otherwise have added;
-# 2. the layer entropy change ΔH^6 turns **negative**: layer 6 starts to converge on its own;
+# 2. the layer entropy change $\Delta\mathcal{H}^6$ turns **negative**: layer 6 starts to converge on its own;
 # 3. the full policy's perplexity **rises** (about 1.20 → 1.28 over 300 steps);
-# 4. the KL divergence between π^6 and the higher layers' policies **grows**.
+# 4. the KL divergence between $\pi^6$ and the higher layers' policies **grows**.
 #
-# And the ablation on the internal phase's length: s_inter = 30 / 50 / 70 steps of 300 gives
+# And the ablation on the internal phase's length: $s_{inter}$ = 30 / 50 / 70 steps of 300 gives
 # 58.51 / 42.11 / 9.89 average accuracy on Qwen3-4B. Too long a bottom-up phase collapses the model.
 #
 # In this notebook we define these four measures precisely, build each by hand once, check the
@@ -21,7 +21,7 @@
 # reference set (averaged over its tokens), for the target layer $l$ and every higher layer $j > l$:
 #
 # $$\cos(H^l, H^j) = \frac{H^l \cdot H^j}{\|H^l\|\,\|H^j\|}, \tag{6.1}$$
-# $$\Delta\mathcal{H}^l = \mathcal{H}(H^l) - \mathcal{H}(H^{l-1})\quad\text{(Eq. 2.2, raw projections)}, \tag{6.2}$$
+# $$\Delta\mathcal{H}^l = \mathcal{H}(H^l) - \mathcal{H}(H^{l-1})\quad\text{(Eq. 2.2, raw projections)}, \tag{6.2; paper Eq. 9}$$
 # $$\mathrm{PPL} = \exp\Big(-\frac{1}{T}\sum_t \log\pi_\theta(o_t)\Big), \tag{6.3}$$
 # $$\mathrm{KL}(\pi^l \,\|\, \pi^j) = \sum_{v} \pi^l(v)\left(\log\pi^l(v) - \log\pi^j(v)\right). \tag{6.4}$$
 #
@@ -162,7 +162,7 @@ print(f"cos(H^{LAYER}, H^{j}) = {cos_by_hand:.4f}   dH^{LAYER} = {dH_by_hand:+.3
       f"PPL = {ppl_by_hand:.3f}   KL(pi^{LAYER} || pi^{j}) = {kl_by_hand:.3f} nats")
 
 # %% [markdown]
-# The direction of the KL matters and the paper does not state it; we use **KL(π^l ‖ π^j)**, the
+# The direction of the KL matters and the paper does not state it; we use **$\mathrm{KL}(\pi^l \,\|\, \pi^j)$**, the
 # expected log-ratio under the lower layer's policy: how surprised the higher layer's policy would
 # be by tokens drawn from layer l's. `feature_refinement` computes all four, for every higher layer
 # j, in chunks of tokens so that at most two [chunk × vocabulary] tensors exist at once.
@@ -223,8 +223,8 @@ assert short_metrics[-1]["phase"] == ("full" if STEPS > SHORT_INTER else "intern
 # ## The measures over training
 #
 # Each panel is one measure at the target layer, against the training step (step 0 is the base
-# model). Left to right: cosine similarity of H^l with each higher H^j (one line per j), the layer
-# entropy change at l, the full policy's perplexity on the reference set, and KL(π^l ‖ π^j).
+# model). Left to right: cosine similarity of $H^l$ with each higher $H^j$ (one line per j), the layer
+# entropy change at l, the full policy's perplexity on the reference set, and $\mathrm{KL}(\pi^l \,\|\, \pi^j)$.
 
 # %%
 from bupo_core.evaluation_plots import plot_refinement
@@ -252,7 +252,7 @@ for s in (s_short, s_long):
 # %% [markdown]
 # ## Reward and entropy while the phases run
 #
-# The internal phase optimises π^l, not the policy that samples the answers, so the reward of the
+# The internal phase optimises $\pi^l$, not the policy that samples the answers, so the reward of the
 # full policy is not what it climbs directly. The curves show what the full policy does meanwhile.
 
 # %%
@@ -275,7 +275,7 @@ fig.tight_layout()
 # ## Reading the results honestly
 #
 # What to expect from the paper: during IPA on Qwen3-4B's layer 6, cosine similarity to the upper
-# layers rises, ΔH^6 goes negative, perplexity creeps up and the KL to upper layers grows; a long
+# layers rises, $\Delta\mathcal{H}^6$ goes negative, perplexity creeps up and the KL to upper layers grows; a long
 # internal phase eventually collapses the model.
 #
 # The cell below compares this run with those four directions, from the measurements above (base
@@ -323,7 +323,7 @@ print(f"entropy of the raw internal policy pi^{LAYER} on the reference set at th
 # - The perplexity line separates what IPA did (up to the end of the internal phase) from what the
 #   GRPO steps after the switch did; do not attribute the short run's total change to IPA.
 # - The reward line compares GRPO steps with further internal-phase steps on the same prompts: the
-#   paper's s_inter ablation predicts that staying in the internal phase costs reward, with a collapse
+#   paper's $s_{inter}$ ablation predicts that staying in the internal phase costs reward, with a collapse
 #   only at lengths far beyond this run's.
 # - The raw internal policy at layer 5 is **not** uniform: its entropy (last line above) is far below
 #   ln N. SmolLM2's lower-layer states have large norms (notebook 02), so without the final norm the

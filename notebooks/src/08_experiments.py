@@ -76,11 +76,12 @@ LIVE_EVAL_K = scaled(4, 2, QUICK)
 #
 # The observed signs and their mirror image always count, so
 #
-# $$p \ \ge\ \frac{2}{2^n}: \quad 0.25 \text{ for } n = 3, \quad 0.0625 \text{ for } n = 5, \quad 0.0156 \text{ for } n = 7. \tag{8.3}$$
+# $$p \ \ge\ \frac{2}{2^n}: \quad 0.25 \text{ for } n = 3, \quad 0.0625 \text{ for } n = 5, \quad 0.0078 \text{ for } n = 8. \tag{8.3}$$
 #
 # With 3 seeds (the paper's number of runs per ablation, its Table 10) no result can reach p < 0.05
-# with this test: 3 seeds show a direction and a size, not significance. With 5, only a difference
-# of the same sign at every seed gets below 0.1.
+# with this test: 3 seeds show a direction and a size, not significance. Even 5 seeds cannot: a
+# difference of the same sign at all five gives p = 0.0625. That is why the sweep's main comparison
+# uses 8 seeds, and its ablations 3.
 #
 # ### Exercise 8.1 · The sign-flip test
 #
@@ -112,9 +113,9 @@ def sign_flip_by_hand(diffs):
 
 
 check_sign_flip_test(sign_flip_by_hand)
-for n in (3, 5, 7):
+for n in (3, 5, 8):
     assert sign_flip_by_hand([0.1] * n) == min_p_value(n)  # Eq. 8.3: all one sign is the smallest p
-print("smallest p-value with 3 / 5 / 7 seeds:", ", ".join(f"{min_p_value(n):.4f}" for n in (3, 5, 7)))
+print("smallest p-value with 3 / 5 / 8 seeds:", ", ".join(f"{min_p_value(n):.4f}" for n in (3, 5, 8)))
 
 # %% [markdown]
 # ## The committed sweep, by hand first
@@ -156,7 +157,7 @@ print("bupo_core.stats.compare_to_control and summary.json agree with the hand c
 # %% [markdown]
 # ## The main comparison
 #
-# Four arms, 5 training seeds each: the untrained model (`base`), GRPO at the full budget of 12
+# Four arms, 8 training seeds each: the untrained model (`base`), GRPO at the full budget of 12
 # steps (`grpo`, the control), GRPO with only as many full-policy steps as BuPO's second phase
 # (`grpo_9`: separates "fewer GRPO steps" from "what the internal phase did"), and BuPO with the
 # internal phase on layer 5 for 3 steps (`bupo_l5`, the demo's arm). On the left, each arm's
