@@ -217,3 +217,27 @@ def test_a_diverging_run_stops_with_a_training_error_naming_lr(tmp_path, monkeyp
     monkeypatch.setattr(trainer_mod, "generate", diverged)
     with pytest.raises(TrainingError, match=r"diverged at step 1.*learning rate is the likely cause \(lr=2e-05\)"):
         tr.train()
+
+
+def test_entropy_and_demo_refuse_an_unknown_device_before_loading(tmp_path, capsys):
+    from bupo_core.cli import main
+
+    assert main(["entropy", "--task", "chain_sum", "--device", "gpu", "--out", str(tmp_path / "e")]) == 2
+    assert "unknown device 'gpu'" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_demo_refuses_a_used_folder_and_overwrite_replaces_only_a_demo_report(tmp_path):
+    from bupo_core.demo import DemoConfig, check_demo, run_demo
+    from bupo_core.runs import RunFolderError
+
+    out = tmp_path / "rep"
+    (out / "runs" / "grpo").mkdir(parents=True)
+    (out / "summary.md").write_text("an earlier demo's report")
+    (out / "runs" / "grpo" / "metrics.jsonl").write_text('{"step": 1}\n')
+    (out / "my_notes.txt").write_text("keep")
+    with pytest.raises(RunFolderError, match="already holds files.*--overwrite"):
+        run_demo(DemoConfig(out_dir=str(out)))  # refused before any model is loaded
+    assert (out / "summary.md").read_text() == "an earlier demo's report"
+    folder, _, _ = check_demo(DemoConfig(out_dir=str(out)), overwrite=True)
+    assert folder == out and sorted(p.name for p in out.iterdir()) == ["my_notes.txt"]  # the old report is gone, not the notes

@@ -182,3 +182,16 @@ def test_prepare_output_dir(tmp_path):
                 prepare_output_dir(ro / "out")
         finally:
             ro.chmod(0o700)
+
+
+def test_resume_over_a_torn_last_metrics_line_continues_exactly(tmp_path):
+    """A crash while a metrics row was being appended: the torn row is dropped and its step is redone."""
+    Trainer(cfg(tmp_path, steps=2, save_every=1)).train()
+    straight = read_metrics(tmp_path / "run")
+    Trainer(cfg(tmp_path, "torn", steps=1, save_every=1)).train()
+    m = tmp_path / "torn" / "metrics.jsonl"
+    m.write_text(m.read_text() + json.dumps(straight[1])[:40])  # half of step 2's row, no newline
+    res = Trainer(cfg(tmp_path, "torn", steps=2, save_every=1), resume=True).train()  # the torn row is dropped on resume
+    rows = read_metrics(tmp_path / "torn")
+    assert [r["step"] for r in rows] == [1, 2] and res.step == 2
+    assert rows[1]["reward_mean"] == straight[1]["reward_mean"] and rows[1]["loss"] == straight[1]["loss"]
