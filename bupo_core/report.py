@@ -162,6 +162,40 @@ def _header(results: Path, out_rel: str) -> list[str]:
     ]
 
 
+def _headline_section(results: Path) -> list[str]:
+    """The answer to the paper's central question, per committed sweep: which arms differ from the control."""
+    lines = ["## Headline", ""]
+    found = False
+    for name, _path, _data in _specs(results):
+        if not (results / name / "summary.json").exists():
+            continue
+        found = True
+        res = SweepResults.load(results / name)
+        verdicts: dict[str, list[str]] = {"above": [], "below": [], "open": []}
+        for arm in res.arm_names:
+            if arm == res.control:
+                continue
+            v = res.arm(arm)["vs_control"]["avg_at_k"]
+            if v["p_value"] is not None and v.get("n_pairs", 0) >= 2 and v["p_value"] < ALPHA:
+                verdicts["above" if v["diff_mean"] > 0 else "below"].append(f"`{arm}`")
+            else:
+                verdicts["open"].append(f"`{arm}`")
+        done, planned = res.summary["cells_finished"], res.summary["cells_planned"]
+        lines.append(
+            f"- Sweep `{name}` ({done} of {planned} cells), Avg@{res.k} on held-out problems against `{res.control}` "
+            f"(sign-flip test over training seeds, p < {ALPHA}): resolved above: {', '.join(verdicts['above']) or 'none'}; "
+            f"resolved below: {', '.join(verdicts['below']) or 'none'}; not resolved: {', '.join(verdicts['open']) or 'none'}."
+        )
+        main = [a for a in res.groups().get("main comparison", []) if a != res.control and res.inter_steps(a) and res.arm(a)["seeds"]]
+        for arm in main:
+            lines.append(f"  - The main BuPO arm: {res.verdict(arm)}")
+    if not found:
+        lines.append("No sweep results are committed yet; the sections below list the planned sweeps and their commands.")
+    lines += ["", "The paper reports BuPO above GRPO on all four of its models (Table 1); the sections below give, per arm, "
+              "what the paper reports for the same change.", ""]
+    return lines
+
+
 def _task_section(bench: Path) -> list[str]:
     path = bench / "task_pass_rate.json"
     lines = ["## The held-out task", ""]
@@ -439,6 +473,7 @@ def build_page(results: str | Path, *, bench: str | Path | None = None, notebook
     notebooks = Path(notebooks) if notebooks is not None else root / "notebooks"
     figures: dict[str, Any] = {}
     lines = _header(results, "docs/results.md")
+    lines += _headline_section(results)
     lines += _task_section(bench)
     for name, path, data in _specs(results):
         rel = f"results/specs/{path.name}"

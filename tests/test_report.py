@@ -40,6 +40,9 @@ def test_page_numbers_come_from_the_summary(tmp_path):
     assert "| `grpo` | 3 | 0.500 ± 0.058 |" in md
     assert "| `bupo_l1` | 3 | 0.250 ± 0.029 |" in md and "| -0.250 ± 0.087 | 0.25 |" in md
     assert "not resolved at this scale" in md and "Table 1: BuPO beats GRPO" in md
+    # the headline names every arm's verdict against the control
+    assert "Sweep `main` (6 of 6 cells), Avg@4 on held-out problems against `grpo`" in md
+    assert "resolved above: none; resolved below: none; not resolved: `bupo_l1`." in md
     # internal phase (steps 1-2): bupo 0.15 vs grpo 0.15; after the switch (3-4): 0.25 vs 0.35
     assert "steps 1-2) 0.150 vs `grpo` 0.150" in md and "0.250 vs 0.350" in md
     assert "6.0 min for the finished cells, 1.0 min per cell on average (median 1.0 min)" in md  # 6 cells x 60 s
