@@ -289,9 +289,11 @@ print("arms still waiting for seeds:", ", ".join(pending) if pending else "none;
 # %% [markdown]
 # ## The other committed sweeps
 #
-# The same reading for every other sweep folder under `results/`: longer runs (60 steps, GRPO vs
-# BuPO) and the second family (Gemma-3-270M). Each is shown with its fingerprint; a folder that is
-# not there yet is listed with the command that makes it.
+# The same reading for every other sweep folder under `results/`: longer runs (50 steps, GRPO vs
+# BuPO) and the second family (Gemma-3-270M). Each is shown with its fingerprint, and with the share
+# of groups whose 8 rewards were all equal (GRPO learns nothing from those: if that share is near 1,
+# the model cannot learn this task at these sizes, whatever the method). A folder that is not there
+# yet is listed with the command that makes it.
 
 # %%
 import json
@@ -311,6 +313,12 @@ for spec_path in sorted((RESULTS / "specs").glob("*.yaml")):
     print(f"{other.summary['cells_finished']} of {other.summary['cells_planned']} cells finished; fingerprint {other.fingerprint()}")
     for group, arms in other.groups().items():
         show_group(other, arms, f"{name}: {group}")
+    # can this model learn here at all? GRPO learns only from groups whose rewards differ
+    for a in other.arm_names:
+        flat = other.phase_means("zero_adv_group_frac", [a]).get(a)
+        if flat:
+            share = sum(flat["mean"]) / len(flat["mean"])
+            print(f"{name}/{a}: {share:.0%} of groups had all-equal rewards (no learning signal), mean over steps and seeds")
 
 # %% [markdown]
 # ## A small sweep, live
