@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-
 import dataclasses
+import json
 
 from ..config_cli import add_config_arguments, config_from_args
 from ..evaluate import EvalConfig
