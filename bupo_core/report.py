@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .stats import min_p_value
-from .sweep_results import SweepResults, fmt_p, fmt_pm
-
-ALPHA = 0.05
+from .sweep_results import ALPHA, SweepResults, fmt_p, fmt_pm
 MAIN_METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
 SWEEP_ORDER = ("main", "long", "gemma")
 BENCH_SKIP = {"task_pass_rate.json"}
@@ -68,12 +66,6 @@ def _cell(text: str) -> str:
 # ----------------------------------------------------------------------------- inputs
 def _load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _read_cells(path: Path) -> list[dict]:
-    from .sweep import read_cells  # noqa: PLC0415
-
-    return read_cells(path)
 
 
 def _specs(results: Path) -> list[tuple[str, Path, dict]]:
@@ -173,13 +165,8 @@ def _headline_section(results: Path) -> list[str]:
         res = SweepResults.load(results / name)
         verdicts: dict[str, list[str]] = {"above": [], "below": [], "open": []}
         for arm in res.arm_names:
-            if arm == res.control:
-                continue
-            v = res.arm(arm)["vs_control"]["avg_at_k"]
-            if v["p_value"] is not None and v.get("n_pairs", 0) >= 2 and v["p_value"] < ALPHA:
-                verdicts["above" if v["diff_mean"] > 0 else "below"].append(f"`{arm}`")
-            else:
-                verdicts["open"].append(f"`{arm}`")
+            if arm != res.control:
+                verdicts[res.resolution(arm) or "open"].append(f"`{arm}`")
         done, planned = res.summary["cells_finished"], res.summary["cells_planned"]
         lines.append(
             f"- Sweep `{name}` ({done} of {planned} cells), Avg@{res.k} on held-out problems against `{res.control}` "

@@ -221,6 +221,16 @@ class SweepResults:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
+    def resolution(self, arm: str, metric: str = "avg_at_k", alpha: float = ALPHA) -> str | None:
+        """``"above"`` or ``"below"`` when ``arm``'s paired difference from the control is resolved
+        (at least 2 paired seeds and sign-flip p < ``alpha``), else ``None`` (also for the control)."""
+        if arm == self.control:
+            return None
+        v = self.arm(arm)["vs_control"][metric]
+        if v["diff_mean"] is None or v.get("n_pairs", 0) < 2 or v["p_value"] is None or v["p_value"] >= alpha:
+            return None
+        return "above" if v["diff_mean"] > 0 else "below"
+
     def verdict(self, arm: str, metric: str = "avg_at_k", alpha: float = ALPHA) -> str:
         """One sentence: is ``arm``'s paired difference from the control resolved at level ``alpha``?"""
         label = metric_label(metric, self.k)
@@ -231,8 +241,9 @@ class SweepResults:
         if v["diff_mean"] is None or n < 2:
             return f"`{arm}`: fewer than 2 seeds paired with `{self.control}`; nothing to test yet."
         size = f"{label} − `{self.control}` = {fmt_pm(v['diff_mean'], v['se'], signed=True)} (p = {fmt_p(v['p_value'])}, {n} paired seeds"
-        if v["p_value"] is not None and v["p_value"] < alpha:
-            return f"`{arm}`: **resolved**, {'above' if v['diff_mean'] > 0 else 'below'} the control: {size})."
+        side = self.resolution(arm, metric, alpha)
+        if side is not None:
+            return f"`{arm}`: **resolved**, {side} the control: {size})."
         floor = min_p_value(n)
         why = f"; {n} seeds cannot give p < {alpha} at all (smallest possible p {fmt_p(floor)})" if floor >= alpha else ""
         return f"`{arm}`: not resolved at this scale: {size}{why})."

@@ -124,3 +124,11 @@ def test_committed_sweeps_check():
         res = SweepResults.load(folder)
         res.check()
         assert json.loads((folder / "spec.json").read_text())["name"] == res.name
+
+
+def test_resolution_needs_two_pairs_and_a_small_p(sweep):
+    assert sweep.resolution("grpo") is None and sweep.resolution("bupo_l1") is None  # 3 seeds: p >= 0.25
+    sweep.summary["arms"]["bupo_l1"]["vs_control"]["avg_at_k"].update(p_value=0.03, n_pairs=6)
+    assert sweep.resolution("bupo_l1") == "below"
+    sweep.summary["arms"]["bupo_l1"]["vs_control"]["avg_at_k"].update(n_pairs=1)
+    assert sweep.resolution("bupo_l1") is None

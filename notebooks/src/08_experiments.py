@@ -369,13 +369,9 @@ assert again.ran == [] and len(again.skipped) == len(live.rows)
 resolved = {"above": [], "below": []}
 unresolved = []
 for a in res.arm_names:
-    if a == res.control:
-        continue
-    v = res.arm(a)["vs_control"]["avg_at_k"]
-    if v["p_value"] is not None and v["n_pairs"] >= 2 and v["p_value"] < 0.05:
-        resolved["above" if v["diff_mean"] > 0 else "below"].append(a)
-    else:
-        unresolved.append(a)
+    if a != res.control:
+        side = res.resolution(a)  # "above" / "below" the control at p < 0.05, or None
+        (resolved[side] if side else unresolved).append(a)
 print(f"Avg@{res.k} vs {res.control} ({res.name} sweep):")
 print("  resolved above the control:", ", ".join(resolved["above"]) or "none")
 print("  resolved below the control:", ", ".join(resolved["below"]) or "none")
