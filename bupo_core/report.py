@@ -297,6 +297,11 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
     if summary.get("unavailable_arms"):
         lines += ["Arms not run (they need trainer settings this version lacks): "
                   + "; ".join(f"`{n}`" for n in summary["unavailable_arms"]) + ".", ""]
+    flat = res.zero_advantage_share()
+    if flat:
+        lines += [f"Learning signal: the share of training groups whose {res.spec.get('shared', {}).get('group_size', 'G')} rewards were all "
+                  "equal (advantage 0 for every response: neither GRPO nor IPA learns from them), mean over steps and seeds: "
+                  + ", ".join(f"`{n}` {_f(v, 2)}" for n, v in flat.items()) + ".", ""]
     fig_name = f"{name}_avg_at_k.png"
     figures[fig_name] = ("arms", summary)
     lines += [f"![Avg@{k} per arm, mean ± SE across seeds, every seed's point](figures/{fig_name})", ""]

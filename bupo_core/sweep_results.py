@@ -304,6 +304,21 @@ class SweepResults:
             out[n] = {"mean": means, "se": ses, "seeds": len(per_seed)}
         return out
 
+    def zero_advantage_share(self, arms: Sequence[str] | None = None) -> dict[str, float]:
+        """Per trained arm, the share of groups whose rewards were all equal, over every step and seed.
+
+        Such a group has advantage 0 for every response, so neither GRPO nor IPA learns from it;
+        a share near 1 means the model cannot learn the task at these sizes, whatever the method.
+        Read from the kept ``metrics.jsonl`` files (``zero_adv_group_frac`` of each step); arms
+        without them (``base``) are left out.
+        """
+        out = {}
+        for n, c in self.phase_means("zero_adv_group_frac", arms).items():
+            vals = [v for v in c["mean"] if not math.isnan(v)]
+            if vals:
+                out[n] = sum(vals) / len(vals)
+        return out
+
     # ------------------------------------------------------------------ figures
     def figure(self, metric: str = "avg_at_k", arms: Sequence[str] | None = None, title: str | None = None):
         """The arms' plot: mean ± SE across seeds and every seed's point (:func:`bupo_core.sweep_plots.plot_arms`)."""

@@ -889,7 +889,11 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
     @contextmanager
     def _sigint_guard(self) -> Iterator[None]:
-        """Ctrl-C during an update finishes the step first; elsewhere it stops at once."""
+        """Ctrl-C (SIGINT) or SIGTERM during an update finishes the step first; elsewhere it stops at once.
+
+        SIGTERM is what ``kill``, a job scheduler or a notebook host sends on preemption; it is
+        treated like Ctrl-C, so it too writes a checkpoint and the run resumes.
+        """
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -900,11 +904,12 @@ class Trainer:
             else:
                 raise KeyboardInterrupt
 
-        old = signal.signal(signal.SIGINT, handler)
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, old)
+            for sig, h in old.items():
+                signal.signal(sig, h)
 
     def _write_metrics(self, row: dict) -> None:
         runs.append_metrics(self.metrics_path, row)

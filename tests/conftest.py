@@ -69,6 +69,7 @@ def write_fake_sweep(res: "Path", *, with_metrics: bool = True) -> "Path":
                         for step, r in enumerate(rewards, 1):
                             internal = arm == "bupo_l1" and step <= 2
                             m.write(json.dumps({"step": step, "reward_mean": r, "phase": "internal" if internal else "full",
-                                                "internal_logprob": (-3.0 + step + seed) if internal else None}) + "\n")
+                                                "internal_logprob": (-3.0 + step + seed) if internal else None,
+                                                "zero_adv_group_frac": 0.25 * step if arm == "grpo" else 0.5}) + "\n")
     write_summary(spec, out)
     return res

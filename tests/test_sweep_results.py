@@ -72,6 +72,12 @@ def test_reward_curves_and_phase_means(sweep):
     assert sweep.step_metrics("grpo", 0)[0]["reward_mean"] == 0.1 and sweep.step_metrics("grpo", 7) is None
 
 
+def test_zero_advantage_share(sweep):
+    # grpo: 0.25, 0.5, 0.75, 1.0 at steps 1-4 at every seed; bupo_l1: 0.5 throughout
+    assert sweep.zero_advantage_share() == pytest.approx({"grpo": 0.625, "bupo_l1": 0.5})
+    assert list(sweep.zero_advantage_share(["bupo_l1"])) == ["bupo_l1"]
+
+
 def test_fingerprint_follows_the_rows(sweep):
     before, grpo_only = sweep.fingerprint(), sweep.fingerprint(["grpo"])
     assert len(before) == 12 and grpo_only != before

@@ -166,13 +166,16 @@ def test_keyboard_interrupt_writes_checkpoint_and_resumes(tmp_path):
     assert res2.step == 4 and not res2.interrupted
 
 
-def test_sigint_during_update_finishes_the_step_first(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_update_finishes_the_step_first(tmp_path, sig):
+    """Ctrl-C and SIGTERM (kill, a scheduler's preemption) both checkpoint the last finished step."""
     cfg = small_config(tmp_path, steps=3)
     tr = Trainer(cfg)
     original = tr._update
+    before = signal.getsignal(signal.SIGTERM)
 
     def update_then_interrupt(*a, **k):
-        os.kill(os.getpid(), signal.SIGINT)  # arrives while the update runs
+        os.kill(os.getpid(), sig)  # arrives while the update runs
         return original(*a, **k)
 
     tr._update = update_then_interrupt
@@ -180,6 +183,8 @@ def test_sigint_during_update_finishes_the_step_first(tmp_path):
     assert res.interrupted and res.step == 1
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1]
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "checkpoint-1"
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is restored after training
+    assert Trainer(cfg, resume=True).train().step == 3
 
 
 def test_all_equal_rewards_warn_count_and_skip(tmp_path):

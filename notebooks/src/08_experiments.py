@@ -314,11 +314,8 @@ for spec_path in sorted((RESULTS / "specs").glob("*.yaml")):
     for group, arms in other.groups().items():
         show_group(other, arms, f"{name}: {group}")
     # can this model learn here at all? GRPO learns only from groups whose rewards differ
-    for a in other.arm_names:
-        flat = other.phase_means("zero_adv_group_frac", [a]).get(a)
-        if flat:
-            share = sum(flat["mean"]) / len(flat["mean"])
-            print(f"{name}/{a}: {share:.0%} of groups had all-equal rewards (no learning signal), mean over steps and seeds")
+    for a, share in other.zero_advantage_share().items():
+        print(f"{name}/{a}: {share:.0%} of groups had all-equal rewards (no learning signal), mean over steps and seeds")
 
 # %% [markdown]
 # ## A small sweep, live
