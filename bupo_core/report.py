@@ -302,6 +302,14 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
         lines += [f"Learning signal: the share of training groups whose {res.spec.get('shared', {}).get('group_size', 'G')} rewards were all "
                   "equal (advantage 0 for every response: neither GRPO nor IPA learns from them), mean over steps and seeds: "
                   + ", ".join(f"`{n}` {_f(v, 2)}" for n, v in flat.items()) + ".", ""]
+    silent = {n: res.internal_signal_steps(n) for n in res.arm_names if res.inter_steps(n)}
+    silent = {n: st for n, st in silent.items() if st[1]}
+    if silent:
+        lines += ["Internal-phase steps with a learning signal (at least one group with unequal rewards; a step without one "
+                  "makes no update), summed over seeds: "
+                  + ", ".join(f"`{n}` {w} of {t}" for n, (w, t) in silent.items()) + "."
+                  + (" An arm with none ran no IPA update at all: it sampled what the control sampled at the same seed and "
+                     "ended in the control's weights." if any(w == 0 for w, _ in silent.values()) else ""), ""]
     fig_name = f"{name}_avg_at_k.png"
     figures[fig_name] = ("arms", summary)
     lines += [f"![Avg@{k} per arm, mean ± SE across seeds, every seed's point](figures/{fig_name})", ""]

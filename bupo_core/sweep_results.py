@@ -319,6 +319,23 @@ class SweepResults:
                 out[n] = sum(vals) / len(vals)
         return out
 
+    def internal_signal_steps(self, arm: str) -> tuple[int, int]:
+        """``(steps with a learning signal, internal-phase steps)`` of ``arm``, summed over its seeds.
+
+        An internal-phase step has a learning signal when at least one of its groups had unequal
+        rewards (``zero_adv_group_frac < 1``); a step without one makes no update. If no internal
+        step of a seed has a signal, that seed's internal phase changed nothing: the run samples the
+        same responses as the control at the same seed and ends in the same weights. ``(0, 0)`` for
+        GRPO arms and for arms whose ``metrics.jsonl`` files were not kept.
+        """
+        with_signal = total = 0
+        for seed in self.arm(arm)["seeds"]:
+            for row in self.step_metrics(arm, seed) or []:
+                if row.get("phase") == "internal":
+                    total += 1
+                    with_signal += float(row.get("zero_adv_group_frac", 0.0)) < 1.0
+        return with_signal, total
+
     # ------------------------------------------------------------------ figures
     def figure(self, metric: str = "avg_at_k", arms: Sequence[str] | None = None, title: str | None = None):
         """The arms' plot: mean ± SE across seeds and every seed's point (:func:`bupo_core.sweep_plots.plot_arms`)."""

@@ -52,6 +52,7 @@ def test_page_numbers_come_from_the_summary(tmp_path):
     # internal log-prob, mean over seeds: step 1 -1.0, step 2 0.0
     assert "- `bupo_l1` (3 seeds): -1.000 at step 1, 0.000 at step 2 (up 1.000 nats)." in md
     assert "mean over steps and seeds: `grpo` 0.62, `bupo_l1` 0.50." in md  # learning signal from the metrics files
+    assert "summed over seeds: `bupo_l1` 6 of 6." in md
 
 
 def test_cli_report_writes_page_and_figures(tmp_path, capsys):

@@ -78,6 +78,17 @@ def test_zero_advantage_share(sweep):
     assert list(sweep.zero_advantage_share(["bupo_l1"])) == ["bupo_l1"]
 
 
+def test_internal_signal_steps(sweep):
+    assert sweep.internal_signal_steps("bupo_l1") == (6, 6)  # 2 internal steps x 3 seeds, every one with mixed groups
+    assert sweep.internal_signal_steps("grpo") == (0, 0)
+    path = sweep.folder / "cells" / "bupo_l1" / "seed-0" / "run" / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in rows:
+        r["zero_adv_group_frac"] = 1.0  # seed 0: every group all-equal, so its internal phase made no update
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert sweep.internal_signal_steps("bupo_l1") == (4, 6)
+
+
 def test_fingerprint_follows_the_rows(sweep):
     before, grpo_only = sweep.fingerprint(), sweep.fingerprint(["grpo"])
     assert len(before) == 12 and grpo_only != before

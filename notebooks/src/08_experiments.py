@@ -316,6 +316,10 @@ for spec_path in sorted((RESULTS / "specs").glob("*.yaml")):
     # can this model learn here at all? GRPO learns only from groups whose rewards differ
     for a, share in other.zero_advantage_share().items():
         print(f"{name}/{a}: {share:.0%} of groups had all-equal rewards (no learning signal), mean over steps and seeds")
+    for a in other.arm_names:
+        with_signal, total = other.internal_signal_steps(a)
+        if total:
+            print(f"{name}/{a}: {with_signal} of {total} internal-phase steps had a learning signal (summed over seeds)")
 
 # %% [markdown]
 # ## A small sweep, live
