@@ -221,6 +221,18 @@ def test_committed_specs_parse_or_name_only_future_fields():
         assert len(spec.arm(data["control"]).seeds) >= 3
 
 
+def test_docs_describe_the_committed_specs():
+    """docs/experiments.md's one-line description of each extra spec states its real steps and seeds."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    text = " ".join((root / "docs" / "experiments.md").read_text().split())
+    for name in ("long", "gemma"):
+        spec = load_spec(root / "results" / "specs" / f"{name}.yaml")
+        line = text.split(f"`{name}.yaml` (", 1)[1].split(")", 1)[0]
+        assert f"{spec.shared['steps']} steps" in line and f"{len(spec.seeds)} seeds" in line, (name, line)
+
+
 def test_unavailable_arms_are_skipped_only_when_asked(tmp_path):
     data = tiny_spec()
     data["arms"].append({"name": "future", "config": {"method": "bupo", "layer": 1, "future_setting": 1}})
