@@ -111,6 +111,10 @@ def plot_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], inter_steps
         ax.axvline(s + 0.5, color="0.6", ls=":", lw=1)
     if switches:
         ax.text(switches[0] + 0.5, 1.0, " switch to GRPO", transform=ax.get_xaxis_transform(), fontsize=7, va="top", color="0.4")
+    mags = [abs(v) for c in curves.values() for v in c["mean"] if not math.isnan(v) and v != 0]
+    if mags and max(mags) > 100 and max(mags) / min(mags) > 100:
+        # arms orders of magnitude apart (Gemma's raw internal log-probs, ~ -1e4 nats, beside ~ -40): symlog keeps both readable
+        ax.set_yscale("symlog", linthresh=min(mags))
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
     ax.set_title(title or "mean across training seeds ± SE", fontsize=9)

@@ -51,3 +51,13 @@ def test_plot_curves_draws_means_and_the_switch(sweep):
     vlines = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"]
     assert vlines == [2.5]
     plt.close(fig)
+
+
+def test_plot_curves_symlog_only_for_curves_orders_of_magnitude_apart(sweep):
+    fig = plot_curves(sweep.reward_curves())
+    assert fig.axes[0].get_yscale() == "linear"  # rewards in [0, 1]
+    plt.close(fig)
+    far = {"a": {"mean": [-38.0, -35.0], "se": [1.0, 1.0]}, "b": {"mean": [-9900.0, -9600.0], "se": [50.0, 50.0]}}
+    fig = plot_curves(far, ylabel="internal log-prob")
+    assert fig.axes[0].get_yscale() == "symlog"
+    plt.close(fig)
