@@ -178,9 +178,48 @@ def _headline_section(results: Path) -> list[str]:
             lines.append(f"  - The main BuPO arm: {res.verdict(arm)}")
     if not found:
         lines.append("No sweep results are committed yet; the sections below list the planned sweeps and their commands.")
+    else:
+        lines += ["", "The main comparison of each sweep (quoted in the README's \"Results at a glance\"):", ""] + glance_lines(results)
     lines += ["", "The paper reports BuPO above GRPO on all four of its models (Table 1); the sections below give, per arm, "
               "what the paper reports for the same change.", ""]
     return lines
+
+
+def glance_lines(results: str | Path) -> list[str]:
+    """One line per committed sweep: its main comparison (mean ± SE; paired difference and p vs the control).
+
+    The README's "Results at a glance" quotes these lines; ``tests/test_report.py`` checks that it
+    does, so its numbers cannot drift from ``results/``.
+    """
+    results = Path(results)
+    out = []
+    for name, _path, _data in _specs(results):
+        if not (results / name / "summary.json").exists():
+            continue
+        res = SweepResults.load(results / name)
+        arms = [a for a in res.groups().get("main comparison", res.arm_names) if res.arm(a)["seeds"]]
+        if not any(res.inter_steps(a) for a in arms):  # no BuPO arm in the main group: show every BuPO arm
+            arms += [a for a in res.arm_names if a not in arms and res.inter_steps(a) and res.arm(a)["seeds"]]
+        parts = []
+        for a in arms:
+            m = res.arm(a)["metrics"]["avg_at_k"]
+            part = f"`{a}` {fmt_pm(m['mean'], m['se'])}"
+            if a != res.control:
+                v = res.arm(a)["vs_control"]["avg_at_k"]
+                if v.get("n_pairs", 0) >= 2:
+                    side = res.resolution(a)
+                    part += (f" ({fmt_pm(v['diff_mean'], v['se'], signed=True)} vs `{res.control}`, p = {fmt_p(v['p_value'])}, "
+                             f"{'resolved ' + side if side else 'not resolved'})")
+            parts.append(part)
+        bupo = [a for a in res.arm_names if res.inter_steps(a) and res.arm(a)["seeds"]]
+        above = [a for a in bupo if res.resolution(a) == "above"]
+        seeds = sorted({len(res.arm(a)["seeds"]) for a in arms})
+        out.append(
+            f"- Sweep `{name}` ({res.summary['cells_finished']} of {res.summary['cells_planned']} cells; "
+            f"{'/'.join(map(str, seeds))} seeds): held-out Avg@{res.k}, mean ± SE over seeds: " + "; ".join(parts)
+            + f". BuPO arms resolved above `{res.control}`: {', '.join(f'`{a}`' for a in above) or 'none'} of {len(bupo)}."
+        )
+    return out
 
 
 def _task_section(bench: Path) -> list[str]:

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from bupo_core.cli import main
-from bupo_core.report import build_page, notebook05_rewards
+from bupo_core.report import build_page, glance_lines, notebook05_rewards
 from conftest import write_fake_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +20,28 @@ def test_committed_results_page_matches_the_data():
     assert page.markdown == committed, "docs/results.md is out of date: run `bupo report results/ --out docs/results.md`"
     for name in page.figures:
         assert (ROOT / "docs" / "figures" / name).exists(), f"docs/figures/{name} missing: rerun bupo report"
+
+
+def test_readme_glance_quotes_the_committed_results():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = glance_lines(ROOT / "results")
+    assert lines, "no committed sweep"
+    for line in lines:
+        assert line in readme, f"README.md's 'Results at a glance' is out of date; paste this line from glance_lines:\n{line}"
+
+
+def test_readme_claims_follow_the_data():
+    """The README's prose after the glance lines: no BuPO arm above GRPO; Gemma's GRPO learns mostly the format."""
+    from bupo_core.sweep_results import SweepResults
+
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    main_res = SweepResults.load(ROOT / "results" / "main")
+    if "no BuPO arm is resolved above GRPO" in readme:
+        assert not [a for a in main_res.arm_names if main_res.inter_steps(a) and main_res.resolution(a) == "above"]
+    if "GRPO mostly learns the answer format" in readme:
+        base = SweepResults.load(ROOT / "results" / "gemma").arm("base")["vs_control"]
+        # base - grpo: far more unanswered, about the same accuracy among answered
+        assert base["no_answer_rate"]["diff_mean"] > 0.2 and abs(base["accuracy_among_answered"]["diff_mean"]) < 0.02
 
 
 def test_page_avoids_claims_the_outputs_contradict():
