@@ -216,7 +216,7 @@ def glance_lines(results: str | Path) -> list[str]:
         seeds = sorted({len(res.arm(a)["seeds"]) for a in arms})
         out.append(
             f"- Sweep `{name}` ({res.summary['cells_finished']} of {res.summary['cells_planned']} cells; "
-            f"{'/'.join(map(str, seeds))} seeds): held-out Avg@{res.k}, mean ± SE over seeds: " + "; ".join(parts)
+            f"{'/'.join(map(str, seeds))} seed{'' if seeds == [1] else 's'}): held-out Avg@{res.k}, mean ± SE over seeds: " + "; ".join(parts)
             + f". BuPO arms resolved above `{res.control}`: {', '.join(f'`{a}`' for a in above) or 'none'} of {len(bupo)}."
         )
     return out

@@ -227,7 +227,7 @@ def test_docs_describe_the_committed_specs():
 
     root = Path(__file__).parent.parent
     text = " ".join((root / "docs" / "experiments.md").read_text().split())
-    for name in ("long", "gemma"):
+    for name in ("long", "gemma", "gemma_norm"):
         spec = load_spec(root / "results" / "specs" / f"{name}.yaml")
         line = text.split(f"`{name}.yaml` (", 1)[1].split(")", 1)[0]
         assert f"{spec.shared['steps']} steps" in line and f"{len(spec.seeds)} seeds" in line, (name, line)
