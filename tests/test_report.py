@@ -4,6 +4,7 @@ and a sweep's numbers must appear in it as computed."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -38,6 +39,15 @@ def test_readme_claims_follow_the_data():
     main_res = SweepResults.load(ROOT / "results" / "main")
     if "no BuPO arm is resolved above GRPO" in readme:
         assert not [a for a in main_res.arm_names if main_res.inter_steps(a) and main_res.resolution(a) == "above"]
+    if "nor at 50 steps" in readme:
+        long_res = SweepResults.load(ROOT / "results" / "long")
+        assert not [a for a in long_res.arm_names if long_res.inter_steps(a) and long_res.resolution(a) == "above"]
+    m = re.search(r"`(\w+)` is below `grpo` at (\d+) of (\d+) seeds \(not resolved\)", readme)
+    if m:
+        arm = SweepResults.load(ROOT / "results" / "long").arm(m.group(1))
+        diffs = [d for _, d in arm["vs_control"]["avg_at_k"]["per_seed"]]
+        assert (sum(d < 0 for d in diffs), len(diffs)) == (int(m.group(2)), int(m.group(3)))
+        assert arm["vs_control"]["avg_at_k"]["p_value"] >= 0.05
     if "GRPO mostly learns the answer format" in readme:
         base = SweepResults.load(ROOT / "results" / "gemma").arm("base")["vs_control"]
         # base - grpo: far more unanswered, about the same accuracy among answered
