@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .stats import min_p_value
 from .sweep_results import ALPHA, SweepResults, fmt_p, fmt_pm
@@ -460,6 +460,138 @@ def _single_seed_section(notebooks: Path, bench: Path) -> list[str]:
     return lines
 
 
+def repeated_cells(results: str | Path) -> list[dict]:
+    """Cells that more than one sweep under ``results/`` ran with the same configuration key.
+
+    A cell's key hashes everything that determines its run (model, task, config, seed, evaluation), so two
+    sweeps holding the same key ran the same experiment, in different processes and often on different
+    days. Returns one dict per shared key: ``key``, ``where`` (a list of ``(sweep, arm, seed)``) and
+    ``identical`` (whether the evaluation metrics and the per-step training rewards are equal in every copy).
+    """
+    results = Path(results)
+    copies: dict[str, list[tuple[str, dict]]] = {}
+    for name, _, _ in _specs(results):
+        cells = results / name / "cells.jsonl"
+        if not cells.exists():
+            continue
+        for line in cells.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                copies.setdefault(row["key"], []).append((name, row))
+    out = []
+    for key, rows in copies.items():
+        sweeps = {name for name, _ in rows}
+        if len(sweeps) < 2:
+            continue
+        first = rows[0][1]
+        same = all(r["metrics"] == first["metrics"] and r.get("train_rewards") == first.get("train_rewards") for _, r in rows)
+        out.append({"key": key, "where": [(n, r["arm"], r["seed"]) for n, r in rows], "identical": same})
+    return out
+
+
+def _repeated_section(results: Path) -> list[str]:
+    shared = repeated_cells(results)
+    if not shared:
+        return []
+    same = [c for c in shared if c["identical"]]
+    lines = [
+        "## Repeated cells",
+        "",
+        f"{len(shared)} cell(s) were run by more than one sweep with the same configuration (same cell key), in "
+        f"separate processes; {len(same)} of them reproduced their evaluation metrics and per-step training rewards "
+        "exactly:",
+        "",
+    ]
+    for c in shared:
+        where = ", ".join(f"`{n}`/`{a}` seed {s}" for n, a, s in c["where"])
+        lines.append(f"- {where}: {'identical' if c['identical'] else 'different'}.")
+    lines.append("")
+    return lines
+
+
+def _internal_phase_mean(res: SweepResults, arm: str, field_name: str, seeds: Sequence[int], *,
+                         skip_zero: bool = False) -> float | None:
+    """Mean of a per-step field over the internal-phase steps and the given seeds of one arm (``None`` without data)."""
+    xs = []
+    for seed in seeds:
+        for row in res.step_metrics(arm, seed) or []:
+            v = row.get(field_name)
+            if row.get("phase") == "internal" and v is not None and not (skip_zero and v == 0):
+                xs.append(float(v))
+    return sum(xs) / len(xs) if xs else None
+
+
+def norm_pairs(results: str | Path) -> list[dict]:
+    """Arms with ``ipa_norm: final`` next to the arm (in any sweep) that differs from them only in the norm.
+
+    The pair tests whether the raw internal policy's scale is what makes an internal phase degenerate:
+    for each, the internal phase's mean internal log-prob of the sampled tokens, internal entropy and
+    gradient norm before clipping (over steps that made an update), and the paired Avg@K difference
+    (final-normed minus raw, same seeds = same prompts and evaluation draw).
+    """
+    from .stats import compare_to_control  # noqa: PLC0415
+
+    results = Path(results)
+    loaded = []
+    for name, _, _ in _specs(results):
+        if (results / name / "summary.json").exists():
+            res = SweepResults.load(results / name)
+            for arm in res.arm_names:
+                cfg = {**res.spec.get("shared", {}), **res.arm(arm).get("config", {})}
+                loaded.append((name, res, arm, cfg, json.dumps(res.spec.get("eval"), sort_keys=True)))
+    out = []
+    for name, res, arm, cfg, ev in loaded:
+        if cfg.get("ipa_norm") != "final":
+            continue
+        want = {k: v for k, v in cfg.items() if k != "ipa_norm"}
+        for rname, rres, rarm, rcfg, rev in loaded:
+            if rcfg.get("ipa_norm", "none") == "none" and {k: v for k, v in rcfg.items() if k != "ipa_norm"} == want and rev == ev:
+                seeds = sorted(set(res.per_seed(arm)) & set(rres.per_seed(rarm)))
+                row = {"normed": (name, arm), "raw": (rname, rarm), "layer": cfg.get("layer"), "seeds": seeds,
+                       "vs_raw": compare_to_control(res.per_seed(arm), rres.per_seed(rarm))}
+                for label, (r, a) in (("normed", (res, arm)), ("raw", (rres, rarm))):
+                    per_seed = r.per_seed(a)
+                    row[label + "_stats"] = {
+                        "internal_logprob": _internal_phase_mean(r, a, "internal_logprob", seeds),
+                        "internal_entropy": _internal_phase_mean(r, a, "internal_entropy", seeds),
+                        "grad_norm": _internal_phase_mean(r, a, "grad_norm", seeds, skip_zero=True),
+                        "avg_at_k": sum(per_seed[s] for s in seeds) / len(seeds) if seeds else None,
+                    }
+                out.append(row)
+                break
+    return out
+
+
+def _norm_section(results: Path) -> list[str]:
+    pairs = norm_pairs(results)
+    if not pairs:
+        return []
+    lines = [
+        "## Raw vs final-normed internal policy",
+        "",
+        "Each arm with `ipa_norm: final` next to the arm that differs from it only in the norm (possibly in another "
+        "sweep), over the seeds both have. Internal-phase means over steps and seeds from the kept `metrics.jsonl` files "
+        "(gradient norm before clipping, over the steps that made an update); Avg@K means over the same seeds and "
+        "its difference paired by seed (final-normed minus raw).",
+        "",
+        "| final-normed arm | raw arm | layer | seeds | internal log-prob raw → normed | internal entropy raw → normed "
+        "| grad norm raw → normed | Avg@K raw → normed | difference | p |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in pairs:
+        a, b = r["raw_stats"], r["normed_stats"]
+        v = r["vs_raw"]
+        lines.append(
+            f"| `{r['normed'][0]}`/`{r['normed'][1]}` | `{r['raw'][0]}`/`{r['raw'][1]}` | {r['layer']} | {len(r['seeds'])} "
+            f"| {_f(a['internal_logprob'], 1)} → {_f(b['internal_logprob'], 1)} "
+            f"| {_f(a['internal_entropy'])} → {_f(b['internal_entropy'])} "
+            f"| {_f(a['grad_norm'], 1)} → {_f(b['grad_norm'], 1)} | {_f(a['avg_at_k'])} → {_f(b['avg_at_k'])} "
+            f"| {_signed(v['diff_mean'], v['se'])} | {fmt_p(v['p_value'])} |"
+        )
+    lines.append("")
+    return lines
+
+
 def _bench_section(bench: Path) -> list[str]:
     lines = ["## Engineering benchmarks", "", "From `bench/results/*.json` (each file records its command and machine).", "",
              "| benchmark | result | target | met | command |", "|---|---|---|---|---|"]
@@ -521,6 +653,8 @@ def build_page(results: str | Path, *, bench: str | Path | None = None, notebook
             lines += _results_section(name, rel, data, folder, figures)
         else:
             lines += _planned_section(name, path, data, rel)
+    lines += _norm_section(results)
+    lines += _repeated_section(results)
     lines += _single_seed_section(notebooks, bench)
     lines += [
         "## Entropy flow, boundary layers and feature refinement",

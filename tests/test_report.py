@@ -125,3 +125,59 @@ def test_notebook07_table_is_read(tmp_path):
 
     assert notebook07_eval(p) == [{"model": "base", "avg_at_k": 0.094, "pass_at_k": 0.469, "no_answer_rate": 0.29},
                                   {"model": "grpo", "avg_at_k": 0.543, "pass_at_k": 0.75, "no_answer_rate": 0.01}]
+
+
+def test_repeated_cells_are_compared_across_sweeps(tmp_path):
+    from bupo_core.report import repeated_cells
+
+    res = _fake_sweep(tmp_path)
+    spec = json.loads((res / "specs" / "main.json").read_text())
+    (res / "specs" / "again.json").write_text(json.dumps({**spec, "name": "again"}))
+    shutil.copytree(res / "main", res / "again")
+    rows = [json.loads(line) for line in (res / "again" / "cells.jsonl").read_text().splitlines()]
+    rows[4]["metrics"]["avg_at_k"] += 0.01  # bupo_l1 seed 1 came out differently the second time
+    (res / "again" / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shared = repeated_cells(res)
+    assert len(shared) == 6
+    assert [c["where"] for c in shared if not c["identical"]] == [[("main", "bupo_l1", 1), ("again", "bupo_l1", 1)]]
+    md = build_page(res, bench=tmp_path / "nobench", notebooks=tmp_path / "nonb").markdown
+    assert "6 cell(s) were run by more than one sweep" in md and "5 of them reproduced" in md
+    assert "- `main`/`bupo_l1` seed 1, `again`/`bupo_l1` seed 1: different." in md
+
+
+def test_committed_repeated_control_cells_reproduce():
+    """gemma_norm.yaml repeats gemma.yaml's GRPO cells: on the same machine they must give the same numbers."""
+    from bupo_core.report import repeated_cells
+
+    shared = {tuple(c["where"]): c["identical"] for c in repeated_cells(ROOT / "results")}
+    for seed in (0, 1, 2):
+        assert shared[(("gemma", "grpo", seed), ("gemma_norm", "grpo", seed))] is True
+
+
+def test_norm_pairs_match_arms_that_differ_only_in_the_norm(tmp_path):
+    from bupo_core.report import norm_pairs
+
+    res = _fake_sweep(tmp_path)
+    spec = json.loads((res / "specs" / "main.json").read_text())
+    (res / "specs" / "normed.json").write_text(json.dumps({**spec, "name": "normed"}))
+    shutil.copytree(res / "main", res / "normed")
+    summary = json.loads((res / "normed" / "summary.json").read_text())
+    summary["arms"]["bupo_l1"]["config"]["ipa_norm"] = "final"
+    (res / "normed" / "summary.json").write_text(json.dumps(summary))
+    pairs = norm_pairs(res)
+    assert [(p["normed"], p["raw"]) for p in pairs] == [(("normed", "bupo_l1"), ("main", "bupo_l1"))]
+    assert pairs[0]["seeds"] == [0, 1, 2] and pairs[0]["vs_raw"]["diff_mean"] == 0.0  # the same cells
+    md = build_page(res, bench=tmp_path / "nobench", notebooks=tmp_path / "nonb").markdown
+    assert "## Raw vs final-normed internal policy" in md and "| `normed`/`bupo_l1` | `main`/`bupo_l1` | 1 | 3 |" in md
+
+
+def test_final_norm_makes_gemmas_layer_16_internal_policy_sane():
+    """The committed gemma/gemma_norm pair: raw IPA at Gemma's layer 16 has a one-hot internal policy (log-probs
+    of order -1e4), the final-normed one a sane one (a few nats), as docs/results.md and the closing note say."""
+    from bupo_core.report import norm_pairs
+
+    pair = {p["normed"]: p for p in norm_pairs(ROOT / "results")}[("gemma_norm", "bupo_l16_ipa_norm_final")]
+    assert pair["raw"] == ("gemma", "bupo_l16")
+    assert pair["raw_stats"]["internal_logprob"] < -1000 and pair["raw_stats"]["internal_entropy"] < 0.01
+    assert -10 < pair["normed_stats"]["internal_logprob"] < 0 and pair["normed_stats"]["internal_entropy"] > 1
+    assert pair["vs_raw"]["p_value"] >= 0.05  # and no resolved difference in Avg@8 at 3 seeds

@@ -322,6 +322,27 @@ for spec_path in sorted((RESULTS / "specs").glob("*.yaml")):
             print(f"{name}/{a}: {with_signal} of {total} internal-phase steps had a learning signal (summed over seeds)")
 
 # %% [markdown]
+# ### Does the final norm fix the internal policy's scale?
+#
+# On Gemma the raw internal policy at layer 16 is one-hot, so raw IPA there cannot be a sane update.
+# `bupo_core.report.norm_pairs` pairs every `ipa_norm: final` arm with the arm (in any sweep) that
+# differs from it only in the norm, and reads the internal-phase diagnostics of both from the kept
+# metrics files. The hypothesis predicts a sane internal policy with the norm; whether that also
+# changes the held-out score is a separate question, answered by the paired difference.
+
+# %%
+from bupo_core.report import norm_pairs
+
+pairs = norm_pairs(RESULTS)
+print(f"{'final-normed arm':44} {'raw arm':22} {'log-prob raw -> normed':>24} {'entropy':>14} {'Avg@K diff':>17}   p")
+for p in pairs:
+    a, b, v = p["raw_stats"], p["normed_stats"], p["vs_raw"]
+    print(f"{'/'.join(p['normed']):44} {'/'.join(p['raw']):22} {a['internal_logprob']:>10.1f} -> {b['internal_logprob']:<10.1f}"
+          f" {a['internal_entropy']:>5.3f}->{b['internal_entropy']:<6.3f} {v['diff_mean']:+.3f} ± {v['se']:.3f}   {v['p_value']:.2g}")
+# each pair compares the same seeds, so the difference is paired
+assert all(len(p["seeds"]) == p["vs_raw"]["n_pairs"] for p in pairs)
+
+# %% [markdown]
 # ## A small sweep, live
 #
 # The committed sweep is `bupo sweep results/specs/main.yaml --out results/main`; it resumes where it
