@@ -48,6 +48,8 @@ def test_readme_claims_follow_the_data():
         diffs = [d for _, d in arm["vs_control"]["avg_at_k"]["per_seed"]]
         assert (sum(d < 0 for d in diffs), len(diffs)) == (int(m.group(2)), int(m.group(3)))
         assert arm["vs_control"]["avg_at_k"]["p_value"] >= 0.05
+    if "the final norm makes it a sane one" in readme:
+        test_final_norm_makes_gemmas_layer_16_internal_policy_sane()
     if "GRPO mostly learns the answer format" in readme:
         base = SweepResults.load(ROOT / "results" / "gemma").arm("base")["vs_control"]
         # base - grpo: far more unanswered, about the same accuracy among answered
