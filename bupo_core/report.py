@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .stats import min_p_value
 from .sweep_results import ALPHA, SweepResults, fmt_p, fmt_pm
@@ -77,6 +77,11 @@ def _specs(results: Path) -> list[tuple[str, Path, dict]]:
         out.append((str(data.get("name") or p.stem), p, data))
     order = {n: i for i, n in enumerate(SWEEP_ORDER)}
     return sorted(out, key=lambda t: (order.get(t[0], len(order)), t[0]))
+
+
+def _committed_sweeps(results: Path) -> list[tuple[str, SweepResults]]:
+    """The sweeps with committed results, in page order: ``(name, SweepResults)``."""
+    return [(name, SweepResults.load(results / name)) for name, _, _ in _specs(results) if (results / name / "summary.json").exists()]
 
 
 def notebook05_rewards(path: Path) -> list[dict] | None:
@@ -157,12 +162,8 @@ def _header(results: Path, out_rel: str) -> list[str]:
 def _headline_section(results: Path) -> list[str]:
     """The answer to the paper's central question, per committed sweep: which arms differ from the control."""
     lines = ["## Headline", ""]
-    found = False
-    for name, _path, _data in _specs(results):
-        if not (results / name / "summary.json").exists():
-            continue
-        found = True
-        res = SweepResults.load(results / name)
+    sweeps = _committed_sweeps(results)
+    for name, res in sweeps:
         verdicts: dict[str, list[str]] = {"above": [], "below": [], "open": []}
         for arm in res.arm_names:
             if arm != res.control:
@@ -176,7 +177,7 @@ def _headline_section(results: Path) -> list[str]:
         main = [a for a in res.groups().get("main comparison", []) if a != res.control and res.inter_steps(a) and res.arm(a)["seeds"]]
         for arm in main:
             lines.append(f"  - The main BuPO arm: {res.verdict(arm)}")
-    if not found:
+    if not sweeps:
         lines.append("No sweep results are committed yet; the sections below list the planned sweeps and their commands.")
     else:
         lines += ["", "The main comparison of each sweep (quoted in the README's \"Results at a glance\"):", ""] + glance_lines(results)
@@ -191,12 +192,8 @@ def glance_lines(results: str | Path) -> list[str]:
     The README's "Results at a glance" quotes these lines; ``tests/test_report.py`` checks that it
     does, so its numbers cannot drift from ``results/``.
     """
-    results = Path(results)
     out = []
-    for name, _path, _data in _specs(results):
-        if not (results / name / "summary.json").exists():
-            continue
-        res = SweepResults.load(results / name)
+    for name, res in _committed_sweeps(Path(results)):
         arms = [a for a in res.groups().get("main comparison", res.arm_names) if res.arm(a)["seeds"]]
         if not any(res.inter_steps(a) for a in arms):  # no BuPO arm in the main group: show every BuPO arm
             arms += [a for a in res.arm_names if a not in arms and res.inter_steps(a) and res.arm(a)["seeds"]]
@@ -341,14 +338,14 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
         lines += [f"Learning signal: the share of training groups whose {res.spec.get('shared', {}).get('group_size', 'G')} rewards were all "
                   "equal (advantage 0 for every response: neither GRPO nor IPA learns from them), mean over steps and seeds: "
                   + ", ".join(f"`{n}` {_f(v, 2)}" for n, v in flat.items()) + ".", ""]
-    silent = {n: res.internal_signal_steps(n) for n in res.arm_names if res.inter_steps(n)}
-    silent = {n: st for n, st in silent.items() if st[1]}
-    if silent:
+    signal_steps = {n: res.internal_signal_steps(n) for n in res.arm_names if res.inter_steps(n)}
+    signal_steps = {n: st for n, st in signal_steps.items() if st[1]}
+    if signal_steps:
         lines += ["Internal-phase steps with a learning signal (at least one group with unequal rewards; a step without one "
                   "makes no update), summed over seeds: "
-                  + ", ".join(f"`{n}` {w} of {t}" for n, (w, t) in silent.items()) + "."
+                  + ", ".join(f"`{n}` {w} of {t}" for n, (w, t) in signal_steps.items()) + "."
                   + (" An arm with none ran no IPA update at all: it sampled what the control sampled at the same seed and "
-                     "ended in the control's weights." if any(w == 0 for w, _ in silent.values()) else ""), ""]
+                     "ended in the control's weights." if any(w == 0 for w, _ in signal_steps.values()) else ""), ""]
     fig_name = f"{name}_avg_at_k.png"
     figures[fig_name] = ("arms", summary)
     lines += [f"![Avg@{k} per arm, mean ± SE across seeds, every seed's point](figures/{fig_name})", ""]
@@ -468,16 +465,10 @@ def repeated_cells(results: str | Path) -> list[dict]:
     days. Returns one dict per shared key: ``key``, ``where`` (a list of ``(sweep, arm, seed)``) and
     ``identical`` (whether the evaluation metrics and the per-step training rewards are equal in every copy).
     """
-    results = Path(results)
     copies: dict[str, list[tuple[str, dict]]] = {}
-    for name, _, _ in _specs(results):
-        cells = results / name / "cells.jsonl"
-        if not cells.exists():
-            continue
-        for line in cells.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                copies.setdefault(row["key"], []).append((name, row))
+    for name, res in _committed_sweeps(Path(results)):
+        for row in res.rows:
+            copies.setdefault(row["key"], []).append((name, row))
     out = []
     for key, rows in copies.items():
         sweeps = {name for name, _ in rows}
@@ -509,18 +500,6 @@ def _repeated_section(results: Path) -> list[str]:
     return lines
 
 
-def _internal_phase_mean(res: SweepResults, arm: str, field_name: str, seeds: Sequence[int], *,
-                         skip_zero: bool = False) -> float | None:
-    """Mean of a per-step field over the internal-phase steps and the given seeds of one arm (``None`` without data)."""
-    xs = []
-    for seed in seeds:
-        for row in res.step_metrics(arm, seed) or []:
-            v = row.get(field_name)
-            if row.get("phase") == "internal" and v is not None and not (skip_zero and v == 0):
-                xs.append(float(v))
-    return sum(xs) / len(xs) if xs else None
-
-
 def norm_pairs(results: str | Path) -> list[dict]:
     """Arms with ``ipa_norm: final`` next to the arm (in any sweep) that differs from them only in the norm.
 
@@ -531,34 +510,34 @@ def norm_pairs(results: str | Path) -> list[dict]:
     """
     from .stats import compare_to_control  # noqa: PLC0415
 
-    results = Path(results)
-    loaded = []
-    for name, _, _ in _specs(results):
-        if (results / name / "summary.json").exists():
-            res = SweepResults.load(results / name)
-            for arm in res.arm_names:
-                cfg = {**res.spec.get("shared", {}), **res.arm(arm).get("config", {})}
-                loaded.append((name, res, arm, cfg, json.dumps(res.spec.get("eval"), sort_keys=True)))
+    def without_norm(cfg: dict) -> dict:
+        return {k: v for k, v in cfg.items() if k != "ipa_norm"}
+
+    arms = []  # (sweep name, results, arm, its full config, the evaluation settings)
+    for name, res in _committed_sweeps(Path(results)):
+        for arm in res.arm_names:
+            arms.append((name, res, arm, {**res.spec.get("shared", {}), **res.arm(arm).get("config", {})}, res.spec.get("eval")))
+    raw = [(without_norm(cfg), ev, name, res, arm) for name, res, arm, cfg, ev in arms if cfg.get("ipa_norm", "none") == "none"]
     out = []
-    for name, res, arm, cfg, ev in loaded:
+    for name, res, arm, cfg, ev in arms:
         if cfg.get("ipa_norm") != "final":
             continue
-        want = {k: v for k, v in cfg.items() if k != "ipa_norm"}
-        for rname, rres, rarm, rcfg, rev in loaded:
-            if rcfg.get("ipa_norm", "none") == "none" and {k: v for k, v in rcfg.items() if k != "ipa_norm"} == want and rev == ev:
-                seeds = sorted(set(res.per_seed(arm)) & set(rres.per_seed(rarm)))
-                row = {"normed": (name, arm), "raw": (rname, rarm), "layer": cfg.get("layer"), "seeds": seeds,
-                       "vs_raw": compare_to_control(res.per_seed(arm), rres.per_seed(rarm))}
-                for label, (r, a) in (("normed", (res, arm)), ("raw", (rres, rarm))):
-                    per_seed = r.per_seed(a)
-                    row[label + "_stats"] = {
-                        "internal_logprob": _internal_phase_mean(r, a, "internal_logprob", seeds),
-                        "internal_entropy": _internal_phase_mean(r, a, "internal_entropy", seeds),
-                        "grad_norm": _internal_phase_mean(r, a, "grad_norm", seeds, skip_zero=True),
-                        "avg_at_k": sum(per_seed[s] for s in seeds) / len(seeds) if seeds else None,
-                    }
-                out.append(row)
-                break
+        match = next(((rname, rres, rarm) for rcfg, rev, rname, rres, rarm in raw if rcfg == without_norm(cfg) and rev == ev), None)
+        if match is None:
+            continue
+        rname, rres, rarm = match
+        normed_scores, raw_scores = res.per_seed(arm), rres.per_seed(rarm)
+        seeds = sorted(set(normed_scores) & set(raw_scores))
+        row = {"normed": (name, arm), "raw": (rname, rarm), "layer": cfg.get("layer"), "seeds": seeds,
+               "vs_raw": compare_to_control(normed_scores, raw_scores)}
+        for label, r, a, scores in (("normed", res, arm, normed_scores), ("raw", rres, rarm, raw_scores)):
+            row[label + "_stats"] = {
+                "internal_logprob": r.internal_phase_mean(a, "internal_logprob", seeds),
+                "internal_entropy": r.internal_phase_mean(a, "internal_entropy", seeds),
+                "grad_norm": r.internal_phase_mean(a, "grad_norm", seeds, skip_zero=True),
+                "avg_at_k": sum(scores[s] for s in seeds) / len(seeds) if seeds else None,
+            }
+        out.append(row)
     return out
 
 

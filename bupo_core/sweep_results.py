@@ -336,6 +336,19 @@ class SweepResults:
                     with_signal += float(row.get("zero_adv_group_frac", 0.0)) < 1.0
         return with_signal, total
 
+    def internal_phase_mean(self, arm: str, field_name: str, seeds: Sequence[int] | None = None, *,
+                            skip_zero: bool = False) -> float | None:
+        """Mean of a per-step field of ``metrics.jsonl`` over the internal-phase steps of ``arm``'s ``seeds``
+        (default: all of them); ``skip_zero`` leaves out zeros (e.g. ``grad_norm`` of steps that made no
+        update). ``None`` without data."""
+        xs = []
+        for seed in self.arm(arm)["seeds"] if seeds is None else seeds:
+            for row in self.step_metrics(arm, seed) or []:
+                v = row.get(field_name)
+                if row.get("phase") == "internal" and v is not None and not (skip_zero and v == 0):
+                    xs.append(float(v))
+        return sum(xs) / len(xs) if xs else None
+
     # ------------------------------------------------------------------ figures
     def figure(self, metric: str = "avg_at_k", arms: Sequence[str] | None = None, title: str | None = None):
         """The arms' plot: mean ± SE across seeds and every seed's point (:func:`bupo_core.sweep_plots.plot_arms`)."""

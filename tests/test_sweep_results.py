@@ -89,6 +89,14 @@ def test_internal_signal_steps(sweep):
     assert sweep.internal_signal_steps("bupo_l1") == (4, 6)
 
 
+def test_internal_phase_mean(sweep):
+    # fake metrics: bupo_l1's internal log-prob is -3 + step + seed at steps 1-2: -2, -1 | -1, 0 | 0, 1
+    assert sweep.internal_phase_mean("bupo_l1", "internal_logprob") == -0.5
+    assert sweep.internal_phase_mean("bupo_l1", "internal_logprob", [0]) == -1.5
+    assert sweep.internal_phase_mean("bupo_l1", "internal_logprob", [1], skip_zero=True) == -1.0
+    assert sweep.internal_phase_mean("grpo", "internal_logprob") is None  # no internal phase
+
+
 def test_fingerprint_follows_the_rows(sweep):
     before, grpo_only = sweep.fingerprint(), sweep.fingerprint(["grpo"])
     assert len(before) == 12 and grpo_only != before

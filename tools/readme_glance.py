@@ -26,9 +26,10 @@ def main() -> int:
     if not idx:
         print("README.md has no '- Sweep `...' lines to replace", file=sys.stderr)
         return 1
-    new = lines[: idx[0]] + glance_lines(ROOT / "results") + lines[idx[-1] + 1:]
+    glance = glance_lines(ROOT / "results")
+    new = lines[: idx[0]] + glance + lines[idx[-1] + 1:]
     path.write_text("\n".join(new) + "\n", encoding="utf-8")
-    print(f"README.md: {len(idx)} sweep line(s) replaced by {len(glance_lines(ROOT / 'results'))}")
+    print(f"README.md: {len(idx)} sweep line(s) replaced by {len(glance)}")
     return 0
 
 
