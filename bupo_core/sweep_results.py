@@ -188,38 +188,109 @@ class SweepResults:
                 mine = {s: rows[s]["metrics"][metric] for s in a["seeds"] if rows[s]["metrics"].get(metric) is not None}
                 ref = compare_to_control(mine, ctl)
                 got = a["vs_control"][metric]
-                for key in ("diff_mean", "se", "p_value"):
+                for key in ("diff_mean", "se", "p_value", "p_value_unpaired", "correlation", "detectable_diff", "control_mean"):
+                    assert key in got, f"{self.name}/{name}/{metric}: vs_control has no {key!r}; rerun `bupo sweep SPEC --out DIR --summary-only`"
                     _close(ref[key], got[key], tol, f"{self.name}/{name}/{metric} vs_control {key}")
+            if "ipa_updates" in a:
+                from .runs import read_metrics  # noqa: PLC0415
+
+                for s, n in zip(a["seeds"], a["ipa_updates"]["per_seed"]):
+                    p = self.folder / "cells" / name / f"seed-{s}" / "run" / "metrics.jsonl"
+                    want = cell_ipa_updates(read_metrics(p)) if p.exists() else None
+                    assert want == n, f"{self.name}/{name} seed {s}: {n} IPA updates in summary.json, {want} in its metrics.jsonl"
 
     # ------------------------------------------------------------------ tables and verdicts
+    def control_on(self, seeds: Sequence[int], metric: str = "avg_at_k") -> tuple[float | None, float | None]:
+        """Mean and SE of the control over ``seeds`` (those it has): the control *matched* to an arm's seeds."""
+        ctl = self.per_seed(self.control, metric)
+        xs = [ctl[s] for s in seeds if s in ctl]
+        return mean_se(xs) if xs else (None, None)
+
+    def ipa_updates(self, arm: str) -> list[int | None] | None:
+        """Per finished seed, the IPA updates of ``arm``'s cell (``None`` for a GRPO arm or an older summary)."""
+        info = self.arm(arm).get("ipa_updates")
+        return None if info is None else list(info["per_seed"])
+
+    def zero_update_seeds(self, arm: str) -> list[int]:
+        """Seeds at which BuPO arm ``arm`` made no IPA update (the cell is GRPO with fewer steps, not BuPO)."""
+        info = self.arm(arm).get("ipa_updates")
+        return [] if info is None else list(info.get("zero_update_seeds", []))
+
     def table(self, metric: str = "avg_at_k", arms: Sequence[str] | None = None) -> list[dict]:
-        """One dict per arm: ``arm, seeds, mean, se, diff, diff_se, p_value, n_pairs`` (``diff*`` vs the control)."""
+        """One dict per arm: ``arm, seeds, mean, se, control_mean, diff, diff_se, p_value, p_value_unpaired,
+        correlation, detectable_diff, n_pairs`` (``control_mean`` and ``diff*`` over the seeds arm and control share)."""
         out = []
         for n in arms if arms is not None else self.arm_names:
             a = self.arm(n)
             m, v = a["metrics"][metric], a["vs_control"][metric]
-            out.append({"arm": n, "seeds": len(a["seeds"]), "mean": m["mean"], "se": m["se"],
-                        "diff": None if n == self.control else v["diff_mean"], "diff_se": None if n == self.control else v["se"],
-                        "p_value": None if n == self.control else v["p_value"], "n_pairs": v.get("n_pairs", 0)})
+            is_ctl = n == self.control
+            row = {"arm": n, "seeds": len(a["seeds"]), "mean": m["mean"], "se": m["se"], "n_pairs": v.get("n_pairs", 0),
+                   "control_mean": None if is_ctl else self.control_on(a["seeds"], metric)[0]}
+            for key, src in (("diff", "diff_mean"), ("diff_se", "se"), ("p_value", "p_value"), ("p_value_unpaired", "p_value_unpaired"),
+                             ("correlation", "correlation"), ("detectable_diff", "detectable_diff")):
+                row[key] = None if is_ctl else v.get(src)
+            out.append(row)
         return out
+
+    def control_rows(self, arms: Sequence[str]) -> list[tuple[list[int], str]]:
+        """The control's rows for a table of ``arms``: one per distinct seed set the arms share with it.
+
+        Returns ``[(seeds, label)]``; a single row with all its seeds when every arm has them.
+        """
+        ctl_seeds = self.arm(self.control)["seeds"]
+        sets: list[list[int]] = []
+        for n in arms:
+            if n == self.control:
+                continue
+            common = sorted(set(self.arm(n)["seeds"]) & set(ctl_seeds))
+            if common and common not in sets:
+                sets.append(common)
+        if not sets or (len(sets) == 1 and sets[0] == sorted(ctl_seeds)):
+            return [(sorted(ctl_seeds), f"`{self.control}`")]
+        return [(s, f"`{self.control}` (seeds {_seed_text(s)})") for s in sorted(sets, key=lambda s: (len(s), s))]
 
     def markdown_table(self, metrics: Sequence[str] = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered"),
                        arms: Sequence[str] | None = None, diff_metric: str = "avg_at_k") -> str:
-        """A Markdown table: per arm, every metric as mean ± SE, and the paired difference in ``diff_metric``."""
+        """A Markdown table: per arm, every metric as mean ± SE; beside it the control's mean over the *same*
+        seeds, the paired difference in ``diff_metric``, both p-values, the arm-control correlation across
+        seeds, the smallest difference the comparison could detect (p < 0.05, 80% power) and, for BuPO
+        arms, the IPA updates per seed (``0!`` marks a cell without any: GRPO, not BuPO).
+
+        The control gets one row per seed set of the arms beside it (all its seeds when they share them).
+        """
         names = list(arms) if arms is not None else self.arm_names
-        head = ["arm", "seeds"] + [metric_label(m, self.k) for m in metrics] + [f"{metric_label(diff_metric, self.k)} − {self.control}", "p"]
+        lab = metric_label(diff_metric, self.k)
+        head = (["arm", "seeds"] + [metric_label(m, self.k) for m in metrics]
+                + [f"`{self.control}` {lab}, same seeds", f"{lab} − `{self.control}` (paired)", "p paired", "p unpaired", "r",
+                   "detectable", "IPA updates per seed"])
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        blank = ["", "", "", "", "", ""]
+        for seeds, label in self.control_rows(names):
+            cells = [label, str(len(seeds))]
+            for m in metrics:
+                mean, se = self.control_on(seeds, m)
+                cells.append(fmt_pm(mean, se))
+            lines.append("| " + " | ".join(cells + ["(control)"] + blank) + " |")
         for n in names:
+            if n == self.control:
+                continue
             a = self.arm(n)
             cells = [f"`{n}`", str(len(a["seeds"]))]
             cells += [fmt_pm(a["metrics"][m]["mean"], a["metrics"][m]["se"]) for m in metrics]
             v = a["vs_control"][diff_metric]
-            if n == self.control:
-                cells += ["(control)", ""]
-            else:
-                cells += [fmt_pm(v["diff_mean"], v["se"], signed=True), fmt_p(v["p_value"])]
+            r = v.get("correlation")
+            dd = v.get("detectable_diff")
+            cells += [fmt_pm(v.get("control_mean"), None), fmt_pm(v["diff_mean"], v["se"], signed=True), fmt_p(v["p_value"]),
+                      fmt_p(v.get("p_value_unpaired")), "n/a" if r is None else f"{r:+.2f}",
+                      f"±{dd:.3f}" if dd is not None else "none", self._updates_text(n)]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+    def _updates_text(self, arm: str) -> str:
+        ups = self.ipa_updates(arm)
+        if ups is None:
+            return ""
+        return ", ".join("n/a" if u is None else (f"{u}!" if u == 0 else str(u)) for u in ups)
 
     def resolution(self, arm: str, metric: str = "avg_at_k", alpha: float = ALPHA) -> str | None:
         """``"above"`` or ``"below"`` when ``arm``'s paired difference from the control is resolved
@@ -249,14 +320,16 @@ class SweepResults:
         return f"`{arm}`: not resolved at this scale: {size}{why})."
 
     # ------------------------------------------------------------------ curves
-    def reward_curves(self, arms: Sequence[str] | None = None) -> dict[str, dict[str, list]]:
+    def reward_curves(self, arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> dict[str, dict[str, list]]:
         """Training reward per step, across seeds: ``{arm: {"mean": [...], "se": [...], "n": [...]}}``.
 
-        Arms without training steps (``base``) are left out. Step ``i`` averages the seeds that have it.
+        Arms without training steps (``base``) are left out. Step ``i`` averages the seeds that have it;
+        ``seeds`` restricts every arm to those seeds (e.g. the control over an ablation arm's seeds).
         """
         out = {}
         for n in arms if arms is not None else self.arm_names:
-            curves = [r["train_rewards"] for r in self.rows if r["arm"] == n and r.get("train_rewards") and r["seed"] in self.arm(n)["seeds"]]
+            use = [s for s in self.arm(n)["seeds"] if seeds is None or s in seeds]
+            curves = [r["train_rewards"] for r in self.rows if r["arm"] == n and r.get("train_rewards") and r["seed"] in use]
             if not curves:
                 continue
             means, ses, counts = [], [], []
@@ -357,6 +430,120 @@ class SweepResults:
         return plot_arms(self.summary, metric=metric, arms=arms, title=title)
 
 
+def cell_ipa_updates(rows: Sequence[dict]) -> int:
+    """IPA updates of one cell: the sum over its ``metrics.jsonl`` rows of ``ipa_updates``.
+
+    Rows written before the trainer logged ``ipa_updates`` count their ``updates`` when their
+    ``phase`` is ``"internal"`` (the optimizer updates of an internal-phase step are IPA updates),
+    else 0.
+    """
+    total = 0
+    for row in rows:
+        if row.get("ipa_updates") is not None:
+            total += int(row["ipa_updates"])
+        elif row.get("phase") == "internal":
+            total += int(row.get("updates") or 0)
+    return total
+
+
+def full_policy_steps(cfg: Any) -> int:
+    """Full-policy (GRPO-phase) steps of a :class:`~bupo_core.trainer.TrainConfig`: ``steps - inter_steps`` for BuPO."""
+    return int(cfg.steps) - (int(cfg.inter_steps) if cfg.method == "bupo" else 0)
+
+
+def matched_controls(spec: Any) -> dict[str, str]:
+    """``{bupo arm: grpo arm}``: for each BuPO arm, the GRPO arm with as many full-policy steps.
+
+    The match must differ from the shared settings in nothing but ``method`` and ``steps`` (a plain
+    GRPO run), so the pair separates "what the internal phase did" from "fewer full-policy steps".
+    The sweep's control is preferred when it matches. Arms without a match are left out.
+    """
+    plain: list[tuple[str, int]] = []
+    cfgs = {}
+    for arm in spec.available_arms():
+        cfg = spec.train_config(arm, arm.seeds[0], "unused")
+        cfgs[arm.name] = cfg
+        if cfg.method == "grpo" and cfg.steps > 0 and set(spec.arm_differences(arm)) <= {"method", "steps"}:
+            plain.append((arm.name, cfg.steps))
+    plain.sort(key=lambda t: t[0] != spec.control)
+    out = {}
+    for name, cfg in cfgs.items():
+        if cfg.method == "bupo" and cfg.steps > 0:
+            match = next((g for g, steps in plain if steps == full_policy_steps(cfg)), None)
+            if match is not None:
+                out[name] = match
+    return out
+
+
+def augment_summary(spec: Any, folder: str | Path, summary: dict) -> dict:
+    """Add what ``summary.json`` reports beyond the per-metric statistics (in place; returns it).
+
+    Per BuPO arm (``method: bupo``, ``steps > 0``):
+
+    * ``ipa_updates``: ``{"per_seed": [...], "zero_update_seeds": [...]}``: per finished seed (the
+      arm's ``seeds`` order) the IPA updates of the cell (:func:`cell_ipa_updates` of its kept
+      ``metrics.jsonl``; ``None`` when the file was not kept). A cell with zero IPA updates ran no
+      internal phase at all: it is GRPO with fewer steps, listed under ``zero_update_seeds``;
+    * ``vs_control_with_ipa``: the comparison with the control over the seeds that made at least
+      one IPA update (present when some seed made none), so no cell without an internal phase is
+      counted as BuPO;
+    * ``matched_control`` and ``vs_matched``: the GRPO arm with as many full-policy steps
+      (:func:`matched_controls`) and the comparison with it over the common seeds.
+
+    Per trained arm whose rows log them: ``sampling: {"prompts_drawn": [...], "prompts_kept": [...]}``
+    per seed (dynamic sampling; ``None`` for a seed without the fields). Top level:
+    ``flags``: one line per BuPO cell with zero IPA updates; ``shared.dynamic_sampling`` is the
+    spec's setting (``false`` when the spec does not set it).
+    """
+    from .runs import read_metrics  # noqa: PLC0415
+    from .stats import compare_to_control  # noqa: PLC0415
+    from .sweep import METRICS  # noqa: PLC0415
+
+    folder = Path(folder)
+    arms = summary["arms"]
+    matched = matched_controls(spec)
+    flags: list[str] = []
+
+    def metric_map(arm: str, metric: str, seeds: Sequence[int] | None = None) -> dict[int, float]:
+        a = arms[arm]
+        vals = dict(zip(a["seeds"], a["metrics"][metric]["per_seed"]))
+        return {s: v for s, v in vals.items() if v is not None and (seeds is None or s in seeds)}
+
+    for arm in spec.available_arms():
+        a = arms.get(arm.name)
+        if a is None:
+            continue
+        cfg = spec.train_config(arm, arm.seeds[0], "unused")
+        metrics_rows = {}
+        for s in a["seeds"]:
+            p = folder / "cells" / arm.name / f"seed-{s}" / "run" / "metrics.jsonl"
+            metrics_rows[s] = read_metrics(p) if p.exists() else None
+        if cfg.steps > 0 and any(rows and any("prompts_drawn" in r for r in rows) for rows in metrics_rows.values()):
+            a["sampling"] = {
+                key: [None if not rows else sum(int(r.get(key) or 0) for r in rows) for rows in metrics_rows.values()]
+                for key in ("prompts_drawn", "prompts_kept")
+            }
+        if cfg.method != "bupo" or cfg.steps == 0:
+            continue
+        per_seed = [None if rows is None else cell_ipa_updates(rows) for rows in metrics_rows.values()]
+        zero = [s for s, n in zip(a["seeds"], per_seed) if n == 0]
+        a["ipa_updates"] = {"per_seed": per_seed, "zero_update_seeds": zero}
+        for s in zero:
+            flags.append(f"{arm.name} seed {s}: 0 IPA updates (no internal-phase update: the cell is GRPO with "
+                         f"{full_policy_steps(cfg)} full-policy steps, not BuPO)")
+        if zero:
+            keep = [s for s in a["seeds"] if s not in zero]
+            a["vs_control_with_ipa"] = {m: compare_to_control(metric_map(arm.name, m, keep), metric_map(spec.control, m))
+                                        for m in METRICS}
+        if arm.name in matched:
+            g = matched[arm.name]
+            a["matched_control"] = g
+            a["vs_matched"] = {m: compare_to_control(metric_map(arm.name, m), metric_map(g, m)) for m in METRICS}
+    summary["shared"] = {**summary.get("shared", {}), "dynamic_sampling": bool(spec.shared.get("dynamic_sampling", False))}
+    summary["flags"] = flags
+    return summary
+
+
 def _close(a: float | None, b: float | None, tol: float, what: str) -> None:
     if a is None or b is None:
         assert a is None and b is None, f"{what}: {a} recomputed, {b} in summary.json"
@@ -370,6 +557,21 @@ def fmt_pm(m: float | None, se: float | None, nd: int = 3, signed: bool = False)
         return "n/a"
     s = f"{m:+.{nd}f}" if signed else f"{m:.{nd}f}"
     return s if se is None else f"{s} ± {se:.{nd}f}"
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    parts, run = [], []
+    for s in sorted(seeds):
+        if run and s == run[-1] + 1:
+            run.append(s)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [s]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(parts)
 
 
 def fmt_p(p: float | None) -> str:
