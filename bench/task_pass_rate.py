@@ -55,6 +55,18 @@ def split_sizes(kw: dict) -> dict:
     return {"distinct_questions": len(qs), "train_questions": len(qs) - n_eval, "eval_questions": n_eval}
 
 
+def split_kind_mix(kw: dict) -> dict:
+    """Share of each number of terms among the distinct questions of each split (exact enumeration)."""
+    from bupo_core.tasks import Example, question_split
+
+    counts: dict = {"train": {}, "eval": {}}
+    for q in all_questions(kw):
+        side = question_split(Example("", "", entry={"metadata": {"expression": q}}))
+        kind = f"{len(q.split()) // 2 + 1} terms"
+        counts[side][kind] = counts[side].get(kind, 0) + 1
+    return {side: {k: c[k] / sum(c.values()) for k in sorted(c)} for side, c in counts.items()}
+
+
 def choose(results: dict) -> str | None:
     """The candidate with >= 1000 distinct questions whose groups are most often mixed."""
     ok = {k: v for k, v in results.items() if v["distinct_questions"] >= 1000}
@@ -66,7 +78,7 @@ def write(out_path: Path, args: argparse.Namespace, results: dict) -> None:
     payload = {
         "model": args.model,
         "settings": {"prompts": args.n, "samples_per_prompt": args.k, "max_new_tokens": args.max_new_tokens, "temperature": 1.0,
-                     "template": "short", "split": "train", "task_seed": 0, "sampling_seed": 0},
+                     "template": "short", "split": "train", "pool": "uniform", "task_seed": 0, "sampling_seed": 0},
         "command": "python bench/task_pass_rate.py",
         "candidates": results,
         "rule": "among candidates with >= 1000 distinct questions, the highest share of mixed groups",
@@ -87,7 +99,7 @@ def main() -> None:
 
     from bupo_core import load_model
     from bupo_core.evaluate import EvalConfig, evaluate
-    from bupo_core.tasks import load_task
+    from bupo_core.tasks import kind_mix, load_task
 
     torch.manual_seed(0)
     model, tok = load_model(args.model, device="cpu")
@@ -96,7 +108,9 @@ def main() -> None:
     for name, kw in CANDIDATES.items():
         if args.only and not any(o in name for o in args.only):
             continue
-        task = load_task("chain_sum", size=args.n, seed=0, split="train", **kw)
+        # the same pool rule as the sweeps' training pool and evaluation set (pool="uniform"): a uniform sample of
+        # the split's distinct questions, so all three see the same mix of question kinds (kind_mix below)
+        task = load_task("chain_sum", size=args.n, seed=0, split="train", pool="uniform", **kw)
         t0 = time.time()
         res = evaluate(model, tok, task, EvalConfig(num_problems=args.n, k=args.k, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=0), progress=False)
         data = res.to_json()
@@ -104,6 +118,9 @@ def main() -> None:
         results[name] = {
             "task_kwargs": kw,
             **split_sizes(kw),
+            "pool": "uniform",
+            "kind_mix": kind_mix(task.examples[: args.n]),
+            "split_kind_mix": split_kind_mix(kw),
             "pass_rate": data["avg_at_k"],
             "mixed_group_share": sum(0 < c < args.k for c in correct) / len(correct),
             "all_wrong_group_share": sum(c == 0 for c in correct) / len(correct),

@@ -544,6 +544,101 @@ def augment_summary(spec: Any, folder: str | Path, summary: dict) -> dict:
     return summary
 
 
+def power_basis(notes: Sequence[Any]) -> dict | None:
+    """The spec's stated power basis: the first ``{"power": {...}}`` entry of its ``notes``, filled in.
+
+    Keys: ``pilot`` (a committed sweep under ``results/``), ``arm`` and ``control`` (the pilot's
+    comparison whose variance is used; ``control`` defaults to the pilot's control), ``metric``
+    (default ``avg_at_k``), ``target_diff`` (the difference the run should resolve), ``min_seeds``
+    (default 2), ``alpha`` (0.05), ``power`` (0.8). ``None`` when the notes state none.
+    """
+    for note in notes or []:
+        if isinstance(note, dict) and isinstance(note.get("power"), dict):
+            b = dict(note["power"])
+            if "pilot" not in b or "arm" not in b:
+                raise InputFormatError(f"power note {b}: needs 'pilot' (a committed sweep) and 'arm' (its compared arm)")
+            b.setdefault("control", None)
+            b.setdefault("metric", "avg_at_k")
+            b.setdefault("target_diff", None)
+            b.setdefault("min_seeds", 2)
+            b.setdefault("alpha", ALPHA)
+            b.setdefault("power", 0.8)
+            return b
+    return None
+
+
+def power_plan(spec: Any, results: str | Path) -> dict | None:
+    """Power stated before a run: what a spec's seeds can detect, from a pilot's committed variance.
+
+    Args:
+        spec: a :class:`~bupo_core.sweep.SweepSpec` or the spec's raw mapping (``seeds``, ``control``,
+            ``arms``, ``notes`` with a ``power`` entry, see :func:`power_basis`).
+        results: the ``results/`` folder holding the pilot sweep.
+
+    Returns:
+        ``None`` when the spec states no power basis, else ``{"pilot", "pilot_arm", "pilot_control",
+        "metric", "pilot_pairs", "correlation", "test", "sd", "alpha", "power", "target_diff",
+        "seeds_needed", "comparisons": [{"arm", "seeds", "detectable_diff"}]}``. ``test`` is the one
+        the pilot supports: ``"paired"`` (its SD of the differences) when the pilot's arm-control
+        correlation is positive, else ``"unpaired"`` (``sqrt(Var(arm) + Var(control))``). Every
+        non-control arm's ``detectable_diff`` is at the seeds it shares with the control;
+        ``seeds_needed`` is the fewest seeds (at least ``min_seeds``) that detect ``target_diff``.
+    """
+    from .stats import compare_to_control, detectable_difference, seeds_needed  # noqa: PLC0415
+
+    if hasattr(spec, "arms") and not isinstance(spec, dict):
+        from .sweep import spec_to_json  # noqa: PLC0415
+
+        spec = spec_to_json(spec)
+    basis = power_basis(spec.get("notes") or [])
+    if basis is None:
+        return None
+    folder = Path(results) / str(basis["pilot"])
+    if not (folder / "summary.json").exists():
+        raise InputFormatError(f"power note: pilot sweep {folder} has no summary.json; name a committed sweep under {results}")
+    pilot = SweepResults.load(folder)
+    ctl = basis["control"] or pilot.control
+    metric = basis["metric"]
+    cmp = compare_to_control(pilot.per_seed(basis["arm"], metric), pilot.per_seed(ctl, metric))
+    if cmp["n_pairs"] < 3:
+        raise InputFormatError(f"power note: pilot {basis['pilot']} has {cmp['n_pairs']} seeds of {basis['arm']} paired with {ctl}; a variance needs 3 or more")
+    paired = cmp["correlation"] is not None and cmp["correlation"] > 0
+    sd = cmp["sd_paired"] if paired else cmp["sd_unpaired"]
+    alpha, power = float(basis["alpha"]), float(basis["power"])
+    seeds = list(range(spec["seeds"])) if isinstance(spec["seeds"], int) else list(spec["seeds"])
+    arm_seeds = {a["name"]: (list(range(a["seeds"])) if isinstance(a.get("seeds"), int) else list(a.get("seeds") or seeds))
+                 for a in spec["arms"]}
+    ctl_seeds = set(arm_seeds.get(spec["control"], seeds))
+    comps = []
+    for a in spec["arms"]:
+        if a["name"] == spec["control"]:
+            continue
+        n = len(set(arm_seeds[a["name"]]) & ctl_seeds)
+        comps.append({"arm": a["name"], "seeds": n, "detectable_diff": detectable_difference(sd, n, paired=paired, alpha=alpha, power=power)})
+    target = basis["target_diff"]
+    need = seeds_needed(sd, float(target), paired=paired, alpha=alpha, power=power, minimum=int(basis["min_seeds"])) if target else None
+    return {"pilot": str(basis["pilot"]), "pilot_arm": basis["arm"], "pilot_control": ctl, "metric": metric, "pilot_pairs": cmp["n_pairs"],
+            "correlation": cmp["correlation"], "test": "paired" if paired else "unpaired", "sd": sd, "alpha": alpha, "power": power,
+            "target_diff": target, "seeds_needed": need, "comparisons": comps}
+
+
+def power_lines(plan: dict, k: int = 8) -> list[str]:
+    """The plan of :func:`power_plan` in words (the dry run prints them; the results page quotes them)."""
+    lab = metric_label(plan["metric"], k)
+    r = plan["correlation"]
+    out = [f"Power, stated before the run: pilot `{plan['pilot']}` (`{plan['pilot_arm']}` vs `{plan['pilot_control']}`, "
+           f"{plan['pilot_pairs']} seeds, correlation across seeds {'n/a' if r is None else f'{r:+.2f}'}, so the "
+           f"{plan['test']} test; SD {plan['sd']:.4f}); smallest {lab} difference detected at p < {plan['alpha']:g} "
+           f"with {plan['power']:.0%} power:"]
+    for c in plan["comparisons"]:
+        d = c["detectable_diff"]
+        out.append(f"  `{c['arm']}` vs control, {c['seeds']} seeds: " + (f"±{d:.3f}" if d is not None else
+                   f"none ({c['seeds']} seeds cannot give p < {plan['alpha']:g})"))
+    if plan["target_diff"]:
+        out.append(f"  seeds needed for a {plan['target_diff']:g} difference: {plan['seeds_needed']}")
+    return out
+
+
 def _close(a: float | None, b: float | None, tol: float, what: str) -> None:
     if a is None or b is None:
         assert a is None and b is None, f"{what}: {a} recomputed, {b} in summary.json"
