@@ -15,7 +15,6 @@ the share of responses with no parseable answer, and the number of distinct ques
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from pathlib import Path
@@ -32,18 +31,10 @@ CANDIDATES = {
 
 
 def all_questions(kw: dict) -> list[str]:
-    """Every chain_sum expression the settings can generate (exact enumeration)."""
-    out = []
-    for terms in range(kw["min_terms"], kw["max_terms"] + 1):
-        for digits in range(kw["min_digits"], kw["max_digits"] + 1):
-            lo, hi = (0 if digits == 1 else 10 ** (digits - 1)), 10**digits - 1
-            for values in itertools.product(range(lo, hi + 1), repeat=terms):
-                for ops in itertools.product("+-", repeat=terms - 1):
-                    parts = [str(values[0])]
-                    for op, v in zip(ops, values[1:]):
-                        parts += [op, str(v)]
-                    out.append(" ".join(parts))
-    return out
+    """Every chain_sum expression the settings can generate (exact enumeration; ``bupo_core.tasks.chain_sum_questions``)."""
+    from bupo_core.tasks import chain_sum_questions
+
+    return chain_sum_questions(kw)
 
 
 def split_sizes(kw: dict) -> dict:
@@ -57,14 +48,9 @@ def split_sizes(kw: dict) -> dict:
 
 def split_kind_mix(kw: dict) -> dict:
     """Share of each number of terms among the distinct questions of each split (exact enumeration)."""
-    from bupo_core.tasks import Example, question_split
+    from bupo_core.tasks import chain_sum_split_counts
 
-    counts: dict = {"train": {}, "eval": {}}
-    for q in all_questions(kw):
-        side = question_split(Example("", "", entry={"metadata": {"expression": q}}))
-        kind = f"{len(q.split()) // 2 + 1} terms"
-        counts[side][kind] = counts[side].get(kind, 0) + 1
-    return {side: {k: c[k] / sum(c.values()) for k in sorted(c)} for side, c in counts.items()}
+    return {side: {k: n / sum(c.values()) for k, n in c.items()} for side, c in chain_sum_split_counts(kw).items()}
 
 
 def choose(results: dict) -> str | None:

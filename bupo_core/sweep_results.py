@@ -109,9 +109,29 @@ class SweepResults:
                     "(spec.json, cells.jsonl, summary.json)"
                 )
         spec_path = folder / "spec.json"
-        spec = json.loads(spec_path.read_text(encoding="utf-8")) if spec_path.exists() else {}
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        return cls(summary.get("name") or spec.get("name") or folder.name, folder, spec, summary, read_cells(folder / "cells.jsonl"))
+        spec = _read_json_object(spec_path, "the resolved spec") if spec_path.exists() else {}
+        summary = _read_json_object(folder / "summary.json", "a sweep summary")
+        _validate_summary(summary, folder / "summary.json")
+        rows = read_cells(folder / "cells.jsonl")
+        for i, r in enumerate(rows, 1):
+            if not isinstance(r, dict) or not isinstance(r.get("arm"), str) or not isinstance(r.get("seed"), int) or not isinstance(r.get("metrics"), dict):
+                raise InputFormatError(f"{folder / 'cells.jsonl'}: row {i} is not a cell row (an object with arm, seed and metrics); "
+                                       "it was not written by bupo sweep: remove the line and rerun the sweep to recompute that cell")
+            for key, v in r["metrics"].items():
+                if v is not None and not _is_number(v):
+                    raise InputFormatError(f"{folder / 'cells.jsonl'}: row {i} ({r['arm']} seed {r['seed']}): metric {key!r} is {v!r}, not a number; "
+                                           "remove the line and rerun the sweep to recompute that cell")
+        return cls(summary.get("name") or spec.get("name") or folder.name, folder, spec, summary, rows)
+
+    # ------------------------------------------------------------------ counts from the rows
+    def finished_cells(self) -> int:
+        """Cells of the summary's arms and planned seeds that have a row in ``cells.jsonl`` (counted from the rows)."""
+        planned = {n: set(a.get("planned_seeds", a["seeds"])) for n, a in self.summary["arms"].items()}
+        return len({(r["arm"], r["seed"]) for r in self.rows if r["seed"] in planned.get(r["arm"], ())})
+
+    def planned_cells(self) -> int:
+        """Cells the spec plans for its available arms (from the summary's ``planned_seeds``)."""
+        return sum(len(a.get("planned_seeds", a["seeds"])) for a in self.summary["arms"].values())
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -312,12 +332,21 @@ class SweepResults:
         if v["diff_mean"] is None or n < 2:
             return f"`{arm}`: fewer than 2 seeds paired with `{self.control}`; nothing to test yet."
         size = f"{label} − `{self.control}` = {fmt_pm(v['diff_mean'], v['se'], signed=True)} (p = {fmt_p(v['p_value'])}, {n} paired seeds"
+        if "p_value_unpaired" in v:
+            r = v.get("correlation")
+            size += (f"; unpaired p = {fmt_p(v['p_value_unpaired'])}; correlation across seeds "
+                     f"{'n/a' if r is None else f'{r:+.2f}'}"
+                     + ("" if v.get("supported_test") is None else
+                        f", so {'pairing removed variance' if v['supported_test'] == 'paired' else 'pairing added variance: read the unpaired test'}"))
         side = self.resolution(arm, metric, alpha)
         if side is not None:
             return f"`{arm}`: **resolved**, {side} the control: {size})."
         floor = min_p_value(n)
         why = f"; {n} seeds cannot give p < {alpha} at all (smallest possible p {fmt_p(floor)})" if floor >= alpha else ""
-        return f"`{arm}`: not resolved at this scale: {size}{why})."
+        dd = v.get("detectable_diff")
+        smaller = (f" Detectable difference ±{dd:.3f}: a true difference that large would have been resolved (p < {alpha}) "
+                   "with 80% probability, so this says the difference is probably smaller than that." if dd is not None else "")
+        return f"`{arm}`: not resolved at this scale: {size}{why}).{smaller}"
 
     # ------------------------------------------------------------------ curves
     def reward_curves(self, arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> dict[str, dict[str, list]]:
@@ -637,6 +666,49 @@ def power_lines(plan: dict, k: int = 8) -> list[str]:
     if plan["target_diff"]:
         out.append(f"  seeds needed for a {plan['target_diff']:g} difference: {plan['seeds_needed']}")
     return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _read_json_object(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated?); rewrite it from cells.jsonl with "
+                               f"`bupo sweep SPEC --out {path.parent} --summary-only`") from None
+    except UnicodeDecodeError:
+        raise InputFormatError(f"{path}: not UTF-8 text; rewrite it with `bupo sweep SPEC --out {path.parent} --summary-only`") from None
+    if not isinstance(data, dict):
+        raise InputFormatError(f"{path}: {what} must be a JSON object, got a {type(data).__name__}; rewrite it with "
+                               f"`bupo sweep SPEC --out {path.parent} --summary-only`")
+    return data
+
+
+def _validate_summary(summary: dict, path: Path) -> None:
+    """One-line errors for a ``summary.json`` that was not written by this version of ``bupo sweep``."""
+    fix = f"rewrite it from cells.jsonl with `bupo sweep SPEC --out {path.parent} --summary-only`"
+    for key in ("control", "k", "arms"):
+        if key not in summary:
+            raise InputFormatError(f"{path}: no {key!r}; not a sweep summary: {fix}")
+    if not isinstance(summary["arms"], dict) or summary["control"] not in summary["arms"]:
+        raise InputFormatError(f"{path}: 'arms' must map arm names to their statistics and include the control {summary['control']!r}: {fix}")
+    if not _is_number(summary["k"]):
+        raise InputFormatError(f"{path}: 'k' is {summary['k']!r}, not a number: {fix}")
+    for name, a in summary["arms"].items():
+        if not isinstance(a, dict) or not isinstance(a.get("seeds"), list) or not isinstance(a.get("metrics"), dict):
+            raise InputFormatError(f"{path}: arm {name!r} has no seeds list or metrics: {fix}")
+        for metric, m in a["metrics"].items():
+            vals = [m.get("mean"), m.get("se"), *(m.get("per_seed") or [])] if isinstance(m, dict) else [m]
+            bad = [v for v in vals if v is not None and not _is_number(v)]
+            if bad or not isinstance(m, dict):
+                raise InputFormatError(f"{path}: arm {name!r}, metric {metric!r}: {bad[0] if bad else m!r} is not a number: {fix}")
+        for metric, v in (a.get("vs_control") or {}).items():
+            for key in ("diff_mean", "se", "p_value", "p_value_unpaired", "correlation", "detectable_diff"):
+                x = v.get(key) if isinstance(v, dict) else v
+                if x is not None and not _is_number(x):
+                    raise InputFormatError(f"{path}: arm {name!r}, vs_control {metric!r} {key}: {x!r} is not a number: {fix}")
 
 
 def _close(a: float | None, b: float | None, tol: float, what: str) -> None:

@@ -528,3 +528,38 @@ def _load_hub(name: str, size: int, answer_format: str) -> list[Example]:
                 continue
         out.append(Example(q, str(a), answer_format, source=f"hub:{repo}:{t.split}:{i}"))
     return out
+
+
+def chain_sum_questions(kw: dict) -> list[str]:
+    """Every chain_sum expression the settings (``min_terms``, ``max_terms``, ``min_digits``, ``max_digits``) can generate.
+
+    >>> len(chain_sum_questions(HELD_OUT_CHAIN_SUM)), len(chain_sum_questions(EASY_CHAIN_SUM))
+    (4200, 200)
+    """
+    import itertools  # noqa: PLC0415
+
+    out = []
+    for terms in range(kw["min_terms"], kw["max_terms"] + 1):
+        for digits in range(kw["min_digits"], kw["max_digits"] + 1):
+            lo, hi = (0 if digits == 1 else 10 ** (digits - 1)), 10**digits - 1
+            for values in itertools.product(range(lo, hi + 1), repeat=terms):
+                for ops in itertools.product("+-", repeat=terms - 1):
+                    parts = [str(values[0])]
+                    for op, v in zip(ops, values[1:]):
+                        parts += [op, str(v)]
+                    out.append(" ".join(parts))
+    return out
+
+
+def chain_sum_split_counts(kw: dict) -> dict[str, dict[str, int]]:
+    """Distinct chain_sum questions per split and kind (exact enumeration): ``{"train": {"2 terms": n, ...}, "eval": {...}}``.
+
+    >>> chain_sum_split_counts(HELD_OUT_CHAIN_SUM)["eval"]
+    {'2 terms': 46, '3 terms': 697}
+    """
+    counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    for q in chain_sum_questions(kw):
+        side = question_split(Example("", "", entry={"metadata": {"expression": q}}))
+        kind = f"{len(q.split()) // 2 + 1} terms"
+        counts[side][kind] = counts[side].get(kind, 0) + 1
+    return {s: {k: c[k] for k in sorted(c)} for s, c in counts.items()}

@@ -75,7 +75,8 @@ def test_page_numbers_come_from_the_summary(tmp_path):
     assert "| `bupo_l1` | 3 | 0.250 ± 0.029 |" in md and "| -0.250 ± 0.087 | 0.25 |" in md
     assert "not resolved at this scale" in md and "Table 1: BuPO beats GRPO" in md
     # the headline names every arm's verdict against the control
-    assert "Sweep `main` (6 of 6 cells), Avg@4 on held-out problems against `grpo`" in md
+    assert "Sweep `main` (earlier design) (6 of 6 cells), Avg@4 on held-out problems against `grpo`" in md
+    assert "## Sweep `main` (earlier design)" in md  # no dynamic sampling in its shared settings
     assert "resolved above: none; resolved below: none; not resolved: `bupo_l1`." in md
     # internal phase (steps 1-2): bupo 0.15 vs grpo 0.15; after the switch (3-4): 0.25 vs 0.35
     assert "steps 1-2) 0.150 vs `grpo` 0.150" in md and "0.250 vs 0.350" in md
@@ -139,6 +140,9 @@ def test_repeated_cells_are_compared_across_sweeps(tmp_path):
     rows = [json.loads(line) for line in (res / "again" / "cells.jsonl").read_text().splitlines()]
     rows[4]["metrics"]["avg_at_k"] += 0.01  # bupo_l1 seed 1 came out differently the second time
     (res / "again" / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from bupo_core.sweep import parse_spec, write_summary
+
+    write_summary(parse_spec({**spec, "name": "again"}, "again.json"), res / "again")  # the report refuses a stale summary
     shared = repeated_cells(res)
     assert len(shared) == 6
     assert [c["where"] for c in shared if not c["identical"]] == [[("main", "bupo_l1", 1), ("again", "bupo_l1", 1)]]

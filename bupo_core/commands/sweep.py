@@ -92,7 +92,10 @@ def _print_power(spec) -> None:
         results = here if (here / "specs").is_dir() else results_dir()
     except Exception:  # noqa: BLE001 - no results folder: no pilot to read
         results = None
-    plan = power_plan(spec, results) if results is not None else None
+    if results is None:
+        print("power: no results/ folder with the pilot sweep found; detectable differences unknown before the run")
+        return
+    plan = power_plan(spec, results)
     if plan is None:
         print("power: the spec states no power basis (notes: [{power: {pilot: SWEEP, arm: ARM, target_diff: X}}]); "
               "detectable differences unknown before the run")
