@@ -64,7 +64,8 @@ def write(out_path: Path, args: argparse.Namespace, results: dict) -> None:
     payload = {
         "model": args.model,
         "settings": {"prompts": args.n, "samples_per_prompt": args.k, "max_new_tokens": args.max_new_tokens, "temperature": 1.0,
-                     "template": "short", "split": "train", "pool": "uniform", "task_seed": 0, "sampling_seed": 0},
+                     "template": "short", "split": "train", "pool": "uniform", "task_seed": 0, "sampling_seed": 0,
+                     "device": args.device},
         "command": "python bench/task_pass_rate.py",
         "candidates": results,
         "rule": "among candidates with >= 1000 distinct questions, the highest share of mixed groups",
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--only", action="append", default=None, help="substring of a candidate name (repeatable)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "task_pass_rate.json"))
+    ap.add_argument("--device", default="cpu", help="cpu (default, as committed) or cuda")
     args = ap.parse_args()
 
     from bupo_core import load_model
@@ -88,9 +90,11 @@ def main() -> None:
     from bupo_core.tasks import kind_mix, load_task
 
     torch.manual_seed(0)
-    model, tok = load_model(args.model, device="cpu")
+    model, tok = load_model(args.model, device=args.device)
     out_path = Path(args.out)
-    results = json.loads(out_path.read_text())["candidates"] if out_path.exists() else {}
+    previous = json.loads(out_path.read_text()) if out_path.exists() else {}
+    # keep earlier candidates only if they were measured with the same pool rule (an --only rerun adds to them)
+    results = previous.get("candidates", {}) if previous.get("settings", {}).get("pool") == "uniform" else {}
     for name, kw in CANDIDATES.items():
         if args.only and not any(o in name for o in args.only):
             continue
