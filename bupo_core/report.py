@@ -638,6 +638,75 @@ def repeated_cells(results: str | Path) -> list[dict]:
     return out
 
 
+PAPER_RELATIVE_EFFECT = 58.51 / 55.08 - 1  # Table 1, Qwen3-4B: BuPO 58.51 vs GRPO 55.08
+DECIDING = ("decide", "decide_ablations")
+
+
+def _closing_section(results: Path) -> list[str]:
+    """What this scale decides about BuPO and what it cannot, from the committed data only."""
+    sweeps = dict(_committed_sweeps(results))
+    lines = ["## What this scale decides", ""]
+    earlier = [(n, r) for n, r in sweeps.items() if earlier_design(r)]
+    dds = []
+    for n, r in earlier:
+        main = [a for a in r.groups().get("main comparison", r.arm_names) if r.ipa_updates(a) is not None and r.arm(a)["seeds"]]
+        for a in main[:1]:
+            v = r.arm(a)["vs_control"]["avg_at_k"]
+            g = r.arm(r.control)["metrics"]["avg_at_k"]["mean"]
+            if v.get("detectable_diff") is not None and g is not None:
+                dds.append(f"`{n}`/`{a}` ±{_f(v['detectable_diff'])} against a paper-sized effect of {_f(PAPER_RELATIVE_EFFECT * g)}")
+    if dds:
+        lines += ["The earlier-design sweeps could detect only differences far larger than the paper's (+6% relative, "
+                  "Table 1): " + "; ".join(dds) + ". Their \"not resolved\" verdicts therefore say little about BuPO.", ""]
+    if "decide" not in sweeps:
+        lines += ["The deciding sweeps (`decide`, `decide_ablations`) have not run yet: until their results are committed, "
+                  "this page decides nothing about BuPO at this scale. Their sections above state in advance what each can "
+                  "decide and the differences it can detect.", ""]
+        return lines
+    d = sweeps["decide"]
+    g = d.arm(d.control)["metrics"]["avg_at_k"]["mean"]
+    done, planned = _counts(d)
+    lines.append(f"From `decide` ({done} of {planned} cells; `{d.control}` Avg@{d.k} {_f(g)}, so a paper-sized effect is "
+                 f"{_f(PAPER_RELATIVE_EFFECT * g)}):")
+    lines.append("")
+    for a in d.arm_names:
+        if a == d.control or d.ipa_updates(a) is None:  # BuPO arms only
+            continue
+        v = d.arm(a)["vs_control"]["avg_at_k"]
+        side = d.resolution(a)
+        dd = v.get("detectable_diff")
+        zero = d.zero_update_seeds(a)
+        text = (f"- `{a}` − `{d.control}` = {_signed(v['diff_mean'], v['se'])} over {v['n_pairs']} seeds (paired p = {_p(v['p_value'])}, "
+                f"unpaired p = {_p(v.get('p_value_unpaired'))}, r = {_f(v.get('correlation'), 2)}): ")
+        if side:
+            text += f"**resolved {side}** GRPO at p < {ALPHA}."
+        else:
+            text += ("not resolved: a true difference of " + (f"±{_f(dd)}" if dd is not None else "any size") +
+                     " or more would have been resolved with 80% probability, so BuPO's effect here is probably smaller" +
+                     (" (a paper-sized effect is below this resolution)." if dd is not None and dd > PAPER_RELATIVE_EFFECT * g else "."))
+        if zero:
+            text += f" {len(zero)} of its cells made no IPA update (flagged above)."
+        lines.append(text)
+    lines.append("")
+    if "decide_ablations" in sweeps:
+        ab = sweeps["decide_ablations"]
+        parts = []
+        for a in ab.arm_names:
+            arm = ab.arm(a)
+            if arm.get("matched_control") and "vs_matched" in arm:
+                v = arm["vs_matched"]["avg_at_k"]
+                if v["n_pairs"]:
+                    res_ = "resolved" if (v["n_pairs"] >= 2 and v["p_value"] is not None and v["p_value"] < ALPHA) else "not resolved"
+                    parts.append(f"`{a}` − `{arm['matched_control']}` {_signed(v['diff_mean'], v['se'])} (p = {_p(v['p_value'])}, {res_})")
+        if parts:
+            lines += ["From `decide_ablations`, each BuPO arm against GRPO with as many full-policy steps: " + "; ".join(parts) + ".", ""]
+    cannot = [t for name in DECIDING if name in sweeps for t in (sweeps[name].spec.get("notes") or [])
+              if isinstance(t, str) and "Cannot decide" in t]
+    if cannot:
+        lines += ["What it cannot decide (stated before the run): " + " ".join(_cell(t[t.index("Cannot decide"):]) for t in cannot), ""]
+    return lines
+
+
 def _repeated_section(results: Path) -> list[str]:
     shared = repeated_cells(results)
     if not shared:
@@ -792,6 +861,7 @@ def build_page(results: str | Path, *, bench: str | Path | None = None, notebook
             lines += _planned_section(name, path, data, rel)
     lines += _norm_section(results)
     lines += _repeated_section(results)
+    lines += _closing_section(results)
     lines += _single_seed_section(notebooks, bench)
     lines += [
         "## Entropy flow, boundary layers and feature refinement",

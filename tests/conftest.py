@@ -75,7 +75,7 @@ def write_fake_sweep(res: "Path", *, with_metrics: bool = True) -> "Path":
     return res
 
 
-def write_matched_sweep(res: "Path", *, spec_extra: dict | None = None) -> "Path":
+def write_matched_sweep(res: "Path", *, spec_extra: dict | None = None, name: str = "matched") -> "Path":
     """A finished sweep under ``res/`` (``specs/matched.json``, ``matched/``), written by hand, for issue 20's
     summary fields: ``grpo`` (4 full-policy steps, seeds 0-3), ``grpo_2`` (2 steps: ``bupo_l1``'s matched control),
     ``bupo_l1`` (2 internal + 2 full steps, seeds 0-3; seed 2 makes no IPA update) and ``bupo_l1_s1`` (1 internal
@@ -87,16 +87,16 @@ def write_matched_sweep(res: "Path", *, spec_extra: dict | None = None) -> "Path
 
     (res / "specs").mkdir(parents=True, exist_ok=True)
     spec_data = {
-        "name": "matched", "description": "fake matched", "shared": {"model": "tiny-random-llama", "steps": 4, "inter_steps": 2, **(spec_extra or {})},
+        "name": name, "description": "fake matched", "shared": {"model": "tiny-random-llama", "steps": 4, "inter_steps": 2, **(spec_extra or {})},
         "seeds": [0, 1, 2, 3], "control": "grpo", "eval": {"num_problems": 4, "k": 4},
         "arms": [{"name": "grpo", "config": {"method": "grpo"}, "group": "g"},
                  {"name": "grpo_2", "config": {"method": "grpo", "steps": 2}, "group": "g"},
                  {"name": "bupo_l1", "config": {"method": "bupo", "layer": 1}, "group": "g"},
                  {"name": "bupo_l1_s1", "config": {"method": "bupo", "layer": 1, "inter_steps": 1}, "seeds": [0, 1], "group": "g"}],
     }
-    (res / "specs" / "matched.json").write_text(json.dumps(spec_data))
-    spec = parse_spec(spec_data, "matched.json")
-    out = res / "matched"
+    (res / "specs" / f"{name}.json").write_text(json.dumps(spec_data))
+    spec = parse_spec(spec_data, f"{name}.json")
+    out = res / name
     out.mkdir()
     (out / "spec.json").write_text(json.dumps(spec_to_json(spec)))
     vals = {"grpo": [0.50, 0.40, 0.60, 0.30], "grpo_2": [0.45, 0.30, 0.50, 0.35], "bupo_l1": [0.25, 0.30, 0.20, 0.40],

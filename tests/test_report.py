@@ -300,3 +300,19 @@ def test_cli_report_errors_are_one_line(tmp_path, capsys):
     (res / "main" / "cells.jsonl").write_text("\n".join(rows[:2]) + "\n")
     assert main(args) == 2
     assert "summary.json disagrees with cells.jsonl" in capsys.readouterr().err
+
+
+def test_closing_section_reads_the_deciding_sweep(tmp_path):
+    from conftest import write_matched_sweep
+
+    res = write_matched_sweep(tmp_path / "results", name="decide")
+    md = build_page(res, bench=tmp_path / "nb", notebooks=tmp_path / "nn").markdown
+    part = md.split("## What this scale decides", 1)[1].split("\n## ", 1)[0]
+    # grpo Avg@4 mean over 4 seeds 0.45; bupo_l1 - grpo = (0.25 + 0.30 + 0.20 + 0.40 - 1.8) / 4 = -0.1625
+    assert "From `decide` (14 of 14 cells; `grpo` Avg@4 0.450" in part and "`grpo_2` − `grpo`" not in part  # BuPO arms only
+    assert "- `bupo_l1` − `grpo` = -0.163 ± " in part or "- `bupo_l1` − `grpo` = -0.162 ± " in part
+    assert "not resolved: a true difference of any size" in part  # 4 pairs: the sign-flip test cannot reach p < 0.05
+    assert "1 of its cells made no IPA update" in part
+    committed = (ROOT / "docs" / "results.md").read_text(encoding="utf-8").split("## What this scale decides", 1)[1]
+    if not (ROOT / "results" / "decide" / "summary.json").exists():
+        assert "have not run yet" in committed.split("\n## ", 1)[0]
