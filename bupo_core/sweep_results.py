@@ -384,6 +384,18 @@ class SweepResults:
             return None
         return read_metrics(p)
 
+    def per_problem(self, arm: str, seed: int) -> list[int] | None:
+        """Correct samples per evaluation problem of one cell (its committed ``eval/per_problem.jsonl``, in
+        problem order), or ``None`` when the cell has none (sweeps before issue 20). Cells of one sweep
+        evaluate the same problems in the same order, so these lists pair by problem across arms and seeds."""
+        from .runs import iter_jsonl  # noqa: PLC0415
+
+        p = self.folder / "cells" / arm / f"seed-{seed}" / "eval" / "per_problem.jsonl"
+        if not p.exists():
+            return None
+        rows = sorted((obj for _, obj in iter_jsonl(p, what="per-problem results file")), key=lambda r: r["index"])
+        return [int(r["num_correct"]) for r in rows]
+
     def phase_means(self, field_name: str, arms: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """Per arm, the mean across seeds of ``field_name`` per step, from the kept ``metrics.jsonl`` files.
 

@@ -267,3 +267,24 @@ def test_cell_counts_come_from_the_rows(sweep):
     assert (sweep.finished_cells(), sweep.planned_cells()) == (6, 6)
     sweep.rows = sweep.rows[:2]  # a summary claiming 6 finished cells, with 2 rows
     assert sweep.finished_cells() == 2
+
+
+def test_per_problem_counts_of_a_cell(matched):
+    folder = matched.folder / "cells" / "grpo" / "seed-0" / "eval"
+    folder.mkdir(parents=True)
+    rows = [{"index": 1, "num_correct": 3, "num_samples": 4}, {"index": 0, "num_correct": 0, "num_samples": 4}]
+    (folder / "per_problem.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert matched.per_problem("grpo", 0) == [0, 3]  # problem order
+    assert matched.per_problem("grpo", 1) is None
+
+
+def test_run_cell_writes_a_small_per_problem_file_that_git_keeps():
+    """.gitignore keeps each sweep cell's per_problem.jsonl (counts) and drops responses.jsonl (texts)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for name, ignored in (("per_problem.jsonl", False), ("responses.jsonl", True), ("eval.json", False)):
+        path = f"results/some_sweep/cells/grpo/seed-0/eval/{name}"
+        rc = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=root).returncode
+        assert (rc == 0) == ignored, path
