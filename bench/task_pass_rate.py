@@ -15,7 +15,6 @@ the share of responses with no parseable answer, and the number of distinct ques
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 from pathlib import Path
@@ -32,18 +31,10 @@ CANDIDATES = {
 
 
 def all_questions(kw: dict) -> list[str]:
-    """Every chain_sum expression the settings can generate (exact enumeration)."""
-    out = []
-    for terms in range(kw["min_terms"], kw["max_terms"] + 1):
-        for digits in range(kw["min_digits"], kw["max_digits"] + 1):
-            lo, hi = (0 if digits == 1 else 10 ** (digits - 1)), 10**digits - 1
-            for values in itertools.product(range(lo, hi + 1), repeat=terms):
-                for ops in itertools.product("+-", repeat=terms - 1):
-                    parts = [str(values[0])]
-                    for op, v in zip(ops, values[1:]):
-                        parts += [op, str(v)]
-                    out.append(" ".join(parts))
-    return out
+    """Every chain_sum expression the settings can generate (exact enumeration; ``bupo_core.tasks.chain_sum_questions``)."""
+    from bupo_core.tasks import chain_sum_questions
+
+    return chain_sum_questions(kw)
 
 
 def split_sizes(kw: dict) -> dict:
@@ -53,6 +44,13 @@ def split_sizes(kw: dict) -> dict:
     qs = all_questions(kw)
     n_eval = sum(question_split(Example("", "", entry={"metadata": {"expression": q}})) == "eval" for q in qs)
     return {"distinct_questions": len(qs), "train_questions": len(qs) - n_eval, "eval_questions": n_eval}
+
+
+def split_kind_mix(kw: dict) -> dict:
+    """Share of each number of terms among the distinct questions of each split (exact enumeration)."""
+    from bupo_core.tasks import chain_sum_split_counts
+
+    return {side: {k: n / sum(c.values()) for k, n in c.items()} for side, c in chain_sum_split_counts(kw).items()}
 
 
 def choose(results: dict) -> str | None:
@@ -66,7 +64,8 @@ def write(out_path: Path, args: argparse.Namespace, results: dict) -> None:
     payload = {
         "model": args.model,
         "settings": {"prompts": args.n, "samples_per_prompt": args.k, "max_new_tokens": args.max_new_tokens, "temperature": 1.0,
-                     "template": "short", "split": "train", "task_seed": 0, "sampling_seed": 0},
+                     "template": "short", "split": "train", "pool": "uniform", "task_seed": 0, "sampling_seed": 0,
+                     "device": args.device},
         "command": "python bench/task_pass_rate.py",
         "candidates": results,
         "rule": "among candidates with >= 1000 distinct questions, the highest share of mixed groups",
@@ -83,20 +82,25 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--only", action="append", default=None, help="substring of a candidate name (repeatable)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "task_pass_rate.json"))
+    ap.add_argument("--device", default="cpu", help="cpu (default, as committed) or cuda")
     args = ap.parse_args()
 
     from bupo_core import load_model
     from bupo_core.evaluate import EvalConfig, evaluate
-    from bupo_core.tasks import load_task
+    from bupo_core.tasks import kind_mix, load_task
 
     torch.manual_seed(0)
-    model, tok = load_model(args.model, device="cpu")
+    model, tok = load_model(args.model, device=args.device)
     out_path = Path(args.out)
-    results = json.loads(out_path.read_text())["candidates"] if out_path.exists() else {}
+    previous = json.loads(out_path.read_text()) if out_path.exists() else {}
+    # keep earlier candidates only if they were measured with the same pool rule (an --only rerun adds to them)
+    results = previous.get("candidates", {}) if previous.get("settings", {}).get("pool") == "uniform" else {}
     for name, kw in CANDIDATES.items():
         if args.only and not any(o in name for o in args.only):
             continue
-        task = load_task("chain_sum", size=args.n, seed=0, split="train", **kw)
+        # the same pool rule as the sweeps' training pool and evaluation set (pool="uniform"): a uniform sample of
+        # the split's distinct questions, so all three see the same mix of question kinds (kind_mix below)
+        task = load_task("chain_sum", size=args.n, seed=0, split="train", pool="uniform", **kw)
         t0 = time.time()
         res = evaluate(model, tok, task, EvalConfig(num_problems=args.n, k=args.k, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=0), progress=False)
         data = res.to_json()
@@ -104,6 +108,9 @@ def main() -> None:
         results[name] = {
             "task_kwargs": kw,
             **split_sizes(kw),
+            "pool": "uniform",
+            "kind_mix": kind_mix(task.examples[: args.n]),
+            "split_kind_mix": split_kind_mix(kw),
             "pass_rate": data["avg_at_k"],
             "mixed_group_share": sum(0 < c < args.k for c in correct) / len(correct),
             "all_wrong_group_share": sum(c == 0 for c in correct) / len(correct),

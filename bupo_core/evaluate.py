@@ -198,12 +198,25 @@ class EvalResult:
         }
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``eval.json`` and ``per_problem.jsonl`` into ``out_dir``; return the JSON path."""
+        """Write ``eval.json``, ``per_problem.jsonl`` and ``responses.jsonl`` into ``out_dir``; return the JSON path.
+
+        ``per_problem.jsonl`` is small (one line per problem: ``index``, ``num_correct``,
+        ``num_samples``, ``no_answer``, ``num_correct_answered`` and a 12-character hash of the
+        question, ``question_sha``), so sweeps commit it and analyses can pair cells by problem;
+        ``responses.jsonl`` holds the question, reference answer, sampled texts and rewards.
+        """
+        import hashlib  # noqa: PLC0415
+
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "eval.json"
         path.write_text(json.dumps(self.to_json(), indent=2))
         with open(out / "per_problem.jsonl", "w") as f:
+            for p in self.problems:
+                f.write(json.dumps({"index": p.index, "num_correct": p.num_correct, "num_samples": p.num_samples, "no_answer": p.no_answer,
+                                    "num_correct_answered": p.num_correct_answered,
+                                    "question_sha": hashlib.sha256(p.question.encode("utf-8")).hexdigest()[:12]}) + "\n")
+        with open(out / "responses.jsonl", "w") as f:
             for p in self.problems:
                 f.write(json.dumps(asdict(p)) + "\n")
         return path

@@ -81,7 +81,20 @@ def _specs(results: Path) -> list[tuple[str, Path, dict]]:
 
 def _committed_sweeps(results: Path) -> list[tuple[str, SweepResults]]:
     """The sweeps with committed results, in page order: ``(name, SweepResults)``."""
-    return [(name, SweepResults.load(results / name)) for name, _, _ in _specs(results) if (results / name / "summary.json").exists()]
+    out = []
+    for name, _, _ in _specs(results):
+        if not (results / name / "summary.json").exists():
+            continue
+        res = SweepResults.load(results / name)
+        try:
+            res.check(tol=1e-9)
+        except AssertionError as exc:
+            from .errors import InputFormatError  # noqa: PLC0415
+
+            raise InputFormatError(f"{results / name}: summary.json disagrees with cells.jsonl ({str(exc).splitlines()[0]}); "
+                                   f"rewrite it with `bupo sweep results/specs/{name}.yaml --out {results / name} --summary-only`") from None
+        out.append((name, res))
+    return out
 
 
 def notebook05_rewards(path: Path) -> list[dict] | None:
@@ -149,14 +162,31 @@ def _header(results: Path, out_rel: str) -> list[str]:
         "result files named in each section; the paper's numbers are quoted from its tables "
         "(Tan et al., arXiv 2512.19673 v3: Tables 1-3, 5, 10 and 11). Layer numbers are the paper's: 0 = embedding output, l = output of block l.",
         "",
-        "Statistics: each arm is trained with several seeds; a seed fixes the training prompts, every sampling draw "
-        "and the evaluation draw, so an arm and the control at the same seed form a pair. Tables give the mean ± "
-        "standard error across seeds and the paired difference from the control with the two-sided sign-flip "
-        "permutation p-value (`bupo_core/stats.py`). With n pairs the smallest possible p-value is 2/2^n "
+        "Statistics (`bupo_core/stats.py`): each arm is trained with several seeds; a seed fixes the training prompts, "
+        "every sampling draw and the evaluation draw, so an arm and the control at the same seed form a pair. Tables give "
+        "the mean ± standard error across seeds; beside each arm, the control's mean over the *same* seeds (the control "
+        "gets one row per seed set in the table), the paired difference with the two-sided sign-flip permutation p-value, "
+        "the unpaired label-permutation p-value on the same seeds, the arm-control correlation r across seeds, and the "
+        "detectable difference: the smallest true difference the paired test resolves at p < 0.05 with 80% power at "
+        "these seeds and this variance, so \"not resolved\" reads as \"probably smaller than that\". Pairing removes "
+        "variance only when r > 0 (Var(arm − control) = Var(arm) + Var(control) − 2 r SD SD); at this scale training "
+        "diverges after a few steps and r can be negative, so where r ≤ 0 the unpaired test is the one the data support. "
+        "With n pairs the smallest possible sign-flip p-value is 2/2^n "
         f"({_p(min_p_value(3))} for 3 seeds, {_p(min_p_value(5))} for 5), so an arm with 3 seeds can show a "
-        "direction and a size but is never resolved at p < 0.05 by this test.",
+        "direction and a size but is never resolved at p < 0.05 by this test. BuPO arms list their IPA (internal-phase) "
+        "updates per seed; a cell with none (marked 0!) ran no internal phase and is GRPO, not BuPO.",
         "",
     ]
+
+
+def earlier_design(res: SweepResults) -> bool:
+    """A sweep of the earlier design: run without dynamic sampling (issue 20's deciding sweeps use it)."""
+    return not bool(res.summary.get("shared", {}).get("dynamic_sampling", res.spec.get("shared", {}).get("dynamic_sampling", False)))
+
+
+def _counts(res: SweepResults) -> tuple[int, int]:
+    """``(finished, planned)`` cells, counted from ``cells.jsonl`` (not from the summary's own counts)."""
+    return res.finished_cells(), res.planned_cells()
 
 
 def _headline_section(results: Path) -> list[str]:
@@ -168,9 +198,10 @@ def _headline_section(results: Path) -> list[str]:
         for arm in res.arm_names:
             if arm != res.control:
                 verdicts[res.resolution(arm) or "open"].append(f"`{arm}`")
-        done, planned = res.summary["cells_finished"], res.summary["cells_planned"]
+        done, planned = _counts(res)
+        label = " (earlier design)" if earlier_design(res) else ""
         lines.append(
-            f"- Sweep `{name}` ({done} of {planned} cells), Avg@{res.k} on held-out problems against `{res.control}` "
+            f"- Sweep `{name}`{label} ({done} of {planned} cells), Avg@{res.k} on held-out problems against `{res.control}` "
             f"(sign-flip test over training seeds, p < {ALPHA}): resolved above: {', '.join(verdicts['above']) or 'none'}; "
             f"resolved below: {', '.join(verdicts['below']) or 'none'}; not resolved: {', '.join(verdicts['open']) or 'none'}."
         )
@@ -212,7 +243,7 @@ def glance_lines(results: str | Path) -> list[str]:
         above = [a for a in bupo if res.resolution(a) == "above"]
         seeds = sorted({len(res.arm(a)["seeds"]) for a in arms})
         out.append(
-            f"- Sweep `{name}` ({res.summary['cells_finished']} of {res.summary['cells_planned']} cells; "
+            f"- Sweep `{name}` ({_counts(res)[0]} of {_counts(res)[1]} cells; "
             f"{'/'.join(map(str, seeds))} seed{'' if seeds == [1] else 's'}): held-out Avg@{res.k}, mean ± SE over seeds: " + "; ".join(parts)
             + f". BuPO arms resolved above `{res.control}`: {', '.join(f'`{a}`' for a in above) or 'none'} of {len(bupo)}."
         )
@@ -228,7 +259,7 @@ def _task_section(bench: Path) -> list[str]:
         "`a - b` and `b - a` always fall on the same side; `bupo_core/tasks.py`). Training uses the train split, "
         "`bupo eval` and `bupo sweep` the eval split; `tests/test_tasks.py` checks that no question is in both.",
         "",
-    ]
+    ] + _pool_lines()
     if not path.exists():
         lines += ["The base pass rates of the candidate tasks appear here once `python bench/task_pass_rate.py` has "
                   "written `bench/results/task_pass_rate.json`.", ""]
@@ -238,7 +269,10 @@ def _task_section(bench: Path) -> list[str]:
     lines += [
         f"Candidates, measured on the untrained {data['model']} ({st['prompts']} training-split prompts x "
         f"{st['samples_per_prompt']} samples, temperature {st['temperature']}, {st['max_new_tokens']} new tokens, "
-        f"\"{st['template']}\" template; `{data['command']}` -> `bench/results/task_pass_rate.json`). GRPO learns only "
+        f"\"{st['template']}\" template; `{data['command']}` -> `bench/results/task_pass_rate.json`"
+        + ("" if st.get("pool") == "uniform" else "; measured with the earlier pool rule (the first distinct questions in draw "
+           "order), so its prompts over-represent two-term questions: rerun the command to measure the uniform pool")
+        + "). GRPO learns only "
         f"from *mixed* groups (some of the {st['samples_per_prompt']} answers right, some wrong).",
         "",
         "| task | distinct questions (train / eval split) | base pass rate | mixed groups | all-wrong groups | no parseable answer | accuracy among answered |",
@@ -264,11 +298,33 @@ def _task_section(bench: Path) -> list[str]:
     return lines
 
 
+def _pool_lines() -> list[str]:
+    """The question kinds of the held-out task's splits, and how each pool rule samples them."""
+    from .tasks import HELD_OUT_CHAIN_SUM, chain_sum_split_counts  # noqa: PLC0415
+
+    c = chain_sum_split_counts(HELD_OUT_CHAIN_SUM)
+    tr, ev = c["train"], c["eval"]
+    n_tr, n_ev = sum(tr.values()), sum(ev.values())
+    two = "2 terms"
+    return [
+        f"Question kinds: the train split holds {n_tr:,} distinct questions ({tr.get(two, 0)} with two terms, "
+        f"{_f(100 * tr.get(two, 0) / n_tr, 1)}%), the eval split {n_ev:,} ({ev.get(two, 0)} with two terms, "
+        f"{_f(100 * ev.get(two, 0) / n_ev, 1)}%). The generator draws two terms half the time, so a pool of the first distinct "
+        "questions in draw order (`pool: first`, the earlier sweeps) over-represents the scarce two-term questions, the more "
+        "so the smaller the pool: the earlier sweeps' 1000-question training pool, 32-problem evaluation set and the "
+        "benchmark below each had a different mix. The deciding sweeps use `pool: uniform` (a seeded uniform sample of the "
+        f"split's distinct questions) for the training pool and evaluate on the whole eval split ({n_ev} problems), and the "
+        "benchmark draws its prompts the same way, so all three have their split's mix (`tests/test_tasks.py` checks it).",
+        "",
+    ]
+
+
 def _arm_paper_table(data: dict) -> list[str]:
     lines = ["| arm | settings (vs shared) | seeds | what the paper reports or predicts |", "|---|---|---|---|"]
     for a in data["arms"]:
         seeds = a.get("seeds", data["seeds"])
-        lines.append(f"| {a['name']} | {_cell(_cfg(a.get('config') or {}))} | {len(seeds)} | {_cell(a.get('paper') or a.get('note') or '')} |")
+        n = seeds if isinstance(seeds, int) else len(seeds)
+        lines.append(f"| {a['name']} | {_cell(_cfg(a.get('config') or {}))} | {n} | {_cell(a.get('paper') or a.get('note') or '')} |")
     return lines
 
 
@@ -292,7 +348,31 @@ def _planned_section(name: str, path: Path, data: dict, rel: str) -> list[str]:
         f"Shared settings: {_cell(_cfg(sh))}. Arms:",
         "",
     ]
-    return lines + _arm_paper_table(data) + [""]
+    return lines + _arm_paper_table(data) + [""] + _decides_lines(data, path.parent.parent)
+
+
+def _decides_lines(data: dict, results: Path) -> list[str]:
+    """What the spec says it can decide (its text ``notes``) and its power, stated before the run."""
+    from .sweep_results import power_lines, power_plan  # noqa: PLC0415
+
+    from .errors import InputFormatError  # noqa: PLC0415
+
+    texts = [n for n in data.get("notes") or [] if isinstance(n, str)]
+    try:
+        plan, missing = power_plan(data, results), ""
+    except InputFormatError as exc:  # the pilot sweep is not committed next to the spec
+        plan, missing = None, str(exc)
+    if not texts and plan is None and not missing:
+        return []
+    lines = ["**Stated before the run** (the spec's notes):", ""]
+    lines += [f"- {_cell(t)}" for t in texts]
+    if missing:
+        lines.append(f"- Power: not computed here ({_cell(missing)}).")
+    if plan is not None:
+        k = int((data.get("eval") or {}).get("k", 8))
+        pl = power_lines(plan, k)
+        lines += [f"- {pl[0]}"] + [f"  - {x.strip()}" for x in pl[1:]]
+    return lines + [""]
 
 
 def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures: dict) -> list[str]:
@@ -302,21 +382,28 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
     arms = summary["arms"]
     paper = {a["name"]: a.get("paper") or "" for a in data["arms"]}
     ev = summary["eval"]
-    done, planned = summary["cells_finished"], summary["cells_planned"]
+    done, planned = _counts(res)
     walls = sorted(r["wall_s"]["total"] for r in res.rows)
     median = walls[len(walls) // 2] if len(walls) % 2 else (sum(walls[len(walls) // 2 - 1:len(walls) // 2 + 1]) / 2 if walls else None)
+    earlier = earlier_design(res)
     lines = [
-        f"## Sweep `{name}`",
+        f"## Sweep `{name}`" + (" (earlier design)" if earlier else ""),
         "",
         _cell(data.get("description", "")),
         "",
-        f"Spec `{spec_rel}`; results `results/{name}/summary.json` and `cells.jsonl` ({done} of {planned} cells finished), "
+    ]
+    if earlier:
+        lines += [_earlier_design_note(res), ""]
+    lines += [
+        f"Spec `{spec_rel}`; results `results/{name}/summary.json` and `cells.jsonl` ({done} of {planned} cells finished, "
+        "counted from `cells.jsonl`), "
         f"each cell's per-step training statistics in `results/{name}/cells/<arm>/seed-<s>/run/metrics.jsonl`. "
         f"Evaluation: {ev['num_problems']} problems of the {ev['split']} split x {k} samples, {ev['max_new_tokens']} new tokens, "
-        f"temperature {ev['temperature']}. Wall time: {_f(summary['wall_s_total'] / 60, 1)} min for the finished cells"
+        f"temperature {ev['temperature']}. Wall time: {_f(sum(walls) / 60, 1)} min for the finished cells"
         + (f", {_f(sum(walls) / len(walls) / 60, 1)} min per cell on average (median {_f(median / 60, 1)} min)" if walls else "") + ".",
         "",
     ]
+    lines += _decides_lines(data, folder.parent)
     groups = res.groups()
     for group, names in groups.items():
         shown = [n for n in names if arms[n]["seeds"]]
@@ -333,11 +420,24 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
     if summary.get("unavailable_arms"):
         lines += ["Arms not run (they need trainer settings this version lacks): "
                   + "; ".join(f"`{n}`" for n in summary["unavailable_arms"]) + ".", ""]
+    lines += _ipa_lines(res)
+    lines += _matched_lines(res)
     flat = res.zero_advantage_share()
     if flat:
         lines += [f"Learning signal: the share of training groups whose {res.spec.get('shared', {}).get('group_size', 'G')} rewards were all "
                   "equal (advantage 0 for every response: neither GRPO nor IPA learns from them), mean over steps and seeds: "
                   + ", ".join(f"`{n}` {_f(v, 2)}" for n, v in flat.items()) + ".", ""]
+    sampling = {n: a["sampling"] for n, a in arms.items() if a.get("sampling")}
+    if sampling:
+        parts = []
+        for n, s in sampling.items():
+            drawn = [x for x in s["prompts_drawn"] if x is not None]
+            kept = [x for x in s["prompts_kept"] if x is not None]
+            if drawn and sum(drawn):
+                parts.append(f"`{n}` {sum(kept):,} of {sum(drawn):,} ({_f(sum(kept) / sum(drawn), 2)})")
+        if parts:
+            lines += ["Dynamic sampling: prompts kept (groups with unequal rewards) of prompts drawn, summed over steps and seeds: "
+                      + ", ".join(parts) + ".", ""]
     signal_steps = {n: res.internal_signal_steps(n) for n in res.arm_names if res.inter_steps(n)}
     signal_steps = {n: st for n, st in signal_steps.items() if st[1]}
     if signal_steps:
@@ -362,18 +462,19 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
         lines += ["Training reward per step (mean ± SE over seeds of the sampling policy's reward):", "",
                   f"![training reward per step](figures/{fig2})", ""]
         if ctl in curves:
-            g = curves[ctl]["mean"]
             for arm_name in [n for n in curves if n != ctl and inter[n]]:
                 s = inter[arm_name]
                 c = curves[arm_name]["mean"]
+                seeds = [x for x in arms[arm_name]["seeds"] if x in arms[ctl]["seeds"]]
+                g = res.reward_curves([ctl], seeds=seeds).get(ctl, {}).get("mean", [])  # the control over the same seeds
                 if len(c) <= s or len(g) < len(c):
                     continue
                 after = min(len(c), 2 * s) - s
                 mi, gi = sum(c[:s]) / s, sum(g[:s]) / s
                 ma, ga = sum(c[s:s + after]) / after, sum(g[s:s + after]) / after
                 lines.append(
-                    f"- `{arm_name}`: mean reward over the internal phase (steps 1-{s}) {_f(mi)} vs `{ctl}` {_f(gi)} at the same steps; "
-                    f"over the {after} steps after the switch {_f(ma)} vs {_f(ga)}."
+                    f"- `{arm_name}`: mean reward over the internal phase (steps 1-{s}) {_f(mi)} vs `{ctl}` {_f(gi)} at the same steps "
+                    f"and seeds; over the {after} steps after the switch {_f(ma)} vs {_f(ga)}."
                 )
             lines.append("")
         # is IPA doing what it should? the internal policy's log-prob of the sampled tokens, per step
@@ -409,6 +510,63 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
         lines.append(f"- {verdict} Settings: {_cell(_cfg(a['config']))}.{extra}{pred}")
     lines.append("")
     return lines
+
+
+def _earlier_design_note(res: SweepResults) -> str:
+    """What makes a sweep of the earlier design weak evidence, in numbers read from it."""
+    flat = res.zero_advantage_share()
+    bupo = [n for n in res.arm_names if res.ipa_updates(n) is not None]
+    ups = [u for n in bupo for u in res.ipa_updates(n) if u is not None]
+    zero = [(n, s) for n in bupo for s in res.zero_update_seeds(n)]
+    parts = ["Earlier design, kept as run: no dynamic sampling"]
+    if flat:
+        parts.append(f"{_f(sum(flat.values()) / len(flat), 2)} of training groups had all-equal rewards (mean over arms)")
+    if ups:
+        parts.append(f"BuPO cells made {min(ups)}-{max(ups)} IPA updates each"
+                     + (f", {len(zero)} made none" if zero else ""))
+    parts.append(f"evaluation on {res.summary['eval']['num_problems']} problems drawn in generator order (not the split's mix of question kinds)")
+    return "; ".join(parts) + ". The deciding sweeps are `decide` and `decide_ablations`."
+
+
+def _ipa_lines(res: SweepResults) -> list[str]:
+    """BuPO cells with zero IPA updates, and each such arm's comparison without them."""
+    lines = []
+    for n in res.arm_names:
+        zero = res.zero_update_seeds(n)
+        if not zero:
+            continue
+        a = res.arm(n)
+        v = a.get("vs_control_with_ipa", {}).get("avg_at_k")
+        text = (f"- **`{n}`: {len(zero)} of {len(a['seeds'])} cells made no IPA update** (seed{'s' if len(zero) > 1 else ''} "
+                f"{', '.join(map(str, zero))}): those cells are GRPO, not BuPO.")
+        if v and v["n_pairs"]:
+            text += (f" Over the {v['n_pairs']} seeds with IPA updates: Avg@{res.k} − `{res.control}` = "
+                     f"{_signed(v['diff_mean'], v['se'])} (paired p = {_p(v['p_value'])}, unpaired p = {_p(v['p_value_unpaired'])}).")
+        lines.append(text)
+    return (["Cells counted as BuPO must have run the internal phase:", ""] + lines + [""]) if lines else []
+
+
+def _matched_lines(res: SweepResults) -> list[str]:
+    """Each BuPO arm against the GRPO arm with as many full-policy steps (summary ``vs_matched``)."""
+    lines = []
+    for n in res.arm_names:
+        a = res.arm(n)
+        if not a.get("matched_control") or "vs_matched" not in a:
+            continue
+        g = a["matched_control"]
+        v = a["vs_matched"]["avg_at_k"]
+        if not v["n_pairs"]:
+            continue
+        r = v.get("correlation")
+        dd = v.get("detectable_diff")
+        lines.append(
+            f"- `{n}` − `{g}` (same number of full-policy steps, {v['n_pairs']} seeds; `{g}` {_f(v['control_mean'])} on them): "
+            f"{_signed(v['diff_mean'], v['se'])}, paired p = {_p(v['p_value'])}, unpaired p = {_p(v['p_value_unpaired'])}, "
+            f"r = {'n/a' if r is None else f'{r:+.2f}'}, detectable {'±' + _f(dd) if dd is not None else 'none'}.")
+    if not lines:
+        return []
+    return [f"Matched controls: each BuPO arm against the GRPO arm with as many full-policy steps (Avg@{res.k}), which "
+            "separates what the internal phase did from the steps it took away:", ""] + lines + [""]
 
 
 def _easy_questions(bench: Path) -> int | None:
@@ -478,6 +636,75 @@ def repeated_cells(results: str | Path) -> list[dict]:
         same = all(r["metrics"] == first["metrics"] and r.get("train_rewards") == first.get("train_rewards") for _, r in rows)
         out.append({"key": key, "where": [(n, r["arm"], r["seed"]) for n, r in rows], "identical": same})
     return out
+
+
+PAPER_RELATIVE_EFFECT = 58.51 / 55.08 - 1  # Table 1, Qwen3-4B: BuPO 58.51 vs GRPO 55.08
+DECIDING = ("decide", "decide_ablations")
+
+
+def _closing_section(results: Path) -> list[str]:
+    """What this scale decides about BuPO and what it cannot, from the committed data only."""
+    sweeps = dict(_committed_sweeps(results))
+    lines = ["## What this scale decides", ""]
+    earlier = [(n, r) for n, r in sweeps.items() if earlier_design(r)]
+    dds = []
+    for n, r in earlier:
+        main = [a for a in r.groups().get("main comparison", r.arm_names) if r.ipa_updates(a) is not None and r.arm(a)["seeds"]]
+        for a in main[:1]:
+            v = r.arm(a)["vs_control"]["avg_at_k"]
+            g = r.arm(r.control)["metrics"]["avg_at_k"]["mean"]
+            if v.get("detectable_diff") is not None and g is not None:
+                dds.append(f"`{n}`/`{a}` ±{_f(v['detectable_diff'])} against a paper-sized effect of {_f(PAPER_RELATIVE_EFFECT * g)}")
+    if dds:
+        lines += ["The earlier-design sweeps could detect only differences far larger than the paper's (+6% relative, "
+                  "Table 1): " + "; ".join(dds) + ". Their \"not resolved\" verdicts therefore say little about BuPO.", ""]
+    if "decide" not in sweeps:
+        lines += ["The deciding sweeps (`decide`, `decide_ablations`) have not run yet: until their results are committed, "
+                  "this page decides nothing about BuPO at this scale. Their sections above state in advance what each can "
+                  "decide and the differences it can detect.", ""]
+        return lines
+    d = sweeps["decide"]
+    g = d.arm(d.control)["metrics"]["avg_at_k"]["mean"]
+    done, planned = _counts(d)
+    lines.append(f"From `decide` ({done} of {planned} cells; `{d.control}` Avg@{d.k} {_f(g)}, so a paper-sized effect is "
+                 f"{_f(PAPER_RELATIVE_EFFECT * g)}):")
+    lines.append("")
+    for a in d.arm_names:
+        if a == d.control or d.ipa_updates(a) is None:  # BuPO arms only
+            continue
+        v = d.arm(a)["vs_control"]["avg_at_k"]
+        side = d.resolution(a)
+        dd = v.get("detectable_diff")
+        zero = d.zero_update_seeds(a)
+        text = (f"- `{a}` − `{d.control}` = {_signed(v['diff_mean'], v['se'])} over {v['n_pairs']} seeds (paired p = {_p(v['p_value'])}, "
+                f"unpaired p = {_p(v.get('p_value_unpaired'))}, r = {_f(v.get('correlation'), 2)}): ")
+        if side:
+            text += f"**resolved {side}** GRPO at p < {ALPHA}."
+        else:
+            text += ("not resolved: a true difference of " + (f"±{_f(dd)}" if dd is not None else "any size") +
+                     " or more would have been resolved with 80% probability, so BuPO's effect here is probably smaller" +
+                     (" (a paper-sized effect is below this resolution)." if dd is not None and dd > PAPER_RELATIVE_EFFECT * g else "."))
+        if zero:
+            text += f" {len(zero)} of its cells made no IPA update (flagged above)."
+        lines.append(text)
+    lines.append("")
+    if "decide_ablations" in sweeps:
+        ab = sweeps["decide_ablations"]
+        parts = []
+        for a in ab.arm_names:
+            arm = ab.arm(a)
+            if arm.get("matched_control") and "vs_matched" in arm:
+                v = arm["vs_matched"]["avg_at_k"]
+                if v["n_pairs"]:
+                    res_ = "resolved" if (v["n_pairs"] >= 2 and v["p_value"] is not None and v["p_value"] < ALPHA) else "not resolved"
+                    parts.append(f"`{a}` − `{arm['matched_control']}` {_signed(v['diff_mean'], v['se'])} (p = {_p(v['p_value'])}, {res_})")
+        if parts:
+            lines += ["From `decide_ablations`, each BuPO arm against GRPO with as many full-policy steps: " + "; ".join(parts) + ".", ""]
+    cannot = [t for name in DECIDING if name in sweeps for t in (sweeps[name].spec.get("notes") or [])
+              if isinstance(t, str) and "Cannot decide" in t]
+    if cannot:
+        lines += ["What it cannot decide (stated before the run): " + " ".join(_cell(t[t.index("Cannot decide"):]) for t in cannot), ""]
+    return lines
 
 
 def _repeated_section(results: Path) -> list[str]:
@@ -634,6 +861,7 @@ def build_page(results: str | Path, *, bench: str | Path | None = None, notebook
             lines += _planned_section(name, path, data, rel)
     lines += _norm_section(results)
     lines += _repeated_section(results)
+    lines += _closing_section(results)
     lines += _single_seed_section(notebooks, bench)
     lines += [
         "## Entropy flow, boundary layers and feature refinement",

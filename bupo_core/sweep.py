@@ -595,8 +595,15 @@ def _mean_or_none(xs: list) -> float | None:
 
 
 def write_summary(spec: SweepSpec, out: str | Path) -> dict:
-    """Recompute ``summary.json`` from ``cells.jsonl`` and write it."""
+    """Recompute ``summary.json`` from ``cells.jsonl`` (and the cells' kept ``metrics.jsonl``) and write it.
+
+    :func:`summarize` gives the per-metric statistics; :func:`bupo_core.sweep_results.augment_summary`
+    adds the IPA update counts per BuPO cell (flagging cells with none), the matched GRPO control of
+    each BuPO arm, dynamic-sampling counts and ``shared.dynamic_sampling``.
+    """
+    from .sweep_results import augment_summary  # noqa: PLC0415
+
     out = Path(out)
-    summary = summarize(spec, read_cells(out / "cells.jsonl"))
+    summary = augment_summary(spec, out, summarize(spec, read_cells(out / "cells.jsonl")))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

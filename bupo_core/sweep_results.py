@@ -109,9 +109,29 @@ class SweepResults:
                     "(spec.json, cells.jsonl, summary.json)"
                 )
         spec_path = folder / "spec.json"
-        spec = json.loads(spec_path.read_text(encoding="utf-8")) if spec_path.exists() else {}
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        return cls(summary.get("name") or spec.get("name") or folder.name, folder, spec, summary, read_cells(folder / "cells.jsonl"))
+        spec = _read_json_object(spec_path, "the resolved spec") if spec_path.exists() else {}
+        summary = _read_json_object(folder / "summary.json", "a sweep summary")
+        _validate_summary(summary, folder / "summary.json")
+        rows = read_cells(folder / "cells.jsonl")
+        for i, r in enumerate(rows, 1):
+            if not isinstance(r, dict) or not isinstance(r.get("arm"), str) or not isinstance(r.get("seed"), int) or not isinstance(r.get("metrics"), dict):
+                raise InputFormatError(f"{folder / 'cells.jsonl'}: row {i} is not a cell row (an object with arm, seed and metrics); "
+                                       "it was not written by bupo sweep: remove the line and rerun the sweep to recompute that cell")
+            for key, v in r["metrics"].items():
+                if v is not None and not _is_number(v):
+                    raise InputFormatError(f"{folder / 'cells.jsonl'}: row {i} ({r['arm']} seed {r['seed']}): metric {key!r} is {v!r}, not a number; "
+                                           "remove the line and rerun the sweep to recompute that cell")
+        return cls(summary.get("name") or spec.get("name") or folder.name, folder, spec, summary, rows)
+
+    # ------------------------------------------------------------------ counts from the rows
+    def finished_cells(self) -> int:
+        """Cells of the summary's arms and planned seeds that have a row in ``cells.jsonl`` (counted from the rows)."""
+        planned = {n: set(a.get("planned_seeds", a["seeds"])) for n, a in self.summary["arms"].items()}
+        return len({(r["arm"], r["seed"]) for r in self.rows if r["seed"] in planned.get(r["arm"], ())})
+
+    def planned_cells(self) -> int:
+        """Cells the spec plans for its available arms (from the summary's ``planned_seeds``)."""
+        return sum(len(a.get("planned_seeds", a["seeds"])) for a in self.summary["arms"].values())
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -188,38 +208,109 @@ class SweepResults:
                 mine = {s: rows[s]["metrics"][metric] for s in a["seeds"] if rows[s]["metrics"].get(metric) is not None}
                 ref = compare_to_control(mine, ctl)
                 got = a["vs_control"][metric]
-                for key in ("diff_mean", "se", "p_value"):
+                for key in ("diff_mean", "se", "p_value", "p_value_unpaired", "correlation", "detectable_diff", "control_mean"):
+                    assert key in got, f"{self.name}/{name}/{metric}: vs_control has no {key!r}; rerun `bupo sweep SPEC --out DIR --summary-only`"
                     _close(ref[key], got[key], tol, f"{self.name}/{name}/{metric} vs_control {key}")
+            if "ipa_updates" in a:
+                from .runs import read_metrics  # noqa: PLC0415
+
+                for s, n in zip(a["seeds"], a["ipa_updates"]["per_seed"]):
+                    p = self.folder / "cells" / name / f"seed-{s}" / "run" / "metrics.jsonl"
+                    want = cell_ipa_updates(read_metrics(p)) if p.exists() else None
+                    assert want == n, f"{self.name}/{name} seed {s}: {n} IPA updates in summary.json, {want} in its metrics.jsonl"
 
     # ------------------------------------------------------------------ tables and verdicts
+    def control_on(self, seeds: Sequence[int], metric: str = "avg_at_k") -> tuple[float | None, float | None]:
+        """Mean and SE of the control over ``seeds`` (those it has): the control *matched* to an arm's seeds."""
+        ctl = self.per_seed(self.control, metric)
+        xs = [ctl[s] for s in seeds if s in ctl]
+        return mean_se(xs) if xs else (None, None)
+
+    def ipa_updates(self, arm: str) -> list[int | None] | None:
+        """Per finished seed, the IPA updates of ``arm``'s cell (``None`` for a GRPO arm or an older summary)."""
+        info = self.arm(arm).get("ipa_updates")
+        return None if info is None else list(info["per_seed"])
+
+    def zero_update_seeds(self, arm: str) -> list[int]:
+        """Seeds at which BuPO arm ``arm`` made no IPA update (the cell is GRPO with fewer steps, not BuPO)."""
+        info = self.arm(arm).get("ipa_updates")
+        return [] if info is None else list(info.get("zero_update_seeds", []))
+
     def table(self, metric: str = "avg_at_k", arms: Sequence[str] | None = None) -> list[dict]:
-        """One dict per arm: ``arm, seeds, mean, se, diff, diff_se, p_value, n_pairs`` (``diff*`` vs the control)."""
+        """One dict per arm: ``arm, seeds, mean, se, control_mean, diff, diff_se, p_value, p_value_unpaired,
+        correlation, detectable_diff, n_pairs`` (``control_mean`` and ``diff*`` over the seeds arm and control share)."""
         out = []
         for n in arms if arms is not None else self.arm_names:
             a = self.arm(n)
             m, v = a["metrics"][metric], a["vs_control"][metric]
-            out.append({"arm": n, "seeds": len(a["seeds"]), "mean": m["mean"], "se": m["se"],
-                        "diff": None if n == self.control else v["diff_mean"], "diff_se": None if n == self.control else v["se"],
-                        "p_value": None if n == self.control else v["p_value"], "n_pairs": v.get("n_pairs", 0)})
+            is_ctl = n == self.control
+            row = {"arm": n, "seeds": len(a["seeds"]), "mean": m["mean"], "se": m["se"], "n_pairs": v.get("n_pairs", 0),
+                   "control_mean": None if is_ctl else self.control_on(a["seeds"], metric)[0]}
+            for key, src in (("diff", "diff_mean"), ("diff_se", "se"), ("p_value", "p_value"), ("p_value_unpaired", "p_value_unpaired"),
+                             ("correlation", "correlation"), ("detectable_diff", "detectable_diff")):
+                row[key] = None if is_ctl else v.get(src)
+            out.append(row)
         return out
+
+    def control_rows(self, arms: Sequence[str]) -> list[tuple[list[int], str]]:
+        """The control's rows for a table of ``arms``: one per distinct seed set the arms share with it.
+
+        Returns ``[(seeds, label)]``; a single row with all its seeds when every arm has them.
+        """
+        ctl_seeds = self.arm(self.control)["seeds"]
+        sets: list[list[int]] = []
+        for n in arms:
+            if n == self.control:
+                continue
+            common = sorted(set(self.arm(n)["seeds"]) & set(ctl_seeds))
+            if common and common not in sets:
+                sets.append(common)
+        if not sets or (len(sets) == 1 and sets[0] == sorted(ctl_seeds)):
+            return [(sorted(ctl_seeds), f"`{self.control}`")]
+        return [(s, f"`{self.control}` (seeds {_seed_text(s)})") for s in sorted(sets, key=lambda s: (len(s), s))]
 
     def markdown_table(self, metrics: Sequence[str] = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered"),
                        arms: Sequence[str] | None = None, diff_metric: str = "avg_at_k") -> str:
-        """A Markdown table: per arm, every metric as mean ± SE, and the paired difference in ``diff_metric``."""
+        """A Markdown table: per arm, every metric as mean ± SE; beside it the control's mean over the *same*
+        seeds, the paired difference in ``diff_metric``, both p-values, the arm-control correlation across
+        seeds, the smallest difference the comparison could detect (p < 0.05, 80% power) and, for BuPO
+        arms, the IPA updates per seed (``0!`` marks a cell without any: GRPO, not BuPO).
+
+        The control gets one row per seed set of the arms beside it (all its seeds when they share them).
+        """
         names = list(arms) if arms is not None else self.arm_names
-        head = ["arm", "seeds"] + [metric_label(m, self.k) for m in metrics] + [f"{metric_label(diff_metric, self.k)} − {self.control}", "p"]
+        lab = metric_label(diff_metric, self.k)
+        head = (["arm", "seeds"] + [metric_label(m, self.k) for m in metrics]
+                + [f"`{self.control}` {lab}, same seeds", f"{lab} − `{self.control}` (paired)", "p paired", "p unpaired", "r",
+                   "detectable", "IPA updates per seed"])
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        blank = ["", "", "", "", "", ""]
+        for seeds, label in self.control_rows(names):
+            cells = [label, str(len(seeds))]
+            for m in metrics:
+                mean, se = self.control_on(seeds, m)
+                cells.append(fmt_pm(mean, se))
+            lines.append("| " + " | ".join(cells + ["(control)"] + blank) + " |")
         for n in names:
+            if n == self.control:
+                continue
             a = self.arm(n)
             cells = [f"`{n}`", str(len(a["seeds"]))]
             cells += [fmt_pm(a["metrics"][m]["mean"], a["metrics"][m]["se"]) for m in metrics]
             v = a["vs_control"][diff_metric]
-            if n == self.control:
-                cells += ["(control)", ""]
-            else:
-                cells += [fmt_pm(v["diff_mean"], v["se"], signed=True), fmt_p(v["p_value"])]
+            r = v.get("correlation")
+            dd = v.get("detectable_diff")
+            cells += [fmt_pm(v.get("control_mean"), None), fmt_pm(v["diff_mean"], v["se"], signed=True), fmt_p(v["p_value"]),
+                      fmt_p(v.get("p_value_unpaired")), "n/a" if r is None else f"{r:+.2f}",
+                      f"±{dd:.3f}" if dd is not None else "none", self._updates_text(n)]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+    def _updates_text(self, arm: str) -> str:
+        ups = self.ipa_updates(arm)
+        if ups is None:
+            return ""
+        return ", ".join("n/a" if u is None else (f"{u}!" if u == 0 else str(u)) for u in ups)
 
     def resolution(self, arm: str, metric: str = "avg_at_k", alpha: float = ALPHA) -> str | None:
         """``"above"`` or ``"below"`` when ``arm``'s paired difference from the control is resolved
@@ -241,22 +332,33 @@ class SweepResults:
         if v["diff_mean"] is None or n < 2:
             return f"`{arm}`: fewer than 2 seeds paired with `{self.control}`; nothing to test yet."
         size = f"{label} − `{self.control}` = {fmt_pm(v['diff_mean'], v['se'], signed=True)} (p = {fmt_p(v['p_value'])}, {n} paired seeds"
+        if "p_value_unpaired" in v:
+            r = v.get("correlation")
+            size += (f"; unpaired p = {fmt_p(v['p_value_unpaired'])}; correlation across seeds "
+                     f"{'n/a' if r is None else f'{r:+.2f}'}"
+                     + ("" if v.get("supported_test") is None else
+                        f", so {'pairing removed variance' if v['supported_test'] == 'paired' else 'pairing added variance: read the unpaired test'}"))
         side = self.resolution(arm, metric, alpha)
         if side is not None:
             return f"`{arm}`: **resolved**, {side} the control: {size})."
         floor = min_p_value(n)
         why = f"; {n} seeds cannot give p < {alpha} at all (smallest possible p {fmt_p(floor)})" if floor >= alpha else ""
-        return f"`{arm}`: not resolved at this scale: {size}{why})."
+        dd = v.get("detectable_diff")
+        smaller = (f" Detectable difference ±{dd:.3f}: a true difference that large would have been resolved (p < {alpha}) "
+                   "with 80% probability, so this says the difference is probably smaller than that." if dd is not None else "")
+        return f"`{arm}`: not resolved at this scale: {size}{why}).{smaller}"
 
     # ------------------------------------------------------------------ curves
-    def reward_curves(self, arms: Sequence[str] | None = None) -> dict[str, dict[str, list]]:
+    def reward_curves(self, arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> dict[str, dict[str, list]]:
         """Training reward per step, across seeds: ``{arm: {"mean": [...], "se": [...], "n": [...]}}``.
 
-        Arms without training steps (``base``) are left out. Step ``i`` averages the seeds that have it.
+        Arms without training steps (``base``) are left out. Step ``i`` averages the seeds that have it;
+        ``seeds`` restricts every arm to those seeds (e.g. the control over an ablation arm's seeds).
         """
         out = {}
         for n in arms if arms is not None else self.arm_names:
-            curves = [r["train_rewards"] for r in self.rows if r["arm"] == n and r.get("train_rewards") and r["seed"] in self.arm(n)["seeds"]]
+            use = [s for s in self.arm(n)["seeds"] if seeds is None or s in seeds]
+            curves = [r["train_rewards"] for r in self.rows if r["arm"] == n and r.get("train_rewards") and r["seed"] in use]
             if not curves:
                 continue
             means, ses, counts = [], [], []
@@ -281,6 +383,18 @@ class SweepResults:
         if not p.exists():
             return None
         return read_metrics(p)
+
+    def per_problem(self, arm: str, seed: int) -> list[int] | None:
+        """Correct samples per evaluation problem of one cell (its committed ``eval/per_problem.jsonl``, in
+        problem order), or ``None`` when the cell has none (sweeps before issue 20). Cells of one sweep
+        evaluate the same problems in the same order, so these lists pair by problem across arms and seeds."""
+        from .runs import iter_jsonl  # noqa: PLC0415
+
+        p = self.folder / "cells" / arm / f"seed-{seed}" / "eval" / "per_problem.jsonl"
+        if not p.exists():
+            return None
+        rows = sorted((obj for _, obj in iter_jsonl(p, what="per-problem results file")), key=lambda r: r["index"])
+        return [int(r["num_correct"]) for r in rows]
 
     def phase_means(self, field_name: str, arms: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """Per arm, the mean across seeds of ``field_name`` per step, from the kept ``metrics.jsonl`` files.
@@ -357,6 +471,258 @@ class SweepResults:
         return plot_arms(self.summary, metric=metric, arms=arms, title=title)
 
 
+def cell_ipa_updates(rows: Sequence[dict]) -> int:
+    """IPA updates of one cell: the sum over its ``metrics.jsonl`` rows of ``ipa_updates``.
+
+    Rows written before the trainer logged ``ipa_updates`` count their ``updates`` when their
+    ``phase`` is ``"internal"`` (the optimizer updates of an internal-phase step are IPA updates),
+    else 0.
+    """
+    total = 0
+    for row in rows:
+        if row.get("ipa_updates") is not None:
+            total += int(row["ipa_updates"])
+        elif row.get("phase") == "internal":
+            total += int(row.get("updates") or 0)
+    return total
+
+
+def full_policy_steps(cfg: Any) -> int:
+    """Full-policy (GRPO-phase) steps of a :class:`~bupo_core.trainer.TrainConfig`: ``steps - inter_steps`` for BuPO."""
+    return int(cfg.steps) - (int(cfg.inter_steps) if cfg.method == "bupo" else 0)
+
+
+def matched_controls(spec: Any) -> dict[str, str]:
+    """``{bupo arm: grpo arm}``: for each BuPO arm, the GRPO arm with as many full-policy steps.
+
+    The match must differ from the shared settings in nothing but ``method`` and ``steps`` (a plain
+    GRPO run), so the pair separates "what the internal phase did" from "fewer full-policy steps".
+    The sweep's control is preferred when it matches. Arms without a match are left out.
+    """
+    plain: list[tuple[str, int]] = []
+    cfgs = {}
+    for arm in spec.available_arms():
+        cfg = spec.train_config(arm, arm.seeds[0], "unused")
+        cfgs[arm.name] = cfg
+        if cfg.method == "grpo" and cfg.steps > 0 and set(spec.arm_differences(arm)) <= {"method", "steps"}:
+            plain.append((arm.name, cfg.steps))
+    plain.sort(key=lambda t: t[0] != spec.control)
+    out = {}
+    for name, cfg in cfgs.items():
+        if cfg.method == "bupo" and cfg.steps > 0:
+            match = next((g for g, steps in plain if steps == full_policy_steps(cfg)), None)
+            if match is not None:
+                out[name] = match
+    return out
+
+
+def augment_summary(spec: Any, folder: str | Path, summary: dict) -> dict:
+    """Add what ``summary.json`` reports beyond the per-metric statistics (in place; returns it).
+
+    Per BuPO arm (``method: bupo``, ``steps > 0``):
+
+    * ``ipa_updates``: ``{"per_seed": [...], "zero_update_seeds": [...]}``: per finished seed (the
+      arm's ``seeds`` order) the IPA updates of the cell (:func:`cell_ipa_updates` of its kept
+      ``metrics.jsonl``; ``None`` when the file was not kept). A cell with zero IPA updates ran no
+      internal phase at all: it is GRPO with fewer steps, listed under ``zero_update_seeds``;
+    * ``vs_control_with_ipa``: the comparison with the control over the seeds that made at least
+      one IPA update (present when some seed made none), so no cell without an internal phase is
+      counted as BuPO;
+    * ``matched_control`` and ``vs_matched``: the GRPO arm with as many full-policy steps
+      (:func:`matched_controls`) and the comparison with it over the common seeds.
+
+    Per trained arm whose rows log them: ``sampling: {"prompts_drawn": [...], "prompts_kept": [...]}``
+    per seed (dynamic sampling; ``None`` for a seed without the fields). Top level:
+    ``flags``: one line per BuPO cell with zero IPA updates; ``shared.dynamic_sampling`` is the
+    spec's setting (``false`` when the spec does not set it).
+    """
+    from .runs import read_metrics  # noqa: PLC0415
+    from .stats import compare_to_control  # noqa: PLC0415
+    from .sweep import METRICS  # noqa: PLC0415
+
+    folder = Path(folder)
+    arms = summary["arms"]
+    matched = matched_controls(spec)
+    flags: list[str] = []
+
+    def metric_map(arm: str, metric: str, seeds: Sequence[int] | None = None) -> dict[int, float]:
+        a = arms[arm]
+        vals = dict(zip(a["seeds"], a["metrics"][metric]["per_seed"]))
+        return {s: v for s, v in vals.items() if v is not None and (seeds is None or s in seeds)}
+
+    for arm in spec.available_arms():
+        a = arms.get(arm.name)
+        if a is None:
+            continue
+        cfg = spec.train_config(arm, arm.seeds[0], "unused")
+        metrics_rows = {}
+        for s in a["seeds"]:
+            p = folder / "cells" / arm.name / f"seed-{s}" / "run" / "metrics.jsonl"
+            metrics_rows[s] = read_metrics(p) if p.exists() else None
+        if cfg.steps > 0 and any(rows and any("prompts_drawn" in r for r in rows) for rows in metrics_rows.values()):
+            a["sampling"] = {
+                key: [None if not rows else sum(int(r.get(key) or 0) for r in rows) for rows in metrics_rows.values()]
+                for key in ("prompts_drawn", "prompts_kept")
+            }
+        if cfg.method != "bupo" or cfg.steps == 0:
+            continue
+        per_seed = [None if rows is None else cell_ipa_updates(rows) for rows in metrics_rows.values()]
+        zero = [s for s, n in zip(a["seeds"], per_seed) if n == 0]
+        a["ipa_updates"] = {"per_seed": per_seed, "zero_update_seeds": zero}
+        for s in zero:
+            flags.append(f"{arm.name} seed {s}: 0 IPA updates (no internal-phase update: the cell is GRPO with "
+                         f"{full_policy_steps(cfg)} full-policy steps, not BuPO)")
+        if zero:
+            keep = [s for s in a["seeds"] if s not in zero]
+            a["vs_control_with_ipa"] = {m: compare_to_control(metric_map(arm.name, m, keep), metric_map(spec.control, m))
+                                        for m in METRICS}
+        if arm.name in matched:
+            g = matched[arm.name]
+            a["matched_control"] = g
+            a["vs_matched"] = {m: compare_to_control(metric_map(arm.name, m), metric_map(g, m)) for m in METRICS}
+    summary["shared"] = {**summary.get("shared", {}), "dynamic_sampling": bool(spec.shared.get("dynamic_sampling", False))}
+    summary["flags"] = flags
+    return summary
+
+
+def power_basis(notes: Sequence[Any]) -> dict | None:
+    """The spec's stated power basis: the first ``{"power": {...}}`` entry of its ``notes``, filled in.
+
+    Keys: ``pilot`` (a committed sweep under ``results/``), ``arm`` and ``control`` (the pilot's
+    comparison whose variance is used; ``control`` defaults to the pilot's control), ``metric``
+    (default ``avg_at_k``), ``target_diff`` (the difference the run should resolve), ``min_seeds``
+    (default 2), ``alpha`` (0.05), ``power`` (0.8). ``None`` when the notes state none.
+    """
+    for note in notes or []:
+        if isinstance(note, dict) and isinstance(note.get("power"), dict):
+            b = dict(note["power"])
+            if "pilot" not in b or "arm" not in b:
+                raise InputFormatError(f"power note {b}: needs 'pilot' (a committed sweep) and 'arm' (its compared arm)")
+            b.setdefault("control", None)
+            b.setdefault("metric", "avg_at_k")
+            b.setdefault("target_diff", None)
+            b.setdefault("min_seeds", 2)
+            b.setdefault("alpha", ALPHA)
+            b.setdefault("power", 0.8)
+            return b
+    return None
+
+
+def power_plan(spec: Any, results: str | Path) -> dict | None:
+    """Power stated before a run: what a spec's seeds can detect, from a pilot's committed variance.
+
+    Args:
+        spec: a :class:`~bupo_core.sweep.SweepSpec` or the spec's raw mapping (``seeds``, ``control``,
+            ``arms``, ``notes`` with a ``power`` entry, see :func:`power_basis`).
+        results: the ``results/`` folder holding the pilot sweep.
+
+    Returns:
+        ``None`` when the spec states no power basis, else ``{"pilot", "pilot_arm", "pilot_control",
+        "metric", "pilot_pairs", "correlation", "test", "sd", "alpha", "power", "target_diff",
+        "seeds_needed", "comparisons": [{"arm", "seeds", "detectable_diff"}]}``. ``test`` is the one
+        the pilot supports: ``"paired"`` (its SD of the differences) when the pilot's arm-control
+        correlation is positive, else ``"unpaired"`` (``sqrt(Var(arm) + Var(control))``). Every
+        non-control arm's ``detectable_diff`` is at the seeds it shares with the control;
+        ``seeds_needed`` is the fewest seeds (at least ``min_seeds``) that detect ``target_diff``.
+    """
+    from .stats import compare_to_control, detectable_difference, seeds_needed  # noqa: PLC0415
+
+    if hasattr(spec, "arms") and not isinstance(spec, dict):
+        from .sweep import spec_to_json  # noqa: PLC0415
+
+        spec = spec_to_json(spec)
+    basis = power_basis(spec.get("notes") or [])
+    if basis is None:
+        return None
+    folder = Path(results) / str(basis["pilot"])
+    if not (folder / "summary.json").exists():
+        raise InputFormatError(f"power note: pilot sweep {folder} has no summary.json; name a committed sweep under {results}")
+    pilot = SweepResults.load(folder)
+    ctl = basis["control"] or pilot.control
+    metric = basis["metric"]
+    cmp = compare_to_control(pilot.per_seed(basis["arm"], metric), pilot.per_seed(ctl, metric))
+    if cmp["n_pairs"] < 3:
+        raise InputFormatError(f"power note: pilot {basis['pilot']} has {cmp['n_pairs']} seeds of {basis['arm']} paired with {ctl}; a variance needs 3 or more")
+    paired = cmp["correlation"] is not None and cmp["correlation"] > 0
+    sd = cmp["sd_paired"] if paired else cmp["sd_unpaired"]
+    alpha, power = float(basis["alpha"]), float(basis["power"])
+    seeds = list(range(spec["seeds"])) if isinstance(spec["seeds"], int) else list(spec["seeds"])
+    arm_seeds = {a["name"]: (list(range(a["seeds"])) if isinstance(a.get("seeds"), int) else list(a.get("seeds") or seeds))
+                 for a in spec["arms"]}
+    ctl_seeds = set(arm_seeds.get(spec["control"], seeds))
+    comps = []
+    for a in spec["arms"]:
+        if a["name"] == spec["control"]:
+            continue
+        n = len(set(arm_seeds[a["name"]]) & ctl_seeds)
+        comps.append({"arm": a["name"], "seeds": n, "detectable_diff": detectable_difference(sd, n, paired=paired, alpha=alpha, power=power)})
+    target = basis["target_diff"]
+    need = seeds_needed(sd, float(target), paired=paired, alpha=alpha, power=power, minimum=int(basis["min_seeds"])) if target else None
+    return {"pilot": str(basis["pilot"]), "pilot_arm": basis["arm"], "pilot_control": ctl, "metric": metric, "pilot_pairs": cmp["n_pairs"],
+            "correlation": cmp["correlation"], "test": "paired" if paired else "unpaired", "sd": sd, "alpha": alpha, "power": power,
+            "target_diff": target, "seeds_needed": need, "comparisons": comps}
+
+
+def power_lines(plan: dict, k: int = 8) -> list[str]:
+    """The plan of :func:`power_plan` in words (the dry run prints them; the results page quotes them)."""
+    lab = metric_label(plan["metric"], k)
+    r = plan["correlation"]
+    out = [f"Power, stated before the run: pilot `{plan['pilot']}` (`{plan['pilot_arm']}` vs `{plan['pilot_control']}`, "
+           f"{plan['pilot_pairs']} seeds, correlation across seeds {'n/a' if r is None else f'{r:+.2f}'}, so the "
+           f"{plan['test']} test; SD {plan['sd']:.4f}); smallest {lab} difference detected at p < {plan['alpha']:g} "
+           f"with {plan['power']:.0%} power:"]
+    for c in plan["comparisons"]:
+        d = c["detectable_diff"]
+        out.append(f"  `{c['arm']}` vs control, {c['seeds']} seeds: " + (f"±{d:.3f}" if d is not None else
+                   f"none ({c['seeds']} seeds cannot give p < {plan['alpha']:g})"))
+    if plan["target_diff"]:
+        out.append(f"  seeds needed for a {plan['target_diff']:g} difference: {plan['seeds_needed']}")
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _read_json_object(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated?); rewrite it from cells.jsonl with "
+                               f"`bupo sweep SPEC --out {path.parent} --summary-only`") from None
+    except UnicodeDecodeError:
+        raise InputFormatError(f"{path}: not UTF-8 text; rewrite it with `bupo sweep SPEC --out {path.parent} --summary-only`") from None
+    if not isinstance(data, dict):
+        raise InputFormatError(f"{path}: {what} must be a JSON object, got a {type(data).__name__}; rewrite it with "
+                               f"`bupo sweep SPEC --out {path.parent} --summary-only`")
+    return data
+
+
+def _validate_summary(summary: dict, path: Path) -> None:
+    """One-line errors for a ``summary.json`` that was not written by this version of ``bupo sweep``."""
+    fix = f"rewrite it from cells.jsonl with `bupo sweep SPEC --out {path.parent} --summary-only`"
+    for key in ("control", "k", "arms"):
+        if key not in summary:
+            raise InputFormatError(f"{path}: no {key!r}; not a sweep summary: {fix}")
+    if not isinstance(summary["arms"], dict) or summary["control"] not in summary["arms"]:
+        raise InputFormatError(f"{path}: 'arms' must map arm names to their statistics and include the control {summary['control']!r}: {fix}")
+    if not _is_number(summary["k"]):
+        raise InputFormatError(f"{path}: 'k' is {summary['k']!r}, not a number: {fix}")
+    for name, a in summary["arms"].items():
+        if not isinstance(a, dict) or not isinstance(a.get("seeds"), list) or not isinstance(a.get("metrics"), dict):
+            raise InputFormatError(f"{path}: arm {name!r} has no seeds list or metrics: {fix}")
+        for metric, m in a["metrics"].items():
+            vals = [m.get("mean"), m.get("se"), *(m.get("per_seed") or [])] if isinstance(m, dict) else [m]
+            bad = [v for v in vals if v is not None and not _is_number(v)]
+            if bad or not isinstance(m, dict):
+                raise InputFormatError(f"{path}: arm {name!r}, metric {metric!r}: {bad[0] if bad else m!r} is not a number: {fix}")
+        for metric, v in (a.get("vs_control") or {}).items():
+            for key in ("diff_mean", "se", "p_value", "p_value_unpaired", "correlation", "detectable_diff"):
+                x = v.get(key) if isinstance(v, dict) else v
+                if x is not None and not _is_number(x):
+                    raise InputFormatError(f"{path}: arm {name!r}, vs_control {metric!r} {key}: {x!r} is not a number: {fix}")
+
+
 def _close(a: float | None, b: float | None, tol: float, what: str) -> None:
     if a is None or b is None:
         assert a is None and b is None, f"{what}: {a} recomputed, {b} in summary.json"
@@ -370,6 +736,21 @@ def fmt_pm(m: float | None, se: float | None, nd: int = 3, signed: bool = False)
         return "n/a"
     s = f"{m:+.{nd}f}" if signed else f"{m:.{nd}f}"
     return s if se is None else f"{s} ± {se:.{nd}f}"
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    parts, run = [], []
+    for s in sorted(seeds):
+        if run and s == run[-1] + 1:
+            run.append(s)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [s]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(parts)
 
 
 def fmt_p(p: float | None) -> str:

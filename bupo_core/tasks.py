@@ -301,9 +301,17 @@ def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | Non
             for the short template, ``"boxed_math"`` for boxed ones.
         split: ``"train"`` or ``"eval"``: keep only questions on that side of the fixed
             partition (:func:`question_split`), each question once; reasoning-gym generators
-            draw until ``size`` distinct questions of the split exist. ``None`` (default): no
-            split (reasoning-gym draws may then repeat a question).
-        **kwargs: the reasoning-gym dataset's config fields (``min_terms``, ``max_digits``...).
+            draw until ``size`` distinct questions of the split exist (or the split is
+            exhausted: then the error names how many exist). ``None`` (default): no split
+            (reasoning-gym draws may then repeat a question).
+        **kwargs: the reasoning-gym dataset's config fields (``min_terms``, ``max_digits``...), and
+            ``pool`` (reasoning-gym with a split): ``"first"`` (default) keeps the first ``size``
+            distinct questions in draw order, which over-represents kinds with few distinct
+            questions (the 2-3 term chain_sum's two-term questions: 153 of its 3,457 train
+            questions, yet 15% of a 1000-question pool, because the generator draws two terms
+            half the time); ``"uniform"`` draws the split's distinct questions to exhaustion and
+            keeps a seeded uniform sample of ``size`` (0 = all), so every pool of the split (training
+            pool, evaluation set, benchmark) has the split's own mix of kinds (:func:`kind_mix`).
 
     Raises:
         InputFormatError: unknown task (the message lists the known ones), bad keywords, bad file.
@@ -336,27 +344,98 @@ def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | Non
         from .rewards import check_reasoning_gym_scorer  # noqa: PLC0415
 
         check_reasoning_gym_scorer(name)
-    want = max(size, 1)
-    # a split keeps ~EVAL_FRACTION or ~1 - EVAL_FRACTION of the draws: draw enough candidates
-    draws = want if split is None else 20 * want + 200
-    ds = reasoning_gym_dataset(name, size=draws, seed=seed, **kwargs)
-    examples: list[Example] = []
-    seen: set[str] = set()
-    for i in range(draws):
-        e = ds[i]
-        ex = Example(question=e["question"], answer=str(e["answer"]), answer_format=tpl.answer_format, entry=e, dataset=ds, source=f"reasoning_gym:{name}:{i}")
-        if split is not None and (question_split(ex) != split or ex.question in seen):
-            continue  # a split is a set of distinct questions from one side of the partition
-        seen.add(ex.question)
-        examples.append(ex)
-        if len(examples) == want:
-            break
-    if len(examples) < want:
+    pool = kwargs.pop("pool", "first")
+    if pool not in POOLS:
+        raise InputFormatError(f"pool must be one of {', '.join(POOLS)}, got {pool!r} (see bupo_core.tasks.load_task)")
+    if pool == "uniform" and split is None:
+        raise InputFormatError("pool='uniform' samples the distinct questions of a split: give split='train' or split='eval'")
+    if split is None:
+        want = max(size, 1)
+        ds = reasoning_gym_dataset(name, size=want, seed=seed, **kwargs)
+        examples = [_rg_example(ds, i, name, tpl) for i in range(want)]
+        return Task(name, examples, tpl, scorer or "reasoning_gym", seed, split)
+    # rows are made on access from (seed, index), so one large generator serves every draw count
+    ds = reasoning_gym_dataset(name, size=MAX_DRAWS, seed=seed, **kwargs)
+    want = max(size, 1) if pool == "first" else size
+    examples, draws, exhausted = _distinct_split_questions(ds, name, tpl, split, None if pool == "uniform" else want)
+    if pool == "uniform":
+        random.Random(seed).shuffle(examples)  # a uniform sample of the split's distinct questions
+        if want:
+            examples = examples[:want]
+    if len(examples) < max(want, 1):
+        why = "the split holds no more distinct questions" if exhausted else f"stopped after {MAX_DRAWS} draws"
         raise InputFormatError(
-            f"reasoning-gym task {name!r} gave only {len(examples)} of {want} distinct questions in the {split!r} split after {draws} draws "
-            f"(the task has too few distinct questions); widen the task (e.g. max_digits=2) or lower size"
+            f"reasoning-gym task {name!r} has only {len(examples)} distinct questions in the {split!r} split ({why}; "
+            f"{draws} draws), fewer than size={want}; lower size to at most {len(examples)} or widen the task (e.g. max_digits=2)"
         )
     return Task(name, examples, tpl, scorer or "reasoning_gym", seed, split)
+
+
+POOLS = ("first", "uniform")
+MAX_DRAWS = 5_000_000
+MIN_QUIET_DRAWS = 20_000
+
+
+def _rg_example(ds: Any, i: int, name: str, tpl: PromptTemplate) -> Example:
+    e = ds[i]
+    return Example(question=e["question"], answer=str(e["answer"]), answer_format=tpl.answer_format, entry=e, dataset=ds,
+                   source=f"reasoning_gym:{name}:{i}")
+
+
+def _distinct_split_questions(ds: Any, name: str, tpl: PromptTemplate, split: str, want: int | None) -> tuple[list[Example], int, bool]:
+    """The distinct questions of ``split`` in draw order: the first ``want`` (``None``: all of them).
+
+    Draws until ``want`` are found or the generator is exhausted: no new question of *either*
+    split in the last ``max(MIN_QUIET_DRAWS, 2 x draws so far at the last new one)`` draws (a
+    question drawn with probability ``p`` per draw is missed with probability ``exp(-p x quiet)``;
+    the 2-3 term single-digit chain_sum's rarest question, ``p = 1/8000``, is found within 50,000
+    draws). Returns ``(examples, draws, exhausted)``.
+    """
+    examples: list[Example] = []
+    seen: set[str] = set()
+    last_new = 0
+    i = 0
+    while i < MAX_DRAWS:
+        e = ds[i]
+        q = e["question"]
+        i += 1
+        if q in seen:
+            if i - last_new >= max(MIN_QUIET_DRAWS, 2 * last_new):
+                return examples, i, True
+            continue
+        seen.add(q)
+        last_new = i
+        ex = Example(question=q, answer=str(e["answer"]), answer_format=tpl.answer_format, entry=e, dataset=ds, source=f"reasoning_gym:{name}:{i - 1}")
+        if question_split(ex) == split:
+            examples.append(ex)
+            if want is not None and len(examples) == want:
+                return examples, i, False
+    return examples, i, False
+
+
+def question_kind(example: Example) -> str:
+    """The kind of a question, for comparing the mix of pools: ``"2 terms"``, ``"3 terms"`` for
+    reasoning-gym arithmetic (its ``num_terms``), else ``"other"``.
+
+    >>> question_kind(Example("1 + 2 =", "3", entry={"metadata": {"num_terms": 2}}))
+    '2 terms'
+    """
+    meta = (example.entry or {}).get("metadata") or {}
+    n = meta.get("num_terms") if isinstance(meta, dict) else None
+    return f"{n} terms" if n is not None else "other"
+
+
+def kind_mix(examples: list[Example]) -> dict[str, float]:
+    """Share of each :func:`question_kind` among ``examples`` (sorted by kind).
+
+    >>> kind_mix([Example("a", "1", entry={"metadata": {"num_terms": 2}}), Example("b", "1", entry={"metadata": {"num_terms": 3}})])
+    {'2 terms': 0.5, '3 terms': 0.5}
+    """
+    counts: dict[str, int] = {}
+    for e in examples:
+        k = question_kind(e)
+        counts[k] = counts.get(k, 0) + 1
+    return {k: counts[k] / len(examples) for k in sorted(counts)} if examples else {}
 
 
 def reasoning_gym_entries(name: str, *, size: int, seed: int, **kwargs: Any) -> tuple[Any, list[dict]]:
@@ -449,3 +528,38 @@ def _load_hub(name: str, size: int, answer_format: str) -> list[Example]:
                 continue
         out.append(Example(q, str(a), answer_format, source=f"hub:{repo}:{t.split}:{i}"))
     return out
+
+
+def chain_sum_questions(kw: dict) -> list[str]:
+    """Every chain_sum expression the settings (``min_terms``, ``max_terms``, ``min_digits``, ``max_digits``) can generate.
+
+    >>> len(chain_sum_questions(HELD_OUT_CHAIN_SUM)), len(chain_sum_questions(EASY_CHAIN_SUM))
+    (4200, 200)
+    """
+    import itertools  # noqa: PLC0415
+
+    out = []
+    for terms in range(kw["min_terms"], kw["max_terms"] + 1):
+        for digits in range(kw["min_digits"], kw["max_digits"] + 1):
+            lo, hi = (0 if digits == 1 else 10 ** (digits - 1)), 10**digits - 1
+            for values in itertools.product(range(lo, hi + 1), repeat=terms):
+                for ops in itertools.product("+-", repeat=terms - 1):
+                    parts = [str(values[0])]
+                    for op, v in zip(ops, values[1:]):
+                        parts += [op, str(v)]
+                    out.append(" ".join(parts))
+    return out
+
+
+def chain_sum_split_counts(kw: dict) -> dict[str, dict[str, int]]:
+    """Distinct chain_sum questions per split and kind (exact enumeration): ``{"train": {"2 terms": n, ...}, "eval": {...}}``.
+
+    >>> chain_sum_split_counts(HELD_OUT_CHAIN_SUM)["eval"]
+    {'2 terms': 46, '3 terms': 697}
+    """
+    counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+    for q in chain_sum_questions(kw):
+        side = question_split(Example("", "", entry={"metadata": {"expression": q}}))
+        kind = f"{len(q.split()) // 2 + 1} terms"
+        counts[side][kind] = counts[side].get(kind, 0) + 1
+    return {s: {k: c[k] for k in sorted(c)} for s, c in counts.items()}

@@ -52,7 +52,7 @@ def test_eval_uses_the_eval_split_by_default(tmp_path):
 
     out = tmp_path / "ev"
     assert main(["eval", "--model", "tiny-random-qwen3", "--easy", "--n", "3", "--k", "2", "--max-new-tokens", "2", "--out", str(out)]) == 0
-    asked = [json.loads(line)["question"] for line in (out / "per_problem.jsonl").read_text().splitlines()]
+    asked = [json.loads(line)["question"] for line in (out / "responses.jsonl").read_text().splitlines()]
     eval_side = {e.question for e in load_task("chain_sum", size=40, seed=10_000, split="eval", **EASY_CHAIN_SUM).examples}
     train_side = {e.question for e in load_task("chain_sum", size=150, seed=0, split="train", **EASY_CHAIN_SUM).examples}
     assert set(asked) <= eval_side and not set(asked) & train_side

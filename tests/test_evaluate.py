@@ -93,7 +93,11 @@ def test_evaluate_end_to_end_on_tiny_model(tiny_llm, tmp_path):
     loaded = load_eval(tmp_path)
     assert len(loaded["correct"]) == 3
     lines = (tmp_path / "per_problem.jsonl").read_text().splitlines()
-    assert len(lines) == 3 and len(json.loads(lines[0])["responses"]) == 4
+    row = json.loads(lines[0])
+    assert len(lines) == 3 and row["num_correct"] == res.problems[0].num_correct and row["num_samples"] == 4
+    assert "responses" not in row and len(lines[0]) < 200  # small: committed per sweep cell
+    texts = (tmp_path / "responses.jsonl").read_text().splitlines()
+    assert len(texts) == 3 and len(json.loads(texts[0])["responses"]) == 4
     again = evaluate(model, tok, task, cfg, progress=False).to_json()
     assert again["pass_at_k"] == data["pass_at_k"]  # seeded
 

@@ -75,7 +75,8 @@ def test_page_numbers_come_from_the_summary(tmp_path):
     assert "| `bupo_l1` | 3 | 0.250 ± 0.029 |" in md and "| -0.250 ± 0.087 | 0.25 |" in md
     assert "not resolved at this scale" in md and "Table 1: BuPO beats GRPO" in md
     # the headline names every arm's verdict against the control
-    assert "Sweep `main` (6 of 6 cells), Avg@4 on held-out problems against `grpo`" in md
+    assert "Sweep `main` (earlier design) (6 of 6 cells), Avg@4 on held-out problems against `grpo`" in md
+    assert "## Sweep `main` (earlier design)" in md  # no dynamic sampling in its shared settings
     assert "resolved above: none; resolved below: none; not resolved: `bupo_l1`." in md
     # internal phase (steps 1-2): bupo 0.15 vs grpo 0.15; after the switch (3-4): 0.25 vs 0.35
     assert "steps 1-2) 0.150 vs `grpo` 0.150" in md and "0.250 vs 0.350" in md
@@ -139,6 +140,9 @@ def test_repeated_cells_are_compared_across_sweeps(tmp_path):
     rows = [json.loads(line) for line in (res / "again" / "cells.jsonl").read_text().splitlines()]
     rows[4]["metrics"]["avg_at_k"] += 0.01  # bupo_l1 seed 1 came out differently the second time
     (res / "again" / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from bupo_core.sweep import parse_spec, write_summary
+
+    write_summary(parse_spec({**spec, "name": "again"}, "again.json"), res / "again")  # the report refuses a stale summary
     shared = repeated_cells(res)
     assert len(shared) == 6
     assert [c["where"] for c in shared if not c["identical"]] == [[("main", "bupo_l1", 1), ("again", "bupo_l1", 1)]]
@@ -183,3 +187,132 @@ def test_final_norm_makes_gemmas_layer_16_internal_policy_sane():
     assert pair["raw_stats"]["internal_logprob"] < -1000 and pair["raw_stats"]["internal_entropy"] < 0.01
     assert -10 < pair["normed_stats"]["internal_logprob"] < 0 and pair["normed_stats"]["internal_entropy"] > 1
     assert pair["vs_raw"]["p_value"] >= 0.05  # and no resolved difference in Avg@8 at 3 seeds
+
+
+# ----------------------------------------------------------------------------- issue 20
+def _table_rows(md: str):
+    """Yield ``(sweep, rows)`` for every results table on a page: rows as lists of cells, header first."""
+    sweep, table = None, []
+    for line in md.splitlines() + [""]:
+        if line.startswith("## Sweep `"):
+            sweep = line.split("`")[1]
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if table and sweep and any("same seeds" in c for c in table[0]):
+            yield sweep, table
+        table = []
+
+
+def _check_control_means_match_seeds(md: str, results_dir: Path) -> int:
+    """Every arm row's control mean is the control over that arm's seeds, and the control row(s) of its table
+    cover exactly the arm's seed set. Returns the number of arm rows checked."""
+    from bupo_core.sweep_results import SweepResults
+
+    checked = 0
+    for sweep, table in _table_rows(md):
+        res = SweepResults.load(results_dir / sweep)
+        head = table[0]
+        col = next(i for i, c in enumerate(head) if "same seeds" in c)
+        ctl_all = res.arm(res.control)["seeds"]
+        ctl_sets = []
+        for row in table[2:]:
+            name = row[0].split("`")[1]
+            if name == res.control:
+                label = row[0]
+                seeds = _expand(label.split("(seeds ")[1].rstrip(")")) if "(seeds" in label else list(ctl_all)
+                assert set(seeds) <= set(ctl_all), (sweep, label)
+                ctl_sets.append(sorted(seeds))
+                mean = sum(res.per_seed(res.control)[s] for s in seeds) / len(seeds)
+                assert row[2].startswith(f"{mean:.3f}"), (sweep, row, mean)  # the control row's Avg@K is over its seeds
+                continue
+            seeds = sorted(set(res.arm(name)["seeds"]) & set(ctl_all))
+            mean = sum(res.per_seed(res.control)[s] for s in seeds) / len(seeds)
+            assert row[col] == f"{mean:.3f}", (sweep, name, row[col], mean)
+            assert seeds in ctl_sets, f"{sweep}/{name}: its seeds {seeds} have no control row ({ctl_sets})"
+            checked += 1
+    return checked
+
+
+def _expand(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def test_every_table_shows_the_control_over_the_arms_seeds(tmp_path):
+    from conftest import write_matched_sweep
+
+    # the committed page: the 3-seed ablation tables of `main` must show grpo over seeds 0-2, not its 8-seed mean
+    committed = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    assert _check_control_means_match_seeds(committed, ROOT / "results") >= 20
+    assert "| `grpo` (seeds 0-2) | 3 | 0.180 ± 0.038 |" in committed
+    # a sweep whose arms have two seed sets in one table
+    res = write_matched_sweep(tmp_path / "results")
+    md = build_page(res, bench=tmp_path / "nb", notebooks=tmp_path / "nn").markdown
+    assert _check_control_means_match_seeds(md, res) == 3
+    assert "| `grpo` (seeds 0-1) |" in md and "| `grpo` (seeds 0-3) |" in md
+
+
+def test_page_flags_bupo_cells_without_ipa_updates_and_shows_matched_controls(tmp_path):
+    from conftest import write_matched_sweep
+
+    res = write_matched_sweep(tmp_path / "results")
+    md = build_page(res, bench=tmp_path / "nb", notebooks=tmp_path / "nn").markdown
+    assert "**`bupo_l1`: 1 of 4 cells made no IPA update** (seed 2): those cells are GRPO, not BuPO." in md
+    assert "Over the 3 seeds with IPA updates" in md
+    assert "- `bupo_l1` − `grpo_2` (same number of full-policy steps, 4 seeds; `grpo_2` 0.400 on them): -0.11" in md  # 0.2875 - 0.4
+    assert "Dynamic sampling: prompts kept (groups with unequal rewards) of prompts drawn" in md
+    # the verdict names both tests, r and (with 4 pairs) no detectable difference
+    line = next(x for x in md.splitlines() if x.startswith("- `bupo_l1`: not resolved"))
+    assert "unpaired p = " in line and "correlation across seeds" in line
+
+
+def test_planned_sweeps_state_what_they_can_decide_and_their_power():
+    md = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    for name in ("decide", "decide_ablations"):
+        part = md.split(f"## Sweep `{name}`", 1)[1].split("\n## ", 1)[0]
+        assert "Can decide:" in part and "Power, stated before the run: pilot `long`" in part, name
+    assert "seeds needed for a 0.03 difference: 25" in md.split("## Sweep `decide`", 1)[1]
+
+
+def test_cli_report_errors_are_one_line(tmp_path, capsys):
+    res = _fake_sweep(tmp_path)
+    out = tmp_path / "page.md"
+    args = ["report", str(res), "--out", str(out), "--bench", str(tmp_path / "nb"), "--notebooks", str(tmp_path / "nn")]
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    assert main(["report", str(res), "--out", str(folder)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    summary = res / "main" / "summary.json"
+    good = summary.read_text()
+    for content, message in ((good[: len(good) // 2], "not valid JSON"), ("[]", "must be a JSON object"),
+                             (good.replace('"mean": 0.5,', '"mean": "0.5",', 1), "is not a number")):
+        summary.write_text(content)
+        assert main(args) == 2, content[:40]
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    # counts are recomputed from cells.jsonl: a summary that claims cells cells.jsonl lacks is refused
+    summary.write_text(good)
+    rows = (res / "main" / "cells.jsonl").read_text().splitlines()
+    (res / "main" / "cells.jsonl").write_text("\n".join(rows[:2]) + "\n")
+    assert main(args) == 2
+    assert "summary.json disagrees with cells.jsonl" in capsys.readouterr().err
+
+
+def test_closing_section_reads_the_deciding_sweep(tmp_path):
+    from conftest import write_matched_sweep
+
+    res = write_matched_sweep(tmp_path / "results", name="decide")
+    md = build_page(res, bench=tmp_path / "nb", notebooks=tmp_path / "nn").markdown
+    part = md.split("## What this scale decides", 1)[1].split("\n## ", 1)[0]
+    # grpo Avg@4 mean over 4 seeds 0.45; bupo_l1 - grpo = (0.25 + 0.30 + 0.20 + 0.40 - 1.8) / 4 = -0.1625
+    assert "From `decide` (14 of 14 cells; `grpo` Avg@4 0.450" in part and "`grpo_2` − `grpo`" not in part  # BuPO arms only
+    assert "- `bupo_l1` − `grpo` = -0.163 ± " in part or "- `bupo_l1` − `grpo` = -0.162 ± " in part
+    assert "not resolved: a true difference of any size" in part  # 4 pairs: the sign-flip test cannot reach p < 0.05
+    assert "1 of its cells made no IPA update" in part
+    committed = (ROOT / "docs" / "results.md").read_text(encoding="utf-8").split("## What this scale decides", 1)[1]
+    if not (ROOT / "results" / "decide" / "summary.json").exists():
+        assert "have not run yet" in committed.split("\n## ", 1)[0]

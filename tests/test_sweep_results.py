@@ -157,3 +157,134 @@ def test_resolution_needs_two_pairs_and_a_small_p(sweep):
     assert sweep.resolution("bupo_l1") == "below"
     sweep.summary["arms"]["bupo_l1"]["vs_control"]["avg_at_k"].update(n_pairs=1)
     assert sweep.resolution("bupo_l1") is None
+
+
+# ----------------------------------------------------------------------------- issue 20: the summary's new fields
+from conftest import write_matched_sweep  # noqa: E402
+
+
+@pytest.fixture()
+def matched(tmp_path):
+    return SweepResults.load(write_matched_sweep(tmp_path / "results") / "matched")
+
+
+def test_summary_counts_ipa_updates_and_flags_cells_without_any(matched):
+    s = matched.summary
+    b = s["arms"]["bupo_l1"]
+    assert b["ipa_updates"] == {"per_seed": [2, 2, 0, 2], "zero_update_seeds": [2]}  # 2 internal steps x 1 update; seed 2 none
+    assert s["arms"]["bupo_l1_s1"]["ipa_updates"]["per_seed"] == [1, 1]
+    assert "ipa_updates" not in s["arms"]["grpo"] and "ipa_updates" not in s["arms"]["grpo_2"]
+    assert [f.split(":")[0] for f in s["flags"]] == ["bupo_l1 seed 2"]
+    # the comparison without the cell that ran no internal phase: seeds 0, 1, 3
+    w = b["vs_control_with_ipa"]["avg_at_k"]
+    assert w["n_pairs"] == 3 and w["diff_mean"] == pytest.approx(((0.25 - 0.5) + (0.30 - 0.4) + (0.40 - 0.3)) / 3)
+    assert matched.zero_update_seeds("bupo_l1") == [2] and matched.ipa_updates("grpo") is None
+    assert s["shared"]["dynamic_sampling"] is False  # the spec does not set it
+    # dynamic-sampling counts: per seed, sum over 4 steps of 6 + step drawn and 4 kept
+    assert s["arms"]["grpo"]["sampling"] == {"prompts_drawn": [34] * 4, "prompts_kept": [16] * 4}
+    assert s["arms"]["grpo_2"]["sampling"]["prompts_drawn"] == [7 + 8] * 4
+
+
+def test_summary_vs_control_has_unpaired_test_correlation_and_detectable_difference(matched):
+    from bupo_core.stats import compare_to_control
+
+    for name in matched.arm_names:
+        for metric, v in matched.arm(name)["vs_control"].items():
+            for key in ("p_value_unpaired", "correlation", "detectable_diff", "control_mean"):
+                assert key in v, (name, metric, key)
+    v = matched.arm("bupo_l1_s1")["vs_control"]["avg_at_k"]
+    assert v["n_pairs"] == 2 and v["control_mean"] == pytest.approx((0.5 + 0.4) / 2)  # the control over seeds 0-1 only
+    ref = compare_to_control({0: 0.25, 1: 0.30, 2: 0.20, 3: 0.40}, {0: 0.50, 1: 0.40, 2: 0.60, 3: 0.30})
+    assert matched.arm("bupo_l1")["vs_control"]["avg_at_k"]["p_value_unpaired"] == pytest.approx(ref["p_value_unpaired"])
+    assert matched.arm("bupo_l1")["vs_control"]["avg_at_k"]["correlation"] == pytest.approx(ref["correlation"])
+
+
+def test_matched_controls_have_as_many_full_policy_steps(matched):
+    a = matched.arm("bupo_l1")
+    assert a["matched_control"] == "grpo_2"  # 4 steps - 2 internal = 2 full-policy steps
+    v = a["vs_matched"]["avg_at_k"]
+    assert v["n_pairs"] == 4 and v["diff_mean"] == pytest.approx((0.25 + 0.30 + 0.20 + 0.40 - 0.45 - 0.30 - 0.50 - 0.35) / 4)
+    assert "matched_control" not in matched.arm("bupo_l1_s1")  # 3 full-policy steps: no grpo_3 in the sweep
+    matched.check()
+
+
+def test_check_catches_a_wrong_ipa_count(matched):
+    matched.summary["arms"]["bupo_l1"]["ipa_updates"]["per_seed"][2] = 1
+    with pytest.raises(AssertionError, match="IPA updates"):
+        matched.check()
+
+
+def test_table_shows_the_control_over_each_arms_own_seeds(matched):
+    md = matched.markdown_table(arms=["grpo", "bupo_l1", "bupo_l1_s1"])
+    # two seed sets among the arms: one control row per set
+    assert "| `grpo` (seeds 0-1) | 2 | 0.450 ± 0.050 |" in md
+    assert "| `grpo` (seeds 0-3) | 4 | 0.450 ± 0.065 |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| `bupo_l1_s1`"))
+    # control mean over seeds 0-1; differences -0.40 and +0.50: mean +0.05, SE = 0.636 / sqrt(2) = 0.45
+    assert "| 0.450 | +0.050 ± 0.450 |" in row
+    assert "| 2, 2, 0!, 2 |" in next(line for line in md.splitlines() if line.startswith("| `bupo_l1` "))
+    one = matched.markdown_table(arms=["grpo", "bupo_l1"])  # the arms share all the control's seeds: one plain row
+    assert "| `grpo` | 4 |" in one and "(seeds" not in one
+    t = {r["arm"]: r for r in matched.table(arms=["grpo", "bupo_l1_s1"])}
+    assert t["bupo_l1_s1"]["control_mean"] == pytest.approx(0.45) and t["grpo"]["control_mean"] is None
+
+
+def test_reward_curves_over_chosen_seeds(matched):
+    full = matched.reward_curves(["grpo"])["grpo"]
+    two = matched.reward_curves(["grpo"], seeds=[0, 1])["grpo"]
+    assert full["n"] == [4] * 4 and two["n"] == [2] * 4
+    assert two["mean"][0] == pytest.approx(0.1 + 0.005)  # 0.1 + 0.01 x mean(0, 1)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"control": "grpo", "k": 4, "arms": {', "not valid JSON"),
+    ("[1, 2]", "must be a JSON object, got a list"),
+    ('{"name": "x"}', "no 'control'"),
+])
+def test_load_refuses_a_broken_summary_in_one_line(sweep, content, message):
+    (sweep.folder / "summary.json").write_text(content)
+    with pytest.raises(InputFormatError, match=message) as exc:
+        SweepResults.load(sweep.folder)
+    assert "\n" not in str(exc.value) and "--summary-only" in str(exc.value)
+
+
+def test_load_refuses_non_numeric_metrics(sweep):
+    s = json.loads((sweep.folder / "summary.json").read_text())
+    s["arms"]["grpo"]["metrics"]["avg_at_k"]["mean"] = "high"
+    (sweep.folder / "summary.json").write_text(json.dumps(s))
+    with pytest.raises(InputFormatError, match="'high' is not a number"):
+        SweepResults.load(sweep.folder)
+    rows = (sweep.folder / "cells.jsonl").read_text().splitlines()
+    bad = json.loads(rows[0])
+    bad["metrics"]["avg_at_k"] = "0.5"
+    (sweep.folder / "cells.jsonl").write_text("\n".join([json.dumps(bad)] + rows[1:]) + "\n")
+    (sweep.folder / "summary.json").write_text(json.dumps({**s, "arms": json.loads(json.dumps(sweep.summary["arms"]))}))
+    with pytest.raises(InputFormatError, match=r"row 1 \(grpo seed 0\): metric 'avg_at_k' is '0.5', not a number"):
+        SweepResults.load(sweep.folder)
+
+
+def test_cell_counts_come_from_the_rows(sweep):
+    assert (sweep.finished_cells(), sweep.planned_cells()) == (6, 6)
+    sweep.rows = sweep.rows[:2]  # a summary claiming 6 finished cells, with 2 rows
+    assert sweep.finished_cells() == 2
+
+
+def test_per_problem_counts_of_a_cell(matched):
+    folder = matched.folder / "cells" / "grpo" / "seed-0" / "eval"
+    folder.mkdir(parents=True)
+    rows = [{"index": 1, "num_correct": 3, "num_samples": 4}, {"index": 0, "num_correct": 0, "num_samples": 4}]
+    (folder / "per_problem.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert matched.per_problem("grpo", 0) == [0, 3]  # problem order
+    assert matched.per_problem("grpo", 1) is None
+
+
+def test_run_cell_writes_a_small_per_problem_file_that_git_keeps():
+    """.gitignore keeps each sweep cell's per_problem.jsonl (counts) and drops responses.jsonl (texts)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for name, ignored in (("per_problem.jsonl", False), ("responses.jsonl", True), ("eval.json", False)):
+        path = f"results/some_sweep/cells/grpo/seed-0/eval/{name}"
+        rc = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=root).returncode
+        assert (rc == 0) == ignored, path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,69 @@ def test_held_out_setting_is_the_measured_choice():
 
     data = json.loads((Path(__file__).parent.parent / "bench" / "results" / "task_pass_rate.json").read_text())
     assert data["candidates"][data["chosen"]]["task_kwargs"] == HELD_OUT_CHAIN_SUM
+
+
+# ----------------------------------------------------------------------------- issue 20: pools that match
+def test_distinct_loader_reaches_the_documented_eval_size():
+    from bupo_core.tasks import HELD_OUT_CHAIN_SUM, chain_sum_split_counts, question_split
+
+    n_eval = sum(chain_sum_split_counts(HELD_OUT_CHAIN_SUM)["eval"].values())
+    assert n_eval == 743  # the number docs/results.md and tasks.py state, by exact enumeration
+    for size in (600, n_eval):
+        task = load_task("chain_sum", size=size, seed=10_000, split="eval", **HELD_OUT_CHAIN_SUM)
+        assert len(task) == size == len({e.question for e in task.examples})
+        assert all(question_split(e) == "eval" for e in task.examples)
+    with pytest.raises(InputFormatError, match=r"only 743 distinct questions in the 'eval' split .*lower size to at most 743"):
+        load_task("chain_sum", size=744, seed=10_000, split="eval", **HELD_OUT_CHAIN_SUM)
+
+
+def test_first_pool_keeps_the_earlier_draw_order():
+    """The default pool is what the earlier sweeps trained and evaluated on: the first distinct questions in draw order."""
+    from bupo_core.tasks import HELD_OUT_CHAIN_SUM, kind_mix, question_split, reasoning_gym_dataset
+
+    task = load_task("chain_sum", size=32, seed=10_000, split="eval", **HELD_OUT_CHAIN_SUM)
+    ds = reasoning_gym_dataset("chain_sum", size=2000, seed=10_000, **HELD_OUT_CHAIN_SUM)
+    first, seen = [], set()
+    for i in range(2000):
+        e = ds[i]
+        ex = type(task.examples[0])(e["question"], str(e["answer"]), entry=e)
+        if e["question"] not in seen and question_split(ex) == "eval":
+            first.append(e["question"])
+        seen.add(e["question"])
+        if len(first) == 32:
+            break
+    assert [e.question for e in task.examples] == first
+    assert kind_mix(task.examples)["2 terms"] == pytest.approx(13 / 32)  # issue 20: 41% two-term in the 32 problems
+
+
+def test_uniform_pools_have_the_splits_mix_of_question_kinds():
+    """Training pool, evaluation set and benchmark prompts (pool: uniform) draw the same mix of question kinds."""
+    from bupo_core.tasks import HELD_OUT_CHAIN_SUM, chain_sum_split_counts, kind_mix
+
+    counts = chain_sum_split_counts(HELD_OUT_CHAIN_SUM)
+    share = {s: c["2 terms"] / sum(c.values()) for s, c in counts.items()}  # 154/3457 and 46/743
+    train = load_task("chain_sum", size=1000, seed=0, split="train", pool="uniform", **HELD_OUT_CHAIN_SUM)
+    ev = load_task("chain_sum", size=743, seed=10_000, split="eval", pool="uniform", **HELD_OUT_CHAIN_SUM)
+    bench = load_task("chain_sum", size=0, seed=0, split="train", pool="uniform", **HELD_OUT_CHAIN_SUM)
+    assert len(bench) == sum(counts["train"].values()) == 3457  # size 0: the whole split
+    assert kind_mix(ev.examples)["2 terms"] == pytest.approx(share["eval"])  # the whole eval split
+    # a uniform sample of 1000 of 3457: hypergeometric SD of the two-term share is about 0.0055
+    assert abs(kind_mix(train.examples)["2 terms"] - share["train"]) < 4 * 0.0055
+    assert abs(share["train"] - share["eval"]) < 0.02  # the hash partition keeps the splits' mixes close
+    # first-drawn pools do not: the 1000-question training pool was 15% two-term
+    first = load_task("chain_sum", size=1000, seed=0, split="train", **HELD_OUT_CHAIN_SUM)
+    assert kind_mix(first.examples)["2 terms"] > 0.14
+    assert load_task("chain_sum", size=5, seed=1, split="train", pool="uniform", **HELD_OUT_CHAIN_SUM).examples[0].question != \
+        load_task("chain_sum", size=5, seed=2, split="train", pool="uniform", **HELD_OUT_CHAIN_SUM).examples[0].question
+
+
+def test_pool_errors():
+    with pytest.raises(InputFormatError, match="pool must be one of first, uniform"):
+        load_task("chain_sum", size=3, split="train", pool="random")
+    with pytest.raises(InputFormatError, match="needs|give split"):
+        load_task("chain_sum", size=3, pool="uniform")
+
+
+def test_benchmark_draws_its_prompts_like_the_sweeps():
+    text = (Path(__file__).parent.parent / "bench" / "task_pass_rate.py").read_text()
+    assert 'split="train", pool="uniform"' in text

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "training split; train the model with --task-arg split=train). 'all' = no split")
     # the evaluation settings: one flag per EvalConfig field (help and defaults from its docstring)
     add_config_arguments(p, EvalConfig, flags={"num_problems": "--n", "k": "--k"})
-    p.add_argument("--out", required=True, help="output folder (eval.json, per_problem.jsonl, pass_at_k.png)")
+    p.add_argument("--out", required=True, help="output folder (eval.json, per_problem.jsonl: correct counts per problem, responses.jsonl: the sampled texts, pass_at_k.png)")
 
 
 def run(args: argparse.Namespace) -> int:

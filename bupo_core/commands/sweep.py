@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
             state = "missing" if row is None else ("done" if row.get("key") == cell_key(spec, arm, seed) else "STALE (other settings)")
             print(f"{arm.name:28s} seed {seed}: {state}  {json.dumps(spec.arm_differences(arm))}")
         print(f"{len(spec.cells())} cells; spec {spec.path} is valid")
+        _print_power(spec)
         return 0
     if args.summary_only:
         from ..sweep import spec_to_json, write_summary  # noqa: PLC0415
@@ -78,3 +79,26 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     print(f"[sweep] wrote {Path(args.out) / 'summary.json'} and cells.jsonl")
     return 0
+
+
+def _print_power(spec) -> None:
+    """The spec's power statement (``notes: [{power: {pilot, arm, target_diff}}]``), from the pilot's committed variance."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from ..sweep_results import power_lines, power_plan, results_dir  # noqa: PLC0415
+
+    here = Path(spec.path).resolve().parent.parent  # results/specs/x.yaml -> results/
+    try:
+        results = here if (here / "specs").is_dir() else results_dir()
+    except Exception:  # noqa: BLE001 - no results folder: no pilot to read
+        results = None
+    if results is None:
+        print("power: no results/ folder with the pilot sweep found; detectable differences unknown before the run")
+        return
+    plan = power_plan(spec, results)
+    if plan is None:
+        print("power: the spec states no power basis (notes: [{power: {pilot: SWEEP, arm: ARM, target_diff: X}}]); "
+              "detectable differences unknown before the run")
+        return
+    for line in power_lines(plan, spec.eval["k"]):
+        print(line.replace("`", ""))

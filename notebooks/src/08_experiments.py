@@ -62,12 +62,18 @@ LIVE_EVAL_K = scaled(4, 2, QUICK)
 # A *cell* of a sweep is one (arm, seed): train with that seed, then evaluate on the held-out split
 # with that seed. The seed fixes which training prompts come in which order, every sampling draw,
 # and the evaluation problems and their draws. So arm $A$ and the control $C$ at the same seed $s$
-# saw the same prompts and are graded on the same draws, and most of what varies from seed to seed
-# (an easy or a hard batch of prompts, a lucky evaluation draw) is shared. The paired difference
+# saw the same prompts and are graded on the same draws: whatever part of the seed-to-seed variation
+# the two cells share (an easy or a hard batch of prompts, a lucky evaluation draw) cancels in the
+# paired difference
 #
 # $$d_s = A_s - C_s, \qquad \bar d = \frac{1}{n}\sum_{s=1}^{n} d_s, \qquad \mathrm{SE}(\bar d) = \frac{\mathrm{sd}(d_1, \dots, d_n)}{\sqrt n} \tag{8.1}$$
 #
-# removes that shared part (sd with $n - 1$ in the denominator). Is $\bar d$ larger than chance? If
+# (sd with $n - 1$ in the denominator). How much is shared is an empirical question:
+# $\mathrm{Var}(A - C) = \mathrm{Var}(A) + \mathrm{Var}(C) - 2 r\,\mathrm{SD}(A)\,\mathrm{SD}(C)$, with $r$ the
+# correlation of arm and control across seeds. Pairing removes variance only when $r > 0$; when the
+# two runs diverge after a few steps, $r$ is near zero or negative and pairing *adds* variance. The
+# cells below measure $r$ on the committed data, and `bupo_core.stats.compare_to_control` reports
+# the unpaired test beside the paired one for that reason. Is $\bar d$ larger than chance? If
 # the arm made no difference, $A_s$ and $C_s$ would be exchangeable, and every $d_s$ would be as
 # likely to carry either sign. The **sign-flip test** counts, among all $2^n$ ways to flip the signs,
 # the share whose mean is at least as far from zero as the observed one:
@@ -153,6 +159,55 @@ for key, mine in (("diff_mean", d_mean), ("se", d_se), ("p_value", p)):
     assert_close(lib[key], mine, dtype=torch.float64, what=f"compare_to_control {key}", atol=1e-12)
     assert_close(summary[key], mine, dtype=torch.float64, what=f"summary.json {key}", atol=1e-12)
 print("bupo_core.stats.compare_to_control and summary.json agree with the hand computation")
+
+# %% [markdown]
+# ### Does pairing help here?
+#
+# The correlation $r$ of BuPO and GRPO across the seeds decides it. Compare the SD of the paired
+# differences with $\sqrt{\mathrm{Var}(A) + \mathrm{Var}(C)}$, what the SD of a difference would be
+# without the pairing, and the paired sign-flip p-value with the unpaired label-permutation one
+# (the arm/control labels of the $2n$ results permuted, pairing ignored).
+
+# %%
+from bupo_core.stats import correlation, label_permutation_test
+
+seeds = sorted(set(grpo) & set(bupo))
+a_vals, c_vals = [bupo[s] for s in seeds], [grpo[s] for s in seeds]
+
+
+def sd(xs):
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+r = correlation(bupo, grpo)
+sd_paired, sd_unpaired = sd(d), math.sqrt(sd(a_vals) ** 2 + sd(c_vals) ** 2)
+print(f"{MAIN_ARM} vs {res.control} over {len(seeds)} seeds: correlation r = {r:+.2f}; "
+      f"SD of paired differences {sd_paired:.4f}, unpaired {sd_unpaired:.4f}")
+print("pairing " + ("removed" if sd_paired < sd_unpaired else "added") + " variance here; "
+      f"paired p = {summary['p_value']:.3g}, unpaired p = {label_permutation_test(a_vals, c_vals):.3g}")
+assert (r > 0) == (sd_paired < sd_unpaired)  # the identity above: pairing helps exactly when r > 0
+assert_close(summary["correlation"], r, dtype=torch.float64, what="summary.json correlation", atol=1e-12)
+
+# %% [markdown]
+# ### Power: what these seeds could detect
+#
+# A test at $p < 0.05$ detects a true difference $\delta$ with 80% probability when
+# $\delta \ge (t_{0.975,\,n-1} + t_{0.8,\,n-1})\,\mathrm{SE}$ (paired). `summary.json` stores this
+# *detectable difference* for every comparison, so "not resolved" can be read as "probably smaller
+# than that", and `bupo_core.stats.seeds_needed` turns a variance into the seeds a target needs.
+# The paper's Table 1 effect (58.51 vs 55.08, about +6% relative) is about 0.009 Avg@8 at this
+# sweep's GRPO level.
+
+# %%
+from bupo_core.stats import detectable_difference, seeds_needed
+
+dd = detectable_difference(sd_paired, len(d))
+assert_close(summary["detectable_diff"], dd, dtype=torch.float64, what="summary.json detectable_diff", atol=1e-12)
+paper_effect = (58.51 / 55.08 - 1) * res.arm(res.control)["metrics"]["avg_at_k"]["mean"]
+print(f"{len(d)} pairs at this SD detect {dd:.3f} Avg@{res.k} (p < 0.05, 80% power)")
+print(f"the paper's relative effect at this GRPO level: {paper_effect:.4f}; "
+      f"seeds needed at this SD: {seeds_needed(sd_paired, paper_effect)}; for 0.03: {seeds_needed(sd_paired, 0.03)}")
 
 # %% [markdown]
 # ## The main comparison
@@ -293,10 +348,20 @@ print("arms still waiting for seeds:", ", ".join(pending) if pending else "none;
 # BuPO) and the second family (Gemma-3-270M). Each is shown with its fingerprint, and with the share
 # of groups whose 8 rewards were all equal (GRPO learns nothing from those: if that share is near 1,
 # the model cannot learn this task at these sizes, whatever the method). A folder that is not there
-# yet is listed with the command that makes it.
+# yet is listed with the command that makes it, and with its power stated before the run.
+#
+# `main`, `long`, `gemma` and `gemma_norm` are the **earlier design**: without dynamic sampling
+# most groups were flat, so BuPO cells made a handful of IPA updates (some none: those cells are
+# GRPO), the pools over-represented two-term questions, and the s_inter arms had no GRPO arm with
+# the same number of full-policy steps. The deciding sweeps `decide` (25 seeds, from the power
+# function) and `decide_ablations` (s_inter with matched GRPO controls, target layers) fix all
+# three; each spec's notes state what it can decide.
 
 # %%
 import json
+
+from bupo_core.sweep import _read_spec_file
+from bupo_core.sweep_results import power_lines, power_plan
 
 others = {}
 for spec_path in sorted((RESULTS / "specs").glob("*.yaml")):
@@ -305,12 +370,18 @@ for spec_path in sorted((RESULTS / "specs").glob("*.yaml")):
         continue
     if not (RESULTS / name / "summary.json").exists():
         print(f"{name}: not run yet (`bupo sweep results/specs/{spec_path.name} --out results/{name}`)")
+        plan = power_plan(_read_spec_file(spec_path), RESULTS)
+        for line in power_lines(plan) if plan else []:
+            print("  " + line.replace("`", ""))
         continue
     other = SweepResults.load(RESULTS / name)
     other.check()
     others[name] = other
     display(Markdown(f"### `{name}`: {other.spec.get('description', '')}"))
-    print(f"{other.summary['cells_finished']} of {other.summary['cells_planned']} cells finished; fingerprint {other.fingerprint()}")
+    design = "earlier design" if not other.summary.get("shared", {}).get("dynamic_sampling") else "dynamic sampling"
+    print(f"{other.finished_cells()} of {other.planned_cells()} cells finished ({design}); fingerprint {other.fingerprint()}")
+    for flag in other.summary.get("flags", []):
+        print("flagged:", flag)
     for group, arms in other.groups().items():
         show_group(other, arms, f"{name}: {group}")
     # can this model learn here at all? GRPO learns only from groups whose rewards differ
@@ -407,7 +478,11 @@ print("BuPO arms resolved above GRPO:", ", ".join(bupo_resolved_above) or "none"
 #
 # * A comparison across training seeds is paired by seed (Eq. 8.1) and tested with the sign-flip
 #   test (Eq. 8.2), whose smallest p-value is $2/2^n$ (Eq. 8.3): 3 seeds show direction and size,
-#   not significance.
+#   not significance. Pairing helps only when arm and control are positively correlated across
+#   seeds; here they are not always, so the unpaired test and $r$ are reported beside it.
+# * Every comparison states its detectable difference: a sweep that cannot detect the paper's
+#   effect says nothing about it, and `results/specs/decide.yaml` takes its seeds from the power
+#   function (`bupo sweep SPEC --out DIR --dry-run` prints it).
 # * The sweep separates format from arithmetic (no-answer share vs accuracy among answered) and
 #   BuPO's internal phase from its shorter GRPO phase (the `grpo_9` control).
 # * The internal-phase diagnostics show what IPA does to the internal policy it optimises, which
@@ -415,7 +490,7 @@ print("BuPO arms resolved above GRPO:", ", ".join(bupo_resolved_above) or "none"
 # * Every number above is printed from the committed `results/`; `docs/results.md` is generated
 #   from the same files by `bupo report results/ --out docs/results.md`, and CI checks both.
 #
-# **Open questions.** How many seeds would resolve the main GRPO-BuPO difference at its observed
-# size and spread (simulate by resampling the per-seed differences)? Does the ordering of target
+# **Open questions.** The power function assumes roughly normal per-seed differences: simulate
+# the sign-flip test's power by resampling the per-seed differences and compare. Does the ordering of target
 # layers change with a longer run, or with the final-normed internal policy? Which arm would you add
 # to test an explanation of the main result, rather than offer it as one?
