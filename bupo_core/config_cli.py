@@ -24,7 +24,8 @@ import dataclasses
 import re
 import types
 import typing
-from typing import Any, Iterable, Literal, get_args, get_origin
+from collections.abc import Iterable
+from typing import Any, Literal, get_args, get_origin
 
 from .errors import InputFormatError
 

@@ -78,4 +78,6 @@ class SamplingFields:
 
     def check_sampling_fields(self, batch_size: int | None = None) -> None:
         """Validate the sampling fields (see :func:`check_sampling`)."""
-        check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, batch_size=batch_size)
+        check_sampling(
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, batch_size=batch_size
+        )

@@ -15,7 +15,13 @@ import pytest
 from bupo_core import sampling
 from bupo_core.analysis import AnalysisConfig
 from bupo_core.cli import build_parser, main
-from bupo_core.config_cli import add_config_arguments, config_from_args, field_help, fill_generated_blocks, markdown_table
+from bupo_core.config_cli import (
+    add_config_arguments,
+    config_from_args,
+    field_help,
+    fill_generated_blocks,
+    markdown_table,
+)
 from bupo_core.errors import InputFormatError
 from bupo_core.evaluate import EvalConfig
 
@@ -44,8 +50,12 @@ class _Sequences:
 def test_tuple_and_list_fields_become_flags_with_their_types():
     p = argparse.ArgumentParser()
     add_config_arguments(p, _Sequences)
-    cfg = config_from_args(_Sequences, p.parse_args(["--names", "c", "d", "e", "--sizes", "3", "4", "--modes", "y", "x",
-                                                     "--pair", "2", "3", "--maybe", "q"]))
+    cfg = config_from_args(
+        _Sequences,
+        p.parse_args(
+            ["--names", "c", "d", "e", "--sizes", "3", "4", "--modes", "y", "x", "--pair", "2", "3", "--maybe", "q"]
+        ),
+    )
     assert cfg == _Sequences(names=("c", "d", "e"), sizes=[3, 4], modes=("y", "x"), pair=(2.0, 3.0), maybe=("q",))
     assert isinstance(cfg.sizes, list) and isinstance(cfg.names, tuple)
     assert config_from_args(_Sequences, p.parse_args([])) == _Sequences()  # defaults kept
@@ -127,7 +137,10 @@ def test_table_rows_follow_the_dataclass():
         b: int = 2
         c: str = "z"
 
-    assert markdown_table(Small).splitlines()[2:] == ["| `a`, `b` | 1, 2 | the pair (`x`). |", "| `c` | `z` | a name with a \\| bar. |"]
+    assert markdown_table(Small).splitlines()[2:] == [
+        "| `a`, `b` | 1, 2 | the pair (`x`). |",
+        "| `c` | `z` | a name with a \\| bar. |",
+    ]
 
 
 # ----------------------------------------------------------------------------- sampling fields once
@@ -152,17 +165,31 @@ def test_sampling_fields_are_declared_once_with_named_defaults():
 def test_task_arg_is_one_flag_everywhere():
     parser = build_parser()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    flags = {name: next(a for a in sub._actions if "--task-arg" in a.option_strings)
-             for name, sub in subs.items() if any("--task-arg" in a.option_strings for a in sub._actions)}
+    flags = {
+        name: next(a for a in sub._actions if "--task-arg" in a.option_strings)
+        for name, sub in subs.items()
+        if any("--task-arg" in a.option_strings for a in sub._actions)
+    }
     assert {"train", "eval", "entropy", "refine"} <= set(flags)
     assert {(a.default, a.metavar, a.help.split("; not given")[0]) for a in flags.values()} == {
-        (None, "KEY=VALUE", "a setting of the task's generator, repeatable (e.g. --task-arg max_terms=2)")}
+        (None, "KEY=VALUE", "a setting of the task's generator, repeatable (e.g. --task-arg max_terms=2)")
+    }
 
 
 # ----------------------------------------------------------------------------- sweep eval: every EvalConfig field
 def _spec(eval_section: dict | None = None) -> dict:
-    data = {"shared": {"model": "tiny-random-llama", "steps": 1, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 4},
-            "seeds": [0], "control": "grpo", "arms": [{"name": "grpo", "config": {"method": "grpo"}}]}
+    data = {
+        "shared": {
+            "model": "tiny-random-llama",
+            "steps": 1,
+            "prompts_per_step": 2,
+            "group_size": 2,
+            "max_new_tokens": 4,
+        },
+        "seeds": [0],
+        "control": "grpo",
+        "arms": [{"name": "grpo", "config": {"method": "grpo"}}],
+    }
     if eval_section is not None:
         data["eval"] = eval_section
     return data
@@ -171,7 +198,15 @@ def _spec(eval_section: dict | None = None) -> dict:
 def test_sweep_eval_accepts_every_eval_config_field():
     from bupo_core.sweep import cell_key, eval_config, parse_spec
 
-    values = {"num_problems": 3, "k": 2, "max_new_tokens": 5, "temperature": 0.7, "top_p": 0.9, "batch_size": 8, "confidence": 0.9}
+    values = {
+        "num_problems": 3,
+        "k": 2,
+        "max_new_tokens": 5,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "batch_size": 8,
+        "confidence": 0.9,
+    }
     assert set(values) == {f.name for f in dataclasses.fields(EvalConfig)} - {"seed"}  # the test covers them all
     spec = parse_spec(_spec(values), "s.yaml")
     assert eval_config(spec.eval, seed=4) == EvalConfig(**values, seed=4)
@@ -185,12 +220,15 @@ def test_sweep_eval_accepts_every_eval_config_field():
     assert parse_spec(_spec(), "s.yaml").eval["max_new_tokens"] == 4  # default: the training length
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"top_p": 0}, "s.yaml: eval: top_p must be in \\(0, 1\\]"),
-    ({"confidence": 2}, "s.yaml: eval: confidence must be in"),
-    ({"seed": 3}, "do not set eval 'seed' \\(each cell evaluates with its training seed\\)"),
-    ({"topp": 0.9}, "unknown eval setting\\(s\\) \\['topp'\\].*'top_p'"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"top_p": 0}, "s.yaml: eval: top_p must be in \\(0, 1\\]"),
+        ({"confidence": 2}, "s.yaml: eval: confidence must be in"),
+        ({"seed": 3}, "do not set eval 'seed' \\(each cell evaluates with its training seed\\)"),
+        ({"topp": 0.9}, "unknown eval setting\\(s\\) \\['topp'\\].*'top_p'"),
+    ],
+)
 def test_sweep_eval_errors_name_the_setting(section, message):
     from bupo_core.sweep import parse_spec
 
@@ -225,12 +263,40 @@ def test_demo_exposes_every_config_field():
     for f in dataclasses.fields(AnalysisConfig):
         if f.name not in cmd.ANALYSIS_SET_BY_DEMO:
             assert "--analysis-" + f.name.replace("_", "-") in flags, f.name
-    args = parser.parse_args(["demo", "--top-p", "0.8", "--loss-aggregation", "sequence-mean", "--eval-top-p", "0.9",
-                              "--eval-confidence", "0.9", "--analysis-top-p", "0.7", "--analysis-statistics", "entropy",
-                              "vector_norm", "logprob", "--analysis-norm", "final", "--eval-problems", "5", "--steps", "3"])
+    args = parser.parse_args(
+        [
+            "demo",
+            "--top-p",
+            "0.8",
+            "--loss-aggregation",
+            "sequence-mean",
+            "--eval-top-p",
+            "0.9",
+            "--eval-confidence",
+            "0.9",
+            "--analysis-top-p",
+            "0.7",
+            "--analysis-statistics",
+            "entropy",
+            "vector_norm",
+            "logprob",
+            "--analysis-norm",
+            "final",
+            "--eval-problems",
+            "5",
+            "--steps",
+            "3",
+        ]
+    )
     cfg = cmd.config_from_namespace(args)
     d = DemoConfig()
     assert (cfg.train.top_p, cfg.train.loss_aggregation, cfg.train.steps) == (0.8, "sequence-mean", 3)
     assert (cfg.eval.top_p, cfg.eval.confidence, cfg.eval.num_problems, cfg.eval.k) == (0.9, 0.9, 5, d.eval.k)
-    assert (cfg.analysis.top_p, cfg.analysis.statistics, cfg.analysis.norm) == (0.7, ("entropy", "vector_norm", "logprob"), "final")
-    assert cfg.analysis.max_new_tokens == d.analysis.max_new_tokens and cfg.train.lr == d.train.lr  # unset flags: the demo's defaults
+    assert (cfg.analysis.top_p, cfg.analysis.statistics, cfg.analysis.norm) == (
+        0.7,
+        ("entropy", "vector_norm", "logprob"),
+        "final",
+    )
+    assert (
+        cfg.analysis.max_new_tokens == d.analysis.max_new_tokens and cfg.train.lr == d.train.lr
+    )  # unset flags: the demo's defaults

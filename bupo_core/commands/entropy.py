@@ -79,6 +79,6 @@ def run(args: argparse.Namespace) -> int:
 
     paths = save_entropy_report(report, args.out, figures=not args.no_figures)
     print(report.summary())
-    for name, path in paths.items():
+    for path in paths.values():
         print(f"wrote {path}")
     return 0
