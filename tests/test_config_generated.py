@@ -300,3 +300,16 @@ def test_demo_exposes_every_config_field():
     assert (
         cfg.analysis.max_new_tokens == d.analysis.max_new_tokens and cfg.train.lr == d.train.lr
     )  # unset flags: the demo's defaults
+
+
+def test_one_ruff_version_for_ci_pre_commit_and_the_dev_extra():
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    pinned = next(d for d in dev if d.startswith("ruff"))
+    makefile = re.search(r"RUFF_SPEC\s*\?=\s*(\S+)", (ROOT / "Makefile").read_text()).group(1)
+    hook = re.search(r"ruff-pre-commit\s+rev:\s*v(\S+)", (ROOT / ".pre-commit-config.yaml").read_text()).group(1)
+    assert pinned == makefile == f"ruff=={hook}"
+    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
+    assert ruff["line-length"] == 120 and {"E", "F", "W", "I", "B", "UP"} <= set(ruff["lint"]["select"])
