@@ -185,7 +185,7 @@ def files_in_scope(root: Path) -> list[Path]:
     seen: dict[Path, None] = {}
     for pattern in SCOPES:
         for p in sorted(root.glob(pattern)):
-            if p.is_file() and ".venv" not in p.parts and "__pycache__" not in p.parts:
+            if p.is_file() and ".venv" not in p.parts and "__pycache__" not in p.parts and p.name != Path(__file__).name:
                 seen[p] = None
     return list(seen)
 
@@ -267,11 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{root} has no {PACKAGE}/ folder: pass --root CHECKOUT", file=sys.stderr)
         return 2
     moves, changed = apply(root, dry_run=args.dry_run)
-    verb = "would" if args.dry_run else ""
+    verb = "would " if args.dry_run else ""
     for a, b in moves:
-        print(f"{verb} move {a.relative_to(root)} -> {b.relative_to(root)}".strip())
+        print(f"{verb}move {a.relative_to(root)} -> {b.relative_to(root)}")
     for path in changed:
-        print(f"{verb} rewrite {path.relative_to(root)}".strip())
+        print(f"{verb}{'create' if path.name == '__init__.py' and path.parent.name in NEW_PACKAGES else 'rewrite'} {path.relative_to(root)}")
     if not moves and not changed:
         print("nothing to do: the layout is already applied")
     return 0
