@@ -7,9 +7,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
+RUFF_SPEC  ?= ruff==0.17.6
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-unit test-notebooks notebooks exercises bench lab clean
+.PHONY: install demo test test-unit test-notebooks notebooks exercises bench lab lint format docs-tables clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,21 @@ notebooks: install
 # the student versions (notebooks/exercises/, unexecuted) from the same sources; nbval never runs them
 exercises: install
 	$(BIN)/python tools/nbbuild.py --exercises-only
+
+# ruff (configured in pyproject.toml): lint and formatting check; needs only ruff, not the full install
+lint: | $(BIN)/python
+	$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q "$(RUFF_SPEC)"
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
+
+format: | $(BIN)/python
+	$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/python -m pip install -q "$(RUFF_SPEC)"
+	$(BIN)/python -m ruff format .
+	$(BIN)/python -m ruff check --fix .
+
+# the configuration tables in docs/ from the config dataclasses (tests/test_config_generated.py checks them)
+docs-tables: install
+	$(BIN)/python tools/config_tables.py
 
 lab: install
 	$(BIN)/jupyter lab notebooks/

@@ -45,6 +45,7 @@ from .errors import InputFormatError
 from .lens import LENS_STATISTICS, InternalPolicyStatistics, LensConfig, internal_policy_statistics
 from .policy_head import REDUCERS, check_norm
 from .rollout import SamplingConfig, generate
+from .sampling import MAX_NEW_TOKENS_ANALYSIS, SamplingFields
 from .sequences import Prompt, context_length, encode_prompt, encode_response, pack_sequences
 from .tasks import PAPER_SYSTEM_PROMPT, SHORT_SUFFIX, TEMPLATES  # noqa: F401  (re-exported)
 
@@ -167,31 +168,28 @@ def task_prompts(task: str, n: int, *, seed: int = 0, style: str = "boxed", **ta
 
 # --------------------------------------------------------------------------- configuration
 @dataclass
-class AnalysisConfig:
-    """Settings of :func:`analyse_entropy` (all recorded in the report).
+class AnalysisConfig(SamplingFields):
+    """Settings of :func:`analyse_entropy` (all recorded in the report). The sampling fields
+    (``max_new_tokens``, ``temperature``, ``top_p``; used when the model answers its prompts) are
+    :class:`~bupo_core.sampling.SamplingFields`.
 
     Attributes:
         norm: ``"none"`` (the paper's internal policies) or ``"final"`` (logit lens).
-        max_new_tokens: response length limit when sampling.
-        temperature: sampling temperature (the paper: 1.0; 0 = greedy decoding).
-        top_p: nucleus mass when sampling (1.0 = off).
         samples_per_prompt: responses sampled per prompt.
         seed: seed for sampling (reproducible on CPU).
         batch_size: sequences per teacher-forced forward (and per generation call).
         chunk_mib: memory budget (MiB) of one chunk of [tokens, vocab] float32 logits.
         top_k: most likely tokens kept per token, layer and module (0 = none).
-        statistics: lens statistics to compute (names in :data:`bupo_core.policy_head.REDUCERS`);
-            the per-layer means of the ones without a named report field go to
-            ``EntropyReport.statistics``.
+        statistics: lens statistics to compute (names in :data:`bupo_core.policy_head.REDUCERS`;
+            ``entropy`` and ``vector_norm`` are required, the report is made of them); the
+            per-layer means of the ones without a named report field go to ``EntropyReport.statistics``.
         keep_token_statistics: keep the per-token statistics in the report (for the token x layer
             heatmap; not written to JSON).
         chat_template_kwargs: extra chat-template variables (e.g. ``{"enable_thinking": False}``).
     """
 
+    max_new_tokens: int = MAX_NEW_TOKENS_ANALYSIS
     norm: Norm = "none"
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
     samples_per_prompt: int = 1
     seed: int = 0
     batch_size: int = 4
@@ -205,13 +203,17 @@ class AnalysisConfig:
         check_norm(self.norm)
         if self.batch_size < 1 or self.samples_per_prompt < 1 or self.max_new_tokens < 1:
             raise InputFormatError("batch_size, samples_per_prompt and max_new_tokens must all be >= 1")
-        from .rollout import check_sampling  # noqa: PLC0415
-
-        check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size)
+        self.check_sampling_fields(batch_size=self.batch_size)
         if not (self.chunk_mib > 0 and self.chunk_mib < float("inf")):
             raise InputFormatError(f"chunk_mib must be a positive number, got {self.chunk_mib}")
         if self.top_k < 0:
             raise InputFormatError(f"top_k must be >= 0, got {self.top_k}")
+        unknown = [n for n in self.statistics if n not in REDUCERS]
+        if unknown:
+            raise InputFormatError(f"unknown statistics {unknown}: use names in {sorted(REDUCERS)} (a new one: policy_head.register_reducer)")
+        missing = [n for n in REPORTED_STATISTICS if n not in self.statistics]
+        if missing:
+            raise InputFormatError(f"statistics must include {missing}: the report's per-layer entropy and norm are made of them")
 
 
 # --------------------------------------------------------------------------- report

@@ -9,7 +9,12 @@ docstring line) therefore adds the ``bupo train`` flag, its ``--help`` text and 
 
 Type mapping: ``bool`` -> ``--flag`` / ``--no-flag``; ``int``/``float``/``str`` -> typed value;
 ``X | None`` -> a value of type X or the word ``none``; ``Literal[...]`` -> ``choices``;
-``tuple[float, float]`` -> two values. ``dict`` fields need a dedicated flag (``--task-arg``).
+``tuple[float, float]`` -> exactly two values; ``tuple[str, ...]`` and ``list[int]`` -> one or more
+values (``--statistics entropy vector_norm``), given back as a tuple or a list. ``dict`` fields
+need a dedicated flag (``--task-arg``).
+
+A config may inherit documented fields (:class:`bupo_core.sampling.SamplingFields`): the help of a
+field comes from the first class in the MRO whose docstring documents it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import dataclasses
 import re
 import types
 import typing
-from typing import Any, Iterable, Literal, get_args, get_origin
+from collections.abc import Iterable
+from typing import Any, Literal, get_args, get_origin
 
 from .errors import InputFormatError
 
@@ -31,8 +37,15 @@ def field_help(cls: type) -> dict[str, str]:
     >>> field_help(TrainConfig)["group_size"]
     'G, sampled responses per prompt (paper: 8); must be >= 2.'
     """
-    doc = cls.__doc__ or ""
     names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):  # a subclass's line wins
+        out.update(_docstring_help(klass.__doc__ or "", names))
+    return out
+
+
+def _docstring_help(doc: str, names: set[str], convert: Any = None) -> dict[str, str]:
+    convert = convert or plain_text
     out: dict[str, str] = {}
     current: list[str] = []
     indent = None
@@ -43,10 +56,10 @@ def field_help(cls: type) -> dict[str, str]:
             current = [n.strip() for n in m.group(2).split(",")]
             indent = len(m.group(1))
             for n in current:
-                out[n] = plain_text(m.group(3).strip())
+                out[n] = convert(m.group(3).strip())
         elif current and line.strip() and indent is not None and len(line) - len(line.lstrip()) > indent:
             for n in current:
-                out[n] += " " + plain_text(line.strip())
+                out[n] += " " + convert(line.strip())
         else:
             current, indent = [], None
     return out
@@ -127,11 +140,22 @@ def add_config_arguments(
             kw["action"] = argparse.BooleanOptionalAction
         elif get_origin(tp) is Literal:
             kw["choices"] = list(get_args(tp))
-        elif get_origin(tp) is tuple:
+        elif get_origin(tp) in (tuple, list):
             inner = get_args(tp)
-            kw["nargs"] = len(inner)
-            kw["type"] = inner[0]
-            kw["metavar"] = tuple(t.__name__.upper() for t in inner)
+            variable = get_origin(tp) is list or (len(inner) == 2 and inner[1] is Ellipsis)
+            item = inner[0] if inner else str
+            if not variable and len(set(inner)) != 1:
+                raise TypeError(f"{cls.__name__}.{f.name}: a fixed tuple needs one item type, got {tp}")
+            kw["nargs"] = "+" if variable else len(inner)
+            if get_origin(item) is Literal:
+                kw["choices"] = list(get_args(item))
+                kw["type"] = type(get_args(item)[0])
+            elif item in (int, float, str):
+                kw["type"] = item
+                name = "TEXT" if item is str else item.__name__.upper()
+                kw["metavar"] = name if variable else (name,) * len(inner)
+            else:
+                raise TypeError(f"{cls.__name__}.{f.name}: item type {item} has no generated flag; exclude it and add one by hand")
         elif tp in (int, float, str):
             kw["type"] = _none_or(tp) if optional else tp
             kw["metavar"] = tp.__name__.upper() if tp is not str else "TEXT"
@@ -143,6 +167,8 @@ def add_config_arguments(
             kw.pop("metavar", None)
             kw["type"] = str
         kw.update(extra)
+        if "choices" in kw and "metavar" in kw:  # argparse lists choices only in place of a metavar
+            kw["help"] += f"; choices: {', '.join(map(str, kw['choices']))}"
         if kw.get("required"):
             kw.pop("default", None)
         parser.add_argument((flags or {}).get(f.name, flag_name(f.name)), **kw)
@@ -156,9 +182,11 @@ def config_from_args(cls: type, args: argparse.Namespace, *, base: Any = None, d
     Only fields whose flags were given are set; the others keep their values in ``base`` (or the
     dataclass defaults). ``extra`` supplies fields parsed by hand (e.g. ``task_kwargs``).
     """
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     given = {k[len(dest_prefix):]: v for k, v in vars(args).items() if k.startswith(dest_prefix) and k[len(dest_prefix):] in names}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    # argparse gives nargs values as a list: a tuple field gets a tuple
+    values = {k: tuple(v) if isinstance(v, list) and get_origin(_optional(hints[k])[0]) is tuple else v for k, v in given.items()}
     values.update(extra)
     return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
@@ -188,3 +216,94 @@ def parse_key_values(items: Iterable[str] | None, flag: str = "--task-arg") -> d
                 val = value
         out[key.strip()] = val
     return out
+
+
+# ----------------------------------------------------------------------------- documentation tables
+def markdown_text(text: str) -> str:
+    """Docstring markup to Markdown: ``:func:`~a.b``` and double backticks -> single backticks.
+
+    >>> markdown_text("see :func:`~bupo_core.tasks.load_task` (``chain_sum``), a|b")
+    'see `load_task` (`chain_sum`), a\\\\|b'
+    """
+    text = re.sub(r":[a-z]+:`~[\w.]*\.(\w+)`", r"`\1`", text)
+    text = re.sub(r":[a-z]+:`([^`]+)`", r"`\1`", text)
+    return text.replace("``", "`").replace("|", "\\|")
+
+
+def _markdown_default(value: Any) -> str:
+    if isinstance(value, str):
+        return f"`{value}`"
+    if isinstance(value, dict):
+        return "`" + ", ".join(f"{k}={v!r}" for k, v in value.items()) + "`" if value else "`{}`"
+    if isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
+        return ", ".join(f"`{v}`" for v in value)
+    return str(value)
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """``{field: docstring text}`` with the docstring's markup kept (for Markdown)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        out.update(_docstring_help(klass.__doc__ or "", names, convert=lambda t: t))
+    return out
+
+
+def markdown_table(cls: type, *, exclude: Iterable[str] = ()) -> str:
+    """The ``| field | default | meaning |`` table of a config dataclass, from its fields and docstring.
+
+    Fields that share one docstring line (``eps_low, eps_high: ...``) share one row. The tables in
+    the docs are written by ``python tools/config_tables.py`` with this function, never by hand.
+
+    >>> from bupo_core.evaluate import EvalConfig
+    >>> print(markdown_table(EvalConfig).splitlines()[2])
+    | `max_new_tokens` | 32 | response length limit in tokens. |
+    """
+    docs = _field_docs(cls)
+    instance = cls()
+    rows: list[tuple[list[str], list[str], str]] = []
+    for f in dataclasses.fields(cls):
+        if f.name in set(exclude):
+            continue
+        if f.name not in docs:
+            raise TypeError(f"{cls.__name__}.{f.name} has no docstring line; document it as '{f.name}: ...'")
+        default = _markdown_default(getattr(instance, f.name))
+        if rows and rows[-1][2] == docs[f.name]:  # a shared docstring line: one row
+            rows[-1][0].append(f.name)
+            rows[-1][1].append(default)
+        else:
+            rows.append(([f.name], [default], docs[f.name]))
+    lines = ["| field | default | meaning |", "|---|---|---|"]
+    for names, defaults, text in rows:
+        lines.append(f"| {', '.join(f'`{n}`' for n in names)} | {', '.join(defaults)} | {markdown_text(text)} |")
+    return "\n".join(lines)
+
+
+#: the configs whose tables the docs carry: marker name -> ``module:class`` (imported when a table is drawn)
+DOCUMENTED_CONFIGS: dict[str, str] = {
+    "TrainConfig": "bupo_core.trainer:TrainConfig",
+    "EvalConfig": "bupo_core.evaluate:EvalConfig",
+    "AnalysisConfig": "bupo_core.analysis:AnalysisConfig",
+}
+_BLOCK = re.compile(r"(<!-- BEGIN generated: (\w+) -->\n)(.*?)(<!-- END generated: \2 -->)", re.S)
+
+
+def fill_generated_blocks(text: str, where: str = "text") -> str:
+    """``text`` with every ``<!-- BEGIN generated: NAME -->`` ... ``<!-- END generated: NAME -->``
+    block replaced by the current table of the config ``NAME`` (see :data:`DOCUMENTED_CONFIGS`).
+
+    >>> out = fill_generated_blocks("<!-- BEGIN generated: EvalConfig -->\\nold\\n<!-- END generated: EvalConfig -->")
+    >>> out.splitlines()[1]
+    '| field | default | meaning |'
+    """
+    import importlib  # noqa: PLC0415  (only the docs tool draws tables)
+
+    def table(m: re.Match) -> str:
+        name = m.group(2)
+        if name not in DOCUMENTED_CONFIGS:
+            raise InputFormatError(f"{where}: no config named {name!r} for a generated table; known: {sorted(DOCUMENTED_CONFIGS)}")
+        module, attr = DOCUMENTED_CONFIGS[name].split(":")
+        cls = getattr(importlib.import_module(module), attr)
+        return f"{m.group(1)}{markdown_table(cls)}\n{m.group(4)}"
+
+    return _BLOCK.sub(table, text)

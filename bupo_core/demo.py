@@ -41,6 +41,7 @@ from .analysis import AnalysisConfig
 from .evaluate import EvalConfig
 from .layer_choice import choose_layer
 from .models import DEFAULT_MODEL
+from .sampling import MAX_NEW_TOKENS_DEMO, MAX_NEW_TOKENS_SHORT_ANALYSIS
 from .tasks import EASY_CHAIN_SUM
 from .trainer import TrainConfig
 
@@ -51,7 +52,8 @@ DEMO_TRAIN_POOL = 128
 
 
 def _demo_train() -> TrainConfig:
-    return TrainConfig(steps=12, inter_steps=3, prompts_per_step=4, group_size=8, max_new_tokens=16, lr=2e-5, task_size=DEMO_TRAIN_POOL)
+    return TrainConfig(steps=12, inter_steps=3, prompts_per_step=4, group_size=8, max_new_tokens=MAX_NEW_TOKENS_DEMO, lr=2e-5,
+                       task_size=DEMO_TRAIN_POOL)
 
 
 @dataclass
@@ -95,8 +97,8 @@ class DemoConfig:
     analysis_prompts: int = 6
     analysis_style: str = "boxed"
     train: TrainConfig = field(default_factory=_demo_train)
-    analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(max_new_tokens=48))
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(num_problems=24, k=8, max_new_tokens=16))
+    analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(max_new_tokens=MAX_NEW_TOKENS_SHORT_ANALYSIS))
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(num_problems=24, k=8, max_new_tokens=MAX_NEW_TOKENS_DEMO))
 
     def task_settings(self) -> dict:
         """The task's generator settings without a split (each stage adds its own)."""

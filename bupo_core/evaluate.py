@@ -27,6 +27,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import InputFormatError
+from .sampling import MAX_NEW_TOKENS_EVAL, SamplingFields
+
 # ----------------------------------------------------------------------------- pure maths
 
 
@@ -93,38 +96,30 @@ def bootstrap_interval(values: Sequence[float], *, confidence: float = 0.95, res
 
 
 @dataclass
-class EvalConfig:
-    """Settings of an evaluation run.
+class EvalConfig(SamplingFields):
+    """Settings of an evaluation run (``max_new_tokens``, ``temperature``, ``top_p``: :class:`~bupo_core.sampling.SamplingFields`).
 
     Attributes:
         num_problems: held-out problems to evaluate.
         k: samples per problem (K of Avg@K; Pass@k is reported for every k <= K).
-        max_new_tokens: response length limit.
-        temperature: sampling temperature (1.0 as in the paper; 0 = greedy decoding).
-        top_p: nucleus mass (1.0 = off).
         seed: seeds the samples (the problems come from the task, which has its own seed).
         batch_size: rows per generation call.
         confidence: level of the bootstrap intervals.
     """
 
+    max_new_tokens: int = MAX_NEW_TOKENS_EVAL
     num_problems: int = 32
     k: int = 8
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_p: float = 1.0
     seed: int = 0
     batch_size: int = 64
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
-        from .errors import InputFormatError  # noqa: PLC0415
-        from .rollout import check_sampling  # noqa: PLC0415
-
         if self.num_problems < 1:
             raise InputFormatError(f"num_problems must be >= 1, got {self.num_problems}")
         if self.k < 1:
             raise InputFormatError(f"k (samples per problem) must be >= 1, got {self.k}")
-        check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size)
+        self.check_sampling_fields(batch_size=self.batch_size)
         if not 0 < self.confidence < 1:
             raise InputFormatError(f"confidence must be in (0, 1), got {self.confidence}")
 

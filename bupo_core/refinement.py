@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from .adapter import ArchitectureAdapter, Norm
 from .capture import capture_residuals
 from .policy_head import REDUCERS, PolicyChunk, PolicyHead, iter_chunks, kl_divergence
+from .sampling import MAX_NEW_TOKENS_SHORT_ANALYSIS
 from .sequences import pack_sequences
 
 
@@ -67,7 +68,7 @@ class ReferenceSet:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def build_reference_set(model: Any, tokenizer: Any, task: Any, *, num_prompts: int = 16, max_new_tokens: int = 48, seed: int = 1234) -> ReferenceSet:
+def build_reference_set(model: Any, tokenizer: Any, task: Any, *, num_prompts: int = 16, max_new_tokens: int = MAX_NEW_TOKENS_SHORT_ANALYSIS, seed: int = 1234) -> ReferenceSet:
     """Sample one response per prompt from ``model`` (temperature 1.0) on the first ``num_prompts`` problems.
 
     Empty responses are dropped (they have no tokens to measure).

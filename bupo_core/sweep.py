@@ -55,22 +55,30 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import InputFormatError
+from .evaluate import EvalConfig
 
 METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
 SPEC_KEYS = {"name", "description", "shared", "seeds", "control", "eval", "arms", "notes"}
 ARM_KEYS = {"name", "config", "seeds", "note", "paper", "group"}
-EVAL_DEFAULTS: dict[str, Any] = {
+#: the ``eval:`` keys that say where the problems come from (every other key is an EvalConfig field)
+EVAL_PROBLEMS: dict[str, Any] = {
     "task": None,  # default: the shared task
     "task_kwargs": None,  # default: the shared task_kwargs with split "eval"
     "split": "eval",
     "task_seed": 10_000,
-    "num_problems": 32,
-    "k": 8,
-    "max_new_tokens": None,  # default: the shared max_new_tokens
-    "temperature": 1.0,
     "template": None,
-    "batch_size": 64,
 }
+#: EvalConfig fields a cell sets itself
+EVAL_SET_BY_CELL = {"seed": "each cell evaluates with its training seed"}
+#: a spec's ``eval:`` section: the problem source plus every EvalConfig field (generated from the dataclass)
+EVAL_DEFAULTS: dict[str, Any] = {
+    **EVAL_PROBLEMS,
+    **{f.name: getattr(EvalConfig(), f.name) for f in fields(EvalConfig) if f.name not in EVAL_SET_BY_CELL},
+    "max_new_tokens": None,  # default: the shared max_new_tokens
+}
+#: eval keys hashed into a cell's key even at their defaults (the keys of the committed cells were computed
+#: from these); any other EvalConfig field enters the key only when a spec sets it to a non-default value
+_KEYED_EVAL = ("task", "task_kwargs", "split", "task_seed", "num_problems", "k", "max_new_tokens", "temperature", "template", "batch_size")
 RESERVED = {"seed": "the sweep sets it from `seeds`", "out_dir": "the sweep puts each run under DIR/cells/<arm>/seed-<s>/run"}
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -268,6 +276,9 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
     raw_eval = data.get("eval") or {}
     if not isinstance(raw_eval, dict):
         raise InputFormatError(f"{path}: 'eval' must be a mapping, got {type(raw_eval).__name__}")
+    for key, why in EVAL_SET_BY_CELL.items():
+        if key in raw_eval:
+            raise InputFormatError(f"{path}: do not set eval {key!r} ({why})")
     bad = sorted(set(raw_eval) - set(EVAL_DEFAULTS))
     if bad:
         raise InputFormatError(f"{path}: unknown eval setting(s) {bad}; allowed: {sorted(EVAL_DEFAULTS)}")
@@ -288,6 +299,10 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
         ev["task_kwargs"] = kw
     if ev["max_new_tokens"] is None:
         ev["max_new_tokens"] = shared.get("max_new_tokens", defaults.max_new_tokens)
+    try:
+        eval_config(ev, seed=0)  # every EvalConfig check, before anything runs
+    except (InputFormatError, TypeError) as exc:
+        raise InputFormatError(f"{path}: eval: {exc}") from exc
     for arm in spec.available_arms():
         try:
             cfg = spec.train_config(arm, arm.seeds[0], "unused")
@@ -300,6 +315,11 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
         if cfg.steps < 0:
             raise InputFormatError(f"{path}: arm {arm.name!r}: steps must be >= 0 (0 = evaluate the untrained model)")
     return spec
+
+
+def eval_config(ev: dict, *, seed: int) -> EvalConfig:
+    """The :class:`~bupo_core.evaluate.EvalConfig` of a resolved ``eval:`` section, for the cell of ``seed``."""
+    return EvalConfig(**{f.name: ev[f.name] for f in fields(EvalConfig) if f.name in ev}, seed=seed)
 
 
 def _check_fields(values: dict, valid: list[str], where: str) -> None:
@@ -333,7 +353,8 @@ def cell_key(spec: SweepSpec, arm: Arm, seed: int) -> str:
     for k in TrainConfig.RESUMABLE_CHANGES:
         if k != "steps":
             cfg.pop(k, None)
-    blob = json.dumps({"train": cfg, "eval": spec.eval}, sort_keys=True, default=str)
+    ev = {k: v for k, v in spec.eval.items() if k in _KEYED_EVAL or v != EVAL_DEFAULTS.get(k)}
+    blob = json.dumps({"train": cfg, "eval": ev}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -374,7 +395,7 @@ def run_cell(spec: SweepSpec, arm: Arm, seed: int, out: Path, *, device: str | N
 
     Raises ``KeyboardInterrupt`` when training was interrupted (its checkpoint is on disk).
     """
-    from .evaluate import EvalConfig, evaluate  # noqa: PLC0415
+    from .evaluate import evaluate  # noqa: PLC0415
     from .tasks import load_task  # noqa: PLC0415
     from .trainer import Trainer, read_metrics  # noqa: PLC0415
 
@@ -403,8 +424,7 @@ def run_cell(spec: SweepSpec, arm: Arm, seed: int, out: Path, *, device: str | N
     t1 = time.time()
     ev = spec.eval
     task = load_task(ev["task"], size=ev["num_problems"], seed=ev["task_seed"], template=ev["template"], split=ev["split"], **ev["task_kwargs"])
-    ecfg = EvalConfig(num_problems=ev["num_problems"], k=ev["k"], max_new_tokens=ev["max_new_tokens"], temperature=ev["temperature"],
-                      seed=seed, batch_size=ev["batch_size"])
+    ecfg = eval_config(ev, seed=seed)
     res = evaluate(model, tok, task, ecfg, model_name=f"{arm.name}/seed-{seed}", progress=progress)
     res.save(cell_dir / "eval")
     data = res.to_json()

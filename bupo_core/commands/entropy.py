@@ -9,7 +9,9 @@ from pathlib import Path
 from ..analysis import AnalysisConfig
 from ..config_cli import add_config_arguments, config_from_args, parse_key_values
 from ..errors import InputFormatError
+from ..policy_head import REDUCERS
 from ..tasks import TEMPLATES
+from ._common import add_task_arg
 
 NAME = "entropy"
 HELP = "internal-policy entropy, entropy change and boundary layer of a model (writes DIR/entropy.json and PNG figures)"
@@ -19,7 +21,9 @@ DESCRIPTION = (
     "of given responses (--pairs), then the per-layer attention/FFN entropy change and the boundary "
     "layer. Example: bupo entropy --task chain_sum --n 8 --out runs/entropy"
 )
-ANALYSIS_FLAGS = ("norm", "samples_per_prompt", "max_new_tokens", "temperature", "top_p", "seed", "batch_size", "chunk_mib", "top_k")
+# AnalysisConfig fields without a generated flag: the chat-template variables come from --prompt-style, and the
+# per-token statistics are always kept (the token x layer heatmap is drawn from them)
+ANALYSIS_BY_HAND = ("chat_template_kwargs", "keep_token_statistics")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,11 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--task", help="reasoning-gym task whose questions the model answers (e.g. chain_sum, basic_arithmetic)")
     src.add_argument("--pairs", type=Path, help='JSONL file, one {"messages": [...], "response": "..."} or {"prompt": "...", "response": "..."} a line')
     p.add_argument("--n", type=int, default=8, help="number of task prompts (with --task; default 8)")
-    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE", help="reasoning-gym generator setting, repeatable (e.g. --task-arg max_terms=2)")
+    add_task_arg(p)
     p.add_argument("--prompt-style", choices=list(TEMPLATES), default="boxed",
                    help="a prompt template: boxed: the paper's system message (default); short: '... Reply with just the number.'; plain: the question only; qwen3-boxed: boxed without thinking")
     # the analysis settings: one flag per AnalysisConfig field (help and defaults from its docstring)
-    add_config_arguments(p, AnalysisConfig, include=ANALYSIS_FLAGS, flags={"samples_per_prompt": "--samples"})
+    add_config_arguments(p, AnalysisConfig, exclude=ANALYSIS_BY_HAND, flags={"samples_per_prompt": "--samples"},
+                         overrides={"statistics": {"choices": sorted(REDUCERS), "metavar": "NAME"}})
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (statistics are float32 anyway)")
     p.add_argument("--no-figures", action="store_true", help="write entropy.json only")
@@ -74,6 +79,6 @@ def run(args: argparse.Namespace) -> int:
 
     paths = save_entropy_report(report, args.out, figures=not args.no_figures)
     print(report.summary())
-    for name, path in paths.items():
+    for path in paths.values():
         print(f"wrote {path}")
     return 0

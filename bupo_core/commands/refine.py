@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..policy_head import NORMS
+from ..sampling import MAX_NEW_TOKENS_SHORT_ANALYSIS
 from ._common import add_task_arguments, task_kwargs
 
 NAME = "refine"
@@ -19,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--norm", choices=list(NORMS), default="none", help="internal-policy convention (none = the paper's)")
     add_task_arguments(p)
     p.add_argument("--n", type=int, default=16, help="prompts in the fixed reference set")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS_SHORT_ANALYSIS,
+                   help=f"response length limit of the reference set's answers (default {MAX_NEW_TOKENS_SHORT_ANALYSIS})")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default=None, help="output folder (default: RUN/refinement)")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..config_cli import add_config_arguments, config_from_args as _config_from_args, parse_key_values
+from ._common import add_task_arg
 
 NAME = "train"
 HELP = "train with GRPO or BuPO (internal-policy phase at --layer, then GRPO); writes OUT/config.json, metrics.jsonl, checkpoints/"
@@ -38,8 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             "out_dir": {"required": True, "help": "run folder: config.json, metrics.jsonl, checkpoints/checkpoint-<step>/"},
         },
     )
-    p.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task generator setting, repeatable (e.g. --task-arg max_terms=2); "
-                   "the default for chain_sum is the easy 2-term single-digit setting")
+    add_task_arg(p, when_absent="for chain_sum the easy 2-term single-digit setting, for other tasks the generator's defaults")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete the run already in --out and start clean (otherwise a non-empty --out is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
