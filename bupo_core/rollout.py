@@ -15,17 +15,15 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from .entropy import entropy_from_logits
 from .errors import InputFormatError
+from .sampling import SamplingFields, check_sampling  # noqa: F401  (check_sampling re-exported for callers)
 from .sequences import PackedBatch, Prompt, context_length, encode_prompt, pack_sequences
 
 
 @dataclass
-class SamplingConfig:
-    """How responses are sampled.
+class SamplingConfig(SamplingFields):
+    """How responses are sampled (``max_new_tokens``, ``temperature``, ``top_p``: :class:`~bupo_core.sampling.SamplingFields`).
 
     Attributes:
-        max_new_tokens: response length limit in tokens.
-        temperature: sampling temperature (the paper uses 1.0); 0 means greedy.
-        top_p: nucleus sampling mass (1.0 = off, the paper's setting).
         top_k: keep only the k most likely tokens (0 = off).
         batch_size: sequences generated per ``generate`` call (prompts x samples are split into
             batches of this many rows).
@@ -35,36 +33,14 @@ class SamplingConfig:
             compute. Applies to batches made of whole groups.
     """
 
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
     top_k: int = 0
     batch_size: int = 64
     share_prefill: bool = True
 
     def __post_init__(self) -> None:
-        check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, batch_size=self.batch_size)
+        self.check_sampling_fields(batch_size=self.batch_size)
         if self.top_k < 0:
             raise InputFormatError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-
-
-def check_sampling(*, max_new_tokens: int, temperature: float, top_p: float, batch_size: int) -> None:
-    """Raise :class:`~bupo_core.errors.InputFormatError` for sampling settings that cannot work.
-
-    ``temperature`` 0 is allowed and means greedy decoding.
-
-    >>> check_sampling(max_new_tokens=8, temperature=0.0, top_p=1.0, batch_size=4)
-    """
-    import math  # noqa: PLC0415
-
-    if max_new_tokens < 1:
-        raise InputFormatError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise InputFormatError(f"temperature must be a finite number >= 0 (0 = greedy decoding), got {temperature}")
-    if not (math.isfinite(top_p) and 0 < top_p <= 1):
-        raise InputFormatError(f"top_p must be in (0, 1], got {top_p}")
-    if batch_size < 1:
-        raise InputFormatError(f"batch_size must be >= 1, got {batch_size}")
 
 
 @dataclass

@@ -39,6 +39,7 @@ from .models import check_device, load_model
 from .policy_head import check_norm, policy_logprobs  # noqa: F401 - policy_logprobs re-exported
 from .rewards import SCORER_ANSWER_FORMATS, Grader, get_scorer
 from .rollout import check_fits_context, encode_prompt
+from .sampling import MAX_NEW_TOKENS_ROLLOUT, SamplingFields
 from .runs import latest_checkpoint, list_checkpoints, read_metrics  # noqa: F401 - re-exported
 from .sequences import context_length
 from .step import TrainingError, split_groups  # noqa: F401 - re-exported
@@ -48,8 +49,11 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed and numpy accept seeds up to this
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SamplingFields):
     """Every setting of a GRPO / BuPO run. Saved as ``config.json``; a resumed run must match it.
+
+    The rollouts' sampling fields (``max_new_tokens``, ``temperature``, ``top_p``) are
+    :class:`~bupo_core.sampling.SamplingFields`; training needs ``temperature > 0``.
 
     Model and data:
         model: model name or path for :func:`bupo_core.models.load_model` (recorded even when a
@@ -95,9 +99,6 @@ class TrainConfig:
         steps: number of training steps (one rollout batch each).
         prompts_per_step: B, prompts per step (paper: 128).
         group_size: G, sampled responses per prompt (paper: 8); must be >= 2.
-        max_new_tokens: response length limit.
-        temperature: sampling temperature (paper: 1.0).
-        top_p: nucleus sampling mass (1.0 = off).
         generation_batch_size: sequences per ``generate`` call.
         dynamic_sampling: DAPO's dynamic sampling, for both methods alike: draw batches of
             ``prompts_per_step`` prompts until ``prompts_per_step`` groups have unequal rewards
@@ -186,9 +187,7 @@ class TrainConfig:
     steps: int = 100
     prompts_per_step: int = 8
     group_size: int = 8
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_p: float = 1.0
+    max_new_tokens: int = MAX_NEW_TOKENS_ROLLOUT
     generation_batch_size: int = 64
     dynamic_sampling: bool = False
     dynamic_sampling_max_draws: int = 4
