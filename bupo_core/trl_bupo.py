@@ -394,9 +394,13 @@ def bupo_grpo_trainer_class() -> type:
         # ------------------------------------------------------------ rollouts
         def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
             self._rollout_layer = self.bupo_layer_at(self.state.global_step)
-            out = super()._generate_and_score_completions(inputs)
+            out = self._sample_and_score(inputs)
             out["bupo_layer"] = torch.tensor(-1 if self._rollout_layer is None else self._rollout_layer)
             return out
+
+        def _sample_and_score(self, inputs: Any) -> dict[str, Any]:
+            """TRL's rollout (full-policy sampling, rewards, advantages; old log-probs through our head)."""
+            return super()._generate_and_score_completions(inputs)
 
         def _prepare_inputs(self, generation_batch: Any) -> dict[str, Any]:
             before = self._buffered_inputs

@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         if state.is_main_process:
             print(f"error: {exc}", file=sys.stderr)
         return 2
+    embed = trainer.adapter.embedding.weight
+    embed_before = embed.detach().clone() if args.check_frozen else None
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
@@ -248,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
             "inter_steps": bupo.inter_steps, "max_steps": args.max_steps, "global_step": trainer.state.global_step,
             "batch": layout, "wall_s": wall, "step_times_s": step_times,
             "weights_identical_across_processes": identical, "weights_max_abs_diff_across_processes": max_diff,
-            "frozen_check": frozen, "log_history": trainer.state.log_history,
+            "frozen_check": frozen,
+            "lower_params_changed": None if embed_before is None else not torch.equal(embed.detach(), embed_before),
+            "log_history": trainer.state.log_history,
             "torch_threads": torch.get_num_threads(),
         }
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
