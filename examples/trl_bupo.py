@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             logging_steps=args.logging_steps, save_strategy="no", report_to="none", seed=args.seed, bf16=args.bf16,
             use_cpu=use_cpu, disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
             **{k: v for k, v in layout.items() if k != "generation_batch_size"},
-            **({"gradient_checkpointing": True} if args.gradient_checkpointing else {}),
+            # TRL turns checkpointing on by default; ours is off unless asked (transformers >= 5 names it activation_checkpointing)
+            **{("activation_checkpointing" if "activation_checkpointing" in GRPOConfig.__dataclass_fields__ else "gradient_checkpointing"): args.gradient_checkpointing},
         )
         trainer_cls = bupo_grpo_trainer_class()
         dataset = task_dataset(task, size=max(len(task), 1))

@@ -211,6 +211,22 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path):
     assert logs[0]["bupo/internal_logprob"] < 0 and logs[0]["bupo/internal_entropy"] > 0
     assert "entropy" in logs[1] and logs[1]["bupo/layer"] == 0
 
+    # TRL's own old / reference log-prob calls (used when a rollout feeds several optimizer steps) go through
+    # our head with the rollout's policy, on TRL's completion grid, micro-batched
+    r = rollout
+    ids, am = torch.cat([r["prompt_ids"], r["completion_ids"]], 1), torch.cat([r["prompt_mask"], r["completion_mask"]], 1)
+    C = r["completion_ids"].shape[1]
+    batch, rows = pack_prompt_completion(r["prompt_ids"], r["prompt_mask"], r["completion_ids"], r["completion_mask"], tok.pad_token_id)
+    for lay in (layer, None):
+        trainer._rollout_layer = lay
+        with torch.no_grad():
+            lp_c, ent_c, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, am, C, batch_size=3, compute_entropy=True)
+            ref_lp, ref_ent = policy_logprobs(trainer.model, batch, layer=lay)
+        # micro-batches of 3 rows pad differently from the whole batch: float32 rounding of logp ~ -10.8
+        assert torch.allclose(lp_c, packed_to_completion(ref_lp, batch, C), atol=1e-4, rtol=0)
+        assert torch.allclose(ent_c, packed_to_completion(ref_ent, batch, C), atol=1e-4, rtol=0)
+        assert torch.equal(lp_c != 0, r["completion_mask"].bool())
+
 
 def test_inter_steps_must_be_whole_rollouts(tmp_path):
     from datasets import Dataset
