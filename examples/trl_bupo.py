@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mini-batches", type=int, default=1, help="optimizer steps per rollout")
     ap.add_argument("--micro-batch-size", type=int, default=16, help="sequences per forward/backward per process")
     ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--generation-batch-size", type=int, default=64, help="rows per generate call on each process (bounds the KV cache)")
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--dual-clip", type=float, default=10.0, help="dual clip c (<= 0: off)")
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         task = load_task(args.task, size=args.task_size, seed=args.seed, template=args.template, split="train", **kwargs)
         layout = batch_layout(args.prompts_per_step, args.group_size, args.mini_batches, args.micro_batch_size, state.num_processes)
         bupo = BupoTRLConfig(method=args.method, layer=args.layer, inter_steps=args.inter_steps, ipa_norm=args.ipa_norm, ipa_lr=args.ipa_lr,
-                             dual_clip=args.dual_clip if args.dual_clip > 0 else None)
+                             dual_clip=args.dual_clip if args.dual_clip > 0 else None, generation_batch_size=args.generation_batch_size)
         bupo.validate()
         model, tok = load_model(args.model, device="cpu", dtype="float32", seed=args.seed)
         if tok.pad_token_id is None:

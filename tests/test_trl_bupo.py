@@ -264,3 +264,30 @@ def test_two_process_cpu_run(tmp_path):
     assert summary["lower_params_changed"] is True
     state = json.loads((out / "trainer_state.json").read_text())
     assert any("bupo/internal_logprob" in row for row in state["log_history"])
+
+
+def test_generation_in_chunks_of_generation_batch_size(tmp_path, monkeypatch):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from bupo_core.models import load_model
+    from bupo_core.trl_bupo import bupo_grpo_trainer_class
+
+    model, tok = load_model("tiny-random-qwen3", device="cpu", seed=0)
+    targs = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=1, num_generations=4,
+                       max_completion_length=3, max_steps=1, report_to="none", use_cpu=True, beta=0.0, lr_scheduler_type="constant", bf16=False)
+    trainer = bupo_grpo_trainer_class()(model=model, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=targs,
+                                        train_dataset=Dataset.from_list([{"prompt": "hi"}] * 8), processing_class=tok,
+                                        bupo=BupoTRLConfig(layer=1, inter_steps=1, generation_batch_size=2))
+    calls = []
+    orig = GRPOTrainer._generate_single_turn
+
+    def spy(self, prompt_ids, *a, **kw):
+        calls.append(len(prompt_ids))
+        return orig(self, prompt_ids, *a, **kw)
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", spy)
+    prompts = [tok("Add 3 and 4.")["input_ids"]] * 5
+    completions, logprobs = trainer._generate_single_turn(prompts, None, {}, 4)
+    assert calls == [2, 2, 1] and len(completions) == 5 and logprobs is None
+    assert all(1 <= len(c) <= 3 for c in completions)
