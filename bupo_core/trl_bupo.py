@@ -59,7 +59,7 @@ from torch import nn
 
 from .adapter import ArchitectureAdapter
 from .errors import InputFormatError
-from .losses import get_policy_loss
+from .losses import get_aggregation, get_policy_loss
 from .sequences import PackedBatch, pack_sequences
 
 __all__ = [
@@ -91,7 +91,9 @@ class BupoTRLConfig:
         loss: a name in :data:`bupo_core.losses.POLICY_LOSSES` (``"grpo"``: clipped surrogate with
             dual clip; the clip range comes from ``GRPOConfig.epsilon`` / ``epsilon_high``).
         dual_clip: c of the dual clip (paper code: 10); ``None`` = off.
-        loss_aggregation: ``"token-mean"`` (paper code) or ``"sequence-mean"``.
+        loss_aggregation: a name in :data:`bupo_core.losses.AGGREGATIONS` (``"token-mean"``: the
+            paper's code; ``"sequence-mean"``; ``"sequence-sum"``), normalised over the whole
+            optimizer step on every process.
         skip_zero_advantage_rows: do not run forward/backward on zero-advantage rows (same
             gradient) and skip optimizer steps in which every row, on every process, has advantage 0.
         logprob_chunk_size: tokens per chunk of the float32 head (memory: one [chunk x vocab] block).
@@ -109,7 +111,7 @@ class BupoTRLConfig:
     reset_optimizer_at_switch: bool = False
     loss: str = "grpo"
     dual_clip: float | None = 10.0
-    loss_aggregation: Literal["token-mean", "sequence-mean"] = "token-mean"
+    loss_aggregation: str = "token-mean"
     skip_zero_advantage_rows: bool = True
     logprob_chunk_size: int = 1024
     generation_batch_size: int | None = None
@@ -126,8 +128,7 @@ class BupoTRLConfig:
             raise InputFormatError(f"ipa_norm must be 'none' or 'final', got {self.ipa_norm!r}")
         if self.ipa_lr is not None and not (self.ipa_lr > 0 and math.isfinite(self.ipa_lr)):
             raise InputFormatError(f"ipa_lr must be a positive number or None, got {self.ipa_lr}")
-        if self.loss_aggregation not in ("token-mean", "sequence-mean"):
-            raise InputFormatError(f"loss_aggregation must be 'token-mean' or 'sequence-mean', got {self.loss_aggregation!r}")
+        get_aggregation(self.loss_aggregation)
         if self.dual_clip is not None and not self.dual_clip > 1:
             raise InputFormatError(f"dual_clip must be > 1 or None, got {self.dual_clip}")
         if self.logprob_chunk_size < 1:
@@ -431,32 +432,33 @@ def bupo_grpo_trainer_class() -> type:
             return inputs
 
         def _annotate_windows(self, chunks: list[dict]) -> None:
-            """Give every chunk the global token / sequence / active-row counts of its optimizer step."""
+            """Give every chunk its optimizer step's loss normaliser (the aggregation's, over all processes) and active-row count."""
             ga = self.args.gradient_accumulation_steps
             n_windows = len(chunks) // ga
+            agg = get_aggregation(self.bupo.loss_aggregation)
             local = torch.zeros(n_windows, 3, dtype=torch.float64, device=self.accelerator.device)
             for c, chunk in enumerate(chunks):
-                m = chunk["completion_mask"].float()
+                m = chunk["completion_mask"].float()  # same row sums as the packed prediction mask
                 adv = chunk["advantages"]
                 active = (adv != 0) & (m.sum(1) > 0) if self.bupo.skip_zero_advantage_rows else (m.sum(1) > 0)
-                local[c // ga] += torch.stack([m.sum(), (m.sum(1) > 0).sum().float(), active.sum().float()]).double()
+                norm = agg.normalizer(m, self.max_completion_length)  # additive over rows (tokens, responses)
+                local[c // ga] += torch.tensor([norm, 0.0, float(active.sum())], dtype=torch.float64, device=local.device)
             total = self.accelerator.reduce(local, reduction="sum") if self.accelerator.num_processes > 1 else local
             start = self.state.global_step
             self._window_stats = {}
             for rep in range(self.num_iterations):
                 for w in range(n_windows):
-                    tok, seq, act = (float(v) for v in total[w].tolist())
-                    self._window_stats[start + rep * n_windows + w] = (tok, seq, act)
+                    norm, _, act = (float(v) for v in total[w].tolist())
+                    self._window_stats[start + rep * n_windows + w] = (norm, 0.0, act)
             world = self.accelerator.num_processes
             for c, chunk in enumerate(chunks):
-                tok, seq, act = (float(v) for v in total[c // ga].tolist())
-                norm = tok if self.bupo.loss_aggregation == "token-mean" else seq
+                norm = float(total[c // ga][0])
                 chunk["bupo_normalizer"] = torch.tensor(max(norm, 1.0) / world, dtype=torch.float64)
 
         # ------------------------------------------------------------ log-probs
         def _policy(self, model: nn.Module, batch: PackedBatch, layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
             """(logp, entropy) [n, T] of packed rows under the layer-l or full policy; ``grad`` routes through the wrapper."""
-            from .trainer import policy_logprobs  # noqa: PLC0415
+            from .policy_head import policy_logprobs  # noqa: PLC0415
 
             inner = self.accelerator.unwrap_model(model)
             adapter = self.adapter if inner is self.model else ArchitectureAdapter(inner)
@@ -513,7 +515,10 @@ def bupo_grpo_trainer_class() -> type:
                 old_p = completion_to_packed(old[rows][active].float(), sub)
             else:  # on-policy (steps_per_generation == gradient_accumulation_steps, one iteration)
                 old_p = logp.detach()
-            normalizer = float(inputs["bupo_normalizer"]) if "bupo_normalizer" in inputs else float(sub.prediction_mask.sum())
+            if "bupo_normalizer" in inputs:
+                normalizer = float(inputs["bupo_normalizer"])
+            else:  # outside training (evaluation): this chunk alone
+                normalizer = get_aggregation(self.bupo.loss_aggregation).normalizer(batch.prediction_mask.float(), self.max_completion_length)
             loss_fn = get_policy_loss(self.bupo.loss)
             out = loss_fn(self._loss_settings, logp, old_p, adv, sub.prediction_mask, aggregation=self.bupo.loss_aggregation,
                           normalizer=normalizer, ref_logp=None, kl_coef=0.0)

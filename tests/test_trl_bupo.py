@@ -122,7 +122,9 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path):
 
     from bupo_core.adapter import ArchitectureAdapter
     from bupo_core.models import load_model
-    from bupo_core.trainer import TrainConfig, Trainer, policy_logprobs
+    from bupo_core.policy_head import policy_logprobs
+    from bupo_core.step import set_learning_rate, update_policy
+    from bupo_core.trainer import TrainConfig, Trainer
     from bupo_core.trl_bupo import bupo_grpo_trainer_class
 
     G, layer = 4, 1
@@ -178,10 +180,10 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path):
     ours_after, ours_loss = {}, []
     for step, inp in enumerate(seen, start=1):
         lay = layer if step == 1 else None
-        ours._set_learning_rate(step)
+        set_learning_rate(ours.optimizer, cfg.lr_at(step))
         batch, rows = pack_prompt_completion(inp["prompt_ids"], inp["prompt_mask"], inp["completion_ids"], inp["completion_mask"], tok.pad_token_id)
         old = completion_to_packed(inp["old_per_token_logps"][rows], batch)
-        upd = ours._update(batch, old, None, inp["advantages"][rows].float(), lay)
+        upd = update_policy(ours, batch, inp["advantages"][rows].float(), lay, old_logp=old)
         assert upd["updates"] == 1
         ours_loss.append(upd["loss"])
         ours_after[step] = {k: v.detach().clone() for k, v in ours_model.state_dict().items()}
