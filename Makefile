@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-unit test-notebooks notebooks exercises bench lab clean
+.PHONY: install demo test test-unit test-notebooks notebooks exercises bench lab clean trl-ddp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ notebooks: install
 # the student versions (notebooks/exercises/, unexecuted) from the same sources; nbval never runs them
 exercises: install
 	$(BIN)/python tools/nbbuild.py --exercises-only
+
+# BuPO on TRL's GRPOTrainer, two data-parallel CPU processes, tiny model (tests/test_trl_bupo.py runs it in `make test`)
+trl-ddp: install
+	$(BIN)/accelerate launch --cpu --num_processes 2 examples/trl_bupo.py --model tiny-random-qwen3 --max-steps 2 \
+		--inter-steps 1 --layer 1 --reward ascii --check-frozen --output-dir runs/trl-ddp
 
 lab: install
 	$(BIN)/jupyter lab notebooks/
