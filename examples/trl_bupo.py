@@ -256,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             "lower_params_changed": None if embed_before is None else not torch.equal(embed.detach(), embed_before),
             "log_history": trainer.state.log_history,
             "torch_threads": torch.get_num_threads(),
+            "cuda_peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+            "cuda_peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if torch.cuda.is_available() else None,
+            "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         }
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.output_dir) / "bupo_trl_summary.json").write_text(json.dumps(summary, indent=1, default=str))
