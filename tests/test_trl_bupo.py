@@ -84,6 +84,22 @@ def test_config_rejects_bad_settings(kwargs, match):
         BupoTRLConfig(**kwargs).validate()
 
 
+def test_task_reward_function_grades_with_our_grader():
+    from bupo_core.rewards import Grader
+    from bupo_core.tasks import EASY_CHAIN_SUM, load_task
+    from bupo_core.trl_bupo import task_dataset, task_reward_function
+
+    task = load_task("chain_sum", size=6, seed=0, split="train", **EASY_CHAIN_SUM)
+    data = task_dataset(task)
+    assert len(data) == 6 and set(data.column_names) == {"prompt", "example_index"}
+    assert data[0]["prompt"] == task.prompt(task.examples[data[0]["example_index"]])
+    reward = task_reward_function(task, Grader(scorer=task.scorer, binary=True))
+    idx = [data[0]["example_index"], data[1]["example_index"]]
+    right = f"The answer is {task.examples[idx[0]].answer}"
+    wrong = [{"role": "assistant", "content": f"{int(task.examples[idx[1]].answer) + 1}"}]
+    assert reward([right, wrong], example_index=idx) == [1.0, 0.0]
+
+
 def test_memory_estimate_shards_with_zero():
     kw = dict(params=4_000_000_000, hidden=2560, layers=36, vocab=151936, kv_heads=8, head_dim=128, intermediate=9728,
               micro_batch=4, seq_tokens=2048, gen_rows=64)
@@ -115,7 +131,8 @@ def _fixed_rollout(tok, G: int, seed: int = 0):
     return out
 
 
-def test_one_internal_and_one_full_update_equal_ours(tmp_path):
+@pytest.mark.parametrize("ipa_norm", ["none", "final"])
+def test_one_internal_and_one_full_update_equal_ours(tmp_path, ipa_norm):
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig
@@ -145,7 +162,7 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path):
             out = {k: v.clone() for k, v in rollout.items()}
             batch, rows = pack_prompt_completion(out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"], tok.pad_token_id)
             with torch.no_grad():
-                lp, _ = policy_logprobs(self.model, batch, layer=self._rollout_layer)
+                lp, _ = policy_logprobs(self.model, batch, layer=self._rollout_layer, norm=ipa_norm)
             out["old_per_token_logps"] = packed_to_completion(lp, batch, out["completion_ids"].shape[1])
             return out
 
@@ -165,7 +182,7 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path):
         dataloader_num_workers=0, gradient_checkpointing=False, bf16=False,  # TRL's defaults: both True (bf16 autocast even on CPU)
     )
     data = Dataset.from_list([{"prompt": "Add 3 and 4."}] * 16)
-    bupo = BupoTRLConfig(method="bupo", layer=layer, inter_steps=1, dual_clip=10.0)
+    bupo = BupoTRLConfig(method="bupo", layer=layer, inter_steps=1, dual_clip=10.0, ipa_norm=ipa_norm)
     trainer = Fixed(model=model, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=targs, train_dataset=data,
                     processing_class=tok, callbacks=[Snap()], bupo=bupo)
     trainer.train()
@@ -174,7 +191,7 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path):
 
     # ours: the same rows in the same order, the same advantages, one update per step
     cfg = TrainConfig(model="tiny-random-qwen3", method="bupo", layer=layer, inter_steps=1, prompts_per_step=2, group_size=G,
-                      num_mini_batches=1, micro_batch_size=2 * G, lr=LR, weight_decay=0.01, max_grad_norm=1.0, dual_clip=10.0,
+                      ipa_norm=ipa_norm, num_mini_batches=1, micro_batch_size=2 * G, lr=LR, weight_decay=0.01, max_grad_norm=1.0, dual_clip=10.0,
                       adam_eps=EPS, fused_optimizer=False, bf16_autocast="off", device="cpu", steps=2, task_size=8, out_dir=str(tmp_path / "ours"))
     ours = Trainer(cfg, model=ours_model, tokenizer=tok)
     ours_after, ours_loss = {}, []
@@ -199,10 +216,15 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path):
     emb = "model.embed_tokens.weight"
     assert float((after[1][emb] - start[emb]).abs().max()) > 0.5 * LR
 
-    # internal phase: the blocks above layer 1 and the final norm are bit-identical; the full update moves them
+    # internal phase: the blocks above layer 1 (and the final norm unless ipa_norm="final" makes it part of the
+    # internal policy) are bit-identical; the full update moves them
     adapter = ArchitectureAdapter(model)
     upper_names = {n for n, p in model.named_parameters() if any(p is q for q in adapter.upper_parameters(layer))}
-    assert upper_names and any(n.startswith("model.layers.1.") for n in upper_names) and "model.norm.weight" in upper_names
+    if ipa_norm == "final":
+        upper_names.discard("model.norm.weight")
+        assert not torch.equal(after[1]["model.norm.weight"], start["model.norm.weight"])
+    assert upper_names and any(n.startswith("model.layers.1.") for n in upper_names)
+    assert ("model.norm.weight" in upper_names) == (ipa_norm == "none")
     for n in upper_names:
         assert torch.equal(after[1][n], start[n]), n
     assert any(not torch.equal(after[2][n], start[n]) for n in upper_names)
@@ -223,7 +245,7 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path):
         trainer._rollout_layer = lay
         with torch.no_grad():
             lp_c, ent_c, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, am, C, batch_size=3, compute_entropy=True)
-            ref_lp, ref_ent = policy_logprobs(trainer.model, batch, layer=lay)
+            ref_lp, ref_ent = policy_logprobs(trainer.model, batch, layer=lay, norm=ipa_norm)
         # micro-batches of 3 rows pad differently from the whole batch: float32 rounding of logp ~ -10.8
         assert torch.allclose(lp_c, packed_to_completion(ref_lp, batch, C), atol=1e-4, rtol=0)
         assert torch.allclose(ent_c, packed_to_completion(ref_ent, batch, C), atol=1e-4, rtol=0)
