@@ -58,7 +58,12 @@ def main() -> None:
     from bupo_core.rewards import Grader
     from bupo_core.tasks import EASY_CHAIN_SUM
     from bupo_core.trainer import TrainConfig, Trainer
-    from bupo_core.trl_bupo import BupoTRLConfig, bupo_grpo_trainer_class, task_dataset, task_reward_function
+    from bupo_core.trl_bupo import (
+        BupoTRLConfig,
+        bupo_grpo_trainer_class,
+        task_dataset,
+        task_reward_function,
+    )
 
     B, G, M = args.prompts, args.group_size, args.mini_batches
     N = B * G

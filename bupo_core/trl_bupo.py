@@ -50,9 +50,10 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -65,13 +66,12 @@ from .sequences import PackedBatch, pack_sequences
 __all__ = [
     "BupoTRLConfig",
     "bupo_grpo_trainer_class",
-    "BupoGRPOTrainer",
+    "completion_to_packed",
+    "estimate_memory_gib",
     "pack_prompt_completion",
     "packed_to_completion",
-    "completion_to_packed",
     "task_dataset",
     "task_reward_function",
-    "estimate_memory_gib",
 ]
 
 

@@ -164,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     from bupo_core.models import load_model
     from bupo_core.rewards import Grader
     from bupo_core.tasks import EASY_CHAIN_SUM, load_task
-    from bupo_core.trl_bupo import BupoTRLConfig, bupo_grpo_trainer_class, silence_trl_warnings, task_dataset, task_reward_function
+    from bupo_core.trl_bupo import (
+        BupoTRLConfig,
+        bupo_grpo_trainer_class,
+        silence_trl_warnings,
+        task_dataset,
+        task_reward_function,
+    )
 
     silence_trl_warnings()
     use_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes") or not torch.cuda.is_available()

@@ -30,7 +30,13 @@ import torch
 
 from bupo_core.errors import InputFormatError
 from bupo_core.sequences import pack_sequences
-from bupo_core.trl_bupo import BupoTRLConfig, completion_to_packed, estimate_memory_gib, pack_prompt_completion, packed_to_completion
+from bupo_core.trl_bupo import (
+    BupoTRLConfig,
+    completion_to_packed,
+    estimate_memory_gib,
+    pack_prompt_completion,
+    packed_to_completion,
+)
 
 trl = pytest.importorskip("trl")
 
@@ -101,8 +107,8 @@ def test_task_reward_function_grades_with_our_grader():
 
 
 def test_memory_estimate_shards_with_zero():
-    kw = dict(params=4_000_000_000, hidden=2560, layers=36, vocab=151936, kv_heads=8, head_dim=128, intermediate=9728,
-              micro_batch=4, seq_tokens=2048, gen_rows=64)
+    kw = {"params": 4_000_000_000, "hidden": 2560, "layers": 36, "vocab": 151936, "kv_heads": 8, "head_dim": 128,
+          "intermediate": 9728, "micro_batch": 4, "seq_tokens": 2048, "gen_rows": 64}
     one = estimate_memory_gib(**kw)
     z2 = estimate_memory_gib(**kw, processes=8, zero_stage=2)
     assert one["adamw_states_fp32"] == pytest.approx(8 * 4e9 / 2**30)
@@ -160,7 +166,7 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path, ipa_norm):
             # the old log-probs of the rollout's policy (our head), given to both trainers: the test compares
             # the update, so both start it from identical old log-probs
             out = {k: v.clone() for k, v in rollout.items()}
-            batch, rows = pack_prompt_completion(out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"], tok.pad_token_id)
+            batch, _ = pack_prompt_completion(out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"], tok.pad_token_id)
             with torch.no_grad():
                 lp, _ = policy_logprobs(self.model, batch, layer=self._rollout_layer, norm=ipa_norm)
             out["old_per_token_logps"] = packed_to_completion(lp, batch, out["completion_ids"].shape[1])
@@ -209,8 +215,8 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path, ipa_norm):
         trl_loss = trainer.bupo_history[step - 1]["loss"]
         assert abs(trl_loss - ours_loss[step - 1]) <= LOSS_ATOL, (step, trl_loss, ours_loss[step - 1])
         assert abs(trl_loss) > 10 * LOSS_ATOL  # a real loss, not 0 = 0
-        for k in start:
-            d_trl, d_ours = after[step][k] - start[k], ours_after[step][k] - start[k]
+        for k, w0 in start.items():
+            d_trl, d_ours = after[step][k] - w0, ours_after[step][k] - w0
             assert torch.allclose(d_trl, d_ours, rtol=0, atol=PARAM_ATOL), (step, k, float((d_trl - d_ours).abs().max()))
     # the comparison is not vacuous: weights moved by about lr
     emb = "model.embed_tokens.weight"
@@ -278,7 +284,7 @@ def test_two_process_cpu_run(tmp_path):
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--cpu", "--num_processes", "2", str(ROOT / "examples" / "trl_bupo.py"), "--model", "tiny-random-qwen3",
            "--max-steps", "2", "--inter-steps", "1", "--layer", "1", "--output-dir", str(out), "--reward", "ascii", "--check-frozen"]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert list(out.rglob("trainer_state.json"))
     summary = json.loads((out / "bupo_trl_summary.json").read_text())
