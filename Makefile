@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 RUFF_SPEC  ?= ruff==0.17.6
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-unit test-notebooks notebooks exercises bench lab lint format docs-tables clean
+.PHONY: install demo test test-unit test-notebooks notebooks exercises bench lab lint format docs-tables clean trl-ddp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ format: | $(BIN)/python
 # the configuration tables in docs/ from the config dataclasses (tests/test_config_generated.py checks them)
 docs-tables: install
 	$(BIN)/python tools/config_tables.py
+
+# BuPO on TRL's GRPOTrainer, two data-parallel CPU processes, tiny model (tests/test_trl_bupo.py runs it in `make test`)
+trl-ddp: install
+	$(BIN)/accelerate launch --cpu --num_processes 2 examples/trl_bupo.py --model tiny-random-qwen3 --max-steps 2 \
+		--inter-steps 1 --layer 1 --reward ascii --check-frozen --output-dir runs/trl-ddp
 
 lab: install
 	$(BIN)/jupyter lab notebooks/
