@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -575,6 +575,27 @@ def check_model(name_or_path: str, *, cache_dir: str | Path | None = None) -> in
         f"(owner/name). Known names: {', '.join(known_models())}. Hub ids such as "
         f"{', '.join(HUB_EXAMPLES)} work when the Hugging Face hub is reachable."
     )
+
+
+def check_train_model(cfg: Any) -> int | None:
+    """Check a :class:`~bupo_core.trainer.TrainConfig`'s model and layers without loading weights; return L if known.
+
+    Everything ``bupo train`` would only find out after the model load (a typo in ``--model``,
+    ``--layer 99``) fails here, before a folder is locked, set aside or written.
+    """
+    from .adapter import check_layer  # noqa: PLC0415
+
+    num_layers = check_model(cfg.model)
+    if num_layers is None:
+        return None
+    if cfg.method == "bupo" and cfg.layer is not None:
+        check_layer(cfg.layer, num_layers, allow_embedding=False, what="--layer (the BuPO target layer)")
+    for name in ("freeze_through_layer", "upper_lr_layer"):
+        value = getattr(cfg, name, None)
+        if value is not None:
+            check_layer(value, num_layers, allow_embedding=True, below_top=True,
+                        what=f"{name} (the embedding and blocks 1..l below it, the blocks above it)")
+    return num_layers
 
 
 def _prepare_tokenizer(tok):
