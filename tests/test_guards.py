@@ -135,3 +135,149 @@ def test_demo_overwrite_with_a_bad_model_or_layer_leaves_the_old_report(tmp_path
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert tree(out) == before
+
+
+# ----------------------------------------------------------------------------- sweeps
+SWEEP_SHARED = {"model": "tiny-random-llama", "task": "chain_sum", "task_size": 20, "steps": 1, "prompts_per_step": 2, "group_size": 2,
+                "max_new_tokens": 4, "reward": "boxed_math"}
+
+
+def sweep_spec(tmp_path, name="s", **over):
+    spec = {"name": name, "shared": dict(SWEEP_SHARED), "seeds": [0], "control": "grpo",
+            "eval": {"num_problems": 2, "k": 2, "max_new_tokens": 4, "batch_size": 8},
+            "arms": [{"name": "base", "config": {"steps": 0}}, {"name": "grpo", "config": {"method": "grpo"}}]}
+    spec.update(over)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def one_line_error(capsys, *fragments):
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, err
+    return err
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["arms"].append({"name": "bupo", "config": {"method": "bupo", "layer": 99, "inter_steps": 1}}), "99 is out of range for this 2-layer model"),
+    (lambda s: s["eval"].update(temperature=-1), "eval: temperature must be a finite number >= 0"),
+    (lambda s: s.update(seeds=[10**20]), "seed 100000000000000000000 is out of range"),
+    (lambda s: s["shared"].update(adam_betas=[0.9]), "adam_betas must be two numbers"),
+    (lambda s: s["shared"].update(task_kwargs=5), "task_kwargs must be a mapping"),
+    (lambda s: s["shared"].update(model="tiny-random-lama"), "unknown tiny model"),
+    (lambda s: s["shared"].update(task_kwargs={"no_such_setting": 1}), "training task"),
+])
+@pytest.mark.parametrize("dry", [True, False])
+def test_sweep_and_its_dry_run_refuse_a_spec_that_would_fail_later_before_writing(tmp_path, capsys, change, message, dry):
+    spec = json.loads(sweep_spec(tmp_path).read_text())
+    change(spec)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), *(["--dry-run"] if dry else [])]) == 2
+    one_line_error(capsys, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"\xff\xfe{}"), "not UTF-8 text"),
+    (lambda p: p.mkdir(), "is a folder, not a file"),
+])
+def test_unreadable_spec_is_one_line(tmp_path, capsys, make, message):
+    path = tmp_path / "spec.json"
+    make(path)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    one_line_error(capsys, message)
+
+
+def test_sweep_out_a_file_and_a_foreign_cells_row_are_one_line(tmp_path, capsys):
+    spec = sweep_spec(tmp_path)
+    (tmp_path / "f").write_text("x")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "f")]) == 2
+    one_line_error(capsys, "is a file, not a folder")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "cells.jsonl").write_text('{"seed": 0}\n')
+    for extra in ([], ["--dry-run"], ["--summary-only"]):
+        assert main(["sweep", str(spec), "--out", str(out), *extra]) == 2
+        one_line_error(capsys, "cells.jsonl:1: not a cell row")
+
+
+def _fake_row(spec_path, arm, seed, device=None, **spec_over):
+    from bupo_core.sweep import load_spec, cell_key, run_settings
+
+    spec = load_spec(spec_path)
+    a = spec.arm(arm)
+    return {"arm": arm, "seed": seed, "key": cell_key(spec, a, seed, device), "device": run_settings(spec, a, device)["device"],
+            "metrics": {"avg_at_k": 0.5, "pass_at_k": 0.5, "no_answer_rate": 0.0, "accuracy_among_answered": 0.5, "k": 2},
+            "train_rewards": [0.5], "wall_s": {"total": 1.0, "train": 0.5, "eval": 0.5}}
+
+
+def test_cell_key_includes_every_setting_that_changes_samples(tmp_path):
+    from bupo_core.sweep import cell_key, load_spec
+
+    base = load_spec(sweep_spec(tmp_path, "a"))
+    keys = {cell_key(base, base.arm("grpo"), 0, "cpu")}
+    for change in ({"generation_batch_size": 8}, {"grader_timeout_s": 1.0}):
+        other = load_spec(sweep_spec(tmp_path, "b", shared={**SWEEP_SHARED, **change}))
+        keys.add(cell_key(other, other.arm("grpo"), 0, "cpu"))
+    keys.add(cell_key(base, base.arm("grpo"), 0, "cuda"))
+    assert len(keys) == 4
+    # the committed sweeps (all run on CPU with the defaults) keep their keys
+    from bupo_core.sweep import read_cells, summarize
+
+    s = summarize(load_spec("results/specs/main.yaml"), read_cells("results/main/cells.jsonl"))
+    assert s["cells_finished"] == s["cells_planned"]
+
+
+def test_sweep_refuses_to_mix_devices_and_a_refused_sweep_writes_nothing(tmp_path, capsys, monkeypatch):
+    spec = sweep_spec(tmp_path)
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "cells.jsonl").write_text(json.dumps(_fake_row(spec, "base", 0, "cuda")) + "\n")
+    before = tree(out)
+    assert main(["sweep", str(spec), "--out", str(out), "--device", "cpu"]) == 2
+    one_line_error(capsys, "the finished cells ran on cuda but this run would use cpu", "--device cuda")
+    assert tree(out) == before  # spec.json not rewritten, no lock left
+    # a stale cell (other settings) is refused before spec.json is written too
+    (out / "cells.jsonl").write_text(json.dumps({**_fake_row(spec, "base", 0, "cpu"), "key": "0" * 16}) + "\n")
+    before = tree(out)
+    assert main(["sweep", str(spec), "--out", str(out), "--device", "cpu"]) == 2
+    one_line_error(capsys, "was run with other settings")
+    assert tree(out) == before
+
+
+def test_summary_only_reads_only_and_refuses_a_foreign_spec(tmp_path, capsys):
+    spec = sweep_spec(tmp_path)
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "cells.jsonl").write_text(json.dumps(_fake_row(spec, "base", 0, "cpu")) + "\n")
+    (out / "spec.json").write_text(json.dumps({"name": "s", "path": str(spec)}))
+    before = tree(out)
+    assert main(["sweep", str(spec), "--out", str(out), "--summary-only"]) == 0
+    assert "1/2 cells done" in capsys.readouterr().out
+    foreign = sweep_spec(tmp_path, "other", seeds=[5, 6, 7])
+    assert main(["sweep", str(foreign), "--out", str(out), "--summary-only"]) == 2
+    one_line_error(capsys, "holds sweep 's'")
+    (out / "spec.json").unlink()
+    before = tree(out)
+    assert main(["sweep", str(foreign), "--out", str(out), "--summary-only"]) == 2
+    one_line_error(capsys, "none of the 1 cells")
+    assert tree(out) == before
+
+
+def test_second_sweep_into_one_folder_is_refused(tmp_path, capsys):
+    spec = sweep_spec(tmp_path)
+    out = tmp_path / "o"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out.mkdir()
+        (out / runs.LOCK).write_text(json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "now"}))
+        assert main(["sweep", str(spec), "--out", str(out)]) == 2
+        one_line_error(capsys, f"is in use by bupo process {holder.pid}")
+        assert sorted(p.name for p in out.iterdir()) == [runs.LOCK]
+    finally:
+        holder.kill()
+        holder.wait()

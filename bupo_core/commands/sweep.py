@@ -100,7 +100,7 @@ def _refuse_foreign_spec(spec, out, rows: list[dict]) -> None:
             f"pass the spec it was run with, or another --out folder"
         )
     names = {a.name: a for a in spec.available_arms()}
-    if rows and not any(r["arm"] in names and row_matches(spec, names[r["arm"]], r["seed"], r) for r in rows):
+    if rows and not any(r["arm"] in names and r["seed"] in names[r["arm"]].seeds and row_matches(spec, names[r["arm"]], r["seed"], r) for r in rows):
         raise InputFormatError(
             f"none of the {len(rows)} cells in {out / 'cells.jsonl'} was run with the settings of {spec.path}: it is not this folder's "
             f"spec (its copy is {out / 'spec.json'}); pass the spec the folder was run with, or another --out folder"
