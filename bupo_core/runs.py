@@ -586,7 +586,7 @@ def find_resume_checkpoint(out_dir: str | Path, config_differences) -> Path | No
     )
     damaged: list[str] = []
     for ckpt in reversed(candidates):
-        problem = checkpoint_problem(ckpt)
+        problem = checkpoint_problem(ckpt, verify="full")  # every byte: a sampled digest misses a changed value
         if problem is not None:
             damaged.append(f"{ckpt.name}: {problem}")
             continue

@@ -281,3 +281,71 @@ def test_second_sweep_into_one_folder_is_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_grader_worker_restores_default_signal_handling(capfd):
+    """The forked grader must not run the trainer's handlers: no 'ForkProcess ... KeyboardInterrupt' traceback."""
+    import signal
+
+    from bupo_core.rewards import GradingWorker
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    worker = GradingWorker()
+    try:
+        assert worker.score("boxed_math", "\\boxed{3}", {"answer": "3"}, 10.0) == 1.0
+        proc = worker.proc
+        os.kill(proc.pid, signal.SIGINT)  # ignored by the worker: Ctrl-C is the parent's to handle
+        assert worker.score("boxed_math", "\\boxed{4}", {"answer": "3"}, 10.0) == 0.0
+        proc.terminate()  # what multiprocessing does to a daemon worker at exit
+        proc.join(5)
+        assert proc.exitcode == -signal.SIGTERM
+    finally:
+        worker.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _poke(path, offset, value=1e30):
+    import struct
+
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(struct.pack("<f", value))
+
+
+def test_a_changed_value_anywhere_in_a_checkpoint_is_caught_on_resume_and_by_eval(finished_run, tmp_path, capsys):
+    out = fresh_copy(finished_run, tmp_path)
+    ckpt = out / "checkpoints" / "checkpoint-1"
+    weights = ckpt / "model.safetensors"
+    size = weights.stat().st_size
+    sampled = [(0, 1 << 20), (size - (1 << 20), size)] + [(int(size * i / 64), int(size * i / 64) + (1 << 16)) for i in range(64)]
+    offset = next(o for o in range(1 << 20, size - (1 << 20), 4) if all(not a - 4 < o < b for a, b in sampled))
+    _poke(weights, offset)  # one float32 value, at a byte the sampled digest does not read
+    assert runs.checkpoint_problem(ckpt, verify="sampled") is None  # the sampled digest misses it ...
+    assert "differs from its checksum" in runs.checkpoint_problem(ckpt, verify="full")  # ... every byte does not
+    assert main([*TRAIN, "--out", str(out), "--resume", "--steps", "2"]) == 2
+    one_line_error(capsys, "no intact checkpoint", "checkpoint-1")
+    assert main(["eval", "--model", str(ckpt), "--n", "1", "--k", "1", "--out", str(tmp_path / "ev")]) == 2
+    one_line_error(capsys, f"checkpoint {ckpt} is damaged", "model.safetensors content differs")
+    assert not (tmp_path / "ev").exists()
+
+
+def test_eval_refuses_nan_weights_in_one_line(finished_run, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(finished_run / "checkpoints" / "checkpoint-1", folder)
+    (folder / runs.CHECKPOINT_MANIFEST).unlink()  # a plain model folder
+    w = load_file(str(folder / "model.safetensors"))
+    name = next(iter(w))
+    w[name][0] = float("nan")
+    save_file(w, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    assert main(["eval", "--model", str(folder), "--n", "1", "--k", "1", "--out", str(tmp_path / "ev")]) == 2
+    one_line_error(capsys, "NaN or infinite", "diverged")
