@@ -67,7 +67,7 @@ class RunFolderError(BupoError, ValueError):
 
 
 # --------------------------------------------------------------------------- folders
-def prepare_output_dir(path: str | Path, *, what: str = "output folder") -> Path:
+def prepare_output_dir(path: str | Path, *, what: str = "output folder", flag: str = "--out") -> Path:
     """Create ``path`` (and parents) and check that files can be written in it.
 
     Call it at the top of a command, before loading a model, so that a bad ``--out`` fails in
@@ -79,14 +79,14 @@ def prepare_output_dir(path: str | Path, *, what: str = "output folder") -> Path
     p = Path(path).expanduser()
     for parent in [p, *p.parents]:
         if parent.exists() and not parent.is_dir():
-            raise InputFormatError(f"{what} {p}: {parent} is a file, not a folder; pass a folder path with --out")
+            raise InputFormatError(f"{what} {p}: {parent} is a file, not a folder; pass a folder path with {flag}")
     try:
         p.mkdir(parents=True, exist_ok=True)
         probe = p / f".bupo-write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise InputFormatError(f"{what} {p} is not writable ({exc.strerror or exc}); pass a folder you can write to with --out") from exc
+        raise InputFormatError(f"{what} {p} is not writable ({exc.strerror or exc}); pass a folder you can write to with {flag}") from None
     return p
 
 

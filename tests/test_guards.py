@@ -349,3 +349,107 @@ def test_eval_refuses_nan_weights_in_one_line(finished_run, tmp_path, capsys):
     save_file(w, str(folder / "model.safetensors"), metadata={"format": "pt"})
     assert main(["eval", "--model", str(folder), "--n", "1", "--k", "1", "--out", str(tmp_path / "ev")]) == 2
     one_line_error(capsys, "NaN or infinite", "diverged")
+
+
+# ----------------------------------------------------------------------------- refine, entropy, eval, setup
+def test_refine_cache_is_keyed_by_task_n_and_model(finished_run, tmp_path, capsys):
+    from bupo_core.refinement import ReferenceSet
+
+    out = fresh_copy(finished_run, tmp_path)
+    args = ["refine", "--run", str(out), "--layer", "1", "--max-new-tokens", "4"]
+    assert main([*args, "--n", "2"]) == 0
+    ref = out / "refinement" / "reference_set.json"
+    assert len(ReferenceSet.load(ref)) == 2
+    assert main([*args, "--n", "3"]) == 0
+    assert "built for other settings" in capsys.readouterr().out and len(ReferenceSet.load(ref)) == 3
+    first = ref.read_bytes()
+    assert main([*args, "--n", "3"]) == 0  # the same settings reuse it
+    assert ref.read_bytes() == first
+    assert main([*args, "--n", "3", "--task", "basic_arithmetic"]) == 0
+    assert ReferenceSet.load(ref).source["cache_key"]["task"] == "basic_arithmetic"
+
+
+@pytest.mark.parametrize("setup, extra, message", [
+    (lambda run, tmp: (run / "config.json").write_text("{not json"), [], "config.json is corrupt"),
+    (lambda run, tmp: None, ["--n", "0"], "--n and --max-new-tokens must be >= 1"),
+    (lambda run, tmp: (tmp / "afile").write_text("x"), ["--out", "AFILE"], "is a file, not a folder"),
+    (lambda run, tmp: None, ["--layer", "2"], "layer 2 is out of range"),
+])
+def test_refine_bad_inputs_are_one_line(finished_run, tmp_path, capsys, setup, extra, message):
+    out = fresh_copy(finished_run, tmp_path)
+    setup(out, tmp_path)
+    extra = [str(tmp_path / "afile") if e == "AFILE" else e for e in extra]
+    argv = ["refine", "--run", str(out), *(["--layer", "1"] if "--layer" not in extra else []), *extra]
+    assert main(argv) == 2
+    one_line_error(capsys, message)
+    assert not (out / "refinement").exists()
+
+
+@pytest.mark.parametrize("cmd", [
+    ["eval", "--model", "tiny-random-llama", "--n", "1", "--k", "1", "--seed", str(10**20)],
+    ["entropy", "--model", "tiny-random-llama", "--task", "chain_sum", "--n", "1", "--seed", str(10**20)],
+])
+def test_twenty_digit_seed_is_one_line(tmp_path, capsys, no_model_load, cmd):
+    assert main([*cmd, "--out", str(tmp_path / "o")]) == 2
+    one_line_error(capsys, "is out of range: use an integer in 0..4294967295")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    import bupo_core.models as models
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+
+
+def test_entropy_top_k_larger_than_the_vocabulary_fails_before_the_analysis(tmp_path, capsys, monkeypatch):
+    import bupo_core.analysis as analysis
+
+    monkeypatch.setattr(analysis, "analyse_entropy", lambda *a, **k: (_ for _ in ()).throw(AssertionError("analysis ran")))
+    assert main(["entropy", "--model", "tiny-random-llama", "--task", "chain_sum", "--n", "1", "--top-k", "999999", "--out", str(tmp_path / "o")]) == 2
+    one_line_error(capsys, "--top-k 999999 is larger than the model's vocabulary")
+
+
+def test_setup_cache_dir_a_file_fails_before_converting(tmp_path, capsys, monkeypatch):
+    import bupo_core.models as models
+
+    monkeypatch.setattr(models, "_convert_embedded", lambda *a, **k: (_ for _ in ()).throw(AssertionError("converted")))
+    (tmp_path / "f").write_text("x")
+    assert main(["setup", "--cache-dir", str(tmp_path / "f"), "--no-install"]) == 2
+    one_line_error(capsys, "is a file, not a folder")
+
+
+def test_model_folder_with_custom_code_is_one_line(finished_run, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(finished_run / "checkpoints" / "checkpoint-1", folder)
+    (folder / runs.CHECKPOINT_MANIFEST).unlink()
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert main(["eval", "--model", str(folder), "--n", "1", "--k", "1", "--out", str(tmp_path / "ev")]) == 2
+    one_line_error(capsys, "declares custom model code (auto_map: AutoModelForCausalLM)")
+    from bupo_core.errors import UnsupportedArchitectureError
+    from bupo_core.models import load_model
+
+    with pytest.raises(UnsupportedArchitectureError, match="custom model code"):
+        load_model(str(folder), device="cpu")
+
+
+def test_offline_message_names_the_actual_setting(monkeypatch):
+    from bupo_core.errors import ModelNotAvailableError
+    from bupo_core import models
+
+    monkeypatch.setattr(models, "_in_hub_cache", lambda name: False)
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with pytest.raises(ModelNotAvailableError) as info:
+        models.check_model("someone/some-model")
+    assert "no connection to the hub" in str(info.value) and "HF_HUB_OFFLINE" not in str(info.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError, match="HF_HUB_OFFLINE=1 is set"):
+        models.load_model("someone/some-model", device="cpu")
