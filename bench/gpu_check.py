@@ -149,27 +149,21 @@ class PhaseMeter:
 def instrument(trainer, current: dict) -> list[str]:
     """Wrap generation, old-log-prob scoring and the update of ``trainer`` (once) in phases of
     ``current["meter"]`` (a :class:`PhaseMeter` replaced every step)."""
-    import bupo_core.trainer as trainer_mod  # noqa: PLC0415
+    import bupo_core.step as step_mod  # noqa: PLC0415
 
     wrapped = []
-    original_generate = trainer_mod.generate
-
-    def generate(*args, **kwargs):
-        with current["meter"].phase("generation"):
-            return original_generate(*args, **kwargs)
-
-    trainer_mod.generate = generate
-    wrapped.append("generation")
-    for attr, name in (("_score_batch", "scoring"), ("_update", "update")):
-        fn = getattr(trainer, attr, None)
+    for attr, name in (("generate", "generation"), ("score_batch", "scoring"), ("update_policy", "update")):
+        fn = getattr(step_mod, attr, None)
         if fn is None:  # renamed: the trainer's own time_* metrics still split the step
             continue
+        fn = getattr(fn, "_bench_original", fn)
 
         def timed(*args, _fn=fn, _name=name, **kwargs):
             with current["meter"].phase(_name):
                 return _fn(*args, **kwargs)
 
-        setattr(trainer, attr, timed)
+        timed._bench_original = fn
+        setattr(step_mod, attr, timed)
         wrapped.append(name)
     return wrapped
 
@@ -238,10 +232,10 @@ def run_bupo_loop(model, tok, task, args, device) -> dict:
             "instrumented_phases": wrapped,
         })
         print(json.dumps(steps[-1]), flush=True)
-    import bupo_core.trainer as trainer_mod  # noqa: PLC0415
-    from bupo_core.rollout import generate as original  # noqa: PLC0415
+    import bupo_core.step as step_mod  # noqa: PLC0415
 
-    trainer_mod.generate = original
+    for attr in ("generate", "score_batch", "update_policy"):
+        setattr(step_mod, attr, getattr(getattr(step_mod, attr), "_bench_original", getattr(step_mod, attr)))
     later = steps[1:] or steps  # the first step includes CUDA start-up costs
     med = lambda key: round(statistics.median(s["seconds"][key] for s in later if s["seconds"][key] is not None), 3) if any(s["seconds"][key] is not None for s in later) else None  # noqa: E731
     peaks = lambda key: max((s["peak_gpu_gib"].get(key) or 0.0) for s in steps) if device.type == "cuda" else None  # noqa: E731
@@ -276,7 +270,7 @@ def run_memory_config(model, tok, task, args, device) -> dict:
            "phases": {}}
     gc.collect()  # part 1's trainer (optimizer states) must be gone before measuring
     for method in ("grpo", "bupo"):
-        tr = make_trainer(model, tok, task, args, method=method, steps=1, inter_steps=1, prompts=args.memory_prompts,
+        tr = make_trainer(model, tok, task, args, method=method, steps=2, inter_steps=1, prompts=args.memory_prompts,
                           max_new_tokens=args.memory_max_new_tokens)
         if device.type == "cuda":
             torch.cuda.empty_cache()
