@@ -504,8 +504,12 @@ def save_checkpoint(
     config: dict,
     reference: Any = None,
     keep: int = 0,
+    metrics_path: str | Path | None = None,
 ) -> Path:
     """Write ``ckpt_root/checkpoint-<step>/`` atomically (temporary folder, manifest, rename).
+
+    A save that fails (disk full, an exception, an interrupt) removes its temporary folder; a full
+    disk raises :class:`RunFolderError` naming the free space and the fix.
 
     Args:
         step: the last completed step.
@@ -515,14 +519,43 @@ def save_checkpoint(
         config: the run's config dict (kept with the checkpoint, checked on resume).
         reference: the frozen KL reference model, if any.
         keep: keep only the newest ``keep`` checkpoints (0 = all).
+        metrics_path: the run's ``metrics.jsonl``; its rows of steps 1..step are kept in the
+            checkpoint (``metrics.jsonl``), committed together with the weights and the counter.
     """
+    root = Path(ckpt_root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-checkpoint-{step}"
+    try:
+        return _save_checkpoint(root, tmp, step=step, model=model, tokenizer=tokenizer, optimizer=optimizer, state=state,
+                                config=config, reference=reference, keep=keep, metrics_path=metrics_path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(exc):
+            free = shutil.disk_usage(root).free
+            newest = latest_checkpoint(root)
+            raise RunFolderError(
+                f"no space left on the disk of {root} while writing checkpoint-{step} ({free / 2**20:.0f} MiB free; the partial "
+                f"checkpoint was removed). Free some space or keep fewer checkpoints (--keep-checkpoints N), then --resume"
+                + (f" (from {newest.name})" if newest else "")
+            ) from None
+        raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    import errno  # noqa: PLC0415
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "StorageFull" in text or "Disk quota exceeded" in text
+
+
+def _save_checkpoint(root: Path, tmp: Path, *, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer, state: dict,
+                     config: dict, reference: Any, keep: int, metrics_path: str | Path | None) -> Path:
     from safetensors.torch import save_file  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
-    root = Path(ckpt_root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"checkpoint-{step}"
-    tmp = root / f".tmp-checkpoint-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -540,6 +573,12 @@ def save_checkpoint(
         save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in reference.state_dict().items()}, str(tmp / "reference.safetensors"))
     trainer_state = {"step": step, **state, "optimizer": opt_meta, "rng": rng_meta, "config": config}
     write_json_atomic(tmp / "trainer_state.json", trainer_state)
+    if metrics_path is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rows = [r for r in read_metrics(metrics_path) if int(r["step"]) <= step] if Path(metrics_path).exists() else []
+        with open(tmp / METRICS, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
     write_checkpoint_manifest(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -549,6 +588,29 @@ def save_checkpoint(
         for old in list_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_step(ckpt: str | Path) -> int:
+    """The step a ``checkpoint-<step>`` folder holds (from its name)."""
+    step = _step_of(Path(ckpt))
+    if step is None:
+        raise RunFolderError(f"{ckpt} is not a checkpoint-<step> folder")
+    return step
+
+
+def restore_metrics(ckpt: str | Path, metrics_path: str | Path) -> bool:
+    """Rewrite the run's ``metrics.jsonl`` (atomically) from the rows committed with ``ckpt``; False if it has none."""
+    src = Path(ckpt) / METRICS
+    if not src.is_file():
+        return False
+    p = Path(metrics_path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(src.read_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+    return True
 
 
 def load_checkpoint_state(ckpt: str | Path) -> dict:

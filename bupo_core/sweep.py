@@ -399,6 +399,8 @@ def load_spec(path: str | Path, *, skip_unavailable: bool = False) -> SweepSpec:
 # ----------------------------------------------------------------------------- cells
 #: settings that may change between the resumes of one training run but change a cell's samples, with
 #: the values every cell had before they entered the key (their rows keep their keys): see :func:`cell_key`
+#: TrainConfig fields left out of the "train" part of the key (the run settings above are keyed separately)
+UNKEYED_FIELDS = ("save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s", "allow_test_set_training")
 RUN_SETTINGS_BASELINE: dict[str, Any] = {"generation_batch_size": 64, "grader_timeout_s": 5.0, "device": "cpu"}
 
 
@@ -441,9 +443,8 @@ def cell_key(spec: SweepSpec, arm: Arm, seed: int, device: str | None = None) ->
     from .trainer import TrainConfig  # noqa: PLC0415
 
     cfg = _config_dict(TrainConfig, {**spec.shared, **arm.config, "seed": seed})
-    for k in TrainConfig.RESUMABLE_CHANGES:
-        if k != "steps":
-            cfg.pop(k, None)
+    for k in UNKEYED_FIELDS:
+        cfg.pop(k, None)
     blob_obj: dict[str, Any] = {"train": cfg, "eval": spec.eval}
     extra = {k: v for k, v in run_settings(spec, arm, device).items() if v != RUN_SETTINGS_BASELINE[k]}
     if extra:
