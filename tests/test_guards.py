@@ -10,8 +10,11 @@ import sys
 
 import pytest
 
-from bupo_core.cli import main
 from bupo_core import runs
+from bupo_core.cli import main
+from bupo_core.rewards import register_scorer
+
+register_scorer("guard_even_length", lambda text, example: float(len(text) % 2 == 0))  # a reward that varies within groups
 
 TRAIN = ["train", "--model", "tiny-random-llama", "--task", "chain_sum", "--prompts-per-step", "2", "--group-size", "2",
          "--max-new-tokens", "4", "--task-size", "20", "--quiet", "--steps", "1"]
@@ -453,3 +456,136 @@ def test_offline_message_names_the_actual_setting(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotAvailableError, match="HF_HUB_OFFLINE=1 is set"):
         models.load_model("someone/some-model", device="cpu")
+
+
+# ----------------------------------------------------------------------------- the run loop under interrupts
+def _train(out, *extra):
+    return main([*TRAIN, "--out", str(out), *extra])
+
+
+def _ckpt_state(out):
+    ckpt = runs.latest_checkpoint(out)
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    return ckpt, state
+
+
+def _consistent(out):
+    """The newest checkpoint, the metrics rows and the optimizer's update count agree (no step lost or doubled)."""
+    from safetensors.torch import load_file
+
+    ckpt, state = _ckpt_state(out)
+    rows = runs.read_metrics(out)
+    assert [r["step"] for r in rows] == list(range(1, state["step"] + 1))
+    assert [r["step"] for r in runs.read_metrics(ckpt / "metrics.jsonl")] == list(range(1, state["step"] + 1))
+    opt = load_file(str(ckpt / "optimizer.safetensors"))
+    steps = {float(v) for k, v in opt.items() if k.endswith(".step")} or {0.0}
+    assert steps == {float(sum(r["updates"] for r in rows))}, (steps, [r["updates"] for r in rows])
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+    return state["step"]
+
+
+def test_interrupt_during_the_final_save_lets_it_finish(tmp_path, monkeypatch):
+    import signal
+
+    real = runs._save_checkpoint
+
+    def save_with_interrupt(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while the final (only) checkpoint is written
+        return real(*a, **k)
+
+    monkeypatch.setattr(runs, "_save_checkpoint", save_with_interrupt)
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "2", "--lr", "1e-2", "--reward", "guard_even_length") == 0
+    assert _consistent(out) == 2
+
+
+@pytest.mark.parametrize("where", ["after_update_before_counter", "between_step_and_row"])
+def test_interrupt_at_a_step_boundary_never_loses_or_doubles_a_step(tmp_path, monkeypatch, where):
+    import signal
+
+    from bupo_core import loop, step
+
+    if where == "after_update_before_counter":
+        real_update, real_time = step.update_policy, step.time
+        armed = []
+
+        class Clock:
+            def perf_counter(self):
+                if armed:
+                    armed.clear()
+                    os.kill(os.getpid(), signal.SIGINT)  # the update is applied, the counter not yet moved
+                return real_time.perf_counter()
+
+        def update(*a, **k):
+            out = real_update(*a, **k)
+            armed.append(1)
+            return out
+
+        monkeypatch.setattr(step, "update_policy", update)
+        monkeypatch.setattr(step, "time", Clock())
+    else:
+        real_step = loop.step_with_clear_errors
+
+        def step_then_interrupt(run):
+            row = real_step(run)
+            os.kill(os.getpid(), signal.SIGINT)  # the step is done, its row not yet written
+            return row
+
+        monkeypatch.setattr(loop, "step_with_clear_errors", step_then_interrupt)
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "3", "--lr", "1e-2", "--reward", "guard_even_length", "--prompts-per-step", "4") == 130
+    assert _consistent(out) == 1  # stopped after step 1, with its row and its update counted once
+    monkeypatch.undo()
+    assert _train(out, "--steps", "3", "--lr", "1e-2", "--reward", "guard_even_length", "--prompts-per-step", "4", "--resume") == 0
+    assert _consistent(out) == 3
+
+
+def test_disk_full_during_a_save_leaves_no_temporary_folder(tmp_path, monkeypatch, capsys):
+    import safetensors.torch
+
+    real = safetensors.torch.save_file
+
+    def full(tensors, path, *a, **k):
+        if path.endswith("optimizer.safetensors"):
+            raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+        return real(tensors, path, *a, **k)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    out = tmp_path / "run"
+    assert _train(out) == 2
+    one_line_error(capsys, "no space left on the disk", "the partial checkpoint was removed", "--keep-checkpoints")
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+
+
+def test_resumed_checkpoint_has_the_uninterrupted_runs_rng_state(tmp_path):
+    from safetensors.torch import load_file
+
+    assert _train(tmp_path / "straight", "--steps", "2") == 0
+    assert _train(tmp_path / "split", "--steps", "1") == 0
+    assert _train(tmp_path / "split", "--steps", "2", "--resume") == 0
+    a, b = (runs.latest_checkpoint(tmp_path / n) for n in ("straight", "split"))
+    ra, rb = load_file(str(a / "rng.safetensors")), load_file(str(b / "rng.safetensors"))
+    assert sorted(ra) == sorted(rb) and all(bool((ra[k] == rb[k]).all()) for k in ra)
+    sa, sb = (json.loads((c / "trainer_state.json").read_text())["rng"] for c in (a, b))
+    assert sa == sb
+
+
+def test_resume_refuses_fewer_steps_a_changed_batch_size_and_edited_task_data(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "2") == 0
+    config = (out / "config.json").read_bytes()
+    assert _train(out, "--steps", "1", "--resume") == 2
+    one_line_error(capsys, "--resume --steps 1: the run", "has already done 2 steps", "--steps 2 or more")
+    assert _train(out, "--steps", "3", "--resume", "--generation-batch-size", "3") == 2
+    one_line_error(capsys, "generation_batch_size: saved 64, now 3")
+    assert (out / "config.json").read_bytes() == config
+    data = tmp_path / "task.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(8)))
+    run2 = tmp_path / "run2"
+    args = ["train", "--model", "tiny-random-llama", "--task", str(data), "--prompts-per-step", "2", "--group-size", "2",
+            "--max-new-tokens", "4", "--task-size", "8", "--quiet", "--out", str(run2)]
+    assert main([*args, "--steps", "1"]) == 0
+    assert "task_data_sha256" in json.loads((run2 / "config.json").read_text())
+    data.write_text(data.read_text().replace('"answer": "3"', '"answer": "4"'))
+    assert main([*args, "--steps", "2", "--resume"]) == 2
+    one_line_error(capsys, "the task's data differ from those the run", "task_data_sha256")
