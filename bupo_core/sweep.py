@@ -399,6 +399,17 @@ def load_spec(path: str | Path, *, skip_unavailable: bool = False) -> SweepSpec:
 # ----------------------------------------------------------------------------- cells
 #: settings that may change between the resumes of one training run but change a cell's samples, with
 #: the values every cell had before they entered the key (their rows keep their keys): see :func:`cell_key`
+#: the TrainConfig fields of the key's first version; a field added since enters a cell's key only when it is
+#: not at its default, so adding a setting to TrainConfig never invalidates the rows of finished sweeps
+KEYED_FIELDS_V1 = frozenset((
+    "model", "task", "task_kwargs", "task_size", "template", "reward", "binary_reward", "grader_timeout_s", "allow_test_set_training",
+    "method", "layer", "inter_steps", "ipa_norm", "ipa_lr", "reset_optimizer_at_switch", "freeze_through_layer", "upper_lr_scale",
+    "upper_lr_layer", "steps", "prompts_per_step", "group_size", "max_new_tokens", "temperature", "top_p", "generation_batch_size", "lr",
+    "weight_decay", "adam_betas", "adam_eps", "max_grad_norm", "num_mini_batches", "ppo_epochs", "micro_batch_size", "loss", "eps_low",
+    "eps_high", "dual_clip", "loss_aggregation", "kl_coef", "skip_zero_advantage_rows", "max_nonfinite_updates", "logprob_chunk_size",
+    "gradient_checkpointing", "bf16_autocast", "device", "dtype", "share_prefill", "fused_optimizer", "score_needed_rows_only", "seed",
+    "save_every", "keep_checkpoints", "out_dir",
+))
 #: TrainConfig fields left out of the "train" part of the key (the run settings above are keyed separately)
 UNKEYED_FIELDS = ("save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s", "allow_test_set_training")
 RUN_SETTINGS_BASELINE: dict[str, Any] = {"generation_batch_size": 64, "grader_timeout_s": 5.0, "device": "cpu"}
@@ -445,6 +456,9 @@ def cell_key(spec: SweepSpec, arm: Arm, seed: int, device: str | None = None) ->
     cfg = _config_dict(TrainConfig, {**spec.shared, **arm.config, "seed": seed})
     for k in UNKEYED_FIELDS:
         cfg.pop(k, None)
+    defaults = _config_dict(TrainConfig, {})
+    for k in [k for k in cfg if k not in KEYED_FIELDS_V1 and cfg[k] == defaults.get(k)]:
+        del cfg[k]  # a field added later, at its default (= what every earlier cell ran with): keys stay valid
     blob_obj: dict[str, Any] = {"train": cfg, "eval": spec.eval}
     extra = {k: v for k, v in run_settings(spec, arm, device).items() if v != RUN_SETTINGS_BASELINE[k]}
     if extra:
@@ -470,10 +484,9 @@ def read_cells(path: str | Path) -> list[dict]:
     # a torn last line (a crash while appending) is skipped with a warning: that cell simply reruns
     rows = []
     for lineno, obj in iter_jsonl(p, what="sweep cells file", tolerate_torn_last_line=True):
-        if not (isinstance(obj, dict) and isinstance(obj.get("arm"), str) and isinstance(obj.get("seed"), int)
-                and isinstance(obj.get("metrics"), dict)):
+        if not (isinstance(obj, dict) and isinstance(obj.get("arm"), str) and isinstance(obj.get("seed"), int)):
             raise InputFormatError(
-                f"{p}:{lineno}: not a cell row (a JSON object with \"arm\", \"seed\" and \"metrics\"); "
+                f"{p}:{lineno}: not a cell row (a JSON object with \"arm\" and \"seed\"); "
                 "this line was not written by bupo sweep: delete it (its cell then reruns)"
             )
         rows.append(obj)

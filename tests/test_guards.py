@@ -43,8 +43,9 @@ def fresh_copy(finished_run, tmp_path):
 @pytest.mark.parametrize("bad, message", [
     (["--model", "tiny-random-lama"], "unknown tiny model 'tiny-random-lama'"),
     (["--model", "no-such-model"], "unknown model 'no-such-model'"),
-    (["--method", "bupo", "--layer", "99", "--inter-steps", "1"], r"--layer \(the BuPO target layer\) 99 is out of range for this 2-layer model: use 1..2"),
+    (["--method", "bupo", "--layer", "99", "--inter-steps", "1", "--steps", "2"], r"--layer \(the BuPO target layer\) 99 is out of range for this 2-layer model: use 1..2"),
     (["--freeze-through-layer", "5"], "freeze_through_layer .* 5 is out of range"),
+    (["--adam-betas", "1.5", "0.9"], r"beta1 must be in \[0, 1\)"),
 ])
 def test_overwrite_with_a_bad_setting_leaves_the_old_run_intact(finished_run, tmp_path, capsys, bad, message):
     out = fresh_copy(finished_run, tmp_path)
@@ -142,7 +143,7 @@ def test_demo_overwrite_with_a_bad_model_or_layer_leaves_the_old_report(tmp_path
 
 # ----------------------------------------------------------------------------- sweeps
 SWEEP_SHARED = {"model": "tiny-random-llama", "task": "chain_sum", "task_size": 20, "steps": 1, "prompts_per_step": 2, "group_size": 2,
-                "max_new_tokens": 4, "reward": "boxed_math"}
+                "max_new_tokens": 4, "reward": "boxed_math", "template": "boxed"}
 
 
 def sweep_spec(tmp_path, name="s", **over):
@@ -164,7 +165,7 @@ def one_line_error(capsys, *fragments):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda s: s["arms"].append({"name": "bupo", "config": {"method": "bupo", "layer": 99, "inter_steps": 1}}), "99 is out of range for this 2-layer model"),
+    (lambda s: s["arms"].append({"name": "bupo", "config": {"method": "bupo", "layer": 99, "inter_steps": 1, "steps": 2}}), "99 is out of range for this 2-layer model"),
     (lambda s: s["eval"].update(temperature=-1), "eval: temperature must be a finite number >= 0"),
     (lambda s: s.update(seeds=[10**20]), "seed 100000000000000000000 is out of range"),
     (lambda s: s["shared"].update(adam_betas=[0.9]), "adam_betas must be two numbers"),
@@ -394,7 +395,7 @@ def test_refine_bad_inputs_are_one_line(finished_run, tmp_path, capsys, setup, e
 ])
 def test_twenty_digit_seed_is_one_line(tmp_path, capsys, no_model_load, cmd):
     assert main([*cmd, "--out", str(tmp_path / "o")]) == 2
-    one_line_error(capsys, "is out of range: use an integer in 0..4294967295")
+    one_line_error(capsys, "is out of range: use an integer in 0..9223372036854775807")
     assert not (tmp_path / "o").exists()
 
 
@@ -589,3 +590,20 @@ def test_resume_refuses_fewer_steps_a_changed_batch_size_and_edited_task_data(tm
     data.write_text(data.read_text().replace('"answer": "3"', '"answer": "4"'))
     assert main([*args, "--steps", "2", "--resume"]) == 2
     one_line_error(capsys, "the task's data differ from those the run", "task_data_sha256")
+
+
+def test_a_new_trainconfig_field_at_its_default_keeps_the_keys_of_finished_cells(tmp_path):
+    from bupo_core.sweep import KEYED_FIELDS_V1, cell_key, load_spec
+    from bupo_core.trainer import TrainConfig
+    from dataclasses import fields
+
+    later = [f.name for f in fields(TrainConfig) if f.name not in KEYED_FIELDS_V1]
+    spec = load_spec(sweep_spec(tmp_path, "a"))
+    key = cell_key(spec, spec.arm("grpo"), 0, "cpu")
+    for name in later:  # set to a non-default value, a later field does change the key
+        value = getattr(TrainConfig(), name)
+        other = not value if isinstance(value, bool) else (value + 1 if isinstance(value, int) else None)
+        if other is None:
+            continue
+        changed = load_spec(sweep_spec(tmp_path, "b", shared={**SWEEP_SHARED, name: other}))
+        assert cell_key(changed, changed.arm("grpo"), 0, "cpu") != key, name
