@@ -10,7 +10,8 @@ TORCH_SPEC ?= torch==2.13.0
 RUFF_SPEC  ?= ruff==0.17.6
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-unit test-notebooks notebooks exercises bench lab lint format docs-tables clean trl-ddp
+# test-1thread: the unit tests once with one thread (another summation order; see docs/testing.md)
+.PHONY: install demo test test-1thread test-unit test-notebooks notebooks exercises bench lab lint format docs-tables clean trl-ddp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,9 @@ demo: install
 
 test: install
 	BUPO_FAST=1 $(BIN)/python -m pytest -q --durations=15 tests --doctest-modules bupo_core --nbval-lax --nbval-current-env notebooks/*.ipynb
+
+test-1thread: install
+	BUPO_FAST=1 BUPO_TEST_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q tests --doctest-modules bupo_core
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests --doctest-modules bupo_core

@@ -191,6 +191,24 @@ def config_from_args(cls: type, args: argparse.Namespace, *, base: Any = None, d
     return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
 
+MAX_SEED = 2**63 - 1  # what torch.manual_seed and numpy's default_rng accept (TrainConfig uses the same bound)
+
+
+def check_seed(value: Any, name: str = "--seed") -> int:
+    """Return ``value`` if it is a usable seed (an integer in ``0..2**63 - 1``), else raise naming ``name``.
+
+    >>> check_seed(7)
+    7
+    >>> check_seed(10**20, "seed")
+    Traceback (most recent call last):
+    ...
+    bupo_core.errors.InputFormatError: seed 100000000000000000000 is out of range: use an integer in 0..9223372036854775807
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise InputFormatError(f"{name} {value!r} is out of range: use an integer in 0..{MAX_SEED}")
+    return value
+
+
 def parse_key_values(items: Iterable[str] | None, flag: str = "--task-arg") -> dict[str, Any]:
     """The one ``KEY=VALUE`` parser: ``["a=1", "b=x", "c=true"]`` -> ``{"a": 1, "b": "x", "c": True}``.
 

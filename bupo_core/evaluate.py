@@ -122,6 +122,9 @@ class EvalConfig(SamplingFields):
         self.check_sampling_fields(batch_size=self.batch_size)
         if not 0 < self.confidence < 1:
             raise InputFormatError(f"confidence must be in (0, 1), got {self.confidence}")
+        from .config_cli import check_seed  # noqa: PLC0415
+
+        check_seed(self.seed, "seed")
 
 
 @dataclass

@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -57,6 +57,7 @@ class EmbeddedModel:
     pip_flags: tuple[str, ...]
     locate: Callable[[Path], Path]
     description: str
+    num_layers: int = 0  # L, known without converting (for checks before the slow work)
 
     @property
     def install_command(self) -> str:
@@ -86,6 +87,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         pip_flags=("--no-deps",),
         locate=_locate_smollm2,
         description="SmolLM2-135M-Instruct (Llama family, 30 layers, vocab 49,152), the embedded default",
+        num_layers=30,
     ),
     "gemma3-270m": EmbeddedModel(
         name="gemma3-270m",
@@ -94,6 +96,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         pip_flags=(),
         locate=_locate_gemma3,
         description="Gemma-3-270M base (Gemma family, sandwich norms, 18 layers, vocab 262,144)",
+        num_layers=18,
     ),
 }
 
@@ -331,6 +334,16 @@ def _is_network_error(exc: BaseException) -> bool:
     return any(k in text for k in keys)
 
 
+def hub_offline(value: str | None = None) -> bool:
+    """True when ``HF_HUB_OFFLINE`` (or ``value``) switches the hub off: ``1``/``true``/``yes``/``on``; ``0`` does not.
+
+    >>> hub_offline("0"), hub_offline("1"), hub_offline("")
+    (False, True, False)
+    """
+    value = os.environ.get("HF_HUB_OFFLINE", "") if value is None else value
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """True when the Hugging Face hub answers a TCP connection within ``timeout`` seconds.
 
@@ -339,7 +352,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     import socket  # noqa: PLC0415
     from urllib.parse import urlparse  # noqa: PLC0415
 
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
+    if hub_offline():
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
@@ -425,6 +438,8 @@ def load_model(
                     f"{weights} is truncated or corrupt ({exc}); copy or save the model again "
                     "(an interrupted download or copy leaves a short file), or re-run the training that wrote it."
                 ) from exc
+        if not trust_remote_code:
+            _refuse_custom_code(Path(source))
         load_kwargs["use_safetensors"] = True
     elif _looks_local(name):
         state = "is a file, not a model folder" if Path(name).expanduser().exists() else "does not exist"
@@ -436,7 +451,7 @@ def load_model(
         source = name
         load_kwargs["use_safetensors"] = True
         if not _in_hub_cache(name) and not hub_reachable():
-            detail = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE") else "no connection to the hub"
+            detail = f"HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} is set" if hub_offline() else "no connection to the hub"
             raise ModelNotAvailableError(_offline_message(name, detail))
     else:
         raise UnknownModelError(
@@ -471,6 +486,116 @@ def load_model(
         model.config.name_or_path = name
     ArchitectureAdapter(model)  # fails early, with the fix, for unsupported families
     return model, _prepare_tokenizer(tok)
+
+
+def _read_model_config(folder: Path) -> dict:
+    """A local model folder's ``config.json`` as a dict (a missing or unreadable file raises, naming it)."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelNotAvailableError(f"{folder} has no config.json, so it is not a Hugging Face model folder; save the model with save_pretrained")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelNotAvailableError(f"{path} is not readable JSON ({exc}); copy or save the model again") from None
+    if not isinstance(data, dict):
+        raise ModelNotAvailableError(f"{path} is not a JSON object; copy or save the model again")
+    return data
+
+
+def _refuse_custom_code(folder: Path) -> None:
+    """Refuse a folder whose ``config.json`` asks for its own Python code (``auto_map``), in one line."""
+    data = _read_model_config(folder)
+    if data.get("auto_map"):
+        raise UnsupportedArchitectureError(
+            f"{folder} declares custom model code (auto_map: {', '.join(sorted(data['auto_map']))}); bupo does not run code "
+            "shipped with a model. Use a model whose architecture transformers ships (bupo models lists examples), "
+            "or save this one with a built-in architecture."
+        )
+
+
+def _layers_in_config(data: dict) -> int | None:
+    for cfg in (data, data.get("text_config") or {}):
+        for key in ("num_hidden_layers", "n_layer", "num_layers"):
+            if isinstance(cfg.get(key), int):
+                return cfg[key]
+    return None
+
+
+def check_model(name_or_path: str, *, cache_dir: str | Path | None = None) -> int | None:
+    """Check a model name the way :func:`load_model` would, without loading weights; return L if known.
+
+    Fast (reads at most a ``config.json``): an unknown name, a missing or weightless local folder,
+    a folder with custom code, or an unreachable hub id raise the same errors as
+    :func:`load_model`, so a command can refuse a typo before it deletes or writes anything.
+
+    Returns:
+        the number of blocks L, or ``None`` for a hub id whose config is not cached.
+
+    >>> check_model("tiny-random-llama")
+    2
+    >>> check_model("smollm2-135m-instruct")
+    30
+    """
+    name = str(name_or_path)
+    if name in EMBEDDED:
+        return EMBEDDED[name].num_layers
+    if name.startswith("tiny-random-"):
+        if name.removeprefix("tiny-random-") not in TINY_FAMILIES:
+            raise UnknownModelError(f"unknown tiny model {name!r}; known: {', '.join('tiny-random-' + f for f in TINY_FAMILIES)}")
+        return 2
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not any(folder.glob("*.safetensors")):
+            raise ModelNotAvailableError(
+                f"{folder} holds no *.safetensors weights; bupo only loads safetensors (pickle-based "
+                ".bin files can run code). Convert it once with transformers' save_pretrained(safe_serialization=True)."
+            )
+        _refuse_custom_code(folder)
+        return _layers_in_config(_read_model_config(folder))
+    if _looks_local(name):
+        state = "is a file, not a model folder" if folder.exists() else "does not exist"
+        raise UnknownModelError(
+            f"the local folder {folder} {state} (relative to {Path.cwd()}); "
+            f"check the path, or give a known name ({', '.join(known_models())}) or a hub id (owner/name)."
+        )
+    if _looks_like_hub_id(name):
+        if _in_hub_cache(name):
+            try:
+                from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+
+                return _layers_in_config(json.loads(Path(try_to_load_from_cache(name, "config.json")).read_text()))  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - the count is a convenience; load_model reads the config again
+                return None
+        if not hub_reachable():
+            detail = f"HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} is set" if hub_offline() else "no connection to the hub"
+            raise ModelNotAvailableError(_offline_message(name, detail))
+        return None
+    raise UnknownModelError(
+        f"unknown model {name!r}: not a known name, not a local folder and not a hub id "
+        f"(owner/name). Known names: {', '.join(known_models())}. Hub ids such as "
+        f"{', '.join(HUB_EXAMPLES)} work when the Hugging Face hub is reachable."
+    )
+
+
+def check_train_model(cfg: Any) -> int | None:
+    """Check a :class:`~bupo_core.trainer.TrainConfig`'s model and layers without loading weights; return L if known.
+
+    Everything ``bupo train`` would only find out after the model load (a typo in ``--model``,
+    ``--layer 99``) fails here, before a folder is locked, set aside or written.
+    """
+    from .adapter import check_layer  # noqa: PLC0415
+
+    num_layers = check_model(cfg.model)
+    if num_layers is None:
+        return None
+    if cfg.method == "bupo" and cfg.layer is not None:
+        check_layer(cfg.layer, num_layers, allow_embedding=False, what="--layer (the BuPO target layer)")
+    for name in ("freeze_through_layer", "upper_lr_layer"):
+        value = getattr(cfg, name, None)
+        if value is not None:
+            check_layer(value, num_layers, allow_embedding=True, below_top=True,
+                        what=f"{name} (the embedding and blocks 1..l below it, the blocks above it)")
+    return num_layers
 
 
 def _prepare_tokenizer(tok):

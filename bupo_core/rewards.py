@@ -349,6 +349,12 @@ _REGISTRY_VERSION = [0]
 
 
 def _serve(conn) -> None:  # pragma: no cover - runs in the worker process
+    # the fork inherits the trainer's handlers (SIGTERM/SIGINT -> checkpoint and stop), which make no sense
+    # here: a terminated worker just ends (default SIGTERM), Ctrl-C is the parent's business (it kills the worker)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGALRM"):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
     while True:
         try:
             msg = conn.recv()

@@ -18,9 +18,14 @@ a warning that names the damaged one).
 
 Rules (:func:`claim_run_dir`):
 
-* a new run needs an empty (or missing) folder; ``overwrite=True`` deletes the previous run's
-  ``config.json``, ``metrics.jsonl`` and ``checkpoints/`` first (it refuses to delete anything
-  else);
+* a new run needs an empty (or missing) folder; ``overwrite=True`` moves the previous run's
+  ``config.json``, ``metrics.jsonl`` and ``checkpoints/`` aside into ``OUT/.replaced-run/`` (it
+  refuses to touch anything else) and deletes them only once the new run's first checkpoint exists
+  (:func:`save_checkpoint`); a new run that fails before that gets the old one back
+  (:func:`restore_replaced_run`);
+* one process at a time: :func:`lock_folder` writes ``OUT/.bupo-lock`` (pid, host, start time);
+  a second ``bupo train`` or ``bupo sweep`` into the folder is refused, and a lock left by a
+  process that no longer runs is taken over with a message;
 * ``resume=True`` needs ``config.json``; it continues from the newest intact checkpoint whose own
   saved config matches. With no checkpoint yet (a crash before the first save) it starts clean
   from step 0 and empties ``metrics.jsonl``, so no stale rows stay.
@@ -36,6 +41,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -51,6 +57,9 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_MANIFEST = "bupo-checkpoint.json"
 CHECKPOINT_FORMAT = 2
 RUN_FILES = (CONFIG, METRICS, CHECKPOINTS, f".{CONFIG}.tmp", f".{METRICS}.tmp")  # + temporaries of an interrupted atomic write
+LOCK = ".bupo-lock"
+REPLACED = ".replaced-run"  # the previous run while an --overwrite has not reached its first checkpoint
+BOOKKEEPING = (LOCK, REPLACED)  # never counted as another run's files, never deleted by clear_run
 
 
 class RunFolderError(BupoError, ValueError):
@@ -58,7 +67,7 @@ class RunFolderError(BupoError, ValueError):
 
 
 # --------------------------------------------------------------------------- folders
-def prepare_output_dir(path: str | Path, *, what: str = "output folder") -> Path:
+def prepare_output_dir(path: str | Path, *, what: str = "output folder", flag: str = "--out") -> Path:
     """Create ``path`` (and parents) and check that files can be written in it.
 
     Call it at the top of a command, before loading a model, so that a bad ``--out`` fails in
@@ -70,19 +79,158 @@ def prepare_output_dir(path: str | Path, *, what: str = "output folder") -> Path
     p = Path(path).expanduser()
     for parent in [p, *p.parents]:
         if parent.exists() and not parent.is_dir():
-            raise InputFormatError(f"{what} {p}: {parent} is a file, not a folder; pass a folder path with --out")
+            raise InputFormatError(f"{what} {p}: {parent} is a file, not a folder; pass a folder path with {flag}")
     try:
         p.mkdir(parents=True, exist_ok=True)
         probe = p / f".bupo-write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise InputFormatError(f"{what} {p} is not writable ({exc.strerror or exc}); pass a folder you can write to with --out") from exc
+        raise InputFormatError(f"{what} {p} is not writable ({exc.strerror or exc}); pass a folder you can write to with {flag}") from None
     return p
 
 
 def _entries(p: Path) -> list[str]:
-    return sorted(x.name for x in p.iterdir()) if p.is_dir() else []
+    return sorted(x.name for x in p.iterdir() if x.name not in BOOKKEEPING and not x.name.startswith(".bupo-write-test-")) if p.is_dir() else []
+
+
+# --------------------------------------------------------------------------- locks
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+class FolderLock:
+    """``FOLDER/.bupo-lock`` held by this process (see :func:`lock_folder`); ``release()`` or use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def release(self) -> None:
+        """Remove the lock file if it is still this process's."""
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(holder, dict) and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+
+    def __enter__(self) -> "FolderLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def lock_folder(folder: str | Path, *, what: str = "run folder", log=None) -> FolderLock:
+    """Claim ``folder`` for this process: create ``folder/.bupo-lock`` (pid, host, start time) exclusively.
+
+    Raises:
+        RunFolderError: another live process holds the folder (its pid and host are named), or a
+            process on another host does (bupo cannot tell whether it still runs; the message says
+            which file to delete).
+
+    A lock whose process no longer runs on this host (killed, crashed) is taken over, with a
+    message through ``log`` (default: stderr). The folder is created if needed.
+    """
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    p = prepare_output_dir(folder, what=what)
+    path = p / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[:8]}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                text = path.read_text(encoding="utf-8")
+                holder = json.loads(text)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                holder, text = None, None
+            if isinstance(holder, dict) and holder.get("host") != socket.gethostname():
+                raise RunFolderError(
+                    f"{p} is in use by bupo process {holder.get('pid')} on host {holder.get('host')} (since {holder.get('started')}); "
+                    f"wait for it to finish, or, if it no longer runs, delete {path}"
+                ) from None
+            if isinstance(holder, dict) and isinstance(holder.get("pid"), int) and _pid_running(holder["pid"]):
+                raise RunFolderError(
+                    f"{p} is in use by bupo process {holder['pid']} on this host (since {holder.get('started')}): "
+                    "two processes writing one folder mix their results. Wait for it to finish, stop it, or use another --out folder."
+                ) from None
+            who = f"process {holder.get('pid')} (started {holder.get('started')})" if isinstance(holder, dict) else "an unreadable lock file"
+            log(f"[bupo] {p}: taking over the lock of {who}, which no longer runs")
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(me))
+            f.flush()
+            os.fsync(f.fileno())
+        return FolderLock(path)
+    raise RunFolderError(f"{p}: could not take the lock {path} (other processes keep claiming it); try again")
+
+
+# --------------------------------------------------------------------------- overwrite
+def set_aside_run(out_dir: str | Path) -> Path | None:
+    """Move a run's files into ``OUT/.replaced-run/`` (kept until the new run's first checkpoint).
+
+    If ``.replaced-run`` already exists, an earlier ``--overwrite`` never reached its first
+    checkpoint: the files in ``OUT`` are that failed run's and are deleted, and the older run stays
+    set aside. Returns the folder holding the previous run, or ``None`` when there was none.
+    """
+    p = Path(out_dir)
+    aside = p / REPLACED
+    present = [n for n in RUN_FILES if (p / n).exists()]
+    if aside.is_dir():
+        clear_run(p)
+        return aside
+    if not present:
+        return None
+    tmp = p / f"{REPLACED}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name in present:
+        os.replace(p / name, tmp / name)
+    os.replace(tmp, aside)
+    return aside
+
+
+def restore_replaced_run(out_dir: str | Path) -> bool:
+    """Put a set-aside run back if the new run never wrote a checkpoint; returns True when it did.
+
+    Called when a new ``--overwrite`` run fails before its first checkpoint, so a typo never costs
+    the old run.
+    """
+    p = Path(out_dir)
+    aside = p / REPLACED
+    if not aside.is_dir() or list_checkpoints(p):
+        return False
+    clear_run(p)
+    for item in aside.iterdir():
+        os.replace(item, p / item.name)
+    aside.rmdir()
+    return True
+
+
+def drop_replaced_run(out_dir: str | Path) -> None:
+    """Delete the run an ``--overwrite`` set aside (called once the new run has a checkpoint)."""
+    shutil.rmtree(Path(out_dir) / REPLACED, ignore_errors=True)
 
 
 def clear_run(out_dir: str | Path, names: tuple[str, ...] = RUN_FILES) -> None:
@@ -105,6 +253,8 @@ def claim_run_dir(out_dir: str | Path, *, resume: bool = False, overwrite: bool 
     if resume and overwrite:
         raise InputFormatError("--resume and --overwrite contradict each other: resume continues the run in the folder, overwrite deletes it")
     p = prepare_output_dir(out_dir, what="run folder")
+    if not resume and not overwrite and (p / REPLACED).is_dir() and not list_checkpoints(p):
+        restore_replaced_run(p)  # an --overwrite killed before its first checkpoint: the old run is still the folder's run
     found = _entries(p)
     if resume:
         return p
@@ -112,7 +262,7 @@ def claim_run_dir(out_dir: str | Path, *, resume: bool = False, overwrite: bool 
         return p
     foreign = [n for n in found if n not in RUN_FILES]
     if overwrite and not foreign:
-        clear_run(p)
+        set_aside_run(p)
         return p
     if overwrite:
         raise RunFolderError(
@@ -354,8 +504,12 @@ def save_checkpoint(
     config: dict,
     reference: Any = None,
     keep: int = 0,
+    metrics_path: str | Path | None = None,
 ) -> Path:
     """Write ``ckpt_root/checkpoint-<step>/`` atomically (temporary folder, manifest, rename).
+
+    A save that fails (disk full, an exception, an interrupt) removes its temporary folder; a full
+    disk raises :class:`RunFolderError` naming the free space and the fix.
 
     Args:
         step: the last completed step.
@@ -365,14 +519,43 @@ def save_checkpoint(
         config: the run's config dict (kept with the checkpoint, checked on resume).
         reference: the frozen KL reference model, if any.
         keep: keep only the newest ``keep`` checkpoints (0 = all).
+        metrics_path: the run's ``metrics.jsonl``; its rows of steps 1..step are kept in the
+            checkpoint (``metrics.jsonl``), committed together with the weights and the counter.
     """
+    root = Path(ckpt_root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-checkpoint-{step}"
+    try:
+        return _save_checkpoint(root, tmp, step=step, model=model, tokenizer=tokenizer, optimizer=optimizer, state=state,
+                                config=config, reference=reference, keep=keep, metrics_path=metrics_path)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(exc):
+            free = shutil.disk_usage(root).free
+            newest = latest_checkpoint(root)
+            raise RunFolderError(
+                f"no space left on the disk of {root} while writing checkpoint-{step} ({free / 2**20:.0f} MiB free; the partial "
+                f"checkpoint was removed). Free some space or keep fewer checkpoints (--keep-checkpoints N), then --resume"
+                + (f" (from {newest.name})" if newest else "")
+            ) from None
+        raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    import errno  # noqa: PLC0415
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "StorageFull" in text or "Disk quota exceeded" in text
+
+
+def _save_checkpoint(root: Path, tmp: Path, *, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer, state: dict,
+                     config: dict, reference: Any, keep: int, metrics_path: str | Path | None) -> Path:
     from safetensors.torch import save_file  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
-    root = Path(ckpt_root)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"checkpoint-{step}"
-    tmp = root / f".tmp-checkpoint-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -390,13 +573,44 @@ def save_checkpoint(
         save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in reference.state_dict().items()}, str(tmp / "reference.safetensors"))
     trainer_state = {"step": step, **state, "optimizer": opt_meta, "rng": rng_meta, "config": config}
     write_json_atomic(tmp / "trainer_state.json", trainer_state)
+    if metrics_path is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rows = [r for r in read_metrics(metrics_path) if int(r["step"]) <= step] if Path(metrics_path).exists() else []
+        with open(tmp / METRICS, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
     write_checkpoint_manifest(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    if root.name == CHECKPOINTS:  # the new run has a checkpoint: the run an --overwrite set aside can go now
+        drop_replaced_run(root.parent)
     if keep > 0:
         for old in list_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_step(ckpt: str | Path) -> int:
+    """The step a ``checkpoint-<step>`` folder holds (from its name)."""
+    step = _step_of(Path(ckpt))
+    if step is None:
+        raise RunFolderError(f"{ckpt} is not a checkpoint-<step> folder")
+    return step
+
+
+def restore_metrics(ckpt: str | Path, metrics_path: str | Path) -> bool:
+    """Rewrite the run's ``metrics.jsonl`` (atomically) from the rows committed with ``ckpt``; False if it has none."""
+    src = Path(ckpt) / METRICS
+    if not src.is_file():
+        return False
+    p = Path(metrics_path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(src.read_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+    return True
 
 
 def load_checkpoint_state(ckpt: str | Path) -> dict:
@@ -456,7 +670,7 @@ def find_resume_checkpoint(out_dir: str | Path, config_differences) -> Path | No
     )
     damaged: list[str] = []
     for ckpt in reversed(candidates):
-        problem = checkpoint_problem(ckpt)
+        problem = checkpoint_problem(ckpt, verify="full")  # every byte: a sampled digest misses a changed value
         if problem is not None:
             damaged.append(f"{ckpt.name}: {problem}")
             continue

@@ -107,13 +107,17 @@ def train_step(run: Trainer) -> dict:
     if all_zero:
         upd = no_update_stats(skipped=num_minibatches(cfg, len(batch) // cfg.group_size) * cfg.ppo_epochs)
     else:
-        run.in_update = True  # an interrupt now finishes the step first (see bupo_core.loop)
+        # an interrupt now finishes the step first: in_update stays set until the loop has written the
+        # step's row, so the update is never kept without its counter and row (see bupo_core.loop)
+        run.in_update = True
         try:
             upd = update_policy(run, batch, adv, layer, old_logp=old_logp, ref_logp=ref_logp, have_old=have_old)
-        finally:
+        except BaseException:
             run.in_update = False
+            raise
     t3 = time.perf_counter()
 
+    run.in_update = True  # (a step without an update too: its counter and row go together)
     run.step = step
     run.data_position = sample.data_position
     lengths = rollout.response_lengths

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import time
@@ -54,7 +53,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import InputFormatError
+from .errors import BupoError, InputFormatError
 from .evaluate import EvalConfig
 
 METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
@@ -172,7 +171,14 @@ def _config_dict(cls, values: dict) -> dict:
 def _read_spec_file(path: Path) -> Any:
     if not path.exists():
         raise InputFormatError(f"sweep spec {path} does not exist; give a .yaml, .yml or .json file (examples in results/specs/)")
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise InputFormatError(f"sweep spec {path} is a folder, not a file; give the spec's .yaml, .yml or .json file (examples in results/specs/)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputFormatError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the spec as UTF-8") from None
+    except OSError as exc:
+        raise InputFormatError(f"sweep spec {path} cannot be read ({exc.strerror or exc})") from None
     if path.suffix.lower() == ".json":
         try:
             return json.loads(text)
@@ -199,6 +205,10 @@ def _seed_list(value: Any, where: str) -> list[int]:
         raise InputFormatError(f"{where} must be a non-empty list of non-negative integers, got {value!r}")
     if len(set(value)) != len(value):
         raise InputFormatError(f"{where} lists a seed twice: {value!r}")
+    from .config_cli import MAX_SEED  # noqa: PLC0415
+
+    if max(value) > MAX_SEED:
+        raise InputFormatError(f"{where}: seed {max(value)} is out of range; seeds must be integers in 0..{MAX_SEED}")
     return list(value)
 
 
@@ -288,6 +298,8 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
     for key in ("num_problems", "k"):
         if not isinstance(ev[key], int) or ev[key] < 1:
             raise InputFormatError(f"{path}: eval {key} must be an integer >= 1, got {ev[key]!r}")
+    if ev["task_kwargs"] is not None and not isinstance(ev["task_kwargs"], dict):
+        raise InputFormatError(f"{path}: eval task_kwargs must be a mapping, got {ev['task_kwargs']!r}")
     spec = SweepSpec(str(data.get("name") or Path(path).stem), dict(shared), arms, seeds, control, ev, str(path),
                      str(data.get("description", "")), list(data.get("notes") or []))
     defaults = TrainConfig()
@@ -299,10 +311,7 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
         ev["task_kwargs"] = kw
     if ev["max_new_tokens"] is None:
         ev["max_new_tokens"] = shared.get("max_new_tokens", defaults.max_new_tokens)
-    try:
-        eval_config(ev, seed=0)  # every EvalConfig check, before anything runs
-    except (InputFormatError, TypeError) as exc:
-        raise InputFormatError(f"{path}: eval: {exc}") from exc
+    _check_eval(ev, seeds + [s for a in arms for s in a.seeds], path)  # every EvalConfig check, before anything runs
     for arm in spec.available_arms():
         try:
             cfg = spec.train_config(arm, arm.seeds[0], "unused")
@@ -322,6 +331,61 @@ def eval_config(ev: dict, *, seed: int) -> EvalConfig:
     return EvalConfig(**{f.name: ev[f.name] for f in fields(EvalConfig) if f.name in ev}, seed=seed)
 
 
+def _check_eval(ev: dict, seeds: list[int], path: str) -> None:
+    """The eval settings as :class:`~bupo_core.evaluate.EvalConfig` checks them (every cell's seed included)."""
+    from .config_cli import check_seed  # noqa: PLC0415
+
+    check_seed(ev["task_seed"], f"{path}: eval task_seed")
+    try:
+        for seed in sorted(set(seeds))[-1:] or [0]:
+            eval_config(ev, seed=seed)
+    except InputFormatError as exc:
+        raise InputFormatError(f"{path}: eval: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise InputFormatError(f"{path}: eval: bad setting ({exc})") from None
+
+
+def check_spec_for_run(spec: "SweepSpec", device: str | None = None) -> None:
+    """Everything ``bupo train`` and ``bupo eval`` would check for every cell, before a file is written.
+
+    :func:`parse_spec` checks the spec's form and each arm's :class:`TrainConfig`; this adds, for
+    every (arm, seed), the full config's ``validate()``, the model name and the layers against the
+    model (:func:`bupo_core.models.check_train_model`, no weights loaded), and loads the training and
+    evaluation tasks once each. ``bupo sweep`` and ``bupo sweep --dry-run`` both call it.
+    """
+    from .models import check_device, check_train_model  # noqa: PLC0415
+    from .tasks import load_task  # noqa: PLC0415
+
+    check_device(device)
+    tasks_seen: set[str] = set()
+    for arm, seed in spec.cells():
+        where = f"{spec.path}: arm {arm.name!r}, seed {seed}"
+        try:
+            cfg = spec.train_config(arm, seed, "unused", device)
+            if cfg.steps != 0:
+                cfg.validate()
+            check_train_model(cfg)
+        except InputFormatError as exc:
+            raise InputFormatError(f"{where}: {exc}") from None
+        except BupoError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise InputFormatError(f"{where}: bad setting ({exc})") from None
+        if cfg.steps != 0:
+            key = json.dumps([cfg.task, cfg.task_kwargs, cfg.template, cfg.reward], sort_keys=True, default=str)
+            if key not in tasks_seen:
+                tasks_seen.add(key)
+                try:
+                    load_task(cfg.task, size=cfg.task_size, seed=cfg.seed, template=cfg.template, scorer=cfg.reward, **cfg.task_kwargs)
+                except BupoError as exc:
+                    raise type(exc)(f"{where}: training task: {exc}") from None
+    ev = spec.eval
+    try:
+        load_task(ev["task"], size=ev["num_problems"], seed=ev["task_seed"], template=ev["template"], split=ev["split"], **ev["task_kwargs"])
+    except BupoError as exc:
+        raise type(exc)(f"{spec.path}: eval task: {exc}") from None
+
+
 def _check_fields(values: dict, valid: list[str], where: str) -> None:
     unknown = sorted(set(values) - set(valid))
     if unknown:
@@ -332,6 +396,12 @@ def _check_fields(values: dict, valid: list[str], where: str) -> None:
     for key, why in RESERVED.items():
         if key in values:
             raise InputFormatError(f"{where}: do not set {key!r} ({why})")
+    if "task_kwargs" in values and values["task_kwargs"] is not None and not isinstance(values["task_kwargs"], dict):
+        raise InputFormatError(f"{where}: task_kwargs must be a mapping of task generator settings (e.g. {{max_terms: 2}}), got {values['task_kwargs']!r}")
+    if "adam_betas" in values:
+        b = values["adam_betas"]
+        if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)):
+            raise InputFormatError(f"{where}: adam_betas must be two numbers [beta1, beta2] (e.g. [0.9, 0.999]), got {b!r}")
 
 
 def load_spec(path: str | Path, *, skip_unavailable: bool = False) -> SweepSpec:
@@ -341,21 +411,80 @@ def load_spec(path: str | Path, *, skip_unavailable: bool = False) -> SweepSpec:
 
 
 # ----------------------------------------------------------------------------- cells
-def cell_key(spec: SweepSpec, arm: Arm, seed: int) -> str:
-    """Hash of everything that determines a cell's result (its full config and the eval settings).
+#: settings that may change between the resumes of one training run but change a cell's samples, with
+#: the values every cell had before they entered the key (their rows keep their keys): see :func:`cell_key`
+#: the TrainConfig fields of the key's first version; a field added since enters a cell's key only when it is
+#: not at its default, so adding a setting to TrainConfig never invalidates the rows of finished sweeps
+KEYED_FIELDS_V1 = frozenset((
+    "model", "task", "task_kwargs", "task_size", "template", "reward", "binary_reward", "grader_timeout_s", "allow_test_set_training",
+    "method", "layer", "inter_steps", "ipa_norm", "ipa_lr", "reset_optimizer_at_switch", "freeze_through_layer", "upper_lr_scale",
+    "upper_lr_layer", "steps", "prompts_per_step", "group_size", "max_new_tokens", "temperature", "top_p", "generation_batch_size", "lr",
+    "weight_decay", "adam_betas", "adam_eps", "max_grad_norm", "num_mini_batches", "ppo_epochs", "micro_batch_size", "loss", "eps_low",
+    "eps_high", "dual_clip", "loss_aggregation", "kl_coef", "skip_zero_advantage_rows", "max_nonfinite_updates", "logprob_chunk_size",
+    "gradient_checkpointing", "bf16_autocast", "device", "dtype", "share_prefill", "fused_optimizer", "score_needed_rows_only", "seed",
+    "save_every", "keep_checkpoints", "out_dir",
+))
+#: TrainConfig fields left out of the "train" part of the key (the run settings above are keyed separately)
+UNKEYED_FIELDS = ("save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s", "allow_test_set_training")
+RUN_SETTINGS_BASELINE: dict[str, Any] = {"generation_batch_size": 64, "grader_timeout_s": 5.0, "device": "cpu"}
+
+
+def resolve_device(device: str | None) -> str:
+    """The device type a cell runs on: ``cpu`` or ``cuda`` (``None`` = cuda if available)."""
+    from .settings import default_device  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    return (torch.device(device) if device else default_device()).type
+
+
+def run_settings(spec: SweepSpec, arm: Arm, device: str | None = None) -> dict:
+    """The settings outside the spec's result key that still change a cell's samples and grades.
+
+    ``generation_batch_size`` (the batch shape changes the sampled tokens), ``grader_timeout_s``
+    (a slow answer scores 0) and the device type (CPU and CUDA kernels sample differently).
+    """
+    from .trainer import TrainConfig  # noqa: PLC0415
+
+    merged = {**spec.shared, **arm.config}
+    d = TrainConfig()
+    return {
+        "generation_batch_size": merged.get("generation_batch_size", d.generation_batch_size),
+        "grader_timeout_s": float(merged.get("grader_timeout_s", d.grader_timeout_s)),
+        "device": resolve_device(device or merged.get("device")),
+    }
+
+
+def cell_key(spec: SweepSpec, arm: Arm, seed: int, device: str | None = None) -> str:
+    """Hash of everything that determines a cell's result: its full config, the eval settings and
+    the :func:`run_settings` (generation batch size, grader timeout, device type).
 
     A row of ``cells.jsonl`` counts as this cell's result only if its key matches, so changing an
-    arm's settings in the spec is detected instead of silently reusing old numbers.
+    arm's settings in the spec, or running on another device, is detected instead of silently
+    mixing numbers. Run settings equal to :data:`RUN_SETTINGS_BASELINE` (what every earlier cell
+    used) add nothing to the hash, so the keys of rows written before they entered it still hold.
+    ``device`` is the device the cell runs (or ran) on; ``None`` = the spec's, else cuda if available.
     """
     from .trainer import TrainConfig  # noqa: PLC0415
 
     cfg = _config_dict(TrainConfig, {**spec.shared, **arm.config, "seed": seed})
-    for k in TrainConfig.RESUMABLE_CHANGES:
-        if k != "steps":
-            cfg.pop(k, None)
-    ev = {k: v for k, v in spec.eval.items() if k in _KEYED_EVAL or v != EVAL_DEFAULTS.get(k)}
-    blob = json.dumps({"train": cfg, "eval": ev}, sort_keys=True, default=str)
+    for k in UNKEYED_FIELDS:
+        cfg.pop(k, None)
+    defaults = _config_dict(TrainConfig, {})
+    for k in [k for k in cfg if k not in KEYED_FIELDS_V1 and cfg[k] == defaults.get(k)]:
+        del cfg[k]  # a field added later, at its default (= what every earlier cell ran with): keys stay valid
+    ev = {k: v for k, v in spec.eval.items() if k in _KEYED_EVAL or v != EVAL_DEFAULTS.get(k)}  # later EvalConfig fields at defaults
+    blob_obj: dict[str, Any] = {"train": cfg, "eval": ev}
+    extra = {k: v for k, v in run_settings(spec, arm, device).items() if v != RUN_SETTINGS_BASELINE[k]}
+    if extra:
+        blob_obj["run"] = extra
+    blob = json.dumps(blob_obj, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def row_matches(spec: SweepSpec, arm: Arm, seed: int, row: dict) -> bool:
+    """True when ``row`` is this cell's result under the spec (checked with the device the row ran on)."""
+    return row.get("key") == cell_key(spec, arm, seed, row.get("device") or RUN_SETTINGS_BASELINE["device"])
 
 
 def read_cells(path: str | Path) -> list[dict]:
@@ -368,14 +497,15 @@ def read_cells(path: str | Path) -> list[dict]:
     from .runs import iter_jsonl  # noqa: PLC0415
 
     # a torn last line (a crash while appending) is skipped with a warning: that cell simply reruns
-    return [obj for _, obj in iter_jsonl(p, what="sweep cells file", tolerate_torn_last_line=True)]
-
-
-def _append_row(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    rows = []
+    for lineno, obj in iter_jsonl(p, what="sweep cells file", tolerate_torn_last_line=True):
+        if not (isinstance(obj, dict) and isinstance(obj.get("arm"), str) and isinstance(obj.get("seed"), int)):
+            raise InputFormatError(
+                f"{p}:{lineno}: not a cell row (a JSON object with \"arm\" and \"seed\"); "
+                "this line was not written by bupo sweep: delete it (its cell then reruns)"
+            )
+        rows.append(obj)
+    return rows
 
 
 def eval_metrics(data: dict) -> dict:
@@ -429,10 +559,13 @@ def run_cell(spec: SweepSpec, arm: Arm, seed: int, out: Path, *, device: str | N
     res.save(cell_dir / "eval")
     data = res.to_json()
     t2 = time.time()
+    settings = run_settings(spec, arm, device)
     return {
         "arm": arm.name,
         "seed": seed,
-        "key": cell_key(spec, arm, seed),
+        "key": cell_key(spec, arm, seed, device),
+        "device": settings["device"],
+        "run_settings": settings,
         "config": spec.arm_differences(arm),
         "metrics": eval_metrics(data),
         "pass_at_k_curve": data["pass_at_k"],
@@ -481,9 +614,32 @@ def run_sweep(
         log: where progress lines go.
         on_cell_done: called with each new row after it is written.
     """
+    from .runs import lock_folder, prepare_output_dir  # noqa: PLC0415
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.json").write_text(json.dumps(spec_to_json(spec), indent=1))
+    cells_path = out / "cells.jsonl"
+    todo, skipped = plan_cells(spec, out, device=device, only_arms=only_arms)  # every check before a file is written
+    with lock_folder(prepare_output_dir(out, what="sweep folder"), what="sweep folder"):
+        # re-read under the lock: another process may have finished cells meanwhile
+        todo, skipped = plan_cells(spec, out, device=device, only_arms=only_arms)
+        (out / "spec.json").write_text(json.dumps(spec_to_json(spec), indent=1))
+        for name, seed in skipped:
+            _drop_checkpoints(out, name, seed)
+        return _run_cells(spec, out, cells_path, todo, skipped, device=device, progress=progress, log=log, on_cell_done=on_cell_done)
+
+
+def plan_cells(spec: SweepSpec, out: str | Path, *, device: str | None = None, only_arms: list[str] | None = None
+               ) -> tuple[list[tuple[Arm, int]], list[tuple[str, int]]]:
+    """``(cells to run, cells already finished)`` of ``spec`` in ``out``; writes nothing.
+
+    Raises :class:`InputFormatError` for an ``--arm`` that is not in the spec, an ``out`` that is a
+    file, a finished cell whose settings differ from what the spec now gives it, and finished cells
+    computed on another device type than ``device`` (the sweep would mix them).
+    """
+    out = Path(out)
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise InputFormatError(f"sweep folder {out}: {parent} is a file, not a folder; pass a folder path with --out")
     cells_path = out / "cells.jsonl"
     if only_arms:
         missing = sorted(set(only_arms) - {a.name for a in spec.arms})
@@ -492,22 +648,35 @@ def run_sweep(
         blocked = [f"{a.name} ({a.unavailable})" for a in spec.arms if a.name in only_arms and a.unavailable]
         if blocked:
             raise InputFormatError(f"--arm: {'; '.join(blocked)}: these arms set fields this version of the trainer lacks")
-    done = {(r["arm"], r["seed"]): r for r in read_cells(cells_path)}
+    rows = read_cells(cells_path)
+    done = {(r["arm"], r["seed"]): r for r in rows}
+    here = resolve_device(device or spec.shared.get("device"))
+    ran_on = sorted({r.get("device") or RUN_SETTINGS_BASELINE["device"] for r in rows})
+    if rows and ran_on != [here]:
+        raise InputFormatError(
+            f"{cells_path}: the finished cells ran on {', '.join(ran_on)} but this run would use {here}; CPU and CUDA sample "
+            f"differently, so the sweep would mix them. Pass --device {ran_on[0]}, or use a new --out folder"
+        )
     todo, skipped = [], []
     for arm, seed in spec.cells():
         if only_arms and arm.name not in only_arms:
             continue
         row = done.get((arm.name, seed))
         if row is not None:
-            if row.get("key") != cell_key(spec, arm, seed):
+            if not row_matches(spec, arm, seed, row):
                 raise InputFormatError(
                     f"{cells_path}: cell {arm.name}/seed-{seed} was run with other settings than {spec.path} now gives it; "
                     f"use a new --out folder, or delete its line from cells.jsonl to rerun it"
                 )
             skipped.append((arm.name, seed))
-            _drop_checkpoints(out, arm.name, seed)
         else:
             todo.append((arm, seed))
+    return todo, skipped
+
+
+def _run_cells(spec: SweepSpec, out: Path, cells_path: Path, todo: list, skipped: list, *, device: str | None, progress: bool,
+               log: Callable[[str], None], on_cell_done: Callable[[dict], None] | None) -> SweepReport:
+    from .runs import append_metrics  # noqa: PLC0415
     total = len(skipped) + len(todo)
     log(f"[sweep] {spec.name}: {total} cells, {len(skipped)} already finished, {len(todo)} to run -> {out}")
     t_start = time.time()
@@ -517,7 +686,7 @@ def run_sweep(
         eta = f", about {sum(times) / len(times) * (len(todo) - i + 1) / 60:.1f} min left" if times else ""
         log(f"[sweep] cell {len(skipped) + i}/{total}: arm {arm.name}, seed {seed}{eta}")
         row = run_cell(spec, arm, seed, out, device=device, progress=progress)
-        _append_row(cells_path, row)
+        append_metrics(cells_path, row)
         _drop_checkpoints(out, arm.name, seed)
         ran.append((arm.name, seed))
         times.append(row["wall_s"]["total"])
@@ -558,7 +727,7 @@ def summarize(spec: SweepSpec, rows: list[dict]) -> dict:
     for r in rows:
         if r["arm"] in by_arm:
             arm = spec.arm(r["arm"])
-            if r["seed"] in arm.seeds and r.get("key") == cell_key(spec, arm, r["seed"]):
+            if r["seed"] in arm.seeds and row_matches(spec, arm, r["seed"], r):
                 by_arm[r["arm"]][r["seed"]] = r
     control_cells = by_arm[spec.control]
     arms_out: dict[str, Any] = {}

@@ -221,7 +221,8 @@ class TrainConfig(SamplingFields):
     out_dir: str = "runs/bupo"
 
     # fields that may differ when resuming (they do not change what the completed steps did)
-    RESUMABLE_CHANGES = ("steps", "save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s", "allow_test_set_training")
+    # (not generation_batch_size: the batch shape changes the sampled tokens, so a resume must keep it)
+    RESUMABLE_CHANGES = ("steps", "save_every", "keep_checkpoints", "out_dir", "device", "grader_timeout_s", "allow_test_set_training")
 
     # settings of older versions that no longer change anything (dropped when a config.json is read)
     OBSOLETE_KEYS = ("full_entropy_in_internal_phase",)
@@ -416,7 +417,7 @@ class Trainer:
         self.step = 0
         self.data_position = 0
         self.nonfinite_streak = 0
-        self.resumed_from = loop.check_resume(self.out_dir, config) if resume else None
+        self.resumed_from = loop.check_resume(self.out_dir, config, self.task) if resume else None
         if self.resumed_from is not None:
             model, tokenizer = load_model(str(self.resumed_from), device=config.device, dtype=config.dtype)
         elif model is None:

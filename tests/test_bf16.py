@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import assert_topk_agrees
 
 from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.capture import forward_to_layer
@@ -136,7 +137,8 @@ def test_policy_statistics_and_adapter_logits_are_float32_inside_autocast():
     assert torch.allclose(logits, adapter.logits(x), atol=1e-3)
     assert (got.entropy - ref.entropy).abs().max() < HEAD_ATOL
     assert (got.logprob - ref.logprob).abs().max() < HEAD_ATOL
-    assert torch.equal(got.topk_ids, ref.topk_ids)
+    # autocast vs float32 are two arithmetic paths: near-tied tokens may swap places in the top-k
+    assert_topk_agrees(got.topk_ids, torch.log_softmax(adapter.logits(x), -1), atol=HEAD_ATOL)
 
 
 # --------------------------------------------------------------------------- the embedded model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import assert_topk_agrees
 
 from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.capture import capture_residuals
@@ -54,7 +55,7 @@ def test_statistics_match_direct_computation_on_every_family(tiny, norm):
             logp = torch.log_softmax(logits, -1)
             assert torch.allclose(stats.logprob[kind][row], logp.gather(-1, targets[sel][:, None])[:, 0], atol=1e-4)
             assert torch.allclose(stats.vector_norm[kind][row], vec.norm(dim=-1), rtol=1e-5)
-            assert torch.equal(stats.topk_ids[kind][row][:, 0], logp.argmax(-1))
+            assert_topk_agrees(stats.topk_ids[kind][row][:, 0], logp, atol=1e-4)  # chunked vs dense: ties may swap
             assert torch.allclose(stats.topk_probs[kind][row], logp.topk(3).values.exp(), atol=1e-5)
 
 

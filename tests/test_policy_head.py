@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import assert_topk_agrees
 
 from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.errors import InputFormatError
@@ -31,7 +32,7 @@ def test_reduce_policy_matches_dense_and_chunking_does_not_matter():
         out = reduce_policy(head, x, ("entropy", "logprob", "topk_ids", "topk_probs", "vector_norm"), targets=t, top_k=3, chunk_size=chunk)
         assert torch.allclose(out["entropy"], -(logp.exp() * logp).sum(-1), atol=1e-5)
         assert torch.allclose(out["logprob"], logp.gather(-1, t[:, None])[:, 0], atol=1e-5)
-        assert torch.equal(out["topk_ids"], logp.topk(3).indices)
+        assert_topk_agrees(out["topk_ids"], logp, atol=1e-5)  # chunked vs dense: near ties may swap
         assert torch.allclose(out["topk_probs"], logp.topk(3).values.exp(), atol=1e-6)
         assert torch.allclose(out["vector_norm"], x.norm(dim=-1))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import assert_same_adam_trajectory
 
 from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.errors import InputFormatError, LayerOutOfRangeError
@@ -133,11 +134,16 @@ def test_speed_switches_give_the_same_step(tmp_path, method):
     kw = dict(method=method, layer=1 if method == "bupo" else None, inter_steps=1, steps=2, ppo_epochs=2)
     fast = make(tmp_path, "fast", **kw)
     slow = make(tmp_path, "slow", score_needed_rows_only=False, fused_optimizer=False, share_prefill=False, **kw)
+    start = snapshot(fast.model)
     rf, rs = fast.train().metrics, slow.train().metrics
-    assert sum(r["updates"] for r in rf) > 0
+    updates = sum(r["updates"] for r in rf)
+    assert updates > 0
     for a, b in zip(rf, rs):
         assert a["reward_mean"] == b["reward_mean"] and a["updates"] == b["updates"]
         for key in ("loss", "grad_norm", "clip_frac", "approx_kl", "entropy"):
             assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), key
-    for (n, p), q in zip(fast.model.named_parameters(), slow.model.parameters()):
-        assert torch.allclose(p, q, atol=1e-5), n
+    # fused and per-tensor AdamW round differently (by CPU: 1e-5..2e-5 at lr 3e-3 on AVX-512): the
+    # tolerance is in units of lr x updates, and the paths must agree in aggregate (tests/numerics.py)
+    cfg = fast.config
+    assert_same_adam_trajectory(fast.model.named_parameters(), slow.model.parameters(), start, lr=cfg.lr, updates=updates,
+                                betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..config_cli import parse_key_values
 from ..models import DEFAULT_MODEL
+from ..models import check_train_model as check_train_settings  # noqa: F401 - used by the commands
 from ..tasks import EASY_CHAIN_SUM
 
 

@@ -77,7 +77,15 @@ def config_from_namespace(args: argparse.Namespace) -> DemoConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = run_demo(config_from_namespace(args), overwrite=args.overwrite)
+    from ..adapter import check_layer  # noqa: PLC0415
+    from ..models import check_model  # noqa: PLC0415
+
+    cfg = config_from_namespace(args)
+    # the model name and a forced layer are checked before run_demo replaces a previous report
+    num_layers = check_model(cfg.model)
+    if num_layers is not None and cfg.layer is not None:
+        check_layer(cfg.layer, num_layers, allow_embedding=False, what="--layer (the BuPO target layer)")
+    summary = run_demo(cfg, overwrite=args.overwrite)
     print(f"\nReport: {summary}")
     print(f"Folder: {summary.parent.resolve()}")
     return 0

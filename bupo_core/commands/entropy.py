@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
 
     from ..analysis import analyse_entropy, load_pairs, task_prompts  # noqa: PLC0415
-    from ..models import check_device, load_model  # noqa: PLC0415
+    from ..adapter import ArchitectureAdapter  # noqa: PLC0415
+    from ..config_cli import check_seed  # noqa: PLC0415
+    from ..models import check_device, check_model, load_model  # noqa: PLC0415
     from ..runs import prepare_output_dir  # noqa: PLC0415
 
     # every argument and the output folder are checked before the (slow) model load
@@ -57,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputFormatError("--device cuda was given but no CUDA GPU is visible; use --device cpu")
     check_device(args.device)
-    prepare_output_dir(args.out)
     cfg = config_from_args(
         AnalysisConfig, args,
         chat_template_kwargs=(TEMPLATES[args.prompt_style].chat_template_kwargs or None) if args.pairs is None else None,
     )
+    check_seed(cfg.seed)
+    check_model(args.model)
+    prepare_output_dir(args.out)
     # read and validate inputs before the (slow) model load
     if args.pairs is not None:
         items = load_pairs(args.pairs)
@@ -73,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else None
     t0 = time.perf_counter()
     model, tok = load_model(args.model, device=args.device, dtype=dtype)
+    vocab = ArchitectureAdapter(model).vocab_size
+    if cfg.top_k > vocab:
+        raise InputFormatError(f"--top-k {cfg.top_k} is larger than the model's vocabulary ({vocab} tokens); use 0..{vocab}")
     report = analyse_entropy(model, tok, items, config=cfg, model_name=args.model, progress=True, settings=source)
     report.timing["total_s"] = round(time.perf_counter() - t0, 3)
     from ..plots import save_entropy_report  # noqa: PLC0415

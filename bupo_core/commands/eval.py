@@ -26,9 +26,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (eval.json, per_problem.jsonl: correct counts per problem, responses.jsonl: the sampled texts, pass_at_k.png)")
 
 
+def check_checkpoint_folder(model: str) -> None:
+    """A ``bupo train`` checkpoint given as ``--model`` must match its manifest byte for byte (SHA-256 of every file)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from ..errors import ModelNotAvailableError  # noqa: PLC0415
+    from ..runs import CHECKPOINT_MANIFEST, checkpoint_problem  # noqa: PLC0415
+
+    folder = Path(model).expanduser()
+    if folder.is_dir() and (folder / CHECKPOINT_MANIFEST).is_file():
+        problem = checkpoint_problem(folder, verify="full")
+        if problem:
+            raise ModelNotAvailableError(f"checkpoint {folder} is damaged ({problem}); evaluate another checkpoint of the run, or train again")
+
+
+def check_finite_weights(model, name: str) -> None:
+    """Refuse a model with NaN or infinite weights (a diverged run) before sampling from it."""
+    import torch  # noqa: PLC0415
+
+    from ..errors import ModelNotAvailableError  # noqa: PLC0415
+
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise ModelNotAvailableError(
+            f"{name}: {len(bad)} weight tensor(s) hold NaN or infinite values (first: {bad[0]}); the run that wrote them diverged. "
+            "Evaluate an earlier checkpoint, or train again with a smaller --lr"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
-    from ..models import check_device, load_model
+    from ..models import check_device, check_model, load_model
     from ..runs import prepare_output_dir
     from ..tasks import load_task
 
@@ -40,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputFormatError(f"--n and --k must be >= 1 (got --n {n} --k {k})")
     cfg = config_from_args(EvalConfig, args)  # validates the sampling settings
     check_device(args.device)
+    check_model(args.model)
+    check_checkpoint_folder(args.model)
     prepare_output_dir(args.out)
     seed = HELD_OUT_SEED if args.task_seed is None else args.task_seed
     kwargs = task_kwargs(args)
@@ -47,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs.pop("split", None)
     task = load_task(args.task, size=cfg.num_problems, seed=seed, template=args.template, split=split, **kwargs)
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    check_finite_weights(model, args.model)
     cfg = dataclasses.replace(cfg, num_problems=min(cfg.num_problems, len(task)))
     result = evaluate(model, tok, task, cfg, model_name=args.model)
     path = result.save(args.out)

