@@ -44,8 +44,10 @@ the finished cells and resumes the interrupted one from its checkpoint (``Traine
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
+import multiprocessing
 import re
 import shutil
 import time
@@ -602,6 +604,7 @@ def run_sweep(
     only_arms: list[str] | None = None,
     log: Callable[[str], None] = print,
     on_cell_done: Callable[[dict], None] | None = None,
+    workers: int = 1,
 ) -> SweepReport:
     """Run every unfinished cell of ``spec`` into ``out``, then write ``summary.json``.
 
@@ -613,7 +616,14 @@ def run_sweep(
         only_arms: run only these arms (the summary still covers every finished cell).
         log: where progress lines go.
         on_cell_done: called with each new row after it is written.
+        workers: cells trained at once, each in its own process (spawned; this process alone writes
+            ``cells.jsonl`` and ``summary.json``). Worth it on a GPU whose memory holds several small
+            models, where one cell leaves the card mostly idle; on a CPU the cells share the cores.
+            The cells and their results are the same for any number of workers (each cell is seeded
+            on its own); only the order of the rows in ``cells.jsonl`` may differ.
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputFormatError(f"workers={workers!r}: give a whole number >= 1 (1 runs the cells one after another)")
     from .runs import lock_folder, prepare_output_dir  # noqa: PLC0415
 
     out = Path(out)
@@ -625,7 +635,8 @@ def run_sweep(
         (out / "spec.json").write_text(json.dumps(spec_to_json(spec), indent=1))
         for name, seed in skipped:
             _drop_checkpoints(out, name, seed)
-        return _run_cells(spec, out, cells_path, todo, skipped, device=device, progress=progress, log=log, on_cell_done=on_cell_done)
+        return _run_cells(spec, out, cells_path, todo, skipped, device=device, progress=progress, log=log,
+                          on_cell_done=on_cell_done, workers=workers)
 
 
 def plan_cells(spec: SweepSpec, out: str | Path, *, device: str | None = None, only_arms: list[str] | None = None
@@ -675,29 +686,73 @@ def plan_cells(spec: SweepSpec, out: str | Path, *, device: str | None = None, o
 
 
 def _run_cells(spec: SweepSpec, out: Path, cells_path: Path, todo: list, skipped: list, *, device: str | None, progress: bool,
-               log: Callable[[str], None], on_cell_done: Callable[[dict], None] | None) -> SweepReport:
+               log: Callable[[str], None], on_cell_done: Callable[[dict], None] | None, workers: int = 1) -> SweepReport:
     from .runs import append_metrics  # noqa: PLC0415
     total = len(skipped) + len(todo)
-    log(f"[sweep] {spec.name}: {total} cells, {len(skipped)} already finished, {len(todo)} to run -> {out}")
+    log(f"[sweep] {spec.name}: {total} cells, {len(skipped)} already finished, {len(todo)} to run -> {out}"
+        + (f" ({workers} at a time)" if workers > 1 else ""))
     t_start = time.time()
     ran: list[tuple[str, int]] = []
     times: list[float] = []
-    for i, (arm, seed) in enumerate(todo, 1):
-        eta = f", about {sum(times) / len(times) * (len(todo) - i + 1) / 60:.1f} min left" if times else ""
-        log(f"[sweep] cell {len(skipped) + i}/{total}: arm {arm.name}, seed {seed}{eta}")
-        row = run_cell(spec, arm, seed, out, device=device, progress=progress)
+
+    def record(row: dict) -> None:
+        """Write one finished cell: its row, its checkpoints dropped, the summary (after every cell)."""
         append_metrics(cells_path, row)
-        _drop_checkpoints(out, arm.name, seed)
-        ran.append((arm.name, seed))
+        _drop_checkpoints(out, row["arm"], row["seed"])
+        ran.append((row["arm"], row["seed"]))
         times.append(row["wall_s"]["total"])
         m = row["metrics"]
-        log(f"[sweep]   avg@{m['k']} {m['avg_at_k']:.3f}, pass@{m['k']} {m['pass_at_k']:.3f}, no answer {m['no_answer_rate']:.3f} "
-            f"({row['wall_s']['total']:.0f} s)")
+        log(f"[sweep]   {row['arm']}/seed-{row['seed']}: avg@{m['k']} {m['avg_at_k']:.3f}, pass@{m['k']} {m['pass_at_k']:.3f}, "
+            f"no answer {m['no_answer_rate']:.3f} ({row['wall_s']['total']:.0f} s)")
         write_summary(spec, out)  # after every cell, so an interrupted sweep leaves a current summary
         if on_cell_done is not None:
             on_cell_done(row)
+
+    if workers == 1:
+        for i, (arm, seed) in enumerate(todo, 1):
+            eta = f", about {sum(times) / len(times) * (len(todo) - i + 1) / 60:.1f} min left" if times else ""
+            log(f"[sweep] cell {len(skipped) + i}/{total}: arm {arm.name}, seed {seed}{eta}")
+            record(run_cell(spec, arm, seed, out, device=device, progress=progress))
+    else:
+        _run_cells_parallel(spec, out, todo, device=device, workers=workers, log=log, record=record)
     summary = write_summary(spec, out)
     return SweepReport(ran, skipped, summary, time.time() - t_start)
+
+
+def _run_cells_parallel(spec: SweepSpec, out: Path, todo: list, *, device: str | None, workers: int,
+                        log: Callable[[str], None], record: Callable[[dict], None]) -> None:
+    """Run ``todo`` in ``workers`` spawned processes; ``record`` each row here as it finishes.
+
+    Cells start in the spec's order. A failing cell stops the sweep after the cells already running
+    have finished (their rows are kept); Ctrl-C reaches the workers too, whose trainers checkpoint, and
+    the next run resumes them.
+    """
+    ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(run_cell, spec, arm, seed, out, device=device, progress=False): (arm.name, seed)
+                   for arm, seed in todo}
+        error: BaseException | None = None
+        try:
+            for n, fut in enumerate(concurrent.futures.as_completed(futures), 1):
+                name, seed = futures[fut]
+                try:
+                    row = fut.result()
+                except BaseException as exc:  # noqa: BLE001 - stop after the running cells, then raise
+                    if error is None:
+                        error = exc
+                        log(f"[sweep] cell {name}/seed-{seed} failed ({type(exc).__name__}: {exc}); "
+                            f"finishing the cells already running, then stopping")
+                        for other in futures:
+                            other.cancel()
+                    continue
+                log(f"[sweep] finished {n}/{len(futures)}: {name}/seed-{seed}")
+                record(row)
+        except KeyboardInterrupt:
+            for other in futures:
+                other.cancel()
+            raise
+        if error is not None:
+            raise error
 
 
 def spec_to_json(spec: SweepSpec) -> dict:

@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary-only", action="store_true",
                    help="print the table computed from DIR/cells.jsonl; reads only (writes no file, runs no cell, safe while another "
                         "process is still running cells of the same sweep); a spec that is not the folder's is refused")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="cells trained at once, each in its own process (for a GPU with room for several small models; "
+                        "on a CPU the cells share the cores); results do not depend on N")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bars")
 
 
@@ -39,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ..sweep import check_spec_for_run, load_spec, read_cells, row_matches, run_sweep  # noqa: PLC0415
 
     # with --arm, the arms not selected may use fields this version lacks
+    if args.workers < 1:
+        raise InputFormatError(f"--workers {args.workers}: give a whole number >= 1 (1 runs the cells one after another)")
     spec = load_spec(args.spec, skip_unavailable=args.skip_unavailable or bool(args.arm))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -76,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         _print_power(spec)
         return 0
     else:
-        report = run_sweep(spec, args.out, device=args.device, progress=not args.quiet, only_arms=args.arm)
+        report = run_sweep(spec, args.out, device=args.device, progress=not args.quiet, only_arms=args.arm,
+                           workers=args.workers)
         s = report.summary
         print(f"[sweep] ran {len(report.ran)} cells in {report.wall_s / 60:.1f} min, {len(report.skipped)} were already finished; "
               f"{s['cells_finished']}/{s['cells_planned']} cells done")
