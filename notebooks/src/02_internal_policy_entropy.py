@@ -37,9 +37,10 @@
 #
 # **Prerequisites.** Notebook 01 (hooks, Eqs. 1.1-1.5); entropy of a discrete distribution.
 #
-# **Time.** About 5 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes,
-# under a minute with `QUICK = True`; a GPU is not needed. **Exercises**: 2.1 prediction positions,
-# 2.2 chunked entropy, 2.3 module entropy change, 2.4 the boundary-layer rule.
+# **Time.** ~5 min to run on a 2-core CPU at the committed sizes (297 s recorded);
+# a GPU is not needed.
+# **Working time.** about 45 min for the 4 exercises:
+# 2.1 prediction positions, 2.2 chunked entropy, 2.3 module entropy change, 2.4 the boundary-layer rule.
 
 # %%
 # Config: switch MODEL to a hub id such as "Qwen/Qwen3-0.6B" when you are online.

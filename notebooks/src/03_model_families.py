@@ -25,8 +25,10 @@
 #
 # **Prerequisites.** Notebooks 01 and 02.
 #
-# **Time.** About 5 minutes on a 2-core laptop CPU or a Colab CPU runtime (plus about 45 s the first
-# time, to convert Gemma-3-270M); the optional hub cell downloads 1-2.5 GB per model. **Exercise**:
+# **Time.** ~5 min to run on a 2-core CPU at the committed sizes (304 s recorded)
+# (plus, the first time, the one-time conversion of Gemma-3-270M); the optional hub cell downloads 1-2.5 GB
+# per model.
+# **Working time.** about 15 min for the exercise:
 # 3.1 the model's own logits from $H^L$, for every family.
 
 # %%
