@@ -90,17 +90,6 @@ def test_student_notebook_carries_nbgrader_metadata(src):
     assert len(ids) == len(set(ids))
 
 
-def _grade(nb_path: Path) -> tuple[float, float, dict]:
-    """Marks from nbgrader: execute with its validator's preprocessors, score each grade cell as nbgrader does."""
-    from nbgrader.utils import determine_grade
-    from nbgrader.validator import Validator
-
-    validator = Validator()
-    validator.ignore_checksums = False
-    results = validator.validate(str(nb_path))
-    return results
-
-
 def _write_student(tmp_path: Path, src: Path, filled: bool) -> Path:
     stems = {s.stem for s in STUDENT}
     nb = nbbuild.build(src, student=True, student_stems=stems, filled=filled)

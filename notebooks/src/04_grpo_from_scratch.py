@@ -64,7 +64,7 @@ from bupo_core.settings import fast_mode, scaled
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
 NUM_PROMPTS = scaled(4, 2, QUICK)  # prompts in the hand-built batch
-GROUP_SIZE = scaled(8, 4, QUICK)  # G, samples per prompt
+GROUP_SIZE = scaled(8, 8, QUICK)  # G, samples per prompt (QUICK keeps 8: with 4, every group of the embedded model agrees)
 MAX_NEW_TOKENS = scaled(24, 12, QUICK)
 DEMO_STEPS = scaled(6, 2, QUICK)  # steps of the full trainer at the end
 
@@ -355,9 +355,11 @@ print(f"loss {out.loss:.4f} (by hand {loss_by_hand:.4f}); clipped tokens {out.cl
 
 # %%
 LR = 2e-5
+if MODEL == "smollm2-135m-instruct":  # the sizes, QUICK ones included, were measured to give this model mixed groups
+    assert (adv != 0).any(), "every group has equal rewards: no learning signal for the update below"
 if (adv == 0).all():
-    # every group happened to agree (likely with the tiny BUPO_FAST batch): no signal to learn from;
-    # for the demonstration of the update mechanics use made-up advantages instead
+    # another model or task where every group happened to agree: no signal to learn from; for the
+    # demonstration of the update mechanics use made-up advantages instead
     print("every group has equal rewards in this batch; using illustrative advantages for the update demo")
     adv = torch.linspace(-1.0, 1.0, len(adv))
 hand_model = copy.deepcopy(model).float().train()  # float32 master weights, as the Trainer keeps them

@@ -136,12 +136,19 @@ from bupo_core.grpo import clipped_policy_loss, group_advantages
 from bupo_core.rewards import Grader
 from bupo_core.rollout import SamplingConfig, generate
 
-examples = task.batch(0, PROMPTS_PER_STEP)
-rollout = generate(model, tokenizer, [task.prompt(e) for e in examples], group_size=GROUP_SIZE,
-                   config=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS), seed=SEED)
-rewards = torch.tensor(Grader(scorer="reasoning_gym")(rollout.texts, [examples[i] for i in rollout.prompt_index]).rewards)
-adv, zero = group_advantages(rewards, GROUP_SIZE)
-if zero.all():  # a demo batch without signal would make the update trivial; give it some
+for position in range(0, 8 * PROMPTS_PER_STEP, PROMPTS_PER_STEP):  # the first batch with a learning signal
+    examples = task.batch(position, PROMPTS_PER_STEP)
+    rollout = generate(model, tokenizer, [task.prompt(e) for e in examples], group_size=GROUP_SIZE,
+                       config=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS), seed=SEED)
+    rewards = torch.tensor(Grader(scorer="reasoning_gym")(rollout.texts, [examples[i] for i in rollout.prompt_index]).rewards)
+    adv, zero = group_advantages(rewards, GROUP_SIZE)
+    if not zero.all():
+        break
+print(f"prompts {position}..{position + PROMPTS_PER_STEP - 1}: rewards {rewards.tolist()}; {int((~zero).sum())} of {len(zero)} groups carry a signal")
+if MODEL == "smollm2-135m-instruct":  # measured: the second batch has mixed groups at the committed and the QUICK sizes
+    assert not zero.all(), "no batch with mixed rewards: the IPA update below would be trivial"
+if zero.all():  # another model or task without any signal: made-up advantages show the mechanics only
+    print("no group with mixed rewards in 8 batches; using illustrative advantages for the update demo")
     adv = torch.linspace(-1, 1, len(adv))
 batch = rollout.pack(tokenizer.pad_token_id)
 m = batch.prediction_mask.bool()
