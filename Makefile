@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-unit test-notebooks notebooks exercises bench lab clean
+.PHONY: install demo test test-unit test-notebooks notebooks exercises book bench lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,15 @@ notebooks: install
 exercises: install
 	$(BIN)/python tools/nbbuild.py --exercises-only
 
+# the static book (_build/book/html) from the committed notebooks, nothing executed; MathJax from npm
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+book: install node_modules/.package-lock.json
+	$(BIN)/python tools/book.py
+
 lab: install
 	$(BIN)/jupyter lab notebooks/
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info _build node_modules
