@@ -584,18 +584,59 @@ ALTERNATIVES = {
 
 # typical mistakes the battery found, each with words its own hint must contain
 MORE_MISTAKES = {
-    "check_internal_logprobs": [(internal_logprobs_truncated_no_grad_forward, "does not reach block")],
-    "check_bootstrap_interval": [(bootstrap_normal, "normal approximation")],
     "check_clipped_loss": [
         (lambda lp, o, a, m, **k: ex._clip_variant(lp, o, a, m, **k, combine="min").float(), "wrong side"),
         (lambda lp, o, a, m, **k: clipped(lp, o, a, m, **(k | {"eps_low": k["eps_high"], "eps_high": k["eps_low"]})), "swapped"),
     ],
+    "check_entropy_change": [
+        (entropy_shifted, "one layer out of place"),
+        (lambda c, e: (layer_change(c, e),) * 2, "layer change"),
+    ],
+    "check_internal_policy": [(lambda h, E, n=None: torch.softmax((h if n is None else n(h)).float() @ E.float().T, dim=0), "wrong dimension")],
+    "check_full_policy_logits": [(lambda model, h: h.float() @ ArchitectureAdapter(model).unembed_weight.float().T, "final norm")],
+    "check_pass_at_k": [(lambda n, c, k: 1 - math.comb(n - c, k) / math.comb(n, k) if n - c >= k else 0.0, "n - c < k")],
+    "check_sign_flip_test": [(lambda d: sign_flip(d) * 2 ** len(d), "between 0 and 1")],
+    "check_layer_kl": [(lambda a, b: layer_kl(a, b) / math.log(2), "bits")],
+    "check_internal_logprobs": [
+        (internal_logprobs_truncated_no_grad_forward, "does not reach block"),
+        (lambda m, b, l: internal_logprobs_normed(m, b, l), "no final norm"),
+        (lambda m, b, l: internal_logprobs(m, b, l) + (1 - b.prediction_mask) * -1.0, "prediction_mask"),
+    ],
+    "check_bootstrap_interval": [
+        (bootstrap_normal, "normal approximation"),
+        (lambda v, confidence=0.95, resamples=2000, seed=0: bootstrap(v, confidence, resamples, None), "default_rng(seed)"),
+        (lambda v, confidence=0.95, resamples=2000, seed=0: bootstrap_half(v, confidence, resamples, seed), "resample n values"),
+    ],
     "check_group_advantages": [
         (lambda r, G: (r.view(-1, G) - r.view(-1, G).mean(1, keepdim=True)).view(-1) / (r.std() + 1e-6), "WHOLE batch"),
+        (lambda r, G: (r.view(-1, G) - r.view(-1, G).mean(1, keepdim=True)).view(-1), "only subtracted the mean"),
     ],
-    "check_boundary_layer": [(lambda v: boundary([x + 1e-15 if x == 0 else x for x in v]), ">= 0")],
-    "check_entropy_change": [(entropy_shifted, "one layer out of place")],
+    "check_boundary_layer": [
+        (lambda v: boundary([x + 1e-15 if x == 0 else x for x in v]), ">= 0"),
+        (lambda v: next((i + 1 for i, x in enumerate(v) if x > 0), None), "STARTS"),
+        (lambda v: boundary(v) or 0, "return None"),
+    ],
 }
+
+
+def layer_change(capture, entropy):
+    L = capture.num_layers
+    return torch.stack([entropy(capture.resid(l)) - entropy(capture.resid(l - 1)) for l in range(1, L + 1)])
+
+
+def internal_logprobs_normed(model, batch, layer):
+    a = ArchitectureAdapter(model)
+    h = forward_to_layer(model, batch.input_ids, layer, batch.attention_mask)
+    logp = torch.log_softmax(a.logits(h, "final"), -1)
+    return logp.gather(-1, batch.targets[..., None]).squeeze(-1) * batch.prediction_mask
+
+
+def bootstrap_half(values, confidence, resamples, seed):
+    arr = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, arr.size, size=(resamples, arr.size // 2))].mean(1)
+    lo, hi = np.quantile(means, [(1 - confidence) / 2, 1 - (1 - confidence) / 2])
+    return float(lo), float(hi)
 
 
 def test_alternatives_cover_every_checker():
