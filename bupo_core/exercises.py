@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .adapter import ArchitectureAdapter, first_tensor
-from .capture import capture_residuals, forward_to_layer
+from .capture import capture_residuals
 from .entropy import attn_entropy_change, boundary_layer, entropy_from_logits, ffn_entropy_change
 from .evaluate import bootstrap_interval, pass_at_k
 from .grpo import clipped_policy_loss, group_advantages

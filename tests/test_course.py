@@ -8,7 +8,6 @@ runs them (``make test``), ``-m "not course"`` skips them on a busy machine.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import sys
 from pathlib import Path
