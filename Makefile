@@ -11,7 +11,7 @@ RUFF_SPEC  ?= ruff==0.17.6
 DEMO_ARGS ?=
 
 # test-1thread: the unit tests once with one thread (another summation order; see docs/testing.md)
-.PHONY: install demo test test-1thread test-unit test-notebooks notebooks exercises bench lab lint format docs-tables clean trl-ddp
+.PHONY: install demo test test-1thread test-unit test-notebooks notebooks exercises book bench lab lint format docs-tables clean trl-ddp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,9 +69,15 @@ docs-tables: install
 trl-ddp: install
 	$(BIN)/accelerate launch --cpu --num_processes 2 examples/trl_bupo.py --model tiny-random-qwen3 --max-steps 2 \
 		--inter-steps 1 --layer 1 --reward ascii --check-frozen --output-dir runs/trl-ddp
+# the static book (_build/book/html) from the committed notebooks, nothing executed; MathJax from npm
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+book: install node_modules/.package-lock.json
+	$(BIN)/python tools/book.py
 
 lab: install
 	$(BIN)/jupyter lab notebooks/
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info _build node_modules

@@ -51,7 +51,8 @@ def test_student_notebook_has_stubs_checkers_badge_and_no_outputs(src):
     assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
     stubs = text.count("raise NotImplementedError")
     checks = sum(1 for line in text.splitlines() if line.startswith("check_"))
-    assert stubs == src.read_text().count("# BEGIN SOLUTION") and stubs >= 1 and checks >= stubs
+    exercises = nbbuild.exercises_of(nb.cells, src.name)
+    assert stubs == src.read_text().count("# BEGIN SOLUTION") and stubs >= 1 and checks >= len(exercises) >= 1
     assert f"notebooks/exercises/{src.stem}.ipynb" in nb.cells[0].source  # its own Colab badge
 
 
@@ -74,6 +75,11 @@ def test_split_solutions_keeps_indentation_and_rejects_unbalanced_markers():
 def test_student_stub_runs_and_the_checker_reports_it():
     """Executing a student cell gives the checker's 'not implemented' message, not a bare error."""
     src = ROOT / "notebooks" / "src" / "07_evaluation.py"
-    cell = next(c.source for c in STUDENT[src].cells if c.cell_type == "code" and "def pass_at_k_by_hand" in c.source)
+    cells = STUDENT[src].cells
+    i = next(i for i, c in enumerate(cells) if c.cell_type == "code" and "def pass_at_k_by_hand" in c.source)
+    namespace = {}
+    exec("from math import comb\nfrom bupo_core.exercises import check_pass_at_k", namespace)
+    exec(cells[i].source, namespace)  # the solution cell defines the stub
+    assert cells[i + 1].metadata["nbgrader"]["grade"]  # the locked checker cell follows it
     with pytest.raises(AssertionError, match="not implemented yet"):
-        exec(cell, {})
+        exec(cells[i + 1].source, namespace)

@@ -17,12 +17,22 @@ and ``tests/test_exercise_notebooks.py`` checks that the committed ones match th
     python tools/nbbuild.py                  # build all (solution + student versions), no execution
     python tools/nbbuild.py --execute 02     # build and execute notebooks whose name starts with 02
     python tools/nbbuild.py --exercises-only # rebuild only the student versions (no execution needed)
+    python tools/nbbuild.py --times          # the execution time recorded in each executed notebook
+    python tools/nbbuild.py --times --write  # write those times into the chapters' sources, README.md and docs/teaching.md
+
+Grading. Each exercise's markdown carries a rating line (``**Difficulty** ●●○ · **importance** ●●● ·
+**about 20 min** · **2 points**``). In the student notebook, each code cell with a solution region is
+split into an nbgrader *solution* cell (the function to write) and a locked, autograded *test* cell
+(the ``check_*`` call and what follows it) worth the exercise's points, with nbgrader's checksums, so
+``nbgrader validate`` / ``autograde`` grade the student notebooks as they are (docs/teaching.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
+from dataclasses import dataclass
 import sys
 import time
 from pathlib import Path
@@ -134,6 +144,104 @@ def split_solutions(code: str, student: bool, where: str = "") -> str:
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------- exercises and grading
+EXERCISE_HEADING = re.compile(r"^#+ Exercise (\d+\.\d+) · (.+)$", re.M)
+RATING = re.compile(r"\*\*Difficulty\*\* ([●○]{3}) · \*\*importance\*\* ([●○]{3}) · \*\*about (\d+) min\*\* · \*\*(\d+) points?\*\*")
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise of a chapter, as its markdown declares it."""
+
+    number: str  # "4.3"
+    title: str
+    difficulty: int  # 1..3
+    importance: int  # 1..3
+    minutes: int  # estimated student working time
+    points: int  # nbgrader points of its test cell
+
+    @property
+    def grade_id(self) -> str:
+        return "exercise-" + self.number.replace(".", "-")
+
+
+def exercises_of(cells: list[nbformat.NotebookNode], where: str = "") -> list[Exercise]:
+    """The exercises declared in the markdown cells, in order; each heading needs its rating line."""
+    found = []
+    for cell in cells:
+        if cell.cell_type != "markdown":
+            continue
+        for m in EXERCISE_HEADING.finditer(cell.source):
+            rest = cell.source[m.end():]
+            nxt = EXERCISE_HEADING.search(rest)
+            r = RATING.search(rest[: nxt.start()] if nxt else rest)
+            if r is None:
+                raise SystemExit(f"{where}: exercise {m.group(1)} has no rating line "
+                                 "(**Difficulty** ●●○ · **importance** ●●● · **about N min** · **P points**)")
+            found.append(Exercise(m.group(1), m.group(2).strip(), r.group(1).count("●"), r.group(2).count("●"), int(r.group(3)), int(r.group(4))))
+    return found
+
+
+def nbgrader_checksum(cell: nbformat.NotebookNode) -> str:
+    """nbgrader's checksum of a cell (nbgrader.utils.compute_checksum, re-stated so that building needs no nbgrader)."""
+    meta = cell.metadata["nbgrader"]
+    m = hashlib.md5()
+    for part in (cell.source, cell.cell_type, str(meta["grade"]), str(meta["solution"]), str(meta["locked"]), meta["grade_id"]):
+        m.update(part.encode("utf-8"))
+    if meta["grade"]:
+        m.update(str(float(meta["points"])).encode("utf-8"))
+    return m.hexdigest()
+
+
+def _nbgrader(cell: nbformat.NotebookNode, grade_id: str, *, solution: bool, grade: bool, locked: bool, points: int | None = None) -> None:
+    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution, "task": False}
+    if grade:
+        meta["points"] = points
+    cell.metadata["nbgrader"] = meta
+    cell.metadata["nbgrader"]["checksum"] = nbgrader_checksum(cell)
+
+
+def split_check(code: str) -> tuple[str, str]:
+    """(the solution part, the test part): the test part starts at the first top-level ``check_*`` call."""
+    lines = code.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("check_"):
+            return "\n".join(lines[:i]).rstrip("\n"), "\n".join(lines[i:])
+    return code, ""
+
+
+def grade_cells(cells: list[nbformat.NotebookNode], where: str, solution_cells: set[int]) -> list[nbformat.NotebookNode]:
+    """The student notebook's cells with nbgrader metadata: each exercise's solution cell(s), then its locked test cell."""
+    out: list[nbformat.NotebookNode] = []
+    current: Exercise | None = None
+    parts: dict[str, int] = {}
+    for cell in cells:
+        if cell.cell_type == "markdown":
+            found = exercises_of([cell], where)
+            current = found[-1] if found else current
+            out.append(cell)
+            continue
+        if id(cell) not in solution_cells:
+            out.append(cell)
+            continue
+        if current is None:
+            raise SystemExit(f"{where}: a solution region comes before any '### Exercise N.M · title' heading")
+        parts[current.grade_id] = parts.get(current.grade_id, 0) + 1
+        solution, test = split_check(cell.source)
+        sol_cell = nbformat.v4.new_code_cell(solution)
+        _nbgrader(sol_cell, f"{current.grade_id}-solution" + (f"-{parts[current.grade_id]}" if parts[current.grade_id] > 1 else ""),
+                  solution=True, grade=False, locked=False)
+        out.append(sol_cell)
+        if test:
+            test_cell = nbformat.v4.new_code_cell(test)
+            _nbgrader(test_cell, f"{current.grade_id}-check", solution=False, grade=True, locked=True, points=current.points)
+            out.append(test_cell)
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in out if "nbgrader" in c.metadata]
+    if len(ids) != len(set(ids)):
+        raise SystemExit(f"{where}: an exercise has two checker cells; give each exercise one '### Exercise N.M' heading")
+    return out
+
+
 def has_exercises(src: Path) -> bool:
     return any(line.strip().startswith(BEGIN) for line in src.read_text().splitlines())
 
@@ -158,13 +266,18 @@ def _relink(markdown: str, student_stems: set[str]) -> str:
     return re.sub(r"\]\(([^)\s]+)\)", fix, markdown)
 
 
-def build(src: Path, student: bool = False, student_stems: set[str] | None = None) -> nbformat.NotebookNode:
+def build(src: Path, student: bool = False, student_stems: set[str] | None = None, filled: bool = False) -> nbformat.NotebookNode:
+    """The solution notebook of ``src``, or its student version (``filled``: the student layout with the
+    reference solutions in place of the stubs, what a perfect submission looks like; for tests)."""
     cells = parse_percent(src.read_text())
     if not cells or cells[0].cell_type != "markdown":
         raise SystemExit(f"{src}: the first cell must be markdown (the title)")
+    solution_cells = set()
     for i, cell in enumerate(cells):
         if cell.cell_type == "code":
-            cell.source = split_solutions(cell.source, student, f"{src.name} cell {i}")
+            if any(line.strip().startswith(BEGIN) for line in cell.source.splitlines()):
+                solution_cells.add(id(cell))
+            cell.source = split_solutions(cell.source, student and not filled, f"{src.name} cell {i}")
     nb_path = f"notebooks/exercises/{src.stem}.ipynb" if student else f"notebooks/{src.stem}.ipynb"
     badge = (
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
@@ -179,9 +292,13 @@ def build(src: Path, student: bool = False, student_stems: set[str] | None = Non
                 cell.source = _relink(cell.source, stems)
         cells[0].source += "\n\n" + STUDENT_NOTE.format(solution_url=solution_url)
     cells.insert(1, nbformat.v4.new_code_cell(install_cell(src.stem)))
+    if student:
+        cells = grade_cells(cells, src.name, solution_cells)
     for i, cell in enumerate(cells):
         cell.id = f"cell-{i:03d}"  # deterministic ids: rebuilding an unchanged source gives identical files
     nb = nbformat.v4.new_notebook(cells=cells)
+    if student:
+        nb.metadata["celltoolbar"] = "Create Assignment"  # nbgrader's toolbar shows the cells' roles
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb
@@ -251,6 +368,80 @@ def student_notebooks(sources: list[Path] | None = None) -> dict[Path, nbformat.
     return {s: build(s, student=True, student_stems=stems) for s in (sources or all_sources) if s.stem in stems}
 
 
+# --------------------------------------------------------------------------- stated times
+# Every run time a chapter, README.md or docs/teaching.md states is written by `--times --write` from
+# the execution time recorded in the executed notebook; tests/test_course.py checks they agree.
+TIME_SENTENCE = re.compile(r"\*\*Time\.\*\* (?:< 1 min|~\d+ min) to run on a 2-core CPU at the committed sizes \(\d+ s recorded\)")
+WORK_SENTENCE = re.compile(r"\*\*Working time\.\*\* about \d+ min for the (?:\d+ exercises|exercise)")
+TIME_COLUMNS = {ROOT / "README.md": "CPU time", ROOT / "docs" / "teaching.md": "run time (CPU)"}
+
+
+def recorded_times() -> dict[str, int]:
+    """Seconds recorded by the last ``--execute`` of each notebook, keyed by the two-digit prefix."""
+    out = {}
+    for path in sorted(OUT.glob("*.ipynb")):
+        secs = nbformat.read(path, as_version=4).metadata.get("bupo", {}).get("execution_seconds")
+        if secs is None:
+            raise SystemExit(f"{path.name}: no recorded execution time; run `python tools/nbbuild.py --execute {path.stem[:2]}`")
+        out[path.stem[:2]] = int(secs)
+    return out
+
+
+def run_time(secs: int) -> str:
+    """How a recorded time is stated: "< 1 min" or "~N min" (N rounded)."""
+    return "< 1 min" if secs < 60 else f"~{round(secs / 60)} min"
+
+
+def time_sentence(secs: int) -> str:
+    return f"**Time.** {run_time(secs)} to run on a 2-core CPU at the committed sizes ({secs} s recorded)"
+
+
+def work_sentence(found: list[Exercise]) -> str:
+    return f"**Working time.** about {sum(e.minutes for e in found)} min for the " + (f"{len(found)} exercises" if len(found) > 1 else "exercise")
+
+
+def set_table_column(text: str, column: str, values: dict[str, str]) -> str:
+    """``text`` with the cells of ``column`` in the markdown table that has it set per chapter row ("| 02 | ...")."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        cells = line.split("|")
+        if not (line.startswith("|") and column in [c.strip() for c in cells]):
+            continue
+        k = [c.strip() for c in cells].index(column)
+        for j in range(i + 2, len(lines)):
+            row = lines[j].split("|")
+            if not lines[j].startswith("|"):
+                break
+            chapter = row[1].strip()
+            if chapter in values:
+                row[k] = f" {values[chapter]} "
+                lines[j] = "|".join(row)
+        return "\n".join(lines)
+    raise SystemExit(f"no table with a {column!r} column")
+
+
+def stated_times(times: dict[str, int]) -> dict[Path, str]:
+    """The text every file should have, with its times from ``times`` (files whose text would change, and unchanged ones)."""
+    out = {}
+    for src in sorted(SRC.glob("*.py")):
+        text = src.read_text()
+        prefix = src.stem[:2]
+        if prefix not in times:
+            raise SystemExit(f"{src.name}: no executed notebook to take its time from")
+        if len(TIME_SENTENCE.findall(text)) != 1:
+            raise SystemExit(f"{src.name}: needs exactly one '{time_sentence(0)}' sentence on one line")
+        text = TIME_SENTENCE.sub(time_sentence(times[prefix]), text)
+        found = exercises_of(parse_percent(text), src.name)
+        if found:
+            if len(WORK_SENTENCE.findall(text)) != 1:
+                raise SystemExit(f"{src.name}: needs exactly one '{work_sentence(found)}' sentence on one line")
+            text = WORK_SENTENCE.sub(work_sentence(found), text)
+        out[src] = text
+    for path, column in TIME_COLUMNS.items():
+        out[path] = set_table_column(path.read_text(), column, {p: run_time(s) for p, s in times.items()})
+    return out
+
+
 def _quick() -> bool:
     import os
 
@@ -265,7 +456,15 @@ def main() -> int:
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     ap.add_argument("--exercises-only", action="store_true", help="write only the student versions under notebooks/exercises/")
     ap.add_argument("--times", action="store_true", help="print the execution time recorded in each committed notebook, and exit")
+    ap.add_argument("--write", action="store_true", help="with --times: write the recorded times into the sources, README.md and docs/teaching.md")
     args = ap.parse_args()
+    if args.times and args.write:
+        for path, text in stated_times(recorded_times()).items():
+            if path.read_text() != text:
+                path.write_text(text)
+                print(f"{path.relative_to(ROOT)}: times updated")
+        print("then rebuild the notebooks without executing: python tools/nbbuild.py --reuse-outputs")
+        return 0
     if args.times:
         for path in sorted(OUT.glob("*.ipynb")):
             meta = nbformat.read(path, as_version=4).metadata.get("bupo", {})

@@ -39,9 +39,11 @@
 # **Prerequisites.** Python and PyTorch tensors; softmax; the shape of a decoder-only Transformer
 # block (attention, MLP, pre-norm). Notebook 00 for loading the model.
 #
-# **Time.** Under a minute on a laptop CPU or a Colab CPU runtime (forward passes on one short
-# prompt); a GPU is not needed. **Exercises** (graded by `bupo_core.exercises`): 1.1 capture the
-# stream with hooks, 1.2 the additive check, 1.3 the internal policy, raw and final-normed.
+# **Time.** < 1 min to run on a 2-core CPU at the committed sizes (13 s recorded)
+# (forward passes on one short prompt); a GPU is not needed.
+# **Working time.** about 45 min for the 3 exercises
+# (graded by `bupo_core.exercises`): 1.1 capture the stream with hooks, 1.2 the additive check,
+# 1.3 the internal policy, raw and final-normed.
 
 # %%
 # Config: switch MODEL to a hub id such as "Qwen/Qwen3-0.6B" when you are online.
@@ -59,7 +61,10 @@ TOP_K = scaled(5, 3, QUICK)  # tokens shown per layer
 import matplotlib.pyplot as plt
 import torch
 
-from bupo_core import ArchitectureAdapter, load_model
+from bupo_core import ArchitectureAdapter, capture_residuals, load_model
+from bupo_core.checks import assert_close, tolerance  # float32 on CPU; bf16 on GPU adds ~2^-8 relative per addition
+from bupo_core.exercises import check_additive_decomposition, check_capture_residual_stream, check_internal_policy, yours_or_library
+from bupo_core.lens import internal_layer_policy
 
 torch.manual_seed(0)
 model, tokenizer = load_model(MODEL, device=DEVICE)
@@ -123,11 +128,24 @@ assert not torch.allclose(broken, clean)
 # $H^l$, and a forward **pre**-hook on block 1 for $H^0$. Hooks return `None` and are removed
 # afterwards, even if the forward fails. The checker runs your function on tiny Llama and Gemma-3
 # models.
+#
+# **Difficulty** ●●○ · **importance** ●●● · **about 25 min** · **3 points**
+#
+# <details><summary>Hint 1</summary>
+#
+# A forward hook receives `(module, inputs, output)`; attention modules return a tuple, so take
+# `output[0]` when it is one. Keep each handle that `register_forward_hook` returns.
+#
+# </details>
+# <details><summary>Hint 2</summary>
+#
+# $H^0$ is the *input* of block 1: `register_forward_pre_hook(fn, with_kwargs=True)` gives you
+# `fn(module, args, kwargs)`; the hidden states are `args[0]` or `kwargs["hidden_states"]`. Remove
+# every handle in a `finally:` block.
+#
+# </details>
 
 # %%
-from bupo_core.exercises import check_capture_residual_stream
-
-
 def capture_stream(model, input_ids):
     """{"H0": [B, T, d], "A1": ..., "F1": ..., "H1": ..., ..., "H{L}": ...} captured with forward hooks."""
     adapter = ArchitectureAdapter(model)
@@ -162,7 +180,7 @@ def capture_stream(model, input_ids):
 check_capture_residual_stream(capture_stream)
 
 # %%
-captured = capture_stream(model, ids)
+captured = yours_or_library(capture_stream, check_capture_residual_stream)(model, ids)  # the library's result if 1.1 is unfinished
 with torch.no_grad():
     out = model(input_ids=ids, output_hidden_states=True)
 assert torch.equal(out.logits, clean), "our hooks must not change the model"
@@ -179,11 +197,17 @@ print(f"captured {len(captured)} tensors, e.g. H0 {tuple(captured['H0'].shape)},
 #
 # Write `reconstruct_final(captured, num_layers)`: the right-hand side of Eq. 1.3, accumulated in
 # float64. The checker also feeds it random dicts in which $H^L$ is *not* the sum.
+#
+# **Difficulty** ●○○ · **importance** ●●○ · **about 10 min** · **1 point**
+#
+# <details><summary>Hint</summary>
+#
+# Start from `captured["H0"].double()` and add `A{l}` and `F{l}` for `l` in `range(1, num_layers + 1)`:
+# the last layer is included.
+#
+# </details>
 
 # %%
-from bupo_core.exercises import check_additive_decomposition
-
-
 def reconstruct_final(captured, num_layers):
     """H^0 + sum_{l=1..L} (A^l + F^l) in float64, [B, T, d]  (Eq. 1.3)."""
     # BEGIN SOLUTION
@@ -197,13 +221,11 @@ def reconstruct_final(captured, num_layers):
 check_additive_decomposition(reconstruct_final)
 
 # %%
-total = reconstruct_final(captured, L)
+total = yours_or_library(reconstruct_final, check_additive_decomposition)(captured, L)
 final = captured[f"H{L}"].double()
 abs_err = float((final - total).abs().max())
 rel_err = abs_err / float(final.abs().max())
 print(f"max |H^L - (H^0 + sum(A + F))| = {abs_err:.2e}   relative to max|H^L| = {final.abs().max():.0f}: {rel_err:.2e}")
-from bupo_core.checks import assert_close, tolerance  # float32 on CPU; bf16 on GPU adds ~2^-8 relative per addition
-
 assert rel_err < tolerance(model.dtype, atol=1e-5).atol
 
 # %%
@@ -221,8 +243,6 @@ plt.show()
 # the normed inputs of each module (LN1 and LN2 outputs), which notebook 02 needs.
 
 # %%
-from bupo_core import capture_residuals
-
 cap = capture_residuals(model, ids)
 for l in (0, 1, L // 2, L):
     assert_close(cap.resid(l), captured[f"H{l}"], dtype=model.dtype, what=f"H^{l}, capture_residuals vs hand-written hooks", rtol=1e-6)
@@ -261,11 +281,17 @@ assert not torch.allclose(hs[-1], captured[f"H{L}"])
 # Eq. 1.5 when it is the model's final norm module. Work in float32 and take the softmax over the
 # vocabulary (the last dimension). We then use it for the last position (the prediction of the token
 # after "is"):
+#
+# **Difficulty** ●○○ · **importance** ●●● · **about 10 min** · **2 points**
+#
+# <details><summary>Hint</summary>
+#
+# `x = h if final_norm is None else final_norm(h)`, then a softmax of `x.float() @ E_u.float().T`
+# over `dim=-1`.
+#
+# </details>
 
 # %%
-from bupo_core.exercises import check_internal_policy
-
-
 def internal_policy_by_hand(h, E_u, final_norm=None):
     """softmax(h E_u^T) (Eq. 1.4), or softmax(final_norm(h) E_u^T) (Eq. 1.5): [..., d] -> [..., N] float32."""
     # BEGIN SOLUTION
@@ -280,8 +306,11 @@ check_internal_policy(internal_policy_by_hand)
 E_u = adapter.unembed_weight.float()  # [N, d]
 
 
+policy_by_hand = yours_or_library(internal_policy_by_hand, check_internal_policy)  # the library's if 1.3 is unfinished
+
+
 def top_tokens_by_hand(h, k=TOP_K):
-    p = internal_policy_by_hand(h, E_u)
+    p = policy_by_hand(h, E_u)
     top = p.topk(k)
     return [(tokenizer.decode([int(i)]), round(float(v), 3)) for i, v in zip(top.indices, top.values)]
 
@@ -321,8 +350,6 @@ if w is not None:
 # `bupo_core.lens.internal_layer_policy` is the same computation (float32, any family, `norm` switch):
 
 # %%
-from bupo_core.lens import internal_layer_policy
-
 with torch.no_grad():
     for l in (1, L // 2, L):
         h = captured[f"H{l}"]

@@ -26,8 +26,8 @@
 # (temperature 1.0) and every statistic is a token-weighted mean over all response tokens. All
 # layer numbers are the paper's: 0 = embedding output, l = output of block l.
 #
-# Sizes: the committed run uses 6 prompts and up to 96 new tokens per answer on a 2-core CPU
-# (about 10 minutes for everything below, most of it the two full analyses); raise them on a GPU.
+# Sizes: the committed run uses 6 prompts and up to 96 new tokens per answer on a 2-core CPU (most
+# of the time goes to the two full analyses); raise them on a GPU.
 #
 # **Learning objectives.** After this chapter you can (1) say which positions of a prompt+response
 # sequence predict the response, and avoid the off-by-one; (2) compute Eq. 2.1 over a large
@@ -37,9 +37,10 @@
 #
 # **Prerequisites.** Notebook 01 (hooks, Eqs. 1.1-1.5); entropy of a discrete distribution.
 #
-# **Time.** About 5 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes,
-# under a minute with `QUICK = True`; a GPU is not needed. **Exercises**: 2.1 prediction positions,
-# 2.2 chunked entropy, 2.3 module entropy change, 2.4 the boundary-layer rule.
+# **Time.** ~5 min to run on a 2-core CPU at the committed sizes (297 s recorded);
+# a GPU is not needed.
+# **Working time.** about 45 min for the 4 exercises:
+# 2.1 prediction positions, 2.2 chunked entropy, 2.3 module entropy change, 2.4 the boundary-layer rule.
 
 # %%
 # Config: switch MODEL to a hub id such as "Qwen/Qwen3-0.6B" when you are online.
@@ -63,7 +64,10 @@ import torch
 
 from bupo_core import ArchitectureAdapter, capture_residuals, load_model
 from bupo_core.analysis import AnalysisConfig, analyse_entropy, task_prompts
+from bupo_core.checks import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
 from bupo_core.entropy import boundary_layer, entropy_from_logits
+from bupo_core.exercises import check_boundary_layer, check_chunked_entropy, check_entropy_change, check_prediction_positions, yours_or_library
+from bupo_core.lens import internal_policy_statistics
 from bupo_core import plots
 
 torch.manual_seed(SEED)
@@ -119,11 +123,17 @@ assert positions.tolist() == list(range(P - 1, P + R - 1))
 #
 # Write `response_positions(P, R)`: the positions (0-based, unpadded sequence) whose next-token
 # prediction is a response token.
+#
+# **Difficulty** ●○○ · **importance** ●●● · **about 5 min** · **1 point**
+#
+# <details><summary>Hint</summary>
+#
+# The last prompt token, at position $P-1$, predicts the first response token; the last response
+# token, at $P+R-1$, predicts nothing we analyse. A `list(range(...))` or an `np.arange` both work.
+#
+# </details>
 
 # %%
-from bupo_core.exercises import check_prediction_positions
-
-
 def response_positions(P, R):
     """Positions t whose logits predict a response token, for P prompt and R response tokens."""
     # BEGIN SOLUTION
@@ -132,7 +142,7 @@ def response_positions(P, R):
 
 
 check_prediction_positions(response_positions)
-assert positions.tolist() == response_positions(P, R)
+assert positions.tolist() == [int(t) for t in yours_or_library(response_positions, check_prediction_positions)(P, R)]
 
 # %% [markdown]
 # ## Entropy by hand, for one answer
@@ -148,10 +158,21 @@ assert positions.tolist() == response_positions(P, R)
 # projecting at most `chunk_size` rows at a time (the checker watches every tensor your function
 # creates). Peaked policies have probabilities that underflow to 0: $0 \cdot \log 0$ must count as 0.
 
+# **Difficulty** ●●○ · **importance** ●●○ · **about 15 min** · **2 points**
+#
+# <details><summary>Hint 1</summary>
+#
+# Loop `for s in range(0, P, chunk_size)` and project only `vectors[s:s + chunk_size] @ E_u.T`.
+#
+# </details>
+# <details><summary>Hint 2</summary>
+#
+# `p * log(p)` is `0 * -inf = NaN` where a probability underflows: take `logp = log_softmax(...)`
+# and sum `-(logp.exp() * logp)`; `torch.distributions.Categorical(logits=...).entropy()` also works.
+#
+# </details>
+
 # %%
-from bupo_core.exercises import check_chunked_entropy
-
-
 def entropy_chunked(vectors, E_u, chunk_size):
     """Eq. 2.1 for each row of vectors [P, d] -> [P] float32 nats, one [chunk_size, N] block at a time."""
     # BEGIN SOLUTION
@@ -172,11 +193,18 @@ check_chunked_entropy(entropy_chunked)
 # [L, ...] tensors (entry $i$ is layer $i+1$). `capture.attn_in(l)` is $\mathrm{LN1}(H^{l-1})$,
 # `capture.attn_out(l)` is $A^l$, `capture.ffn_in(l)` is $\mathrm{LN2}(H^{l-1}+A^l)$ and
 # `capture.ffn_out(l)` is $F^l$; `entropy(x)` is Eq. 2.1 per token.
+#
+# **Difficulty** ●●○ · **importance** ●●● · **about 15 min** · **2 points**
+#
+# <details><summary>Hint</summary>
+#
+# Each module is compared with what *it* reads: `entropy(capture.attn_out(l)) -
+# entropy(capture.attn_in(l))` for $l = 1..L$, stacked so that entry 0 is layer 1; the same with
+# `ffn_out` and `ffn_in`.
+#
+# </details>
 
 # %%
-from bupo_core.exercises import check_entropy_change
-
-
 def module_entropy_change(capture, entropy):
     """(dH_ATTN [L, ...], dH_FFN [L, ...]) by Eqs. 2.3-2.4; entry i is layer i + 1."""
     # BEGIN SOLUTION
@@ -197,13 +225,17 @@ cap = capture_residuals(model, batch.input_ids, batch.attention_mask, positions=
 E_u = adapter.unembed_weight.float()
 
 
+entropy_by_hand = yours_or_library(entropy_chunked, check_chunked_entropy)  # the library's if 2.2 is unfinished
+entropy_change_by_hand = yours_or_library(module_entropy_change, check_entropy_change)  # ... and if 2.3 is
+
+
 def H(x):  # Eq. 2.1 of softmax(x E_u^T), paper convention (no norm), per position
-    return entropy_chunked(x[0], E_u, 64)
+    return entropy_by_hand(x[0], E_u, 64)
 
 
 with torch.no_grad():
     layer_H = torch.stack([H(cap.resid(l)) for l in range(L + 1)])  # [L+1, R]
-    attn_change, ffn_change = module_entropy_change(cap, H)
+    attn_change, ffn_change = entropy_change_by_hand(cap, H)
 print("mean layer entropy by hand, layers 0..5:", [round(float(v), 3) for v in layer_H.mean(1)[:6]])
 
 # %% [markdown]
@@ -211,11 +243,7 @@ print("mean layer entropy by hand, layers 0..5:", [round(float(v), 3) for v in l
 # layer and module at once:
 
 # %%
-from bupo_core.lens import internal_policy_statistics
-
 stats0 = internal_policy_statistics(model, batch.input_ids, batch.attention_mask, positions=batch.prediction_mask)
-from bupo_core.checks import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
-
 assert_close(stats0.entropy["layer"], layer_H.cpu(), dtype=model.dtype, what="layer entropies", atol=1e-3)
 assert_close(stats0.attn_entropy_change(), attn_change.cpu(), dtype=model.dtype, what="attention entropy changes", atol=1e-3)
 assert_close(stats0.ffn_entropy_change(), ffn_change.cpu(), dtype=model.dtype, what="FFN entropy changes", atol=1e-3)
@@ -243,11 +271,17 @@ print("layer entropy (nats):", [round(v, 2) for v in report.layer_entropy])
 # Write `boundary_by_hand(ffn_change)`: Eq. 2.5 on a list of L mean $\Delta\mathcal{H}_{FFN}$
 # values (entry $i$ is layer $i+1$), returning the layer in the paper's numbering, or `None` when no
 # layer has a positive FFN entropy change.
+#
+# **Difficulty** ●○○ · **importance** ●●● · **about 10 min** · **1 point**
+#
+# <details><summary>Hint</summary>
+#
+# Find the first index with a value `> 0` (strictly: a change of exactly 0 does not expand), then
+# walk up while the next value is `> 0` too; return that index + 1 (paper numbering).
+#
+# </details>
 
 # %%
-from bupo_core.exercises import check_boundary_layer
-
-
 def boundary_by_hand(ffn_change):
     """Eq. 2.5: last layer (1..L) of the first run of layers with dH_FFN > 0, or None."""
     # BEGIN SOLUTION
@@ -270,7 +304,7 @@ plt.show()
 b = boundary_layer(report.ffn_entropy_change)
 print("boundary layer:", b.layer, "|", b.reason)
 assert b.layer == report.boundary_layer
-assert boundary_by_hand(report.ffn_entropy_change) == report.boundary_layer
+assert yours_or_library(boundary_by_hand, check_boundary_layer)(report.ffn_entropy_change) == report.boundary_layer
 
 # %% [markdown]
 # The same statistics per token: each column is one response token of the first answer, each row a

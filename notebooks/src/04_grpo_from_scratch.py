@@ -48,9 +48,9 @@
 # **Prerequisites.** Notebooks 01-02 (positions, log-softmax); the idea of a policy gradient;
 # PyTorch autograd and optimizers.
 #
-# **Time.** About 3 minutes on a 2-core laptop CPU or a Colab CPU runtime at the committed sizes;
-# well under a minute with `QUICK = True`. **Exercises**: 4.1 the reward, 4.2 group advantages,
-# 4.3 the clipped objective.
+# **Time.** ~3 min to run on a 2-core CPU at the committed sizes (163 s recorded).
+# **Working time.** about 50 min for the 3 exercises:
+# 4.1 the reward, 4.2 group advantages, 4.3 the clipped objective.
 
 # %%
 # Config. Offline default: the embedded model. Online (Colab with a GPU) switch to e.g.
@@ -64,7 +64,7 @@ from bupo_core.settings import fast_mode, scaled
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
 NUM_PROMPTS = scaled(4, 2, QUICK)  # prompts in the hand-built batch
-GROUP_SIZE = scaled(8, 4, QUICK)  # G, samples per prompt
+GROUP_SIZE = scaled(8, 8, QUICK)  # G, samples per prompt (QUICK keeps 8: with 4, every group of the embedded model agrees)
 MAX_NEW_TOKENS = scaled(24, 12, QUICK)
 DEMO_STEPS = scaled(6, 2, QUICK)  # steps of the full trainer at the end
 
@@ -76,6 +76,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from bupo_core import load_model
+from bupo_core.checks import assert_close  # tolerance from the dtype in use
+from bupo_core.exercises import check_clipped_loss, check_group_advantages, check_reward, yours_or_library
 from bupo_core.tasks import load_task
 
 torch.manual_seed(SEED)
@@ -96,11 +98,17 @@ print("prompt as the model sees it:", task.prompt(examples[0]))
 #
 # Write `reward_by_hand(text, answer)`: Eq. 4.1 with the answer taken as the last integer in the
 # text (an optional minus sign, then digits), compared exactly with `answer`.
+#
+# **Difficulty** ●○○ · **importance** ●●○ · **about 10 min** · **1 point**
+#
+# <details><summary>Hint</summary>
+#
+# `re.findall(r"-?\d+", text)` lists the integers in order; compare the last one with `answer` as
+# strings (so `17` is not `7`), and return 0.0 when there is none.
+#
+# </details>
 
 # %%
-from bupo_core.exercises import check_reward
-
-
 def reward_by_hand(text, answer):
     """Eq. 4.1: 1.0 if the last integer in text equals answer, else 0.0."""
     # BEGIN SOLUTION
@@ -112,8 +120,9 @@ def reward_by_hand(text, answer):
 check_reward(reward_by_hand)
 
 # %%
+reward_fn = yours_or_library(reward_by_hand, check_reward)  # the library's if 4.1 is unfinished
 replies = ["The answer is 7.", "3 + 4 = 7", "It is seven", "12", "-4"]
-print([reward_by_hand(r, "7") for r in replies])
+print([reward_fn(r, "7") for r in replies])
 
 # %% [markdown]
 # `bupo_core.rewards` does the same with more care: decimals and thousands separators, `\boxed{}`
@@ -128,7 +137,7 @@ from bupo_core.tasks import Example
 
 grader = Grader(scorer="last_number")
 ours = grader(replies, [Example("q", "7")] * len(replies))
-assert ours.rewards == [reward_by_hand(r, "7") for r in replies]
+assert ours.rewards == [reward_fn(r, "7") for r in replies]
 print("rewards:", ours.rewards)
 print(extract_boxed(r"so the answer is \boxed{\frac{1}{2}}"), math_equivalent(r"\frac{1}{2}", "0.5"))
 hostile = ["9" * 100_000, r"\boxed{" * 2000, "__import__('os').system('ls') 7"]
@@ -148,7 +157,7 @@ from bupo_core.rollout import SamplingConfig, generate
 rollout = generate(model, tokenizer, [task.prompt(e) for e in examples], group_size=GROUP_SIZE,
                    config=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0), seed=SEED, progress=True)
 row_examples = [examples[i] for i in rollout.prompt_index]
-rewards = torch.tensor([reward_by_hand(t, e.answer) for t, e in zip(rollout.texts, row_examples)])
+rewards = torch.tensor([reward_fn(t, e.answer) for t, e in zip(rollout.texts, row_examples)])
 for g in range(NUM_PROMPTS):
     print(f"prompt {g} ({examples[g].question.split(':')[-1].strip()} answer {examples[g].answer}):")
     for i in range(g * GROUP_SIZE, (g + 1) * GROUP_SIZE):
@@ -168,11 +177,17 @@ print(f"pass rate {rewards.mean():.2f} ({int(rewards.sum())} of {len(rewards)} r
 #
 # Write `advantages_by_hand(rewards, group_size)`: Eq. 4.2 for prompt-major rewards (rows
 # `g*G .. g*G+G-1` are prompt g's group), 0 for groups whose rewards are all equal.
+#
+# **Difficulty** ●○○ · **importance** ●●● · **about 10 min** · **2 points**
+#
+# <details><summary>Hint</summary>
+#
+# Loop over the groups `rewards[g * G:(g + 1) * G]`; leave all-equal groups at 0; otherwise
+# `(r - r.mean()) / (r.std() + 1e-6)`, with the group's own (unbiased, `torch.std`'s default) std.
+#
+# </details>
 
 # %%
-from bupo_core.exercises import check_group_advantages
-
-
 def advantages_by_hand(rewards, group_size):
     """Eq. 4.2 per group of group_size consecutive responses: [n] -> [n]."""
     # BEGIN SOLUTION
@@ -191,13 +206,11 @@ check_group_advantages(advantages_by_hand)
 
 # %%
 G = GROUP_SIZE
-by_hand = advantages_by_hand(rewards, G)
+by_hand = yours_or_library(advantages_by_hand, check_group_advantages)(rewards, G)  # the library's if 4.2 is unfinished
 
 from bupo_core.grpo import group_advantages
 
 adv, zero_groups = group_advantages(rewards, G)
-from bupo_core.checks import assert_close  # tolerance from the dtype in use
-
 assert_close(adv, by_hand, dtype=adv.dtype, what="group advantages", atol=1e-6)
 print("advantages:", [round(a, 2) for a in adv.tolist()])
 print(f"groups with zero advantage: {int(zero_groups.sum())} of {len(zero_groups)}")
@@ -259,18 +272,34 @@ del logits
 # aggregation)`: Eqs. 4.3-4.5 for [B, T] log-probs, [B] advantages and a [B, T] 0/1 mask of response
 # positions (other positions hold garbage), with `dual_clip=None` meaning no cap and `aggregation`
 # one of `"token-mean"`, `"sequence-mean"`. Clamp the log-ratio to [-20, 20] before `exp`. The
-# checker also compares the gradient with respect to `logp`.
+# checker also compares the gradient with respect to `logp`. Both the per-token clip (Eq. 4.4) and
+# the aggregation (Eq. 4.5) are yours.
+#
+# **Difficulty** ●●● · **importance** ●●● · **about 30 min** · **3 points**
+#
+# <details><summary>Hint 1</summary>
+#
+# Per token: `torch.maximum(-A * r, -A * r.clamp(1 - eps_low, 1 + eps_high))`. The *maximum* of the
+# two losses is PPO's pessimistic (smaller) objective; `eps_high` is the upper bound.
+#
+# </details>
+# <details><summary>Hint 2</summary>
+#
+# Dual clip: where `A < 0`, cap that loss at `-c * A` (`torch.where(A < 0, torch.minimum(loss, -c * A),
+# loss)`). Then multiply by the mask: token-mean divides by `mask.sum()`, sequence-mean averages each
+# row by its own `mask.sum(1)` first.
+#
+# </details>
 
 # %%
-from bupo_core.exercises import check_clipped_loss
-
-
 def clipped_loss_by_hand(ratio, A, eps_low=0.2, eps_high=0.2, c=10.0):
-    """Eq. 4.4 per token (c=None: no dual clip)."""
+    """Eq. 4.4 per token (c=None: no dual clip): ratio [B, T], A [B, 1] -> per-token loss [B, T]."""
+    # BEGIN SOLUTION
     unclipped = -A * ratio
     clipped = -A * ratio.clamp(1 - eps_low, 1 + eps_high)
     loss = torch.maximum(unclipped, clipped)
     return loss if c is None else torch.where(A < 0, torch.minimum(loss, -c * A), loss)
+    # END SOLUTION
 
 
 def policy_loss_by_hand(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, dual_clip=10.0, aggregation="token-mean"):
@@ -287,12 +316,15 @@ def policy_loss_by_hand(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_hi
 
 check_clipped_loss(policy_loss_by_hand)
 
+# %%
+from bupo_core.losses import clipped_policy_loss
 
-r = torch.linspace(0.0, 13.0, 400)
+r = torch.linspace(0.01, 13.0, 400)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 for ax, A in zip(axes, (1.0, -1.0)):
+    per_token = clipped_policy_loss(r.log()[:, None], torch.zeros(len(r), 1), torch.full((len(r),), A), torch.ones(len(r), 1)).per_token[:, 0]
     ax.plot(r, -A * r, ls=":", label="unclipped -rA")
-    ax.plot(r, clipped_loss_by_hand(r, torch.tensor(A)), lw=2, label="GRPO per-token loss")
+    ax.plot(r, per_token, lw=2, label="GRPO per-token loss")
     ax.axvspan(0.8, 1.2, alpha=0.15)
     ax.set_title(f"A = {A:+.0f}")
     ax.set_xlabel("ratio r = pi / pi_old (Eq. 4.3)")
@@ -304,12 +336,11 @@ plt.tight_layout()
 plt.show()
 
 # %%
-from bupo_core.losses import clipped_policy_loss
-
+policy_loss_fn = yours_or_library(policy_loss_by_hand, check_clipped_loss)  # the library's if 4.3 is unfinished
 g = torch.Generator().manual_seed(0)
 fake_logp = logp + 0.3 * torch.randn(logp.shape, generator=g) * batch.prediction_mask  # as if after some updates
 ratio = torch.exp((fake_logp - logp).clamp(-20, 20))
-loss_by_hand = policy_loss_by_hand(fake_logp, logp, adv, batch.prediction_mask)  # token-mean
+loss_by_hand = policy_loss_fn(fake_logp, logp, adv, batch.prediction_mask)  # token-mean
 out = clipped_policy_loss(fake_logp, logp, adv, batch.prediction_mask)
 assert_close(out.loss, loss_by_hand, dtype=model.dtype, what="clipped loss", atol=1e-6)
 print(f"loss {out.loss:.4f} (by hand {loss_by_hand:.4f}); clipped tokens {out.clip_frac:.1%}; approx KL {out.approx_kl:.4f}")
@@ -324,9 +355,11 @@ print(f"loss {out.loss:.4f} (by hand {loss_by_hand:.4f}); clipped tokens {out.cl
 
 # %%
 LR = 2e-5
+if MODEL == "smollm2-135m-instruct":  # the sizes, QUICK ones included, were measured to give this model mixed groups
+    assert (adv != 0).any(), "every group has equal rewards: no learning signal for the update below"
 if (adv == 0).all():
-    # every group happened to agree (likely with the tiny BUPO_FAST batch): no signal to learn from;
-    # for the demonstration of the update mechanics use made-up advantages instead
+    # another model or task where every group happened to agree: no signal to learn from; for the
+    # demonstration of the update mechanics use made-up advantages instead
     print("every group has equal rewards in this batch; using illustrative advantages for the update demo")
     adv = torch.linspace(-1.0, 1.0, len(adv))
 hand_model = copy.deepcopy(model).float().train()  # float32 master weights, as the Trainer keeps them
@@ -334,8 +367,7 @@ opt = torch.optim.AdamW(hand_model.parameters(), lr=LR, weight_decay=0.01, forea
 with torch.no_grad():
     old_logp, _ = policy_logprobs(hand_model, batch)
 new_logp, _ = policy_logprobs(hand_model, batch)
-ratio = torch.exp((new_logp - old_logp).clamp(-20, 20))
-loss = (clipped_loss_by_hand(ratio, adv[:, None]) * batch.prediction_mask).sum() / batch.prediction_mask.sum()
+loss = policy_loss_fn(new_logp, old_logp, adv, batch.prediction_mask)  # token-mean, eps 0.2, dual clip 10
 loss.backward()
 grad_norm = torch.nn.utils.clip_grad_norm_(hand_model.parameters(), 1.0)
 opt.step()

@@ -24,9 +24,10 @@
 # **Prerequisites.** Notebooks 04 and 05; sampling without replacement; the idea of a confidence
 # interval.
 #
-# **Time.** The longest chapter: about 7 minutes on a 2-core laptop CPU at the committed sizes (two
-# training runs plus 3 models x 32 problems x 8 samples x 2 seeds), a few minutes with `QUICK = True`. **Exercises**: 7.1 the unbiased Pass@k,
-# 7.2 a bootstrap interval.
+# **Time.** ~11 min to run on a 2-core CPU at the committed sizes (683 s recorded)
+# (two training runs plus 3 models x 32 problems x 8 samples x 2 seeds): the longest chapter.
+# **Working time.** about 30 min for the 2 exercises:
+# 7.1 the unbiased Pass@k, 7.2 a bootstrap interval.
 
 # %%
 # Config. Online with a GPU, switch MODEL to e.g. "Qwen/Qwen3-0.6B" and scale the sizes up.
@@ -50,6 +51,15 @@ EVAL_PROBLEMS = scaled(32, 4, QUICK)  # held-out problems, from the "eval" split
 EVAL_K = scaled(8, 4, QUICK)  # samples per problem
 EVAL_SEEDS = scaled([0, 1], [0], QUICK)  # independent sampling seeds, for seed-to-seed variation
 
+# %%
+from math import comb
+
+import numpy as np
+import torch
+
+from bupo_core.checks import assert_close  # one tolerance rule for every check (dtype: exact float64 here)
+from bupo_core.exercises import check_bootstrap_interval, check_pass_at_k, yours_or_library
+
 # %% [markdown]
 # ## Pass@k by hand
 #
@@ -71,17 +81,17 @@ EVAL_SEEDS = scaled([0, 1], [0], QUICK)  # independent sampling seeds, for seed-
 #
 # Write `pass_at_k_by_hand(n, c, k)`: Eq. 7.2 for one problem (`math.comb` is exact). Mind the case
 # $n - c < k$.
+#
+# **Difficulty** ●○○ · **importance** ●●○ · **about 10 min** · **1 point**
+#
+# <details><summary>Hint</summary>
+#
+# `1 - comb(n - c, k) / comb(n, k)`; `math.comb(a, b)` is 0 when `b > a`, which is exactly the case
+# $n - c < k$ (every $k$-subset holds a correct sample).
+#
+# </details>
 
 # %%
-from math import comb
-
-import torch
-
-from bupo_core.checks import assert_close  # one tolerance rule for every check (dtype: exact float64 here)
-from bupo_core.evaluate import avg_at_k, pass_at_k, pass_at_k_curve
-from bupo_core.exercises import check_pass_at_k
-
-
 def pass_at_k_by_hand(n, c, k):
     """Eq. 7.2 for one problem with n samples of which c are correct."""
     # BEGIN SOLUTION
@@ -92,8 +102,11 @@ def pass_at_k_by_hand(n, c, k):
 check_pass_at_k(pass_at_k_by_hand)
 
 # %%
+from bupo_core.evaluate import avg_at_k, pass_at_k, pass_at_k_curve
+
 n, c = 8, 2
-by_hand = {k: pass_at_k_by_hand(n, c, k) for k in range(1, n + 1)}
+pass_at_k_fn = yours_or_library(pass_at_k_by_hand, check_pass_at_k)  # the library's if 7.1 is unfinished
+by_hand = {k: pass_at_k_fn(n, c, k) for k in range(1, n + 1)}
 for k in (1, 2, 4, 8):
     print(f"pass@{k}: by hand {by_hand[k]:.4f}  bupo_core {pass_at_k(n, c, k):.4f}  plug-in {1 - (1 - c / n) ** k:.4f}")
     assert_close(pass_at_k(n, c, k), by_hand[k], dtype=torch.float64, what=f"pass@{k}", atol=1e-12)  # exact float64 maths
@@ -103,8 +116,6 @@ for k in (1, 2, 4, 8):
 # samples, k = 4. The true pass@4 is 1 − 0.9⁴ = 0.344.
 
 # %%
-import numpy as np
-
 rng = np.random.default_rng(SEED)
 p_true, n, k = 0.1, 8, 4
 cs = rng.binomial(n, p_true, size=20_000)
@@ -216,13 +227,26 @@ for name, mean, sd, ci, pk, na, ln in rows:
 # Write `bootstrap_by_hand(values, confidence=0.95, resamples=2000, seed=0)`: Eq. 7.3 with
 # `np.random.default_rng(seed)`. Your draws differ from the library's, so the checker tests the
 # interval's properties (contains the mean, width close to the reference's, narrower with lower
-# confidence and with more problems, reproducible for a fixed seed).
+# confidence and with more problems, reproducible for a fixed seed, and really resampling: other
+# seeds give slightly different intervals).
+#
+# **Difficulty** ●●○ · **importance** ●●● · **about 20 min** · **2 points**
+#
+# <details><summary>Hint 1</summary>
+#
+# Draw `resamples` samples of `len(values)` indices **with** replacement
+# (`rng.integers(0, n, size=(resamples, n))`), average each resample, and take the quantiles
+# $(1-	ext{conf})/2$ and $1-(1-	ext{conf})/2$ of those means.
+#
+# </details>
+# <details><summary>Hint 2</summary>
+#
+# A formula such as mean ± 1.96 standard errors is the normal approximation, not a bootstrap: it is
+# symmetric and can leave [0, 1] for a skewed pass rate.
+#
+# </details>
 
 # %%
-from bupo_core.evaluate import bootstrap_interval
-from bupo_core.exercises import check_bootstrap_interval
-
-
 def bootstrap_by_hand(values, confidence=0.95, resamples=2000, seed=0):
     """Eq. 7.3: percentile bootstrap interval (low, high) of the mean of values."""
     # BEGIN SOLUTION
@@ -235,8 +259,13 @@ def bootstrap_by_hand(values, confidence=0.95, resamples=2000, seed=0):
 
 
 check_bootstrap_interval(bootstrap_by_hand)
+
+# %%
+from bupo_core.evaluate import bootstrap_interval
+
 rates = [c / EVAL_K for c in results["base"][0].correct]
-print("base model, Avg@K 95% interval over problems: by hand", tuple(round(v, 3) for v in bootstrap_by_hand(rates)),
+bootstrap_fn = yours_or_library(bootstrap_by_hand, check_bootstrap_interval)  # the library's if 7.2 is unfinished
+print("base model, Avg@K 95% interval over problems: by hand", tuple(round(v, 3) for v in bootstrap_fn(rates)),
       "| bupo_core", tuple(round(v, 3) for v in bootstrap_interval(rates)))
 
 # %%
@@ -344,7 +373,8 @@ from bupo_core.sweep_results import SweepResults, results_dir
 sweep = SweepResults.load(results_dir() / "main")
 sweep.check()  # the summary is what the committed cells.jsonl gives
 main_arms = sweep.groups()["main comparison"]
-print(f"results/main, main comparison ({', '.join(main_arms)}): fingerprint {sweep.fingerprint(main_arms)}")
+# the fingerprint of the main comparison's arms only; notebook 08 prints the whole sweep's (all arms), a different hash
+print(f"results/main, main comparison ({', '.join(main_arms)}): fingerprint {sweep.fingerprint(main_arms)} (these arms' rows only)")
 print(sweep.markdown_table(arms=main_arms))
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
 plot_arms(sweep.summary, arms=main_arms, ax=left, title=f"Avg@{sweep.k} across training seeds (grey: each seed)")
