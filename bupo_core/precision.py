@@ -122,7 +122,8 @@ def resolve_precision(setting: str, device: torch.device | str, *, capability: t
     """Resolve ``auto|bf16|fp16|fp32`` for ``device``.
 
     ``"auto"`` calls :func:`choose_precision` on the card's capability (``capability`` overrides the
-    detection: tests fake a T4 with ``(7, 5)``). An explicit mode is taken as asked; bf16 asked for on
+    detection: tests fake a T4 with ``(7, 5)``); on the CPU with ``BUPO_SIMULATE_DTYPE`` set it takes
+    that dtype (the notebooks' switch). An explicit mode is taken as asked; bf16 asked for on
     a card without native bf16 is allowed (it runs, emulated) but the reason says so.
     """
     check_precision(setting)
@@ -133,6 +134,9 @@ def resolve_precision(setting: str, device: torch.device | str, *, capability: t
         reason = "auto: " + precision_reason(cap, cuda_name(dev))  # type: ignore[arg-type]
         if cap is None and dev.type != "cuda":
             reason = f"auto: no CUDA GPU (device {dev.type}): float32 compute"
+            if simulated_precision() != "fp32" and dev.type == "cpu":  # the notebooks' GPU-dtype switch
+                mode = simulated_precision()
+                reason = f"auto: {SIMULATE_ENV}={os.environ[SIMULATE_ENV].strip()}: CPU autocast in {COMPUTE_DTYPE[mode]}, as a GPU run would"
     else:
         mode = setting  # type: ignore[assignment]
         reason = f"asked for --precision {setting}"

@@ -29,7 +29,7 @@ import signal
 import threading
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
@@ -43,6 +43,7 @@ from .capture import base_model, forward_kwargs, forward_to_layer
 from .errors import BupoError, ConfigMismatchError, InputFormatError
 from .grpo import group_advantages, masked_mean, token_logprobs
 from .losses import get_policy_loss
+from .precision import LossScaler, check_precision, resolve_precision
 from .rewards import Grader
 from .rollout import SamplingConfig, encode_prompt, generate
 from .runs import latest_checkpoint, list_checkpoints, read_metrics  # noqa: F401 - re-exported
@@ -138,12 +139,15 @@ class TrainConfig:
         logprob_chunk_size: tokens per chunk when computing log-probs/entropies of sampled tokens
             (peak extra memory: one [chunk x vocabulary] float32 block).
         gradient_checkpointing: recompute block activations in backward (less memory, ~30% slower).
-        bf16_autocast: ``"auto"`` (bf16 autocast on CUDA GPUs that support it), ``"on"`` or ``"off"``.
+        precision: compute precision of the blocks: ``"auto"`` (by the card's compute capability:
+            bf16 from 8.0, fp16 with dynamic loss scaling below, e.g. on a T4; fp32 without a GPU,
+            see :func:`bupo_core.precision.choose_precision`), ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+            The policy head, log-probs, ratios and entropies are float32 in every mode.
         device: ``None`` = CUDA if available, else CPU.
         dtype: the dtype the model is loaded in. Training always keeps float32 master weights: a
             model loaded or passed in bf16/fp16 is cast to float32 in place by :class:`Trainer`
             (AdamW on bf16 weights rounds away updates at small learning rates: at lr 1e-6 almost
-            every update). bf16 *compute* comes from autocast (``bf16_autocast``), in which the
+            every update). bf16/fp16 *compute* comes from autocast (``precision``), in which the
             log-softmax, entropies and lens statistics still run in float32.
         share_prefill: compute each prompt's key/value cache once for its G samples during
             generation (same samples up to float rounding; see ``SamplingConfig.share_prefill``).
@@ -205,7 +209,7 @@ class TrainConfig:
     max_nonfinite_updates: int = 3
     logprob_chunk_size: int = 1024
     gradient_checkpointing: bool = False
-    bf16_autocast: Literal["auto", "on", "off"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: str | None = None
     dtype: str = "float32"
     share_prefill: bool = True
@@ -287,8 +291,7 @@ class TrainConfig:
             raise InputFormatError(f"upper_lr_scale must be > 0, got {self.upper_lr_scale}")
         if self.upper_lr_scale != 1.0 and self.upper_lr_layer is None:
             raise InputFormatError("upper_lr_scale needs upper_lr_layer=l (the blocks above l get lr * upper_lr_scale)")
-        if self.bf16_autocast not in ("auto", "on", "off"):
-            raise InputFormatError(f"bf16_autocast must be 'auto', 'on' or 'off', got {self.bf16_autocast!r}")
+        check_precision(self.precision)
         check_training_task(self.task, self.allow_test_set_training)
 
     def phase(self, step: int) -> str:
@@ -312,6 +315,9 @@ class TrainConfig:
         if unknown:
             raise ConfigMismatchError(f"unknown config keys {unknown}; this config.json was written by another version")
         d = dict(d)
+        if "bf16_autocast" in d:  # older versions: bf16_autocast on/off/auto is precision bf16/fp32/auto
+            old = d.pop("bf16_autocast")
+            d.setdefault("precision", {"on": "bf16", "off": "fp32"}.get(old, "auto"))
         if "adam_betas" in d:
             d["adam_betas"] = tuple(d["adam_betas"])
         return cls(**d)
@@ -404,7 +410,7 @@ def float32_master_weights(model: nn.Module) -> nn.Module:
 
     Training keeps float32 master weights whatever dtype the model was loaded in: with bf16 weights
     (8 significant bits) an AdamW step of lr 1e-6 changes no weight above ~2.6e-4 in magnitude,
-    i.e. almost none. Compute still runs in bf16 under autocast (``TrainConfig.bf16_autocast``).
+    i.e. almost none. Compute still runs in bf16/fp16 under autocast (``TrainConfig.precision``).
 
     >>> from bupo_core.models import tiny_model
     >>> float32_master_weights(tiny_model("llama").to(torch.bfloat16)).model.embed_tokens.weight.dtype
@@ -465,6 +471,10 @@ class Trainer:
         if config.method == "bupo":
             self.adapter.check_layer(config.layer, allow_embedding=False)  # type: ignore[arg-type]
         self.device = next(model.parameters()).device
+        # the compute precision, chosen by the card (bupo_core.precision) and printed with its reason
+        self.precision = resolve_precision(config.precision, self.device)
+        self.scaler = LossScaler(self.precision.mode, self.device.type)
+        print(self.precision.message())
         self._check_prompt_lengths()
         self.grader = Grader(scorer=config.reward or self.task.scorer, binary=config.binary_reward, timeout_s=config.grader_timeout_s)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -571,6 +581,7 @@ class Trainer:
         self.step = int(state["step"])
         self.data_position = int(state["data_position"])
         self.nonfinite_streak = int(state.get("nonfinite_streak", 0))
+        self.scaler.load_state_dict(state.get("loss_scaler") or {})
         if self.reference is not None and "reference_state" in state:
             self.reference.load_state_dict(state["reference_state"])
         runs.set_rng_state(state["rng_tensors"], state["rng"])
@@ -600,17 +611,13 @@ class Trainer:
         """Write ``checkpoints/checkpoint-<step>/`` atomically (see :mod:`bupo_core.runs` for the format)."""
         return runs.save_checkpoint(
             self.ckpt_root, step=self.step, model=self.model, tokenizer=self.tokenizer, optimizer=self.optimizer,
-            state={"data_position": self.data_position, "nonfinite_streak": self.nonfinite_streak},
+            state={"data_position": self.data_position, "nonfinite_streak": self.nonfinite_streak, "loss_scaler": self.scaler.state_dict()},
             config=self.config.to_dict(), reference=self.reference, keep=self.config.keep_checkpoints,
         )
 
     # ----------------------------------------------------------------- one step
     def _autocast(self):
-        mode = self.config.bf16_autocast
-        on = mode == "on" or (mode == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
-        if on and self.device.type in ("cuda", "cpu"):
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        return self.precision.autocast()
 
     def _logprobs(self, batch: PackedBatch, layer: int | None, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         model = model or self.model
@@ -736,7 +743,7 @@ class Trainer:
                 cfg, logp, old, adv[r_idx].to(self.device), sub.prediction_mask,
                 aggregation=cfg.loss_aggregation, normalizer=normalizer, ref_logp=ref, kl_coef=cfg.kl_coef,
             )
-            out.loss.backward()
+            self.scaler.backward(out.loss)  # scaled by the dynamic loss scale in fp16
             out_stats["loss"] += float(out.loss.detach())
             k = float(sub.prediction_mask.sum())
             weight += k
@@ -762,10 +769,17 @@ class Trainer:
             for p in self.params:
                 if id(p) in self._upper_ids:
                     p.grad = None
+        self.scaler.unscale_(self.optimizer)  # fp16: the true gradients before clipping
         grads = [p for p in self.params if p.grad is not None]
         gnorm = torch.nn.utils.clip_grad_norm_(grads, cfg.max_grad_norm) if grads else torch.tensor(0.0)
+        if math.isfinite(loss) and not torch.isfinite(gnorm) and self.scaler.enabled and self.scaler.scale >= 1.0:
+            # fp16 overflow at the current loss scale (not a diverged loss): halve the scale, skip the step
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.skip()
+            return None
         if not (math.isfinite(loss) and torch.isfinite(gnorm)):
             self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.skip()
             self.nonfinite_streak += 1
             warnings.warn(f"step {self.step + 1}: non-finite loss ({loss}) or gradient norm ({float(gnorm)}); update skipped", stacklevel=3)
             if self.nonfinite_streak >= cfg.max_nonfinite_updates:
@@ -776,7 +790,7 @@ class Trainer:
                 )
             return None
         self.nonfinite_streak = 0
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         return float(gnorm)
 
