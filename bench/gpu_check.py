@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", type=int, default=None, help="prompts per step (x G responses); default: the recipe's")
     ap.add_argument("--group-size", type=int, default=None, help="G; default: the recipe's (8)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="response length; default: the recipe's")
-    ap.add_argument("--generation-batch-size", type=int, default=None, help="sequences per generate call; default: the recipe's")
+    ap.add_argument("--generation-batch-size", type=int, default=None, help="part 1: sequences per generate call; default: the recipe's (part 2 keeps its recipe's)")
     ap.add_argument("--micro-batch-size", type=int, default=None)
     ap.add_argument("--logprob-chunk-size", type=int, default=None)
     ap.add_argument("--memory-prompts", type=int, default=None, help="part 2: prompts per step (default: part 2's recipe)")
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in (*SIZE_KEYS, "group_size"):
         if getattr(args, key, None) is not None:
             sizes[key] = getattr(args, key)
-    sizes["precision"] = args.precision if (args.precision != "auto" or name is None) else "auto"
+    sizes["precision"] = args.precision
     mem_name = args.memory_recipe or name
     mem_sizes = recipe_sizes(mem_name) if mem_name else dict(CPU_SIZES, prompts=1)
     mem_sizes.update(precision=sizes["precision"], group_size=sizes["group_size"])
@@ -415,8 +415,6 @@ def main(argv: list[str] | None = None) -> int:
         mem_sizes["prompts"] = args.memory_prompts
     if args.memory_max_new_tokens is not None:
         mem_sizes["max_new_tokens"] = args.memory_max_new_tokens
-    if args.generation_batch_size is not None:
-        mem_sizes["generation_batch_size"] = args.generation_batch_size
     t0 = time.perf_counter()
     model, tok, desc = build_model(args.model, device, args.seed)
     if args.layer is None:
