@@ -175,18 +175,23 @@ class LossScaler:
 
     Attributes:
         mode: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
-        device_type: where the gradients live.
+        device_type: where the gradients live (``"cuda"``, ``"cpu"``).
         init_scale: the first fp16 loss scale (torch's default 2**16).
+        device: the exact device (``"cuda:1"``) when not the default one of ``device_type``.
     """
 
     mode: str
     device_type: str = "cpu"
     init_scale: float = 2.0**16
+    device: str | None = None
     _scaler: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode == "fp16":
             self._scaler = torch.amp.GradScaler(self.device_type, init_scale=self.init_scale)
+            # create the scale and growth tensors now (torch makes them at the first scale() call),
+            # so that skip(), unscale_() and load_state_dict() work before any backward
+            self._scaler.scale(torch.zeros((), device=self.device or self.device_type))
 
     @property
     def enabled(self) -> bool:

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import torch
 
-from .precision import load_dtype
+from .precision import load_dtype, simulated_dtype
 
 T = TypeVar("T")
 
@@ -61,5 +61,8 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     ``torch.cuda.is_bf16_supported()``, which answers True on a T4 through slow emulation. Older
     GPUs load float32 weights and compute in fp16 under autocast: fp16 *storage* overflows in the
     un-normed residual stream that internal policies read.
+
+    ``BUPO_SIMULATE_DTYPE=bfloat16|float16`` (the notebooks' GPU-dtype switch) overrides it, on any
+    device, so a CPU run loads the model as a GPU run would.
     """
-    return load_dtype(device)
+    return simulated_dtype() or load_dtype(device)

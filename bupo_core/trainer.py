@@ -473,7 +473,7 @@ class Trainer:
         self.device = next(model.parameters()).device
         # the compute precision, chosen by the card (bupo_core.precision) and printed with its reason
         self.precision = resolve_precision(config.precision, self.device)
-        self.scaler = LossScaler(self.precision.mode, self.device.type)
+        self.scaler = LossScaler(self.precision.mode, self.device.type, device=str(self.device))
         print(self.precision.message())
         self._check_prompt_lengths()
         self.grader = Grader(scorer=config.reward or self.task.scorer, binary=config.binary_reward, timeout_s=config.grader_timeout_s)
