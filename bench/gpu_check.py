@@ -327,7 +327,7 @@ def run_memory_config(model, tok, task, args, sizes: dict, device) -> dict:
     out = {"settings": {**sizes, "gradient_checkpointing": args.gradient_checkpointing}, "phases": {}}
     gc.collect()  # part 1's trainer (optimizer states) must be gone before measuring
     for method in ("grpo", "bupo"):
-        tr = make_trainer(model, tok, task, args, sizes, method=method, steps=1, inter_steps=1)
+        tr = make_trainer(model, tok, task, args, sizes, method=method, steps=2, inter_steps=1)  # one step is run
         if device.type == "cuda":
             torch.cuda.empty_cache()
         current: dict = {}

@@ -108,10 +108,10 @@ def measure(args) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         cfg = TrainConfig(model="qwen3-0.6b-random", task="chain_sum", reward="bench_even_length", method=method,
-                          layer=6 if method == "bupo" else None, inter_steps=1, steps=1, prompts_per_step=args.prompts,
+                          layer=6 if method == "bupo" else None, inter_steps=1, steps=2, prompts_per_step=args.prompts,
                           group_size=args.group_size, max_new_tokens=args.max_new_tokens, micro_batch_size=args.micro_batch_size,
                           generation_batch_size=args.generation_batch_size, logprob_chunk_size=args.logprob_chunk_size,
-                          gradient_checkpointing=True, bf16_autocast="on", lr=1e-6, out_dir=tempfile.mkdtemp(), device="cuda")
+                          gradient_checkpointing=True, precision="auto", lr=1e-6, out_dir=tempfile.mkdtemp(), device="cuda")
         tr = Trainer(cfg, model=model, tokenizer=tok)
         t0 = time.time()
         row = tr.train_step()

@@ -32,6 +32,7 @@ import torch
 
 from bupo_core.models import load_model
 from bupo_core.rollout import SamplingConfig, generate
+from bupo_core.step import score_batch, update_policy
 from bupo_core.trainer import TrainConfig, Trainer
 from bupo_core.grpo import group_advantages
 
@@ -64,14 +65,14 @@ def main() -> None:
 
     def one_update(layer):
         t0 = time.perf_counter()
-        old, _ = tr._score_batch(batch, layer)
-        tr._update(batch, old, None, adv, layer)
+        old, _ = score_batch(tr, batch, layer)
+        update_policy(tr, batch, adv, layer, old_logp=old)
         return time.perf_counter() - t0
 
     one_update(None)  # warm-up
     results = []
     for layer in args.layers:
-        tr._upper_ids = {id(p) for p in tr.adapter.upper_parameters(layer)}
+        tr.upper_ids = {id(p) for p in tr.adapter.upper_parameters(layer)}
         one_update(layer)
         full_t, ipa_t = [], []
         for r in range(args.reps):

@@ -319,9 +319,10 @@ class ArchitectureAdapter:
     # ----------------------------------------------------------------- projection
     def apply_norm(self, hidden: torch.Tensor, norm: Norm) -> torch.Tensor:
         """``hidden`` unchanged for ``norm="none"`` (the paper), LN_final(hidden) for ``"final"``."""
-        from .policy_head import check_norm  # noqa: PLC0415
+        from .policy_head import head_parts  # noqa: PLC0415 - cycle: policy_head imports adapter
 
-        return self.final_norm(hidden) if check_norm(norm) == "final" else hidden
+        norm_module = head_parts(self, norm)[0]
+        return norm_module(hidden) if norm_module is not None else hidden
 
     def logits(self, hidden: torch.Tensor, norm: Norm = "none", *, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
         """Project vectors through the unembedding (:class:`bupo_core.policy_head.PolicyHead`).
@@ -336,7 +337,7 @@ class ArchitectureAdapter:
         Returns:
             [..., N] logits.
         """
-        from .policy_head import PolicyHead  # noqa: PLC0415
+        from .policy_head import PolicyHead  # noqa: PLC0415 - cycle: policy_head imports adapter
 
         out = PolicyHead.from_adapter(self, norm, detach=False).logits(hidden)
         target = dtype if dtype is not None else self.unembed_weight.dtype

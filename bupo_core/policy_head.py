@@ -18,7 +18,10 @@ This module writes it once:
   and probabilities exist at a time, so memory does not grow with the number of vectors.
 * :func:`chunked_logprob_entropy` is the differentiable path (GRPO/IPA): log p(target) and
   entropy with a custom backward that recomputes each chunk's logits, so neither direction ever
-  holds a [tokens, N] tensor.
+  holds a [tokens, N] tensor; :func:`token_logprobs` applies it at the masked positions of a
+  [B, T] batch and :func:`policy_logprobs` runs a model to the full or an internal policy first.
+* :func:`head_parts` is the one place of the norm / soft-cap rule: ``"none"`` = the raw vector
+  times E_u^T, ``"final"`` = the final norm first and Gemma 2's logit soft-cap after.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ from typing import Callable, Iterable, Iterator, Literal
 
 import torch
 from torch import nn
+
+from .adapter import ArchitectureAdapter
+from .capture import base_model, forward_kwargs, forward_to_layer
+from .errors import InputFormatError
+from .sequences import PackedBatch
 
 Norm = Literal["none", "final"]
 NORMS: tuple[str, ...] = ("none", "final")
@@ -40,13 +48,23 @@ def check_norm(norm: str, what: str = "norm") -> str:
     Raises :class:`~bupo_core.errors.InputFormatError` (a ``ValueError``) naming both choices.
     """
     if norm not in NORMS:
-        from .errors import InputFormatError  # noqa: PLC0415
-
         raise InputFormatError(
             f"{what} must be 'none' (the paper's internal policy: raw vector x E_u^T) or 'final' "
             f"(logit lens: final norm first; paper Table 5 for IPA), got {norm!r}"
         )
     return norm
+
+
+def head_parts(adapter: ArchitectureAdapter, norm: Norm) -> tuple[nn.Module | None, float | None]:
+    """The norm / soft-cap rule, written once: ``(norm module or None, soft-cap or None)`` for ``norm``.
+
+    ``"none"`` (the paper's internal policies): no norm, no soft-cap. ``"final"`` (the model's own
+    head, the logit lens, IPA "with LN"): the final norm first and Gemma 2's final logit soft-cap
+    (``None`` for models without one). ``adapter`` is an :class:`~bupo_core.adapter.ArchitectureAdapter`.
+    """
+    if check_norm(norm) == "final":
+        return adapter.final_norm, adapter.logit_softcap
+    return None, None
 
 
 def project(
@@ -97,15 +115,13 @@ class PolicyHead:
     @classmethod
     def from_adapter(cls, adapter, norm: Norm = "none", *, detach: bool = True) -> "PolicyHead":
         """The head of ``adapter``'s model for ``norm`` (``detach=False`` keeps E_u in the graph)."""
-        check_norm(norm)
         w, b = adapter.unembed_weight, adapter.unembed_bias
         if detach:
             w = w.detach()
             b = None if b is None else b.detach()
             w = w if w.dtype == torch.float32 else w.float()
             b = None if b is None else b.float()
-        final = norm == "final"
-        return cls(w, b, adapter.final_norm if final else None, adapter.logit_softcap if final else None)
+        return cls(w, b, *head_parts(adapter, norm))
 
     @property
     def vocab_size(self) -> int:
@@ -385,3 +401,91 @@ def chunked_logprob_entropy(
     Peak extra memory in forward and backward is one [chunk_size, N] float32 block.
     """
     return _ChunkedLogProbEntropy.apply(hidden, weight, bias, targets.long(), int(chunk_size), softcap)
+
+
+def token_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    softcap: float | None = None,
+    chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability and entropy of the policy softmax(hidden E_u^T) at the masked positions.
+
+    Only positions with ``mask`` set are projected, ``chunk_size`` tokens at a time, in float32,
+    also inside a bf16 autocast region (autocast is disabled around the projection: in bf16 the
+    logits of raw deep-layer states, whose norm reaches ~10^3, would be off by whole nats).
+    The backward recomputes each chunk's logits, so memory beyond the inputs is one
+    [chunk_size x N] float32 block in both directions. Gradients reach ``hidden`` and ``weight``.
+
+    Args:
+        hidden: [B, T, d] vectors fed to the unembedding (the normed final state for the full
+            policy; the raw H^l for the internal layer policy).
+        weight: E_u, [N, d].
+        targets: [B, T] the token whose probability is wanted at each position (the next token).
+        mask: [B, T] 0/1: positions to compute (the prediction mask of the response).
+        bias: optional [N] unembedding bias.
+        softcap: Gemma 2's final logit soft-capping value (with the final norm only), or ``None``.
+        chunk_size: tokens per chunk.
+
+    Returns:
+        ``(logp, entropy)``, each [B, T] float32, 0 where ``mask`` is 0. Entropy in nats.
+
+    >>> h, w = torch.randn(2, 3, 4), torch.randn(7, 4)
+    >>> t, m = torch.randint(0, 7, (2, 3)), torch.ones(2, 3)
+    >>> lp, ent = token_logprobs(h, w, t, m, chunk_size=2)
+    >>> ref = torch.log_softmax(h @ w.T, -1).gather(-1, t[..., None]).squeeze(-1)
+    >>> torch.allclose(lp, ref, atol=1e-5)
+    True
+    """
+    sel = mask.bool()
+    lp, ent = chunked_logprob_entropy(hidden[sel], weight, targets[sel].long(), bias=bias, softcap=softcap, chunk_size=chunk_size)
+    out_lp = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(sel, lp)
+    out_ent = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(sel, ent)
+    return out_lp, out_ent
+
+
+def policy_logprobs(
+    model: nn.Module,
+    batch: PackedBatch,
+    *,
+    layer: int | None = None,
+    adapter: ArchitectureAdapter | None = None,
+    chunk_size: int = 1024,
+    mask: torch.Tensor | None = None,
+    norm: Norm = "none",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs and entropies of the sampled tokens under the full or an internal policy (IPA's core).
+
+    Args:
+        model: the causal LM.
+        batch: a :class:`~bupo_core.sequences.PackedBatch` of prompt+response rows ([B, T]).
+        layer: ``None`` for the full policy softmax(LN_final(H^L) E_u^T) (with Gemma 2's soft-cap);
+            ``l`` (paper numbering) for the internal layer policy softmax(H^l E_u^T), computed by
+            running only the embedding and blocks 1..l.
+        adapter: the model's :class:`~bupo_core.adapter.ArchitectureAdapter` (built when ``None``).
+        chunk_size: tokens per log-softmax chunk.
+        mask: [B, T] positions to compute (default ``batch.prediction_mask``).
+        norm: for an internal policy, ``"none"`` (the paper's raw H^l) or ``"final"`` (the final
+            norm first, and Gemma 2's soft-cap: softmax(LN_final(H^l) E_u^T)); see :func:`head_parts`.
+
+    Returns:
+        ``(logp, entropy)``: [B, T] float32, 0 outside the mask. Gradients flow if enabled.
+    """
+    adapter = adapter or ArchitectureAdapter(model)
+    mask = batch.prediction_mask if mask is None else mask
+    if layer is None:  # the model's own head: its final norm already ran inside the base model
+        out = base_model(model)(input_ids=batch.input_ids, use_cache=False, **forward_kwargs(batch.attention_mask))
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        softcap = head_parts(adapter, "final")[1]
+    else:
+        hidden = forward_to_layer(model, batch.input_ids, layer, batch.attention_mask, adapter=adapter)
+        norm_module, softcap = head_parts(adapter, norm)
+        if norm_module is not None:
+            hidden = norm_module(hidden)
+    return token_logprobs(
+        hidden, adapter.unembed_weight, batch.targets, mask, bias=adapter.unembed_bias, softcap=softcap, chunk_size=chunk_size
+    )

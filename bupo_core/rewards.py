@@ -294,6 +294,10 @@ SCORERS: dict[str, ScoreFn] = {
 }
 
 
+# the answer formats (``PromptTemplate.answer_format``) a scorer can read; scorers not listed read any
+SCORER_ANSWER_FORMATS: dict[str, tuple[str, ...]] = {"boxed_math": ("boxed",)}
+
+
 def register_scorer(name: str, fn: ScoreFn) -> None:
     """Make ``fn(response_text, example) -> float`` available as scorer ``name``.
 

@@ -100,6 +100,38 @@ class Rollout:
         return [len(r) for r in self.response_ids]
 
 
+def concat_groups(rollouts: Sequence[Rollout], picks: Sequence[tuple[int, int]]) -> Rollout:
+    """The groups ``picks`` = ``[(rollout index, prompt index), ...]`` of ``rollouts``, in that order.
+
+    Every rollout must have the same ``group_size`` G; group ``g`` of a rollout is its rows
+    ``g*G .. g*G + G - 1``. The result's ``prompt_index`` counts the picked groups 0, 1, ...;
+    ``extras`` lists (such as ``"entropy"``) are picked along.
+    """
+    G = rollouts[0].group_size
+    if any(r.group_size != G for r in rollouts):
+        raise ValueError("concat_groups needs rollouts with the same group_size")
+    rows = [(r, g * G + i) for r, g in picks for i in range(G)]
+    take = lambda name: [getattr(rollouts[r], name)[i] for r, i in rows]  # noqa: E731
+    extras = {k: [rollouts[r].extras[k][i] for r, i in rows] for k in rollouts[0].extras}
+    return Rollout(
+        prompt_index=[j for j in range(len(picks)) for _ in range(G)], prompt_ids=take("prompt_ids"),
+        response_ids=take("response_ids"), texts=take("texts"), finished=take("finished"), group_size=G, extras=extras,
+    )
+
+
+def check_fits_context(prompt_tokens: int, max_new_tokens: int, limit: int | None, where: str, fix: str) -> None:
+    """Refuse a prompt of ``prompt_tokens`` tokens that leaves no room for ``max_new_tokens`` (the one context check).
+
+    ``where`` names the prompt (``"qa.jsonl:3"``, ``"prompt 0"``), ``fix`` the remedy besides
+    lowering ``max_new_tokens``. ``limit`` is the model's context (``None`` = unknown, no check).
+    """
+    if limit is not None and prompt_tokens + max_new_tokens > limit:
+        raise InputFormatError(
+            f"{where}: the prompt has {prompt_tokens} tokens; with max_new_tokens={max_new_tokens} that exceeds "
+            f"the model's context of {limit} tokens. {fix}, or lower max_new_tokens."
+        )
+
+
 def _eos_ids(model: nn.Module, tokenizer: Any) -> list[int]:
     ids: list[int] = []
     gen = getattr(model, "generation_config", None)
@@ -151,13 +183,7 @@ def generate(
     encoded = [encode_prompt(tokenizer, p, chat_template_kwargs=chat_template_kwargs) for p in prompts]
     limit = context_length(model)
     for i, ids in enumerate(encoded):
-        if limit is not None and len(ids) + cfg.max_new_tokens > limit:
-            from .errors import InputFormatError  # noqa: PLC0415
-
-            raise InputFormatError(
-                f"prompt {i} has {len(ids)} tokens; with max_new_tokens={cfg.max_new_tokens} that exceeds "
-                f"the model's context of {limit}. Shorten the prompt or lower max_new_tokens."
-            )
+        check_fits_context(len(ids), cfg.max_new_tokens, limit, f"prompt {i}", "Shorten the prompt")
     rows = [(i, ids) for i, ids in enumerate(encoded) for _ in range(group_size)]
     eos = _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]

@@ -416,6 +416,28 @@ def load_checkpoint_state(ckpt: str | Path) -> dict:
     return state
 
 
+def check_same_settings(diff: dict[str, tuple[Any, Any]], saved_where: str, saved_file: str | Path, may_change: tuple[str, ...] = ()) -> None:
+    """Refuse a resume whose settings differ (the one resume-mismatch message).
+
+    Args:
+        diff: ``{name: (saved, now)}`` of the settings that differ; empty = nothing to refuse.
+        saved_where: what was compared, e.g. ``"the run saved in runs/x"``.
+        saved_file: the file that holds the saved settings (named in the fix).
+        may_change: the settings a resume may change (listed in the message).
+
+    Raises:
+        ConfigMismatchError: naming each difference, the saved file and the fix.
+    """
+    if not diff:
+        return
+    lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
+    allowed = f" Only {', '.join(may_change)} may change." if may_change else ""
+    raise ConfigMismatchError(
+        f"--resume: the settings differ from {saved_where} ({lines}). Use the saved settings (see {saved_file}) "
+        f"or a new --out folder.{allowed}"
+    )
+
+
 def find_resume_checkpoint(out_dir: str | Path, config_differences) -> Path | None:
     """The checkpoint a resume continues from: the newest intact one whose saved config matches.
 
@@ -439,13 +461,7 @@ def find_resume_checkpoint(out_dir: str | Path, config_differences) -> Path | No
             damaged.append(f"{ckpt.name}: {problem}")
             continue
         saved = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))["config"]
-        diff = config_differences(saved)
-        if diff:
-            lines = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in diff.items())
-            raise ConfigMismatchError(
-                f"--resume: the settings differ from those saved with {ckpt} ({lines}). Use the saved settings "
-                f"(see {ckpt / 'trainer_state.json'}) or a new --out folder."
-            )
+        check_same_settings(config_differences(saved), f"those saved with {ckpt}", ckpt / "trainer_state.json")
         if damaged:
             warnings.warn(f"--resume: skipped damaged checkpoint(s) ({'; '.join(damaged)}); resuming from the newest intact one, {ckpt.name}", stacklevel=2)
         return ckpt

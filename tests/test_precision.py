@@ -26,6 +26,7 @@ from bupo_core.precision import LossScaler, choose_precision, resolve_precision
 from bupo_core.rewards import register_scorer
 from bupo_core.sequences import pack_sequences
 from bupo_core.settings import default_dtype
+from bupo_core.step import optimizer_step
 from bupo_core.trainer import TrainConfig, Trainer, policy_logprobs
 
 LOGP_ATOL = {"bf16": 0.25, "fp16": 0.25 / 8, "fp32": 1e-5}
@@ -99,7 +100,7 @@ def test_each_mode_moves_float32_weights_at_lr_1e6_with_finite_losses(tmp_path, 
     )
     tr = Trainer(cfg, model=model, tokenizer=tok)
     assert tr.precision.mode == mode and tr.scaler.enabled == (mode == "fp16")
-    with tr._autocast():
+    with tr.precision.autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == prec.COMPUTE_DTYPE[mode]
     before = {k: v.detach().clone() for k, v in tr.model.named_parameters()}
     row = tr.train_step()
@@ -148,7 +149,7 @@ def test_fp16_overflow_halves_the_scale_and_skips_without_stopping(tmp_path, tin
     for _ in range(3):  # more overflows than max_nonfinite_updates: not a divergence, so no TrainingError
         for p in tr.params:
             p.grad = torch.full_like(p, float("inf"))
-        assert tr.apply_step(0.5, None) is None
+        assert optimizer_step(tr, 0.5, None) is None
     assert tr.scaler.scale == scale / 8 and tr.nonfinite_streak == 0
     assert all(torch.equal(a, b) for a, b in zip(before, tr.params))
 

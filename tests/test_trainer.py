@@ -12,19 +12,15 @@ import torch
 
 from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.errors import ConfigMismatchError, InputFormatError, LayerOutOfRangeError
+from bupo_core import step as step_mod
+from bupo_core.loop import TrainingOutOfMemoryError
 from bupo_core.models import load_model, tiny_model
+from bupo_core.policy_head import policy_logprobs
 from bupo_core.rewards import register_scorer
+from bupo_core.runs import latest_checkpoint, read_metrics
 from bupo_core.sequences import pack_sequences
-from bupo_core.trainer import (
-    TrainConfig,
-    Trainer,
-    TrainingError,
-    TrainingOutOfMemoryError,
-    latest_checkpoint,
-    policy_logprobs,
-    read_metrics,
-    split_groups,
-)
+from bupo_core.step import TrainingError, score_batch, split_groups, update_policy
+from bupo_core.trainer import TrainConfig, Trainer
 
 # A reward with mixed values for a random model: even-length reply text.
 register_scorer("test_even_length", lambda text, example: float(len(text) % 2 == 0))
@@ -75,7 +71,7 @@ def test_internal_phase_leaves_upper_blocks_and_final_norm_bit_identical(tmp_pat
     model, tok = load_model("tiny-random-llama", device="cpu")
     # three layers so that block 3 (and 2) lie above the target layer 1
     model3 = tiny_model("llama", vocab_size=len(tok), num_layers=3, seed=1)
-    cfg = small_config(tmp_path, method="bupo", layer=1, inter_steps=2, steps=2, weight_decay=0.1)
+    cfg = small_config(tmp_path, method="bupo", layer=1, inter_steps=2, steps=2, weight_decay=0.1, internal_phase_only=True)
     tr = Trainer(cfg, model=model3, tokenizer=tok)
     adapter = ArchitectureAdapter(model3)
     upper = {id(p) for p in adapter.upper_parameters(1)}
@@ -167,19 +163,20 @@ def test_keyboard_interrupt_writes_checkpoint_and_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_during_update_finishes_the_step_first(tmp_path, sig):
+def test_signal_during_update_finishes_the_step_first(tmp_path, sig, monkeypatch):
     """Ctrl-C and SIGTERM (kill, a scheduler's preemption) both checkpoint the last finished step."""
     cfg = small_config(tmp_path, steps=3)
     tr = Trainer(cfg)
-    original = tr._update
+    original = step_mod.update_policy
     before = signal.getsignal(signal.SIGTERM)
 
     def update_then_interrupt(*a, **k):
         os.kill(os.getpid(), sig)  # arrives while the update runs
         return original(*a, **k)
 
-    tr._update = update_then_interrupt
+    monkeypatch.setattr(step_mod, "update_policy", update_then_interrupt)
     res = tr.train()
+    monkeypatch.undo()
     assert res.interrupted and res.step == 1
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1]
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "checkpoint-1"
@@ -241,9 +238,9 @@ def test_bad_configs(tmp_path):
     with pytest.raises(InputFormatError, match="needs layer"):
         small_config(tmp_path, method="bupo").validate()
     with pytest.raises(LayerOutOfRangeError, match="use 1..2"):
-        Trainer(small_config(tmp_path, method="bupo", layer=3))
+        Trainer(small_config(tmp_path, method="bupo", layer=3, inter_steps=1))
     with pytest.raises(LayerOutOfRangeError):
-        Trainer(small_config(tmp_path, method="bupo", layer=0))
+        Trainer(small_config(tmp_path, method="bupo", layer=0, inter_steps=1))
     with pytest.raises(InputFormatError, match="unknown task 'nope'.*chain_sum"):
         Trainer(small_config(tmp_path, task="nope"))
     with pytest.raises(InputFormatError, match="num_mini_batches"):
@@ -263,7 +260,7 @@ def test_resume_with_mismatched_config(tmp_path):
 
 def test_sequence_mean_kl_and_gradient_checkpointing_run(tmp_path):
     cfg = small_config(tmp_path, steps=1, loss_aggregation="sequence-mean", kl_coef=0.05, gradient_checkpointing=True,
-                       method="bupo", layer=2, inter_steps=1)
+                       method="bupo", layer=2, inter_steps=1, internal_phase_only=True)
     res = Trainer(cfg).train()
     assert res.metrics[0]["updates"] >= 1 and res.metrics[0]["kl_ref"] >= 0
 
@@ -280,11 +277,11 @@ def _trainer_and_batch(tmp_path, name, **kw):
     cfg = small_config(tmp_path, name, prompts_per_step=2, group_size=2, **kw)
     tr = Trainer(cfg)
     batch = pack_sequences([[3, 4, 5], [3, 4, 5], [6, 7], [6, 7]], [[8, 9, 10], [11, 12], [13, 14, 15, 16], [17]], pad_token_id=0)
-    old_logp = tr._score_batch(batch, None)[0]
+    old_logp = score_batch(tr, batch, None)[0]
     return tr, batch, old_logp
 
 
-def test_skip_zero_advantage_rows_gives_an_identical_update(tmp_path):
+def test_skip_zero_advantage_rows_gives_an_identical_update(tmp_path, monkeypatch):
     # one mini-batch holding a group with signal and one without (a mini-batch whose rows are all
     # skipped takes no optimizer step at all, which is not the same as AdamW's step on zero gradients)
     adv = torch.tensor([1.0, -1.0, 0.0, 0.0])
@@ -292,9 +289,10 @@ def test_skip_zero_advantage_rows_gives_an_identical_update(tmp_path):
     for skip in (True, False):
         tr, batch, old = _trainer_and_batch(tmp_path, f"skip{skip}", skip_zero_advantage_rows=skip, micro_batch_size=1, num_mini_batches=1)
         calls = []
-        real = tr._logprobs
-        tr._logprobs = lambda sub, layer, model=None: (calls.append(len(sub)), real(sub, layer, model))[1]
-        stats = tr._update(batch, old, None, adv, None)
+        real = step_mod.logprobs
+        monkeypatch.setattr(step_mod, "logprobs", lambda run, sub, layer, model=None: (calls.append(len(sub)), real(run, sub, layer, model))[1])
+        stats = update_policy(tr, batch, adv, None, old_logp=old)
+        monkeypatch.undo()
         results[skip] = (weights(tr.model), stats, len(calls))
     (w_skip, s_skip, n_skip), (w_all, s_all, n_all) = results[True], results[False]
     assert n_skip == 2 and n_all == 4  # the zero-advantage rows were not run
@@ -307,14 +305,14 @@ def test_ppo_epochs_reuse_the_step_old_logprobs(tmp_path):
     """ppo_epochs=2 is two passes over the same rollout with the same old log-probs (not recomputed)."""
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
     tr2, batch, old = _trainer_and_batch(tmp_path, "epochs2", ppo_epochs=2)
-    stats = tr2._update(batch, old, None, adv, None)
+    stats = update_policy(tr2, batch, adv, None, old_logp=old)
     assert stats["updates"] == 4
     assert stats["approx_kl"] > 0  # later mini-batches see a policy that has moved away from old_logp
     tr1, batch1, old1 = _trainer_and_batch(tmp_path, "epochs1", ppo_epochs=1)
     assert torch.equal(old1, old)
-    tr1._update(batch1, old1, None, adv, None)
+    update_policy(tr1, batch1, adv, None, old_logp=old1)
     once = weights(tr1.model)
-    tr1._update(batch1, old1, None, adv, None)
+    update_policy(tr1, batch1, adv, None, old_logp=old1)
     twice = weights(tr1.model)
     w2 = weights(tr2.model)
     assert all(torch.equal(w2[k], twice[k]) for k in w2)

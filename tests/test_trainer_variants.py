@@ -10,7 +10,9 @@ from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.errors import InputFormatError, LayerOutOfRangeError
 from bupo_core.models import load_model, tiny_model
 from bupo_core.rewards import register_scorer
-from bupo_core.trainer import TrainConfig, Trainer, policy_logprobs
+from bupo_core import step as step_mod
+from bupo_core.policy_head import policy_logprobs
+from bupo_core.trainer import TrainConfig, Trainer
 
 register_scorer("test_even_length", lambda text, example: float(len(text) % 2 == 0))
 
@@ -64,25 +66,25 @@ def test_ipa_lr_is_used_in_the_internal_phase_only(tmp_path):
     assert rows[0]["phase"] == "internal" and rows[1]["phase"] == "full"
 
 
-def test_reset_optimizer_at_switch_clears_moments(tmp_path):
-    tr = make(tmp_path, method="bupo", layer=1, inter_steps=1, steps=1, reset_optimizer_at_switch=True)
+def test_reset_optimizer_at_switch_clears_moments(tmp_path, monkeypatch):
+    tr = make(tmp_path, method="bupo", layer=1, inter_steps=1, steps=1, reset_optimizer_at_switch=True, internal_phase_only=True)
     tr.train()
     assert len(tr.optimizer.state) > 0  # moments of the lower blocks after the internal step
     tr.config.steps = 2
     seen = {}
-    orig = tr._update
+    orig = step_mod.update_policy
 
     def spy(*a, **k):
         seen["state_at_update"] = len(tr.optimizer.state)
         return orig(*a, **k)
 
-    tr._update = spy
+    monkeypatch.setattr(step_mod, "update_policy", spy)
     tr.train()
     assert seen["state_at_update"] == 0  # the switch step starts from fresh moments
 
 
 def test_ipa_norm_final_optimises_the_normed_internal_policy(tmp_path):
-    tr = make(tmp_path, method="bupo", layer=1, inter_steps=2, steps=2, ipa_norm="final", weight_decay=0.1)
+    tr = make(tmp_path, method="bupo", layer=1, inter_steps=2, steps=2, ipa_norm="final", weight_decay=0.1, internal_phase_only=True)
     before = snapshot(tr.model)
     rows = tr.train().metrics
     changed = moved(before, tr.model)

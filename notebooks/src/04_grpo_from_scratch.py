@@ -238,7 +238,7 @@ print(f"the by-hand way holds a float32 [batch x length x vocab] tensor: {logits
 
 # %%
 from bupo_core.checks import logit_rounding_atol
-from bupo_core.trainer import policy_logprobs
+from bupo_core.policy_head import policy_logprobs
 
 with torch.no_grad():
     logp, entropy = policy_logprobs(model, batch, chunk_size=64)
@@ -308,7 +308,7 @@ plt.tight_layout()
 plt.show()
 
 # %%
-from bupo_core.grpo import clipped_policy_loss
+from bupo_core.losses import clipped_policy_loss
 
 g = torch.Generator().manual_seed(0)
 fake_logp = logp + 0.3 * torch.randn(logp.shape, generator=g) * batch.prediction_mask  # as if after some updates
@@ -352,12 +352,13 @@ if (adv != 0).any():
     assert delta[adv > 0].mean() > delta[adv < 0].mean()  # right answers became more likely than wrong ones
 
 # %% [markdown]
-# The trainer's update (`Trainer._update`, with one mini-batch holding the whole batch) must produce
+# The trainer's update phase (`bupo_core.step.update_policy`, with one mini-batch holding the whole batch) must produce
 # the same weights. It skips the forward/backward of zero-advantage responses (their gradient is
 # exactly zero) but still counts their tokens in the token-mean, so the result is the same up to
 # float rounding.
 
 # %%
+from bupo_core.step import score_batch, update_policy
 from bupo_core.trainer import TrainConfig, Trainer
 
 trainer_model = copy.deepcopy(model)
@@ -365,8 +366,8 @@ cfg = TrainConfig(model=MODEL, task=TASK, task_kwargs=TASK_KWARGS, template=TEMP
                   micro_batch_size=len(batch), prompts_per_step=NUM_PROMPTS, group_size=G, out_dir="runs/nb04-check",
                   precision="fp32")  # float32 like the hand update, so both are compared at float32 precision
 trainer = Trainer(cfg, model=trainer_model, tokenizer=tokenizer, task=task)
-old, _ = trainer._score_batch(batch, None)
-stats = trainer._update(batch, old, None, adv, None)
+old, _ = score_batch(trainer, batch, None)
+stats = update_policy(trainer, batch, adv, None, old_logp=old)
 # compare the weight *changes*: Adam's first step is ~lr * sign(grad), so float rounding in
 # near-zero gradient entries shows up as a tiny relative difference, not an exact match
 diff = sum(((a - b) ** 2).sum() for a, b in zip(hand_model.parameters(), trainer_model.parameters())) ** 0.5

@@ -162,7 +162,7 @@ print(f"mean entropy of pi^{LAYER} at the response positions: "
 # The chunked `bupo_core` version gives the same numbers without the [B x T x N] tensor:
 
 # %%
-from bupo_core.trainer import policy_logprobs
+from bupo_core.policy_head import policy_logprobs
 
 with torch.no_grad():
     logp_core, ent_core = policy_logprobs(ipa_model, batch, layer=LAYER)

@@ -198,7 +198,7 @@ def run_bupo(inter_steps: int, label: str):
     m, tok = load_model(MODEL, device=DEVICE)
     cfg = TrainConfig(
         model=MODEL, task="chain_sum", task_kwargs={**task_kwargs, "split": "train"}, task_size=TRAIN_POOL, method="bupo", layer=LAYER,
-        inter_steps=inter_steps, steps=STEPS, prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
+        inter_steps=inter_steps, internal_phase_only=inter_steps >= STEPS, steps=STEPS, prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
         max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, device=DEVICE,
         out_dir=tempfile.mkdtemp(prefix=f"bupo-{label}-"),
     )
