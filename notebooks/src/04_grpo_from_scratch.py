@@ -58,6 +58,7 @@
 MODEL = "smollm2-135m-instruct"
 TASK, TASK_KWARGS, TEMPLATE = "chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1), "short"
 SEED = 0
+PRECISION = "auto"  # compute precision: auto = bf16 on GPUs with compute capability >= 8.0, fp16 + loss scaling on older ones (T4), fp32 on CPU
 
 from bupo_core.settings import fast_mode, scaled
 
@@ -391,7 +392,7 @@ from bupo_core.training_plots import plot_training_curves
 
 cfg = TrainConfig(model=MODEL, task=TASK, task_kwargs=TASK_KWARGS, template=TEMPLATE, method="grpo", steps=DEMO_STEPS,
                   prompts_per_step=NUM_PROMPTS, group_size=G, max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED,
-                  out_dir="runs/nb04-grpo")
+                  precision=PRECISION, out_dir="runs/nb04-grpo")
 import shutil
 
 shutil.rmtree(cfg.out_dir, ignore_errors=True)

@@ -45,6 +45,7 @@
 MODEL = "smollm2-135m-instruct"
 TASK, TASK_KWARGS, TEMPLATE = "chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1), "short"
 SEED = 0
+PRECISION = "auto"  # compute precision: auto = bf16 on GPUs with compute capability >= 8.0, fp16 + loss scaling on older ones (T4), fp32 on CPU
 
 from bupo_core.settings import fast_mode, scaled
 
@@ -252,7 +253,7 @@ check_phase_switch(phase_by_hand)
 from bupo_core.trainer import TrainConfig, Trainer
 
 common = dict(model=MODEL, task=TASK, task_kwargs={**TASK_KWARGS, "split": "train"}, task_size=TRAIN_POOL, template=TEMPLATE, steps=STEPS, prompts_per_step=PROMPTS_PER_STEP,
-              group_size=GROUP_SIZE, max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, num_mini_batches=2)
+              group_size=GROUP_SIZE, max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, num_mini_batches=2, precision=PRECISION)
 runs = {}
 for name, extra in [("GRPO", dict(method="grpo")), (f"BuPO (layer {LAYER}, s_inter={INTER_STEPS})", dict(method="bupo", layer=LAYER, inter_steps=INTER_STEPS))]:
     cfg = TrainConfig(**common, **extra, out_dir=f"runs/nb05-{extra['method']}")
