@@ -177,3 +177,13 @@ def test_simulate_switch(monkeypatch):
     monkeypatch.setenv(prec.SIMULATE_ENV, "int8")
     with pytest.raises(InputFormatError, match="bfloat16 or float16"):
         prec.simulated_dtype()
+
+
+def test_ci_runs_every_notebook_under_the_bf16_switch():
+    from pathlib import Path  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[1]
+    make = (root / "Makefile").read_text()
+    target = make[make.index("test-notebooks-bf16: install"):].split("\n\n")[0]
+    assert "BUPO_SIMULATE_DTYPE=bfloat16" in target and "BUPO_FAST=1" in target and "--nbval-lax" in target and "notebooks/*.ipynb" in target
+    assert "make test-notebooks-bf16" in (root / ".ci" / "run").read_text()
