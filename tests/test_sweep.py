@@ -249,7 +249,7 @@ def test_unavailable_arms_are_skipped_only_when_asked(tmp_path):
 
 def test_spec_shorthands():
     data = tiny_spec(seeds=2)
-    data["arms"] = {"grpo": {"method": "grpo"}, "bupo_l1": {"config": {"method": "bupo", "layer": 1}, "seeds": [1]}}
+    data["arms"] = {"grpo": {"method": "grpo"}, "bupo_l1": {"config": {"method": "bupo", "layer": 1, "inter_steps": 1}, "seeds": [1]}}
     spec = parse_spec(data, "s.json")
     assert spec.seeds == [0, 1] and spec.arm("grpo").config == {"method": "grpo"} and spec.arm("bupo_l1").seeds == [1]
     flat = tiny_spec()
