@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DEMO_ARGS ?=
 
-.PHONY: install demo test test-unit test-notebooks test-notebooks-bf16 notebooks exercises bench lab clean
+.PHONY: install demo test test-unit test-notebooks test-notebooks-bf16 test-notebooks-fp16 notebooks exercises bench lab clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test-notebooks: install
 # (BUPO_SIMULATE_DTYPE; the notebooks' numeric checks take their tolerance from the dtype)
 test-notebooks-bf16: install
 	BUPO_FAST=1 BUPO_SIMULATE_DTYPE=bfloat16 $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks/*.ipynb
+
+# the same in float16 (a T4's autocast); not in CI, to keep CI's time down
+test-notebooks-fp16: install
+	BUPO_FAST=1 BUPO_SIMULATE_DTYPE=float16 $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks/*.ipynb
 
 notebooks: install
 	$(BIN)/python tools/nbbuild.py --execute
