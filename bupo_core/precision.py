@@ -14,9 +14,10 @@ Whatever the mode, training keeps float32 master weights and the policy head (lo
 entropies, lens statistics) runs in float32 with autocast disabled (:mod:`bupo_core.policy_head`);
 only the transformer blocks run in the reduced dtype.
 
-``BUPO_SIMULATE_DTYPE=bfloat16|float16`` makes the notebooks load the model in that dtype and run
-it under CPU autocast of that dtype, as a GPU run would (:func:`simulated_dtype`,
-:func:`notebook_autocast`); :mod:`bupo_core.tolerances` then widens the notebooks' numeric checks.
+``BUPO_SIMULATE_DTYPE=bfloat16|float16`` makes a CPU run compute as a GPU run would: models load
+in that dtype (:func:`bupo_core.settings.default_dtype`) and the trainer's ``precision="auto"``
+takes that CPU autocast over its float32 master weights (:func:`simulated_dtype`);
+:mod:`bupo_core.checks` then widens the notebooks' numeric checks to the dtype in use.
 """
 
 from __future__ import annotations
@@ -258,17 +259,3 @@ def simulated_precision() -> Precision:
     """``"bf16"``, ``"fp16"`` or ``"fp32"``: the precision the notebooks run in (see :func:`simulated_dtype`)."""
     dt = simulated_dtype()
     return "fp32" if dt is None else ("bf16" if dt == torch.bfloat16 else "fp16")
-
-
-def notebook_dtype(device: torch.device | str = "cpu") -> torch.dtype:
-    """The dtype a notebook loads its model in: the simulated one when set, else :func:`load_dtype`."""
-    return simulated_dtype() or load_dtype(device)
-
-
-def notebook_autocast(device: torch.device | str = "cpu") -> ContextManager[Any]:
-    """The autocast region a notebook runs the model in: the simulated dtype's, the card's, or none."""
-    dev = torch.device(device)
-    mode = simulated_precision()
-    if mode == "fp32" and dev.type == "cuda":
-        mode = choose_precision(cuda_capability(dev))
-    return autocast_context(mode, dev.type)
