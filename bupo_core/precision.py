@@ -23,9 +23,9 @@ takes that CPU autocast over its float32 master weights (:func:`simulated_dtype`
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -111,7 +111,7 @@ class PrecisionChoice:
     def compute_dtype(self) -> torch.dtype:
         return COMPUTE_DTYPE[self.mode]
 
-    def autocast(self) -> ContextManager[Any]:
+    def autocast(self) -> AbstractContextManager[Any]:
         """The autocast region of this mode (a no-op for fp32)."""
         return autocast_context(self.mode, self.device_type)
 
@@ -148,7 +148,7 @@ def resolve_precision(setting: str, device: torch.device | str, *, capability: t
     return PrecisionChoice(mode, dev.type, reason, cap)  # type: ignore[arg-type]
 
 
-def autocast_context(mode: str, device_type: str) -> ContextManager[Any]:
+def autocast_context(mode: str, device_type: str) -> AbstractContextManager[Any]:
     """``torch.autocast(device_type, dtype)`` for bf16/fp16; a null context for fp32.
 
     >>> with autocast_context("bf16", "cpu"):

@@ -77,7 +77,7 @@ class ModelShape:
         return self.vocab_size * self.hidden_size
 
     @classmethod
-    def from_config(cls, config: Any, name: str | None = None) -> "ModelShape":
+    def from_config(cls, config: Any, name: str | None = None) -> ModelShape:
         """From a ``transformers`` config (Llama, Qwen2/3, Mistral, Gemma-style fields)."""
         heads = config.num_attention_heads
         return cls(
