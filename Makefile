@@ -11,7 +11,7 @@ RUFF_SPEC  ?= ruff==0.17.6
 DEMO_ARGS ?=
 
 # test-1thread: the unit tests once with one thread (another summation order; see docs/testing.md)
-.PHONY: install demo test test-1thread test-unit test-notebooks notebooks exercises book bench lab lint format docs-tables clean trl-ddp
+.PHONY: install demo test test-1thread test-unit test-notebooks test-notebooks-bf16 test-notebooks-fp16 notebooks exercises book bench lab lint format docs-tables clean trl-ddp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ test-unit: install
 
 test-notebooks: install
 	BUPO_FAST=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env notebooks/*.ipynb
+
+# every notebook again with the model in bfloat16 and CPU autocast, as a GPU run computes
+# (BUPO_SIMULATE_DTYPE; the notebooks' numeric checks take their tolerance from the dtype)
+test-notebooks-bf16: install
+	BUPO_FAST=1 BUPO_SIMULATE_DTYPE=bfloat16 $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks/*.ipynb
+
+# the same in float16 (a T4's autocast); not in CI, to keep CI's time down
+test-notebooks-fp16: install
+	BUPO_FAST=1 BUPO_SIMULATE_DTYPE=float16 $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env notebooks/*.ipynb
 
 notebooks: install
 	$(BIN)/python tools/nbbuild.py --execute

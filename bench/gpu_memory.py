@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from bupo_core.recipes import estimate_memory
+
 QWEN3_0_6B = dict(
     vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
     num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1_000_000, rms_norm_eps=1e-6,
@@ -37,56 +39,30 @@ QWEN3_0_6B = dict(
 GiB = 2**30
 
 
-def parameter_count(c: dict) -> int:
-    d, f, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
-    hq, hkv, hd = c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
-    attn = d * hq * hd + 2 * d * hkv * hd + hq * hd * d + 2 * hd  # q, k, v, o, q/k norms
-    mlp = 3 * d * f
-    block = attn + mlp + 2 * d
-    return V * d + L * block + d  # tied embeddings + blocks + final norm
-
-
 def estimate(args) -> dict:
-    c = QWEN3_0_6B
-    P = parameter_count(c)
-    d, L, V, f = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"], c["intermediate_size"]
-    T = args.prompt_tokens + args.max_new_tokens
-    rows_gen = min(args.generation_batch_size, args.prompts * args.group_size)
-    kv_per_token = L * 2 * c["num_key_value_heads"] * c["head_dim"] * 2  # bf16 K and V
-    comp = {
-        "weights_fp32": 4 * P,
-        "grads_fp32": 4 * P,
-        "adamw_states_fp32": 8 * P,
-        "autocast_bf16_weight_copies": 2 * P,
-        "generation_kv_cache_bf16": rows_gen * T * kv_per_token,
-        "checkpointed_block_inputs": args.micro_batch_size * T * d * 4 * L,
-        "one_block_recompute_activations_bf16": args.micro_batch_size * T * (12 * d + 4 * f) * 2,
-        "logprob_chunk_fp32_blocks": 3 * args.logprob_chunk_size * V * 4,
-        "cuda_context_and_allocator_slack": int(1.5 * GiB),
-    }
-    training_peak = sum(v for k, v in comp.items() if k != "generation_kv_cache_bf16")
-    generation_peak = comp["weights_fp32"] + comp["grads_fp32"] * 0 + comp["adamw_states_fp32"] + comp["autocast_bf16_weight_copies"] + comp["generation_kv_cache_bf16"] + comp["cuda_context_and_allocator_slack"]
-    peak = max(training_peak, generation_peak)
-    trl_like_logits = args.micro_batch_size * args.max_new_tokens * V * 4 * 2  # fp32 logits + log-softmax of one micro-batch
+    """The corrected analytic estimate (:func:`bupo_core.recipes.estimate_memory`, part by part)."""
+    from bupo_core.recipes import QWEN3_0_6B as SHAPE  # noqa: PLC0415
+
+    est = estimate_memory(SHAPE, precision=args.precision, prompt_tokens=args.prompt_tokens, max_new_tokens=args.max_new_tokens,
+                          group_size=args.group_size, generation_batch_size=args.generation_batch_size,
+                          micro_batch_size=args.micro_batch_size, logprob_chunk_size=args.logprob_chunk_size, gradient_checkpointing=True)
+    summary = est.summary()
     return {
         "measured": False,
-        "note": "ANALYTIC ESTIMATE: no CUDA device in this session. Run `python bench/gpu_memory.py` on a GPU machine to measure; the script then overwrites this file with measured figures.",
+        "note": "ANALYTIC ESTIMATE (bupo_core.recipes.estimate_memory): no CUDA device in this session. Run `python bench/gpu_memory.py` "
+                "on a GPU machine to measure; the script then overwrites this file with measured figures.",
         "model": "Qwen3-0.6B configuration (random weights when measured)",
-        "parameters": P,
-        "settings": vars(args),
-        "components_gib": {k: round(v / GiB, 3) for k, v in comp.items()},
-        "peak_training_gib": round(training_peak / GiB, 2),
-        "peak_generation_gib": round(generation_peak / GiB, 2),
-        "estimated_peak_gib": round(peak / GiB, 2),
-        "fits_24_gib": peak < 24 * GiB,
-        "for_comparison_full_vocab_logits_of_one_micro_batch_gib": round(trl_like_logits / GiB, 2),
-        "formulas": {
-            "weights/grads/AdamW": "4P + 4P + 8P bytes (float32 master weights; grads are freed between steps but counted at peak)",
-            "autocast copies": "2P bytes (bf16 casts cached during a forward under autocast)",
-            "generation KV cache": "rows x (prompt + response tokens) x layers x 2 x kv_heads x head_dim x 2 bytes",
-            "checkpointing": "micro_batch x tokens x d x 4 bytes per block input kept, plus one block's recompute",
-            "log-probs": "3 float32 [chunk x vocab] blocks (logits, log-softmax, probabilities) instead of [micro_batch x tokens x vocab]",
-        },
+        "parameters": SHAPE.parameters,
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "precision": args.precision,
+        "components_gib": {**{f"generation.{k}": v for k, v in summary["generation_parts_gib"].items()},
+                           **{f"update.{k}": v for k, v in summary["update_parts_gib"].items()}},
+        "peak_training_gib": summary["update_gib"],
+        "peak_generation_gib": summary["generation_gib"],
+        "estimated_peak_gib": summary["peak_gib"],
+        "fits_24_gib": est.fits(22.0),
+        "head_chunk_rows": summary["head_chunk_rows"],
+        "formulas": "see bupo_core/recipes.py (module docstring and estimate_memory) and docs/training.md",
     }
 
 
@@ -111,7 +87,7 @@ def measure(args) -> dict:
                           layer=6 if method == "bupo" else None, inter_steps=1, steps=2, prompts_per_step=args.prompts,
                           group_size=args.group_size, max_new_tokens=args.max_new_tokens, micro_batch_size=args.micro_batch_size,
                           generation_batch_size=args.generation_batch_size, logprob_chunk_size=args.logprob_chunk_size,
-                          gradient_checkpointing=True, bf16_autocast="on", lr=1e-6, out_dir=tempfile.mkdtemp(), device="cuda")
+                          gradient_checkpointing=True, precision=args.precision, lr=1e-6, out_dir=tempfile.mkdtemp(), device="cuda")
         tr = Trainer(cfg, model=model, tokenizer=tok)
         t0 = time.time()
         row = tr.train_step()
@@ -138,6 +114,7 @@ def main() -> None:
     ap.add_argument("--micro-batch-size", type=int, default=8)
     ap.add_argument("--generation-batch-size", type=int, default=32)
     ap.add_argument("--logprob-chunk-size", type=int, default=1024)
+    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"], help="(estimate) compute precision")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu_memory.json"))
     args = ap.parse_args()
     result = measure(args) if torch.cuda.is_available() else estimate(args)

@@ -22,6 +22,7 @@ from .layer_choice import choose_layer
 from .lens import internal_layer_policy, internal_policy_statistics
 from .losses import POLICY_LOSSES, PolicyLoss, register_policy_loss
 from .models import DEFAULT_MODEL, known_models, load_model, model_summary, tiny_model
+from .precision import choose_precision
 from .policy_head import REDUCERS, PolicyHead, Reducer, reduce_policy, register_reducer
 from .refinement import feature_refinement
 from .trainer import TrainConfig, Trainer
@@ -37,6 +38,7 @@ __all__ = [
     "Trainer",
     "analyse_entropy",
     "boundary_layer",
+    "choose_precision",
     "choose_layer",
     "POLICY_LOSSES",
     "PolicyLoss",

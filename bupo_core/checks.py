@@ -13,6 +13,9 @@ used by every notebook assert through :func:`tolerance` / :func:`assert_close`:
 * float16: at least ``atol = 0.02`` and ``rtol = 0.005`` (3 more mantissa bits than bf16).
 
 An ``rtol`` of 0 at the call site stays 0 (the check is absolute in every dtype).
+
+A quantity computed from logits that a low-precision ``lm_head`` rounded gets a bound derived from
+the rounding itself (:func:`logit_rounding_atol`), which grows with the logits' magnitude.
 """
 
 from __future__ import annotations
@@ -60,6 +63,24 @@ def tolerance(dtype: torch.dtype | str, atol: float = 1e-5, rtol: float = 0.0) -
     if floors is None:
         return Tolerance(float(atol), float(rtol))
     return Tolerance(max(float(atol), floors[0]), max(float(rtol), floors[1]) if rtol else 0.0)
+
+
+def logit_rounding_atol(dtype: torch.dtype | str, logits: torch.Tensor) -> float:
+    """Largest change of any log-softmax entry when ``logits`` are rounded to ``dtype``: ``2 u max|z|``.
+
+    Rounding to nearest moves each logit by at most ``u |z|`` (``u`` = the unit roundoff,
+    ``finfo(dtype).eps / 2``: 2^-8 for bf16, 2^-11 for fp16, 2^-24 for float32); a log-softmax entry
+    ``z_t - logsumexp(z)`` then moves by at most ``u |z_t| + u max|z|``.
+
+    >>> round(logit_rounding_atol(torch.bfloat16, torch.tensor([30.0, -12.0])), 4)
+    0.2344
+    >>> logit_rounding_atol("float32", torch.tensor([30.0])) < 1e-5
+    True
+    """
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.replace("torch.", ""))
+    u = torch.finfo(dtype).eps / 2  # type: ignore[arg-type]
+    return 2 * u * float(logits.detach().abs().max()) if logits.numel() else 0.0
 
 
 def assert_close(

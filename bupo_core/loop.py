@@ -255,6 +255,7 @@ def load_state(run: Trainer, ckpt: Path) -> None:
     run.step = int(state["step"])
     run.data_position = int(state["data_position"])
     run.nonfinite_streak = int(state.get("nonfinite_streak", 0))
+    run.scaler.load_state_dict(state.get("loss_scaler") or {})
     if run.reference is not None and "reference_state" in state:
         run.reference.load_state_dict(state["reference_state"])
     runs.set_rng_state(state["rng_tensors"], state["rng"])
@@ -272,7 +273,8 @@ def save_checkpoint(run: Trainer) -> Path:
     with holding_interrupts(run):
         return runs.save_checkpoint(
             run.ckpt_root, step=run.step, model=run.model, tokenizer=run.tokenizer, optimizer=run.optimizer,
-            state={"data_position": run.data_position, "nonfinite_streak": run.nonfinite_streak, TASK_HASH: task_data_hash(run.task)},
+            state={"data_position": run.data_position, "nonfinite_streak": run.nonfinite_streak, TASK_HASH: task_data_hash(run.task),
+                   "loss_scaler": run.scaler.state_dict()},
             config=run.config.to_dict(), reference=run.reference, keep=run.config.keep_checkpoints,
             metrics_path=run.metrics_path,
         )

@@ -240,12 +240,21 @@ def _shared_prompt_cache(model: nn.Module, input_ids: torch.Tensor, mask: torch.
         cannot be repeated (then ``generate`` prefills every row as usual).
     """
     pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate() builds them
-    out = model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True)
+    # only the cache is used: logits_to_keep=1 computes the last position's logits, not a [P, W, vocab] block
+    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True, **keep)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return None
     cache.batch_repeat_interleave(repeats)
     return cache
+
+
+def _accepts(model: nn.Module, name: str) -> bool:
+    """True when ``model``'s forward takes the keyword ``name``."""
+    import inspect  # noqa: PLC0415
+
+    return name in inspect.signature(type(model).forward).parameters
 
 
 def _cache_kwarg(model: nn.Module) -> str:

@@ -13,6 +13,8 @@ from typing import TypeVar
 
 import torch
 
+from .precision import load_dtype, simulated_dtype
+
 T = TypeVar("T")
 
 FAST_ENV = "BUPO_FAST"
@@ -53,12 +55,14 @@ def default_device() -> torch.device:
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
-    """float32 on CPU; bfloat16 on GPUs that support it, else float32.
+    """float32 on CPU and on GPUs without native bfloat16 (T4, V100); bfloat16 from compute capability 8.0.
 
-    bf16 halves memory on Ampere and newer GPUs; older GPUs (and CPUs) get float32 because
-    fp16 overflows in the un-normed residual stream that internal policies read.
+    The card's compute capability decides (:func:`bupo_core.precision.load_dtype`), never
+    ``torch.cuda.is_bf16_supported()``, which answers True on a T4 through slow emulation. Older
+    GPUs load float32 weights and compute in fp16 under autocast: fp16 *storage* overflows in the
+    un-normed residual stream that internal policies read.
+
+    ``BUPO_SIMULATE_DTYPE=bfloat16|float16`` (the notebooks' GPU-dtype switch) overrides it, on any
+    device, so a CPU run loads the model as a GPU run would.
     """
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    return simulated_dtype() or load_dtype(device)

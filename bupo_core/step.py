@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -267,7 +266,7 @@ def minibatch_gradients(
             aggregation=cfg.loss_aggregation, normalizer=normalizer, kl_coef=cfg.kl_coef,
             ref_logp=ref_logp[r_idx][:, T - w :].to(run.device) if ref_logp is not None else None,
         )
-        res.loss.backward()
+        run.scaler.backward(res.loss)  # fp16: scaled by the dynamic loss scale (bupo_core.precision)
         out["loss"] += float(res.loss.detach())
         k = float(sub.prediction_mask.sum())
         weight += k
@@ -284,6 +283,9 @@ def optimizer_step(run: Trainer, loss: float, layer: int | None) -> float | None
     With ``layer`` set (internal phase) the gradients of everything above ``layer`` are dropped
     first, so those parameters stay bit-identical. A non-finite loss or gradient norm skips the
     step (``None`` is returned); ``max_nonfinite_updates`` in a row raise :class:`TrainingError`.
+    In fp16 the gradients are unscaled before clipping, and an overflow at a loss scale >= 1 with a
+    finite loss halves the scale and skips the step without counting as non-finite (the usual fp16
+    start-up, not a divergence).
 
     Returns:
         The gradient norm before clipping, or ``None`` when the step was skipped.
@@ -293,10 +295,16 @@ def optimizer_step(run: Trainer, loss: float, layer: int | None) -> float | None
         for p in run.params:
             if id(p) in run.upper_ids:
                 p.grad = None
+    run.scaler.unscale_(run.optimizer)  # fp16: the true gradients before clipping
     grads = [p for p in run.params if p.grad is not None]
     gnorm = torch.nn.utils.clip_grad_norm_(grads, cfg.max_grad_norm) if grads else torch.tensor(0.0)
+    if math.isfinite(loss) and not torch.isfinite(gnorm) and run.scaler.enabled and run.scaler.scale >= 1.0:
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.skip()  # fp16 overflow at this loss scale: halve it, skip the step
+        return None
     if not (math.isfinite(loss) and torch.isfinite(gnorm)):
         run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.skip()
         run.nonfinite_streak += 1
         warnings.warn(f"step {run.step + 1}: non-finite loss ({loss}) or gradient norm ({float(gnorm)}); update skipped", stacklevel=3)
         if run.nonfinite_streak >= cfg.max_nonfinite_updates:
@@ -307,7 +315,7 @@ def optimizer_step(run: Trainer, loss: float, layer: int | None) -> float | None
             )
         return None
     run.nonfinite_streak = 0
-    run.optimizer.step()
+    run.scaler.step(run.optimizer)
     run.optimizer.zero_grad(set_to_none=True)
     return float(gnorm)
 
@@ -448,12 +456,8 @@ def full_policy_entropy(run: Trainer, rollout: Rollout, batch: PackedBatch, phas
 
 
 def autocast(run: Trainer):
-    """bf16 autocast per ``TrainConfig.bf16_autocast`` (the policy heads stay float32 inside it)."""
-    mode = run.config.bf16_autocast
-    on = mode == "on" or (mode == "auto" and run.device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if on and run.device.type in ("cuda", "cpu"):
-        return torch.autocast(run.device.type, dtype=torch.bfloat16)
-    return nullcontext()
+    """The autocast of the run's precision (``TrainConfig.precision``: bf16, fp16 or none); the policy heads stay float32 inside it."""
+    return run.precision.autocast()
 
 
 def logprobs(run: Trainer, batch: PackedBatch, layer: int | None, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:

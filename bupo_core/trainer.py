@@ -37,6 +37,7 @@ from .loop import TrainingOutOfMemoryError, TrainResult  # noqa: F401 - re-expor
 from .losses import LossAggregation, get_aggregation, get_policy_loss
 from .models import check_device, load_model
 from .policy_head import check_norm, policy_logprobs  # noqa: F401 - policy_logprobs re-exported
+from .precision import LossScaler, check_precision, resolve_precision
 from .rewards import SCORER_ANSWER_FORMATS, Grader, get_scorer
 from .rollout import check_fits_context, encode_prompt
 from .sampling import MAX_NEW_TOKENS_ROLLOUT, SamplingFields
@@ -141,12 +142,15 @@ class TrainConfig(SamplingFields):
         logprob_chunk_size: tokens per chunk when computing log-probs/entropies of sampled tokens
             (peak extra memory: one [chunk x vocabulary] float32 block).
         gradient_checkpointing: recompute block activations in backward (less memory, ~30% slower).
-        bf16_autocast: ``"auto"`` (bf16 autocast on CUDA GPUs that support it), ``"on"`` or ``"off"``.
+        precision: compute precision of the blocks: ``"auto"`` (by the card's compute capability:
+            bf16 from 8.0, fp16 with dynamic loss scaling below, e.g. on a T4; fp32 without a GPU,
+            see :func:`bupo_core.precision.choose_precision`), ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+            The policy head, log-probs, ratios and entropies are float32 in every mode.
         device: ``None`` = CUDA if available, else CPU.
         dtype: the dtype the model is loaded in. Training always keeps float32 master weights: a
             model loaded or passed in bf16/fp16 is cast to float32 in place by :class:`Trainer`
             (AdamW on bf16 weights rounds away updates at small learning rates: at lr 1e-6 almost
-            every update). bf16 *compute* comes from autocast (``bf16_autocast``), in which the
+            every update). bf16/fp16 *compute* comes from autocast (``precision``), in which the
             log-softmax, entropies and lens statistics still run in float32.
         share_prefill: compute each prompt's key/value cache once for its G samples during
             generation (same samples up to float rounding; see ``SamplingConfig.share_prefill``).
@@ -209,7 +213,7 @@ class TrainConfig(SamplingFields):
     max_nonfinite_updates: int = 3
     logprob_chunk_size: int = 1024
     gradient_checkpointing: bool = False
-    bf16_autocast: Literal["auto", "on", "off"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     device: str | None = None
     dtype: str = "float32"
     share_prefill: bool = True
@@ -294,8 +298,7 @@ class TrainConfig(SamplingFields):
             raise InputFormatError(f"upper_lr_scale must be > 0, got {self.upper_lr_scale}")
         if self.upper_lr_scale != 1.0 and self.upper_lr_layer is None:
             raise InputFormatError("upper_lr_scale needs upper_lr_layer=l (the blocks above l get lr * upper_lr_scale)")
-        if self.bf16_autocast not in ("auto", "on", "off"):
-            raise InputFormatError(f"bf16_autocast must be 'auto', 'on' or 'off', got {self.bf16_autocast!r}")
+        check_precision(self.precision)
         check_training_task(self.task, self.allow_test_set_training)
 
     def _validate_optimizer_and_seed(self) -> None:
@@ -345,6 +348,9 @@ class TrainConfig(SamplingFields):
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k not in cls.OBSOLETE_KEYS}
+        if "bf16_autocast" in d:  # older versions: bf16_autocast on/off/auto is precision bf16/fp32/auto
+            old = d.pop("bf16_autocast")
+            d.setdefault("precision", {"on": "bf16", "off": "fp32"}.get(old, "auto"))
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigMismatchError(f"unknown config keys {unknown}; this config.json was written by another version")
@@ -364,7 +370,7 @@ def float32_master_weights(model: nn.Module) -> nn.Module:
 
     Training keeps float32 master weights whatever dtype the model was loaded in: with bf16 weights
     (8 significant bits) an AdamW step of lr 1e-6 changes no weight above ~2.6e-4 in magnitude,
-    i.e. almost none. Compute still runs in bf16 under autocast (``TrainConfig.bf16_autocast``).
+    i.e. almost none. Compute still runs in bf16/fp16 under autocast (``TrainConfig.precision``).
 
     >>> from bupo_core.models import tiny_model
     >>> float32_master_weights(tiny_model("llama").to(torch.bfloat16)).model.embed_tokens.weight.dtype
@@ -398,6 +404,8 @@ class Trainer:
     Attributes:
         step: the last completed step; data_position: prompts served so far (the task order);
         nonfinite_streak: consecutive skipped non-finite updates.
+        precision: the resolved :class:`~bupo_core.precision.PrecisionChoice` (mode, reason, autocast);
+            scaler: its :class:`~bupo_core.precision.LossScaler` (dynamic loss scaling in fp16).
         params: trainable parameters; upper_ids: ids of the parameters the internal policy does not
             depend on (they never move in the internal phase).
         in_update, interrupt_requested: set by the step and the loop's signal handler.
@@ -431,6 +439,10 @@ class Trainer:
         if config.method == "bupo":
             self.adapter.check_layer(config.layer, allow_embedding=False)  # type: ignore[arg-type]
         self.device = next(self.model.parameters()).device
+        # the compute precision, chosen by the card (bupo_core.precision) and printed with its reason
+        self.precision = resolve_precision(config.precision, self.device)
+        self.scaler = LossScaler(self.precision.mode, self.device.type, device=str(self.device))
+        print(self.precision.message())
         check_prompt_lengths(self.task, self.tokenizer, self.model, config.max_new_tokens)
         self.grader = Grader(scorer=config.reward or self.task.scorer, binary=config.binary_reward, timeout_s=config.grader_timeout_s)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

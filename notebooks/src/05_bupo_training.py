@@ -46,6 +46,7 @@
 MODEL = "smollm2-135m-instruct"
 TASK, TASK_KWARGS, TEMPLATE = "chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1), "short"
 SEED = 0
+PRECISION = "auto"  # compute precision: auto = bf16 on GPUs with compute capability >= 8.0, fp16 + loss scaling on older ones (T4), fp32 on CPU
 
 from bupo_core.settings import fast_mode, scaled
 
@@ -280,7 +281,7 @@ check_phase_switch(phase_by_hand)
 from bupo_core.trainer import TrainConfig, Trainer
 
 common = dict(model=MODEL, task=TASK, task_kwargs={**TASK_KWARGS, "split": "train"}, task_size=TRAIN_POOL, template=TEMPLATE, steps=STEPS, prompts_per_step=PROMPTS_PER_STEP,
-              group_size=GROUP_SIZE, max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, num_mini_batches=2)
+              group_size=GROUP_SIZE, max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, num_mini_batches=2, precision=PRECISION)
 runs = {}
 for name, extra in [("GRPO", dict(method="grpo")), (f"BuPO (layer {LAYER}, s_inter={INTER_STEPS})", dict(method="bupo", layer=LAYER, inter_steps=INTER_STEPS))]:
     cfg = TrainConfig(**common, **extra, out_dir=f"runs/nb05-{extra['method']}")
@@ -330,35 +331,50 @@ print(f"update seconds per step: BuPO internal phase {sum(r['time_update'] for r
 # %% [markdown]
 # ## 4. A real run on one GPU
 #
-# The cell below is the configuration for Qwen3-0.6B (28 layers) on MATH-style data with the paper's
-# prompt (`\boxed{}` answers, thinking off), checked with `math-verify`. It does not run here (no hub,
-# no GPU); on Colab with a GPU set `RUN_ON_GPU = True`. The same run from a shell:
+# The cell below picks a **recipe sized to the card** (`bupo_core.recipes`): Qwen3-0.6B on MATH-style
+# data with the paper's prompt (`\boxed{}` answers, thinking off, checked with `math-verify`), G = 8,
+# lr 1e-6, s_inter = 30 of 300 steps, with the response length, generation batch, micro-batch and
+# policy-head chunk chosen so that the corrected memory estimate fits the card:
+#
+# | recipe | cards | precision | prompts x G | response tokens | estimated peak |
+# | --- | --- | --- | --- | --- | --- |
+# | `t4-16gb` | T4 (Colab free tier) | fp16 + loss scaling | 8 x 8 | 512 | <= 13 GiB |
+# | `24gb` | L4, A10 | bf16 | 16 x 8 | 768 | ~16 GiB |
+# | `40-80gb` | A100, H100 | bf16 | 32 x 8 | 1,024 | ~17 GiB |
+#
+# The printed line gives the recipe's estimated seconds per step and how many steps fit one
+# 90-minute Colab session (a few dozen: 300 steps take several sessions). Checkpoints are written
+# every ~15 minutes and only the last one or two are kept (each is ~7 GB: float32 weights and AdamW);
+# mount Google Drive first (`from google.colab import drive; drive.mount("/content/drive")`) and the
+# run folder is on Drive, so a disconnected session resumes there: run the cell again and it
+# continues from the newest checkpoint. It does not run here (no GPU, no hub); on Colab with a GPU
+# set `RUN_ON_GPU = True`. The same run from a shell (T4 sizes):
 #
 #     bupo train --model Qwen/Qwen3-0.6B --task deepmath --task-size 5000 --template qwen3-boxed --method bupo --layer 6 \
-#         --inter-steps 30 --steps 300 --prompts-per-step 32 --group-size 8 --max-new-tokens 1024 \
-#         --lr 1e-6 --num-mini-batches 4 --micro-batch-size 8 --gradient-checkpointing --save-every 25 --out runs/qwen3-bupo
+#         --inter-steps 30 --steps 300 --prompts-per-step 8 --group-size 8 --max-new-tokens 512 --generation-batch-size 16 \
+#         --lr 1e-6 --num-mini-batches 4 --micro-batch-size 4 --logprob-chunk-size 128 --gradient-checkpointing \
+#         --precision auto --save-every 13 --keep-checkpoints 2 --out runs/qwen3-bupo    # add --resume to continue
 #
 # Pick `--layer` from `bupo entropy --model Qwen/Qwen3-0.6B` (notebook 02 / 03); the paper's layer 6
-# is for the 36-layer Qwen3-4B/8B. `docs/training.md` gives the memory estimate (float32 weights +
-# AdamW + bf16 autocast fit in 24 GB with gradient checkpointing).
+# is for the 36-layer Qwen3-4B/8B. `docs/training.md` explains the memory estimate part by part.
 
 # %%
+from pathlib import Path
+
+from bupo_core.recipes import build_recipe, detect_recipe
+
 RUN_ON_GPU = False
-gpu_config = TrainConfig(
-    # The paper's setup at one-GPU scale: its data (5k DeepMath-103K training prompts; MATH500/AIME/AMC
-    # are test sets, refused for training), G = 8, lr 1e-6, 4 mini-batches per step, s_inter = 30 of 300;
-    # 32 prompts per step (paper: 128) and 1,024-token responses (paper: 8,192). Expected on one H100
-    # (ESTIMATED, not measured; `bench/gpu_check.py` measures a step): peak ~17 GiB, ~2 min per step,
-    # ~10 h for 300 steps (see docs/training.md).
-    model="Qwen/Qwen3-0.6B", task="deepmath", task_size=5000, task_kwargs={}, template="qwen3-boxed", reward="boxed_math", method="bupo", layer=6,
-    inter_steps=30, steps=300, prompts_per_step=32, group_size=8, max_new_tokens=1024, lr=1e-6, num_mini_batches=4,
-    micro_batch_size=8, gradient_checkpointing=True, bf16_autocast="auto", save_every=25, out_dir="runs/qwen3-0.6b-bupo",
-)
+recipe = detect_recipe()  # the visible card's recipe; None without CUDA
+if recipe is None:
+    recipe = build_recipe("t4-16gb")  # no GPU here: show Colab's free-tier recipe
+print(recipe.describe())
+gpu_config = recipe.train_config()
 gpu_config.validate()
 if RUN_ON_GPU:
-    Trainer(gpu_config).train(progress=True)
+    resume = (Path(gpu_config.out_dir) / "config.json").exists()  # a run started in an earlier session continues
+    Trainer(gpu_config, resume=resume).train(progress=True)
 else:
-    print({k: v for k, v in gpu_config.to_dict().items() if k in ("model", "task", "method", "layer", "inter_steps", "steps", "prompts_per_step", "group_size", "max_new_tokens", "lr")})
+    print({k: v for k, v in gpu_config.to_dict().items() if k in ("model", "task", "method", "layer", "inter_steps", "steps", "prompts_per_step", "group_size", "max_new_tokens", "lr", "precision")})
 
 # %% [markdown]
 # ## 5. What this small run shows, and what it does not

@@ -42,6 +42,7 @@
 MODEL = "smollm2-135m-instruct"
 DEVICE = None
 SEED = 0
+PRECISION = "auto"  # compute precision: auto = bf16 on GPUs with compute capability >= 8.0, fp16 + loss scaling on older ones (T4), fp32 on CPU
 
 from bupo_core.settings import fast_mode, scaled
 
@@ -215,7 +216,7 @@ def run_bupo(inter_steps: int, label: str):
     cfg = TrainConfig(
         model=MODEL, task="chain_sum", task_kwargs={**task_kwargs, "split": "train"}, task_size=TRAIN_POOL, method="bupo", layer=LAYER,
         inter_steps=inter_steps, internal_phase_only=inter_steps >= STEPS, steps=STEPS, prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
-        max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, device=DEVICE,
+        max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, device=DEVICE, precision=PRECISION,
         out_dir=tempfile.mkdtemp(prefix=f"bupo-{label}-"),
     )
     trainer = Trainer(cfg, model=m, tokenizer=tok)

@@ -33,6 +33,7 @@
 # Config. Online with a GPU, switch MODEL to e.g. "Qwen/Qwen3-0.6B" and scale the sizes up.
 MODEL = "smollm2-135m-instruct"
 DEVICE = None
+PRECISION = "auto"  # compute precision: auto = bf16 on GPUs with compute capability >= 8.0, fp16 + loss scaling on older ones (T4), fp32 on CPU
 SEED = 0
 
 from bupo_core.settings import fast_mode, scaled
@@ -159,7 +160,7 @@ for method in ("grpo", "bupo"):
         model=MODEL, task="chain_sum", task_kwargs={**task_kwargs, "split": "train"}, task_size=TRAIN_POOL,
         method=method, layer=LAYER if method == "bupo" else None,
         inter_steps=INTER_STEPS, steps=STEPS, prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
-        max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, device=DEVICE, out_dir=tempfile.mkdtemp(prefix=f"nb07-{method}-"),
+        max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, device=DEVICE, precision=PRECISION, out_dir=tempfile.mkdtemp(prefix=f"nb07-{method}-"),
     )
     trainer = Trainer(cfg, model=m, tokenizer=tok)
     train_questions |= {e.question for e in trainer.task.examples}  # every question this run can be served
