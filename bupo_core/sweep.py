@@ -475,6 +475,8 @@ def cell_key(spec: SweepSpec, arm: Arm, seed: int, device: str | None = None) ->
     defaults = _config_dict(TrainConfig, {})
     for k in [k for k in cfg if k not in KEYED_FIELDS_V1 and cfg[k] == defaults.get(k)]:
         del cfg[k]  # a field added later, at its default (= what every earlier cell ran with): keys stay valid
+    if "bf16_autocast" not in cfg and "precision" not in cfg:
+        cfg["bf16_autocast"] = "auto"  # `precision: auto` replaced the key's first-version field `bf16_autocast: auto`
     ev = {k: v for k, v in spec.eval.items() if k in _KEYED_EVAL or v != EVAL_DEFAULTS.get(k)}  # later EvalConfig fields at defaults
     blob_obj: dict[str, Any] = {"train": cfg, "eval": ev}
     extra = {k: v for k, v in run_settings(spec, arm, device).items() if v != RUN_SETTINGS_BASELINE[k]}
