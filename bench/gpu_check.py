@@ -185,11 +185,12 @@ def make_trainer(model, tok, task, args, *, method: str, steps: int, inter_steps
 # --------------------------------------------------------------------------- part 1: the BuPO loop
 def run_bupo_loop(model, tok, task, args, device) -> dict:
     from bupo_core.adapter import ArchitectureAdapter  # noqa: PLC0415
+    from bupo_core.step import autocast as step_autocast  # noqa: PLC0415
 
     tr = make_trainer(model, tok, task, args, method="bupo", steps=args.inter_steps + args.full_steps,
                       inter_steps=args.inter_steps, prompts=args.prompts, max_new_tokens=args.max_new_tokens)
     assert all(p.dtype == torch.float32 for p in tr.model.parameters()), "master weights must be float32"
-    autocast = tr._autocast()
+    autocast = step_autocast(tr)
     adapter = ArchitectureAdapter(tr.model)
     # snapshots on the CPU, so that they do not inflate the GPU peaks measured below
     upper = {n: p.detach().cpu().clone() for n, p in tr.model.named_parameters() if id(p) in {id(q) for q in adapter.upper_parameters(args.layer)}}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
@@ -453,7 +454,7 @@ class Trainer:
         """Run steps ``step + 1 .. config.steps`` (:func:`bupo_core.loop.run_training`)."""
         return loop.run_training(self, progress=progress, callback=callback)
 
-    def save_checkpoint(self):
+    def save_checkpoint(self) -> Path:
         """Write ``checkpoints/checkpoint-<step>/`` (:func:`bupo_core.loop.save_checkpoint`); returns its path."""
         return loop.save_checkpoint(self)
 

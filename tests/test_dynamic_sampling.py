@@ -13,9 +13,9 @@ from bupo_core.rollout import Rollout, concat_groups
 from bupo_core.runs import read_metrics
 from bupo_core.trainer import TrainConfig, Trainer
 
-# half of the questions (odd length) get reward 1 whatever the response: their groups have no signal;
-# the others get a reward that varies with the response (even-length reply), so most of their groups do
-register_scorer("test_half_equal", lambda text, ex: 1.0 if len(ex.question) % 2 else float(len(text) % 2 == 0))
+# questions with an odd answer get reward 1 whatever the response: their groups have no signal; the
+# others get a reward that varies with the response (even-length reply), so most of their groups do
+register_scorer("test_half_equal", lambda text, ex: 1.0 if int(str(ex.answer)[-1]) % 2 else float(len(text) % 2 == 0))
 register_scorer("test_always_one", lambda text, example: 1.0)
 
 VOLATILE = {"time_generate", "time_score", "time_update", "tokens_per_s"}
@@ -69,7 +69,7 @@ def test_the_cap_stops_the_draws_and_no_signal_means_no_update(tmp_path):
 def test_ipa_updates_count_the_internal_phase_updates_only(tmp_path):
     rows = Trainer(config(tmp_path, method="bupo", layer=1, inter_steps=1, steps=2, dynamic_sampling=False,
                           reward="test_half_equal", num_mini_batches=3)).train().metrics
-    assert rows[0]["phase"] == "internal" and rows[0]["ipa_updates"] == rows[0]["updates"]
+    assert rows[0]["phase"] == "internal" and rows[0]["ipa_updates"] == rows[0]["updates"] > 0
     assert rows[1]["phase"] == "full" and rows[1]["ipa_updates"] == 0
 
 

@@ -205,7 +205,7 @@ def test_a_local_path_that_does_not_exist_is_not_a_hub_id(tmp_path, monkeypatch)
 
 # --------------------------------------------------------------------------- divergence
 def test_a_diverging_run_stops_with_a_training_error_naming_lr(tmp_path, monkeypatch):
-    import bupo_core.trainer as trainer_mod
+    import bupo_core.step as step_mod
 
     cfg = TrainConfig(model="tiny-random-llama", task_size=10, steps=2, prompts_per_step=2, group_size=2, max_new_tokens=4,
                       out_dir=str(tmp_path / "run"))
@@ -214,7 +214,7 @@ def test_a_diverging_run_stops_with_a_training_error_naming_lr(tmp_path, monkeyp
     def diverged(*a, **k):  # what torch.multinomial raises once the weights hold inf/NaN
         raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
 
-    monkeypatch.setattr(trainer_mod, "generate", diverged)
+    monkeypatch.setattr(step_mod, "generate", diverged)
     with pytest.raises(TrainingError, match=r"diverged at step 1.*learning rate is the likely cause \(lr=2e-05\)"):
         tr.train()
 
