@@ -228,6 +228,9 @@ class TrainConfig:
     # settings of older versions that no longer change anything (dropped when a config.json is read)
     OBSOLETE_KEYS = ("full_entropy_in_internal_phase",)
 
+    # what the run loop records next to the settings in config.json (not settings; dropped when it is read)
+    RECORDED_KEYS = ("task_data_sha256",)
+
     def validate(self) -> None:
         """Raise :class:`InputFormatError` for settings that cannot work, naming the fix."""
         if self.method not in ("grpo", "bupo"):
@@ -345,7 +348,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k not in cls.OBSOLETE_KEYS}
+        d = {k: v for k, v in d.items() if k not in cls.OBSOLETE_KEYS and k not in cls.RECORDED_KEYS}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigMismatchError(f"unknown config keys {unknown}; this config.json was written by another version")
