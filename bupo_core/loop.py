@@ -134,9 +134,10 @@ TASK_HASH = "task_data_sha256"  # key of config.json and trainer_state.json (not
 def task_data_hash(task) -> str:
     """SHA-256 of a task's examples (question, answer, answer format), in order: what the run trains on.
 
-    >>> from bupo_core.tasks import Example, Task
-    >>> a = task_data_hash(Task("t", [Example("1+1", "2")]))
-    >>> a == task_data_hash(Task("t", [Example("1+1", "3")]))
+    >>> from types import SimpleNamespace
+    >>> from bupo_core.tasks import Example
+    >>> a = task_data_hash(SimpleNamespace(examples=[Example("1+1", "2")]))
+    >>> a == task_data_hash(SimpleNamespace(examples=[Example("1+1", "3")]))
     False
     """
     import hashlib  # noqa: PLC0415

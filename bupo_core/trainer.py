@@ -231,6 +231,9 @@ class TrainConfig(SamplingFields):
     # settings of older versions that no longer change anything (dropped when a config.json is read)
     OBSOLETE_KEYS = ("full_entropy_in_internal_phase",)
 
+    # what the run loop records next to the settings in config.json (not settings; dropped when it is read)
+    RECORDED_KEYS = ("task_data_sha256",)
+
     def validate(self) -> None:
         """Raise :class:`InputFormatError` for settings that cannot work, naming the fix."""
         if self.method not in ("grpo", "bupo"):
@@ -347,7 +350,7 @@ class TrainConfig(SamplingFields):
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k not in cls.OBSOLETE_KEYS}
+        d = {k: v for k, v in d.items() if k not in cls.OBSOLETE_KEYS and k not in cls.RECORDED_KEYS}
         if "bf16_autocast" in d:  # older versions: bf16_autocast on/off/auto is precision bf16/fp32/auto
             old = d.pop("bf16_autocast")
             d.setdefault("precision", {"on": "bf16", "off": "fp32"}.get(old, "auto"))

@@ -157,8 +157,9 @@ def sweep_spec(tmp_path, name="s", **over):
 
 
 def one_line_error(capsys, *fragments):
+    """The command's stderr holds one error line (``bupo CMD: error: ...``) and no traceback (warnings of earlier runs may precede it)."""
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert len([line for line in err.splitlines() if line.startswith("bupo ") and ": error: " in line]) == 1 and "Traceback" not in err, err
     for f in fragments:
         assert f in err, err
     return err
