@@ -11,8 +11,8 @@ part=${1:?usage: tools/gpu/run.sh 1|2}
 out=${OUT:?set OUT}
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$here"
-bash tools/gpu/prepare.sh >"$out/prepare_$part.log" 2>&1 || { tail -20 "$out/prepare_$part.log"; exit 1; }
-export PYTHONPATH="$here/.dev/site:$here" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 BUPO_CACHE="$here/.dev/cache"
+SITE="${SITE:-$here/.dev/site}" bash tools/gpu/prepare.sh >"$out/prepare_$part.log" 2>&1 || { tail -20 "$out/prepare_$part.log"; exit 1; }
+export SITE="${SITE:-$here/.dev/site}"; export PYTHONPATH="$SITE:$here" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 BUPO_CACHE="$here/.dev/cache"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if [ "$part" = 1 ]; then
   GPU_CHECK_MODELS=random-qwen3-0.6b timeout "${GPU_CHECK_S:-200}" bash bench/gpu_device.sh "$out/gpu_qwen" | tail -25
