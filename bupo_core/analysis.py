@@ -13,7 +13,7 @@ This is the paper's measurement (its entropy analysis of internal policies) as o
    changes and the boundary layer follow (:mod:`bupo_core.entropy`).
 
 The result is an :class:`EntropyReport` (``.to_json()``, ``.save(dir)``); its figures are drawn by
-:mod:`bupo_core.plots` (``report_figures``, ``save_entropy_report``), which takes the report.
+:mod:`bupo_core.reporting.entropy_plots` (``report_figures``, ``save_entropy_report``), which takes the report.
 
 Prompt styles for task prompts (``AnalysisConfig.prompt_style``):
 
@@ -378,7 +378,7 @@ class EntropyReport:
     def save(self, out_dir: str | Path) -> dict[str, Path]:
         """Write ``entropy.json`` into ``out_dir`` and return ``{"entropy": path}``.
 
-        Figures are drawn by the plotting layer: :func:`bupo_core.plots.save_entropy_report`
+        Figures are drawn by the plotting layer: :func:`bupo_core.reporting.entropy_plots.save_entropy_report`
         writes the JSON and the PNG figures together.
         """
         out = Path(out_dir)

@@ -32,8 +32,8 @@ from torch import nn
 from .errors import InputFormatError, ModelNotAvailableError, UnknownModelError, UnsupportedArchitectureError
 from .manifest import check_safetensors_header, manifest_problem
 from .manifest import write_manifest as _write_manifest
-from .settings import cache_dir as default_cache_dir
-from .settings import default_device, default_dtype
+from .runtime import cache_dir as default_cache_dir
+from .runtime import default_device, default_dtype
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 CACHE_FORMAT = 1

@@ -15,9 +15,9 @@ entropies, lens statistics) runs in float32 with autocast disabled (:mod:`bupo_c
 only the transformer blocks run in the reduced dtype.
 
 ``BUPO_SIMULATE_DTYPE=bfloat16|float16`` makes a CPU run compute as a GPU run would: models load
-in that dtype (:func:`bupo_core.settings.default_dtype`) and the trainer's ``precision="auto"``
+in that dtype (:func:`bupo_core.runtime.default_dtype`) and the trainer's ``precision="auto"``
 takes that CPU autocast over its float32 master weights (:func:`simulated_dtype`);
-:mod:`bupo_core.checks` then widens the notebooks' numeric checks to the dtype in use.
+:mod:`bupo_core.tolerances` then widens the notebooks' numeric checks to the dtype in use.
 """
 
 from __future__ import annotations

@@ -433,7 +433,7 @@ RUN_SETTINGS_BASELINE: dict[str, Any] = {"generation_batch_size": 64, "grader_ti
 
 def resolve_device(device: str | None) -> str:
     """The device type a cell runs on: ``cpu`` or ``cuda`` (``None`` = cuda if available)."""
-    from .settings import default_device  # noqa: PLC0415
+    from .runtime import default_device  # noqa: PLC0415
 
     import torch  # noqa: PLC0415
 
@@ -843,11 +843,11 @@ def _mean_or_none(xs: list) -> float | None:
 def write_summary(spec: SweepSpec, out: str | Path) -> dict:
     """Recompute ``summary.json`` from ``cells.jsonl`` (and the cells' kept ``metrics.jsonl``) and write it.
 
-    :func:`summarize` gives the per-metric statistics; :func:`bupo_core.sweep_results.augment_summary`
+    :func:`summarize` gives the per-metric statistics; :func:`bupo_core.reporting.sweep_results.augment_summary`
     adds the IPA update counts per BuPO cell (flagging cells with none), the matched GRPO control of
     each BuPO arm, dynamic-sampling counts and ``shared.dynamic_sampling``.
     """
-    from .sweep_results import augment_summary  # noqa: PLC0415
+    from .reporting.sweep_results import augment_summary  # noqa: PLC0415
 
     out = Path(out)
     summary = augment_summary(spec, out, summarize(spec, read_cells(out / "cells.jsonl")))

@@ -167,7 +167,7 @@ def test_report_json_roundtrip_and_save(tiny_llm, tmp_path):
         assert key in d, key
     back = EntropyReport.from_json(report.to_json())
     assert back.layer_entropy == report.layer_entropy and back.token_statistics is None
-    from bupo_core.plots import save_entropy_report
+    from bupo_core.reporting.entropy_plots import save_entropy_report
 
     paths = save_entropy_report(report, tmp_path / "out")
     assert {p.name for p in paths.values()} == {"entropy.json", "entropy_flow.png", "entropy_change.png", "norms.png", "token_heatmap.png"}

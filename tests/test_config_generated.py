@@ -145,7 +145,7 @@ def test_table_rows_follow_the_dataclass():
 
 # ----------------------------------------------------------------------------- sampling fields once
 def test_sampling_fields_are_declared_once_with_named_defaults():
-    from bupo_core.demo import DemoConfig
+    from bupo_core.teaching.demo import DemoConfig
 
     for cls in (EvalConfig, AnalysisConfig):
         assert issubclass(cls, sampling.SamplingFields)
@@ -248,7 +248,7 @@ def test_committed_sweeps_keep_their_cell_keys():
 # ----------------------------------------------------------------------------- demo flags from the configs
 def test_demo_exposes_every_config_field():
     from bupo_core.commands import demo as cmd
-    from bupo_core.demo import DemoConfig
+    from bupo_core.teaching.demo import DemoConfig
     from bupo_core.trainer import TrainConfig
 
     parser = build_parser()

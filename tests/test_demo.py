@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bupo_core.demo import DemoConfig, choose_layer, run_demo
+from bupo_core.teaching.demo import DemoConfig, choose_layer, run_demo
 from bupo_core.errors import LayerOutOfRangeError
 
 

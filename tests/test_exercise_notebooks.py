@@ -78,7 +78,7 @@ def test_student_stub_runs_and_the_checker_reports_it():
     cells = STUDENT[src].cells
     i = next(i for i, c in enumerate(cells) if c.cell_type == "code" and "def pass_at_k_by_hand" in c.source)
     namespace = {}
-    exec("from math import comb\nfrom bupo_core.exercises import check_pass_at_k", namespace)
+    exec("from math import comb\nfrom bupo_core.teaching.exercises import check_pass_at_k", namespace)
     exec(cells[i].source, namespace)  # the solution cell defines the stub
     assert cells[i + 1].metadata["nbgrader"]["grade"]  # the locked checker cell follows it
     with pytest.raises(AssertionError, match="not implemented yet"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bupo_core import exercises as ex
+from bupo_core.teaching import exercises as ex
 from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.capture import forward_to_layer
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bupo_core.sweep_results import SweepResults
+from bupo_core.reporting.sweep_results import SweepResults
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"

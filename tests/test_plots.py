@@ -1,4 +1,4 @@
-"""Tests for bupo_core.plots (figures from reports) and bupo_core.widgets (the explorer and its fallback)."""
+"""Tests for bupo_core.reporting.entropy_plots (figures from reports) and bupo_core.teaching.widgets (the explorer and its fallback)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from bupo_core import plots  # noqa: E402
+from bupo_core.reporting import entropy_plots as plots  # noqa: E402
 from bupo_core.entropy import entropy_from_logits  # noqa: E402
 from bupo_core.errors import InputFormatError, LayerOutOfRangeError  # noqa: E402
 from bupo_core.lens import internal_policy_statistics  # noqa: E402
 from bupo_core.models import tiny_model  # noqa: E402
-from bupo_core.widgets import LensView, explore, lens_view, widgets_available  # noqa: E402
+from bupo_core.teaching.widgets import LensView, explore, lens_view, widgets_available  # noqa: E402
 
 
 def _report(L=4, boundary=2):
@@ -125,7 +125,7 @@ def test_explore_static_fallback_and_widget(tiny_llm, capsys):
 
 # ------------------------------------------------------------------ evaluation figures
 def test_pass_at_k_figure_draws_the_given_values():
-    from bupo_core.evaluation_plots import plot_pass_at_k
+    from bupo_core.reporting.evaluation_plots import plot_pass_at_k
 
     res = {"num_samples": 4, "avg_at_k": 0.25, "pass_at_k": {"1": 0.25, "2": 0.4, "4": 0.6},
            "pass_at_k_ci": {"1": [0.1, 0.4], "2": [0.2, 0.6], "4": [0.4, 0.8]}}
@@ -137,7 +137,7 @@ def test_pass_at_k_figure_draws_the_given_values():
 
 
 def test_refinement_figure_draws_each_measure():
-    from bupo_core.evaluation_plots import plot_refinement
+    from bupo_core.reporting.evaluation_plots import plot_refinement
 
     rows = [{"step": s, "layer": 2, "cosine_to_higher": {"3": 0.1 * s, "4": 0.2 * s}, "kl_to_higher": {"3": 1.0 + s, "4": 2.0 + s},
              "layer_entropy_change": -0.1 * s, "perplexity": 10.0 - s} for s in (0, 5)]

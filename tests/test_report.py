@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from bupo_core.cli import main
-from bupo_core.report import build_page, glance_lines, notebook05_rewards
+from bupo_core.reporting.report import build_page, glance_lines, notebook05_rewards
 from conftest import write_fake_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ def test_readme_glance_quotes_the_committed_results():
 
 def test_readme_claims_follow_the_data():
     """The README's prose after the glance lines: no BuPO arm above GRPO; Gemma's GRPO learns mostly the format."""
-    from bupo_core.sweep_results import SweepResults
+    from bupo_core.reporting.sweep_results import SweepResults
 
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     main_res = SweepResults.load(ROOT / "results" / "main")
@@ -124,14 +124,14 @@ def test_notebook07_table_is_read(tmp_path):
             "grpo              0.543 ± 0.004    0.395-0.676   0.750      0.01   10.5\n")
     p = tmp_path / "07.ipynb"
     p.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": text}]}]}))
-    from bupo_core.report import notebook07_eval
+    from bupo_core.reporting.report import notebook07_eval
 
     assert notebook07_eval(p) == [{"model": "base", "avg_at_k": 0.094, "pass_at_k": 0.469, "no_answer_rate": 0.29},
                                   {"model": "grpo", "avg_at_k": 0.543, "pass_at_k": 0.75, "no_answer_rate": 0.01}]
 
 
 def test_repeated_cells_are_compared_across_sweeps(tmp_path):
-    from bupo_core.report import repeated_cells
+    from bupo_core.reporting.report import repeated_cells
 
     res = _fake_sweep(tmp_path)
     spec = json.loads((res / "specs" / "main.json").read_text())
@@ -153,7 +153,7 @@ def test_repeated_cells_are_compared_across_sweeps(tmp_path):
 
 def test_committed_repeated_control_cells_reproduce():
     """gemma_norm.yaml repeats gemma.yaml's GRPO cells: on the same machine they must give the same numbers."""
-    from bupo_core.report import repeated_cells
+    from bupo_core.reporting.report import repeated_cells
 
     shared = {tuple(c["where"]): c["identical"] for c in repeated_cells(ROOT / "results")}
     for seed in (0, 1, 2):
@@ -161,7 +161,7 @@ def test_committed_repeated_control_cells_reproduce():
 
 
 def test_norm_pairs_match_arms_that_differ_only_in_the_norm(tmp_path):
-    from bupo_core.report import norm_pairs
+    from bupo_core.reporting.report import norm_pairs
 
     res = _fake_sweep(tmp_path)
     spec = json.loads((res / "specs" / "main.json").read_text())
@@ -180,7 +180,7 @@ def test_norm_pairs_match_arms_that_differ_only_in_the_norm(tmp_path):
 def test_final_norm_makes_gemmas_layer_16_internal_policy_sane():
     """The committed gemma/gemma_norm pair: raw IPA at Gemma's layer 16 has a one-hot internal policy (log-probs
     of order -1e4), the final-normed one a sane one (a few nats), as docs/results.md and the closing note say."""
-    from bupo_core.report import norm_pairs
+    from bupo_core.reporting.report import norm_pairs
 
     pair = {p["normed"]: p for p in norm_pairs(ROOT / "results")}[("gemma_norm", "bupo_l16_ipa_norm_final")]
     assert pair["raw"] == ("gemma", "bupo_l16")
@@ -207,7 +207,7 @@ def _table_rows(md: str):
 def _check_control_means_match_seeds(md: str, results_dir: Path) -> int:
     """Every arm row's control mean is the control over that arm's seeds, and the control row(s) of its table
     cover exactly the arm's seed set. Returns the number of arm rows checked."""
-    from bupo_core.sweep_results import SweepResults
+    from bupo_core.reporting.sweep_results import SweepResults
 
     checked = 0
     for sweep, table in _table_rows(md):

@@ -9,7 +9,7 @@ import pytest
 
 from bupo_core.errors import InputFormatError
 from bupo_core.sweep import read_cells
-from bupo_core.sweep_results import SweepResults, fmt_p, fmt_pm, metric_label
+from bupo_core.reporting.sweep_results import SweepResults, fmt_p, fmt_pm, metric_label
 from conftest import write_fake_sweep
 
 
@@ -106,7 +106,7 @@ def test_fingerprint_follows_the_rows(sweep):
 
 
 def test_results_dir_finds_the_checkout_and_names_the_fix(tmp_path, monkeypatch):
-    from bupo_core.sweep_results import results_dir
+    from bupo_core.reporting.sweep_results import results_dir
 
     monkeypatch.delenv("BUPO_RESULTS", raising=False)
     (tmp_path / "repo" / "results" / "specs").mkdir(parents=True)

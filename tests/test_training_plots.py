@@ -6,7 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from bupo_core.training_plots import plot_phase_timing, plot_training_curves, smooth, switch_step
+from bupo_core.reporting.training_plots import plot_phase_timing, plot_training_curves, smooth, switch_step
 
 
 def _rows(method):

@@ -2,7 +2,7 @@
 
     python tools/readme_glance.py          # after `bupo report results/ --out docs/results.md`
 
-The lines come from :func:`bupo_core.report.glance_lines`; tests/test_report.py fails when the
+The lines come from :func:`bupo_core.reporting.report.glance_lines`; tests/test_report.py fails when the
 README quotes other numbers than ``results/`` gives.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bupo_core.report import glance_lines  # noqa: E402
+from bupo_core.reporting.report import glance_lines  # noqa: E402
 
 PREFIX = "- Sweep `"
 

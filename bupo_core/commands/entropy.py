@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputFormatError(f"--top-k {cfg.top_k} is larger than the model's vocabulary ({vocab} tokens); use 0..{vocab}")
     report = analyse_entropy(model, tok, items, config=cfg, model_name=args.model, progress=True, settings=source)
     report.timing["total_s"] = round(time.perf_counter() - t0, 3)
-    from ..plots import save_entropy_report  # noqa: PLC0415
+    from ..reporting.entropy_plots import save_entropy_report  # noqa: PLC0415
 
     paths = save_entropy_report(report, args.out, figures=not args.no_figures)
     print(report.summary())

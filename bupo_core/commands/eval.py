@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, num_problems=min(cfg.num_problems, len(task)))
     result = evaluate(model, tok, task, cfg, model_name=args.model)
     path = result.save(args.out)
-    from ..evaluation_plots import plot_pass_at_k  # noqa: PLC0415
+    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415
 
     fig = plot_pass_at_k({args.model: result.to_json()})
     fig.savefig(path.parent / "pass_at_k.png", dpi=120)

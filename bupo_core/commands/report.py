@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path  # noqa: PLC0415
 
     from ..errors import InputFormatError  # noqa: PLC0415
-    from ..report import write_page  # noqa: PLC0415
+    from ..reporting.report import write_page  # noqa: PLC0415
 
     if not Path(args.results).is_dir():
         raise InputFormatError(f"{args.results} is not a folder; give the results folder that holds specs/ (e.g. results/)")

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..runs import prepare_output_dir  # noqa: PLC0415
-    from ..settings import cache_dir  # noqa: PLC0415
+    from ..runtime import cache_dir  # noqa: PLC0415
 
     # the cache folder must be usable before a package is installed or a model converted
     prepare_output_dir(args.cache_dir or cache_dir(), what="cache folder", flag="--cache-dir (or $BUPO_CACHE)")

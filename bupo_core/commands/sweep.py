@@ -132,7 +132,7 @@ def _print_power(spec) -> None:
     """The spec's power statement (``notes: [{power: {pilot, arm, target_diff}}]``), from the pilot's committed variance."""
     from pathlib import Path  # noqa: PLC0415
 
-    from ..sweep_results import power_lines, power_plan, results_dir  # noqa: PLC0415
+    from ..reporting.sweep_results import power_lines, power_plan, results_dir  # noqa: PLC0415
 
     here = Path(spec.path).resolve().parent.parent  # results/specs/x.yaml -> results/
     try:

@@ -17,7 +17,7 @@
 # | [07 evaluation](07_evaluation.ipynb) | Avg@K and Pass@k for base, GRPO and BuPO models |
 #
 # Chapters 01-07 each have an **exercise version** in [`exercises/`](exercises/) (the same notebook
-# with the by-hand functions left for you to write, graded by `bupo_core.exercises`); see
+# with the by-hand functions left for you to write, graded by `bupo_core.teaching.exercises`); see
 # [docs/teaching.md](../docs/teaching.md) for objectives, times and how to assign them.
 #
 # **This chapter.** Objectives: load a model offline, chat with it, name its parts through the
@@ -44,7 +44,7 @@ MODEL = "smollm2-135m-instruct"
 DEVICE = None  # None = "cuda" if a GPU is visible, else "cpu"
 SEED = 0
 
-from bupo_core.settings import fast_mode, scaled
+from bupo_core.runtime import fast_mode, scaled
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
@@ -122,7 +122,7 @@ probs = torch.softmax(logits, dim=-1)
 top = probs.topk(5)
 for p, t in zip(top.values, top.indices):
     print(f"{p.item():6.3f}  {tokenizer.decode(int(t))!r}")
-from bupo_core.checks import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
+from bupo_core.tolerances import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
 
 assert_close(probs.sum(), 1.0, dtype=model.dtype, what="next-token probabilities sum to 1", atol=1e-4)
 

@@ -42,7 +42,7 @@
 # **Time.** < 1 min to run on a 2-core CPU at the committed sizes (13 s recorded)
 # (forward passes on one short prompt); a GPU is not needed.
 # **Working time.** about 45 min for the 3 exercises
-# (graded by `bupo_core.exercises`): 1.1 capture the stream with hooks, 1.2 the additive check,
+# (graded by `bupo_core.teaching.exercises`): 1.1 capture the stream with hooks, 1.2 the additive check,
 # 1.3 the internal policy, raw and final-normed.
 
 # %%
@@ -50,7 +50,7 @@
 MODEL = "smollm2-135m-instruct"
 DEVICE = None  # None = "cuda" if a GPU is visible, else "cpu"
 
-from bupo_core.settings import fast_mode, scaled
+from bupo_core.runtime import fast_mode, scaled
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
@@ -62,8 +62,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from bupo_core import ArchitectureAdapter, capture_residuals, load_model
-from bupo_core.checks import assert_close, tolerance  # float32 on CPU; bf16 on GPU adds ~2^-8 relative per addition
-from bupo_core.exercises import check_additive_decomposition, check_capture_residual_stream, check_internal_policy, yours_or_library
+from bupo_core.tolerances import assert_close, tolerance  # float32 on CPU; bf16 on GPU adds ~2^-8 relative per addition
+from bupo_core.teaching.exercises import check_additive_decomposition, check_capture_residual_stream, check_internal_policy, yours_or_library
 from bupo_core.lens import internal_layer_policy
 
 torch.manual_seed(0)

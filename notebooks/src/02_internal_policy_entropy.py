@@ -48,7 +48,7 @@ MODEL = "smollm2-135m-instruct"
 DEVICE = None  # None = "cuda" if a GPU is visible, else "cpu"
 SEED = 0
 
-from bupo_core.settings import fast_mode, scaled
+from bupo_core.runtime import fast_mode, scaled
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
@@ -64,11 +64,11 @@ import torch
 
 from bupo_core import ArchitectureAdapter, capture_residuals, load_model
 from bupo_core.analysis import AnalysisConfig, analyse_entropy, task_prompts
-from bupo_core.checks import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
+from bupo_core.tolerances import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
 from bupo_core.entropy import boundary_layer, entropy_from_logits
-from bupo_core.exercises import check_boundary_layer, check_chunked_entropy, check_entropy_change, check_prediction_positions, yours_or_library
+from bupo_core.teaching.exercises import check_boundary_layer, check_chunked_entropy, check_entropy_change, check_prediction_positions, yours_or_library
 from bupo_core.lens import internal_policy_statistics
-from bupo_core import plots
+from bupo_core.reporting import entropy_plots as plots
 
 torch.manual_seed(SEED)
 model, tokenizer = load_model(MODEL, device=DEVICE)
@@ -426,7 +426,7 @@ if not QUICK:
 # `explore` prints and plots a static view instead, as in the second cell.)
 
 # %%
-from bupo_core.widgets import explore, lens_view
+from bupo_core.teaching.widgets import explore, lens_view
 
 explore(model, tokenizer, "The capital of France is")
 

@@ -39,7 +39,7 @@ HUB_MODELS = ["Qwen/Qwen3-0.6B", "meta-llama/Llama-3.2-1B-Instruct"]
 DEVICE = None  # None = "cuda" if a GPU is visible, else "cpu"
 SEED = 0
 
-from bupo_core.settings import fast_mode, scaled
+from bupo_core.runtime import fast_mode, scaled
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
@@ -54,10 +54,10 @@ import matplotlib.pyplot as plt
 import torch
 
 from bupo_core import ArchitectureAdapter, capture_residuals, load_model
-from bupo_core import plots
+from bupo_core.reporting import entropy_plots as plots
 from bupo_core.analysis import AnalysisConfig, analyse_entropy, task_prompts
-from bupo_core.checks import tolerance  # float32 on CPU, bf16 on GPU
-from bupo_core.exercises import check_full_policy_logits, yours_or_library
+from bupo_core.tolerances import tolerance  # float32 on CPU, bf16 on GPU
+from bupo_core.teaching.exercises import check_full_policy_logits, yours_or_library
 
 prompts = task_prompts(TASK, N_PROMPTS, seed=SEED, style="boxed")
 models = {}

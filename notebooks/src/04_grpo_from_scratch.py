@@ -60,7 +60,7 @@ TASK, TASK_KWARGS, TEMPLATE = "chain_sum", dict(min_terms=2, max_terms=2, min_di
 SEED = 0
 PRECISION = "auto"  # compute precision: auto = bf16 on GPUs with compute capability >= 8.0, fp16 + loss scaling on older ones (T4), fp32 on CPU
 
-from bupo_core.settings import fast_mode, scaled
+from bupo_core.runtime import fast_mode, scaled
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
@@ -77,8 +77,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from bupo_core import load_model
-from bupo_core.checks import assert_close  # tolerance from the dtype in use
-from bupo_core.exercises import check_clipped_loss, check_group_advantages, check_reward, yours_or_library
+from bupo_core.tolerances import assert_close  # tolerance from the dtype in use
+from bupo_core.teaching.exercises import check_clipped_loss, check_group_advantages, check_reward, yours_or_library
 from bupo_core.tasks import load_task
 
 torch.manual_seed(SEED)
@@ -251,7 +251,7 @@ print(f"the by-hand way holds a float32 [batch x length x vocab] tensor: {logits
 # ever exists.
 
 # %%
-from bupo_core.checks import logit_rounding_atol
+from bupo_core.tolerances import logit_rounding_atol
 from bupo_core.policy_head import policy_logprobs
 
 with torch.no_grad():
@@ -420,7 +420,7 @@ del hand_model, trainer_model, trainer
 # long enough to compare GRPO with BuPO. The same loop is the `bupo train` command.
 
 # %%
-from bupo_core.training_plots import plot_training_curves
+from bupo_core.reporting.training_plots import plot_training_curves
 
 cfg = TrainConfig(model=MODEL, task=TASK, task_kwargs=TASK_KWARGS, template=TEMPLATE, method="grpo", steps=DEMO_STEPS,
                   prompts_per_step=NUM_PROMPTS, group_size=G, max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED,

@@ -48,7 +48,7 @@ TASK, TASK_KWARGS, TEMPLATE = "chain_sum", dict(min_terms=2, max_terms=2, min_di
 SEED = 0
 PRECISION = "auto"  # compute precision: auto = bf16 on GPUs with compute capability >= 8.0, fp16 + loss scaling on older ones (T4), fp32 on CPU
 
-from bupo_core.settings import fast_mode, scaled
+from bupo_core.runtime import fast_mode, scaled
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
@@ -70,8 +70,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from bupo_core import ArchitectureAdapter, load_model
-from bupo_core.checks import assert_close  # tolerance from the dtype in use
-from bupo_core.exercises import check_internal_logprobs, check_phase_switch, yours_or_library
+from bupo_core.tolerances import assert_close  # tolerance from the dtype in use
+from bupo_core.teaching.exercises import check_internal_logprobs, check_phase_switch, yours_or_library
 from bupo_core.tasks import load_task
 
 torch.manual_seed(SEED)
@@ -303,7 +303,7 @@ for name, extra in [("GRPO", dict(method="grpo")), (f"BuPO (layer {LAYER}, s_int
     del run_model
 
 # %%
-from bupo_core.training_plots import plot_training_curves
+from bupo_core.reporting.training_plots import plot_training_curves
 
 plot_training_curves(runs, window=4, title=f"{MODEL}, {TASK} (2 one-digit terms), {PROMPTS_PER_STEP} prompts x {GROUP_SIZE} samples per step")
 plt.show()

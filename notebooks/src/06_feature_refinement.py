@@ -44,7 +44,7 @@ DEVICE = None
 SEED = 0
 PRECISION = "auto"  # compute precision: auto = bf16 on GPUs with compute capability >= 8.0, fp16 + loss scaling on older ones (T4), fp32 on CPU
 
-from bupo_core.settings import fast_mode, scaled
+from bupo_core.runtime import fast_mode, scaled
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
@@ -79,8 +79,8 @@ import math
 import torch
 
 from bupo_core import ArchitectureAdapter, capture_residuals, load_model
-from bupo_core.checks import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
-from bupo_core.exercises import check_hidden_cosine, check_layer_kl, yours_or_library
+from bupo_core.tolerances import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
+from bupo_core.teaching.exercises import check_hidden_cosine, check_layer_kl, yours_or_library
 from bupo_core.refinement import ReferenceSet, build_reference_set, feature_refinement
 from bupo_core.tasks import load_task
 
@@ -244,7 +244,7 @@ assert short_metrics[-1]["phase"] == ("full" if STEPS > SHORT_INTER else "intern
 # entropy change at l, the full policy's perplexity on the reference set, and $\mathrm{KL}(\pi^l \,\|\, \pi^j)$.
 
 # %%
-from bupo_core.evaluation_plots import plot_refinement
+from bupo_core.reporting.evaluation_plots import plot_refinement
 
 fig_short = plot_refinement([p.to_json() for p in short_points], title=f"short internal phase ({SHORT_INTER} of {STEPS} steps), layer {LAYER}")
 fig_long = plot_refinement([p.to_json() for p in long_points], title=f"internal phase for all {STEPS} steps, layer {LAYER}")

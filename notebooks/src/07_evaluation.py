@@ -36,7 +36,7 @@ DEVICE = None
 PRECISION = "auto"  # compute precision: auto = bf16 on GPUs with compute capability >= 8.0, fp16 + loss scaling on older ones (T4), fp32 on CPU
 SEED = 0
 
-from bupo_core.settings import fast_mode, scaled
+from bupo_core.runtime import fast_mode, scaled
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
@@ -58,8 +58,8 @@ from math import comb
 import numpy as np
 import torch
 
-from bupo_core.checks import assert_close  # one tolerance rule for every check (dtype: exact float64 here)
-from bupo_core.exercises import check_bootstrap_interval, check_pass_at_k, yours_or_library
+from bupo_core.tolerances import assert_close  # one tolerance rule for every check (dtype: exact float64 here)
+from bupo_core.teaching.exercises import check_bootstrap_interval, check_pass_at_k, yours_or_library
 
 # %% [markdown]
 # ## Pass@k by hand
@@ -270,7 +270,7 @@ print("base model, Avg@K 95% interval over problems: by hand", tuple(round(v, 3)
       "| bupo_core", tuple(round(v, 3) for v in bootstrap_interval(rates)))
 
 # %%
-from bupo_core.evaluation_plots import plot_pass_at_k
+from bupo_core.reporting.evaluation_plots import plot_pass_at_k
 
 fig = plot_pass_at_k({name: runs[0].to_json() for name, runs in results.items()},
                      title=f"Pass@k on {EVAL_PROBLEMS} held-out chain_sum problems (seed {EVAL_SEEDS[0]})")
@@ -368,8 +368,8 @@ print(f"Budget: BuPO spends {INTER_STEPS} of its {STEPS} steps ({INTER_STEPS / S
 # %%
 import matplotlib.pyplot as plt
 
-from bupo_core.sweep_plots import plot_arms, plot_paired_differences
-from bupo_core.sweep_results import SweepResults, results_dir
+from bupo_core.reporting.sweep_plots import plot_arms, plot_paired_differences
+from bupo_core.reporting.sweep_results import SweepResults, results_dir
 
 sweep = SweepResults.load(results_dir() / "main")
 sweep.check()  # the summary is what the committed cells.jsonl gives

@@ -42,8 +42,8 @@ MODEL = "smollm2-135m-instruct"
 DEVICE = None
 SWEEP = "main"  # the sweep folder under results/ to read (results/specs/main.yaml)
 
-from bupo_core.settings import fast_mode, scaled
-from bupo_core.sweep_results import results_dir
+from bupo_core.runtime import fast_mode, scaled
+from bupo_core.reporting.sweep_results import results_dir
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
@@ -63,8 +63,8 @@ import math
 
 import torch
 
-from bupo_core.checks import assert_close  # one tolerance rule for every check (float64 maths here)
-from bupo_core.exercises import check_sign_flip_test, yours_or_library
+from bupo_core.tolerances import assert_close  # one tolerance rule for every check (float64 maths here)
+from bupo_core.teaching.exercises import check_sign_flip_test, yours_or_library
 from bupo_core.stats import compare_to_control, mean_se, min_p_value
 
 # %% [markdown]
@@ -155,7 +155,7 @@ print("smallest p-value with 3 / 5 / 8 seeds:", ", ".join(f"{min_p_value(n):.4f}
 # GRPO.
 
 # %%
-from bupo_core.sweep_results import SweepResults
+from bupo_core.reporting.sweep_results import SweepResults
 
 res = SweepResults.load(RESULTS / SWEEP)
 res.check()
@@ -242,7 +242,7 @@ print(f"the paper's relative effect at this GRPO level: {paper_effect:.4f}; "
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from bupo_core.sweep_plots import plot_arms, plot_paired_differences
+from bupo_core.reporting.sweep_plots import plot_arms, plot_paired_differences
 
 
 def show_group(results, arms, title):
@@ -304,7 +304,7 @@ for a in main_arms:
 # the gradient norm before clipping. The sweep keeps each cell's `metrics.jsonl`.
 
 # %%
-from bupo_core.sweep_plots import plot_curves
+from bupo_core.reporting.sweep_plots import plot_curves
 
 curves = res.reward_curves(main_arms)
 inter = {a: res.inter_steps(a) for a in curves}
@@ -380,7 +380,7 @@ print("arms still waiting for seeds:", ", ".join(pending) if pending else "none;
 import json
 
 from bupo_core.sweep import _read_spec_file
-from bupo_core.sweep_results import power_lines, power_plan
+from bupo_core.reporting.sweep_results import power_lines, power_plan
 
 others = {}
 for spec_path in sorted((RESULTS / "specs").glob("*.yaml")):
@@ -415,13 +415,13 @@ for spec_path in sorted((RESULTS / "specs").glob("*.yaml")):
 # ### Does the final norm fix the internal policy's scale?
 #
 # On Gemma the raw internal policy at layer 16 is one-hot, so raw IPA there cannot be a sane update.
-# `bupo_core.report.norm_pairs` pairs every `ipa_norm: final` arm with the arm (in any sweep) that
+# `bupo_core.reporting.report.norm_pairs` pairs every `ipa_norm: final` arm with the arm (in any sweep) that
 # differs from it only in the norm, and reads the internal-phase diagnostics of both from the kept
 # metrics files. The hypothesis predicts a sane internal policy with the norm; whether that also
 # changes the held-out score is a separate question, answered by the paired difference.
 
 # %%
-from bupo_core.report import norm_pairs
+from bupo_core.reporting.report import norm_pairs
 
 pairs = norm_pairs(RESULTS)
 print(f"{'final-normed arm':44} {'raw arm':22} {'log-prob raw -> normed':>24} {'entropy':>14} {'Avg@K diff':>17}   p")

@@ -1,7 +1,7 @@
 """Figures of a sweep (matplotlib, no display needed): arms across seeds, paired differences, curves.
 
 Every function takes the report objects (a ``summary.json`` dict, or the curves that
-:class:`bupo_core.sweep_results.SweepResults` computes) and returns the figure; none computes
+:class:`bupo_core.reporting.sweep_results.SweepResults` computes) and returns the figure; none computes
 statistics of its own, so what a plot shows is what the summary says.
 """
 

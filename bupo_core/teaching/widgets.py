@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .adapter import ArchitectureAdapter, Norm
-from .capture import ResidualCapture, capture_residuals
-from .errors import InputFormatError
-from .lens import KIND_LABELS, KINDS, captured_vectors, policy_statistics
-from .sequences import Prompt, encode_prompt
+from ..adapter import ArchitectureAdapter, Norm
+from ..capture import ResidualCapture, capture_residuals
+from ..errors import InputFormatError
+from ..lens import KIND_LABELS, KINDS, captured_vectors, policy_statistics
+from ..sequences import Prompt, encode_prompt
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bupo_core.checks import Tolerance, assert_close, tolerance
+from bupo_core.tolerances import Tolerance, assert_close, tolerance
 
 
 def test_tolerance_follows_the_dtype():

@@ -43,17 +43,17 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .adapter import ArchitectureAdapter, first_tensor
-from .capture import capture_residuals
-from .entropy import attn_entropy_change, boundary_layer, entropy_from_logits, ffn_entropy_change
-from .evaluate import bootstrap_interval, pass_at_k
-from .grpo import clipped_policy_loss, group_advantages
-from .lens import internal_policy, internal_policy_logits
-from .models import tiny_model
-from .rewards import extract_last_number, score_last_number
-from .sequences import PackedBatch, pack_sequences
-from .stats import sign_flip_test
-from .trainer import TrainConfig, policy_logprobs
+from ..adapter import ArchitectureAdapter, first_tensor
+from ..capture import capture_residuals
+from ..entropy import attn_entropy_change, boundary_layer, entropy_from_logits, ffn_entropy_change
+from ..evaluate import bootstrap_interval, pass_at_k
+from ..grpo import clipped_policy_loss, group_advantages
+from ..lens import internal_policy, internal_policy_logits
+from ..models import tiny_model
+from ..rewards import extract_last_number, score_last_number
+from ..sequences import PackedBatch, pack_sequences
+from ..stats import sign_flip_test
+from ..trainer import TrainConfig, policy_logprobs
 
 __all__ = [
     "check_additive_decomposition",
@@ -802,7 +802,7 @@ def check_internal_logprobs(fn: Callable) -> None:
         with torch.no_grad():
             expected, _ = policy_logprobs(model, batch, layer=layer)
             m = batch.prediction_mask.bool()
-            from .capture import forward_to_layer  # noqa: PLC0415
+            from ..capture import forward_to_layer  # noqa: PLC0415
 
             h = forward_to_layer(model, batch.input_ids, layer, batch.attention_mask)
             logp_all = torch.log_softmax(adapter.logits(h, "none"), -1)

@@ -37,13 +37,13 @@ from typing import Any
 
 import torch
 
-from .analysis import AnalysisConfig
-from .evaluate import EvalConfig
-from .layer_choice import choose_layer
-from .models import DEFAULT_MODEL
-from .sampling import MAX_NEW_TOKENS_DEMO, MAX_NEW_TOKENS_SHORT_ANALYSIS
-from .tasks import EASY_CHAIN_SUM
-from .trainer import TrainConfig
+from ..analysis import AnalysisConfig
+from ..evaluate import EvalConfig
+from ..layer_choice import choose_layer
+from ..models import DEFAULT_MODEL
+from ..sampling import MAX_NEW_TOKENS_DEMO, MAX_NEW_TOKENS_SHORT_ANALYSIS
+from ..tasks import EASY_CHAIN_SUM
+from ..trainer import TrainConfig
 
 
 # distinct training questions of the demo's task: the two-term single-digit chain_sum has 200 distinct
@@ -217,10 +217,10 @@ def check_demo(cfg: DemoConfig, *, overwrite: bool = False) -> tuple[Path, Any, 
     A folder that already holds files is refused unless ``overwrite`` (then the previous report's
     files are deleted; other files are left alone), so two demos never mix their metrics.
     """
-    from .errors import InputFormatError  # noqa: PLC0415
-    from .models import check_device  # noqa: PLC0415
-    from .runs import RunFolderError, clear_run, prepare_output_dir  # noqa: PLC0415
-    from .tasks import load_task  # noqa: PLC0415
+    from ..errors import InputFormatError  # noqa: PLC0415
+    from ..models import check_device  # noqa: PLC0415
+    from ..runs import RunFolderError, clear_run, prepare_output_dir  # noqa: PLC0415
+    from ..tasks import load_task  # noqa: PLC0415
 
     check_device(cfg.device)
     if cfg.analysis_prompts < 1:
@@ -257,13 +257,13 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    from .analysis import analyse_entropy, task_prompts  # noqa: PLC0415
-    from .evaluate import compare, evaluate, load_eval  # noqa: PLC0415
-    from .evaluation_plots import plot_pass_at_k  # noqa: PLC0415
-    from .plots import save_entropy_report  # noqa: PLC0415
-    from .models import load_model  # noqa: PLC0415
-    from .trainer import Trainer  # noqa: PLC0415
-    from .training_plots import plot_training_curves  # noqa: PLC0415
+    from ..analysis import analyse_entropy, task_prompts  # noqa: PLC0415
+    from ..evaluate import compare, evaluate, load_eval  # noqa: PLC0415
+    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415
+    from ..reporting.entropy_plots import save_entropy_report  # noqa: PLC0415
+    from ..models import load_model  # noqa: PLC0415
+    from ..trainer import Trainer  # noqa: PLC0415
+    from ..reporting.training_plots import plot_training_curves  # noqa: PLC0415
 
     t_start = time.time()
     out, ecfg, eval_task = check_demo(cfg, overwrite=overwrite)

@@ -13,7 +13,7 @@ questions a reader asks of a sweep, in the paper's terms:
   log-prob and entropy, clip fraction, approx KL, gradient norm), when the cell folder was kept;
 * :meth:`~SweepResults.figure`: the arms' plot (mean +- SE, every seed's point).
 
-It is I/O plus arithmetic on lists; the figures live in :mod:`bupo_core.sweep_plots`. Typical use::
+It is I/O plus arithmetic on lists; the figures live in :mod:`bupo_core.reporting.sweep_plots`. Typical use::
 
     results = SweepResults.load("results/main")
     results.check()                       # the summary is what cells.jsonl gives
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import InputFormatError
-from .stats import mean_se, min_p_value
+from ..errors import InputFormatError
+from ..stats import mean_se, min_p_value
 
 ALPHA = 0.05
 METRIC_LABELS = {
@@ -99,7 +99,7 @@ class SweepResults:
 
         Raises :class:`InputFormatError` naming the missing file and the command that writes it.
         """
-        from .sweep import read_cells  # noqa: PLC0415
+        from ..sweep import read_cells  # noqa: PLC0415
 
         folder = Path(folder)
         for name in ("summary.json", "cells.jsonl"):
@@ -191,7 +191,7 @@ class SweepResults:
         Raises ``AssertionError`` naming the arm, metric and both values on a mismatch (a summary
         written before the last rows were appended, or edited by hand).
         """
-        from .stats import compare_to_control  # noqa: PLC0415
+        from ..stats import compare_to_control  # noqa: PLC0415
 
         for name, a in self.summary["arms"].items():
             rows = {r["seed"]: r for r in self.rows if r["arm"] == name and r["seed"] in a.get("planned_seeds", a["seeds"])}
@@ -212,7 +212,7 @@ class SweepResults:
                     assert key in got, f"{self.name}/{name}/{metric}: vs_control has no {key!r}; rerun `bupo sweep SPEC --out DIR --summary-only`"
                     _close(ref[key], got[key], tol, f"{self.name}/{name}/{metric} vs_control {key}")
             if "ipa_updates" in a:
-                from .runs import read_metrics  # noqa: PLC0415
+                from ..runs import read_metrics  # noqa: PLC0415
 
                 for s, n in zip(a["seeds"], a["ipa_updates"]["per_seed"]):
                     p = self.folder / "cells" / name / f"seed-{s}" / "run" / "metrics.jsonl"
@@ -377,7 +377,7 @@ class SweepResults:
 
     def step_metrics(self, arm: str, seed: int) -> list[dict] | None:
         """The per-step training rows (``run/metrics.jsonl``) of one cell, or ``None`` if its folder was not kept."""
-        from .runs import read_metrics  # noqa: PLC0415
+        from ..runs import read_metrics  # noqa: PLC0415
 
         p = self.folder / "cells" / arm / f"seed-{seed}" / "run" / "metrics.jsonl"
         if not p.exists():
@@ -388,7 +388,7 @@ class SweepResults:
         """Correct samples per evaluation problem of one cell (its committed ``eval/per_problem.jsonl``, in
         problem order), or ``None`` when the cell has none (sweeps before issue 20). Cells of one sweep
         evaluate the same problems in the same order, so these lists pair by problem across arms and seeds."""
-        from .runs import iter_jsonl  # noqa: PLC0415
+        from ..runs import iter_jsonl  # noqa: PLC0415
 
         p = self.folder / "cells" / arm / f"seed-{seed}" / "eval" / "per_problem.jsonl"
         if not p.exists():
@@ -465,7 +465,7 @@ class SweepResults:
 
     # ------------------------------------------------------------------ figures
     def figure(self, metric: str = "avg_at_k", arms: Sequence[str] | None = None, title: str | None = None):
-        """The arms' plot: mean ± SE across seeds and every seed's point (:func:`bupo_core.sweep_plots.plot_arms`)."""
+        """The arms' plot: mean ± SE across seeds and every seed's point (:func:`bupo_core.reporting.sweep_plots.plot_arms`)."""
         from .sweep_plots import plot_arms  # noqa: PLC0415
 
         return plot_arms(self.summary, metric=metric, arms=arms, title=title)
@@ -536,9 +536,9 @@ def augment_summary(spec: Any, folder: str | Path, summary: dict) -> dict:
     ``flags``: one line per BuPO cell with zero IPA updates; ``shared.dynamic_sampling`` is the
     spec's setting (``false`` when the spec does not set it).
     """
-    from .runs import read_metrics  # noqa: PLC0415
-    from .stats import compare_to_control  # noqa: PLC0415
-    from .sweep import METRICS  # noqa: PLC0415
+    from ..runs import read_metrics  # noqa: PLC0415
+    from ..stats import compare_to_control  # noqa: PLC0415
+    from ..sweep import METRICS  # noqa: PLC0415
 
     folder = Path(folder)
     arms = summary["arms"]
@@ -625,10 +625,10 @@ def power_plan(spec: Any, results: str | Path) -> dict | None:
         non-control arm's ``detectable_diff`` is at the seeds it shares with the control;
         ``seeds_needed`` is the fewest seeds (at least ``min_seeds``) that detect ``target_diff``.
     """
-    from .stats import compare_to_control, detectable_difference, seeds_needed  # noqa: PLC0415
+    from ..stats import compare_to_control, detectable_difference, seeds_needed  # noqa: PLC0415
 
     if hasattr(spec, "arms") and not isinstance(spec, dict):
-        from .sweep import spec_to_json  # noqa: PLC0415
+        from ..sweep import spec_to_json  # noqa: PLC0415
 
         spec = spec_to_json(spec)
     basis = power_basis(spec.get("notes") or [])

@@ -16,7 +16,7 @@ RunLike = Rows | str | Path
 
 def _rows(run: RunLike) -> list[Mapping]:
     if isinstance(run, (str, Path)):
-        from .trainer import read_metrics  # noqa: PLC0415
+        from ..trainer import read_metrics  # noqa: PLC0415
 
         return read_metrics(run)
     return list(run)
