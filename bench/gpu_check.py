@@ -47,17 +47,42 @@ import torch  # noqa: E402
 
 GiB = 2**30
 QWEN3_0_6B = dict(  # the Qwen3-0.6B configuration (Qwen/Qwen3-0.6B's config.json); weights are random
-    vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-    num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, rope_theta=1_000_000, rms_norm_eps=1e-6,
-    tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151645, pad_token_id=151643,
+    vocab_size=151936,
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rope_theta=1_000_000,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    bos_token_id=151643,
+    eos_token_id=151645,
+    pad_token_id=151643,
 )
 SMOLLM2_135M = dict(  # the embedded SmolLM2-135M-Instruct's configuration (Llama family); ids of the specials moved
-    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-    num_key_value_heads=3, head_dim=64, max_position_embeddings=8192, rope_theta=100_000.0, rms_norm_eps=1e-5,
-    tie_word_embeddings=True, bos_token_id=49150, eos_token_id=49151, pad_token_id=49150,
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    head_dim=64,
+    max_position_embeddings=8192,
+    rope_theta=100_000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+    bos_token_id=49150,
+    eos_token_id=49151,
+    pad_token_id=49150,
 )
-RANDOM_MODELS = {"random-qwen3-0.6b": ("qwen3", QWEN3_0_6B), "qwen3-0.6b": ("qwen3", QWEN3_0_6B),
-                 "random-smollm2-135m": ("llama", SMOLLM2_135M)}
+RANDOM_MODELS = {
+    "random-qwen3-0.6b": ("qwen3", QWEN3_0_6B),
+    "qwen3-0.6b": ("qwen3", QWEN3_0_6B),
+    "random-smollm2-135m": ("llama", SMOLLM2_135M),
+}
 # usable memory of the cards (what torch reports as total_memory): T4 16 GB, L4/A10 24 GB, A100 40 GB, A100/H100 80 GB
 CARD_GIB = {"16": 14.7, "24": 22.0, "40": 39.4, "80": 79.1}
 REWARD = "gpu_check_length_parity"
@@ -73,7 +98,9 @@ def byte_tokenizer(vocab_size: int, eos_id: int, pad_id: int):
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     specials = {eos_id: "<|endoftext|>", pad_id: "<|pad|>" if pad_id != eos_id else "<|endoftext|>"}
     if min(specials) < len(alphabet):
-        raise ValueError(f"special token ids {sorted(specials)} must be >= {len(alphabet)} (the byte symbols come first)")
+        raise ValueError(
+            f"special token ids {sorted(specials)} must be >= {len(alphabet)} (the byte symbols come first)"
+        )
     vocab: dict[str, int] = {c: i for i, c in enumerate(alphabet)}
     pairs = (a + b for a in alphabet for b in alphabet)
     triples = (a + b + c for a in alphabet[:64] for b in alphabet for c in alphabet)
@@ -139,13 +166,28 @@ def recipe_sizes(name: str) -> dict:
     from bupo_core.recipes import build_recipe  # noqa: PLC0415
 
     s = build_recipe(name, out_root=tempfile.gettempdir()).settings
-    return {"recipe": name, "prompts": s["prompts_per_step"], "max_new_tokens": s["max_new_tokens"], "precision": s["precision"],
-            "generation_batch_size": s["generation_batch_size"], "micro_batch_size": s["micro_batch_size"],
-            "logprob_chunk_size": s["logprob_chunk_size"], "group_size": s["group_size"]}
+    return {
+        "recipe": name,
+        "prompts": s["prompts_per_step"],
+        "max_new_tokens": s["max_new_tokens"],
+        "precision": s["precision"],
+        "generation_batch_size": s["generation_batch_size"],
+        "micro_batch_size": s["micro_batch_size"],
+        "logprob_chunk_size": s["logprob_chunk_size"],
+        "group_size": s["group_size"],
+    }
 
 
-CPU_SIZES = {"recipe": "cpu-smoke", "prompts": 2, "max_new_tokens": 48, "generation_batch_size": 16, "micro_batch_size": 8,
-             "logprob_chunk_size": 1024, "group_size": 8, "precision": "fp32"}
+CPU_SIZES = {
+    "recipe": "cpu-smoke",
+    "prompts": 2,
+    "max_new_tokens": 48,
+    "generation_batch_size": 16,
+    "micro_batch_size": 8,
+    "logprob_chunk_size": 1024,
+    "group_size": 8,
+    "precision": "fp32",
+}
 
 
 def card_recipe(device: torch.device) -> str | None:
@@ -219,12 +261,26 @@ def make_trainer(model, tok, task, args, sizes: dict, *, method: str, steps: int
     from bupo_core.trainer import TrainConfig, Trainer  # noqa: PLC0415
 
     cfg = TrainConfig(
-        model=args.model, task=task.name, task_kwargs={}, reward=REWARD, method=method,
-        layer=args.layer if method == "bupo" else None, inter_steps=inter_steps, steps=steps, prompts_per_step=sizes["prompts"],
-        group_size=sizes["group_size"], max_new_tokens=sizes["max_new_tokens"], lr=args.lr,
-        num_mini_batches=min(args.num_mini_batches, sizes["prompts"]), micro_batch_size=sizes["micro_batch_size"],
-        generation_batch_size=sizes["generation_batch_size"], logprob_chunk_size=sizes["logprob_chunk_size"],
-        gradient_checkpointing=args.gradient_checkpointing, precision=sizes["precision"], device=str(model.device), seed=args.seed,
+        model=args.model,
+        task=task.name,
+        task_kwargs={},
+        reward=REWARD,
+        method=method,
+        layer=args.layer if method == "bupo" else None,
+        inter_steps=inter_steps,
+        steps=steps,
+        prompts_per_step=sizes["prompts"],
+        group_size=sizes["group_size"],
+        max_new_tokens=sizes["max_new_tokens"],
+        lr=args.lr,
+        num_mini_batches=min(args.num_mini_batches, sizes["prompts"]),
+        micro_batch_size=sizes["micro_batch_size"],
+        generation_batch_size=sizes["generation_batch_size"],
+        logprob_chunk_size=sizes["logprob_chunk_size"],
+        gradient_checkpointing=args.gradient_checkpointing,
+        precision=sizes["precision"],
+        device=str(model.device),
+        seed=args.seed,
         out_dir=tempfile.mkdtemp(prefix="gpu_check_"),
     )
     return Trainer(cfg, model=model, tokenizer=tok, task=task)
@@ -255,7 +311,16 @@ def precision_info(tr) -> dict:
 def run_bupo_loop(model, tok, task, args, sizes: dict, device) -> dict:
     from bupo_core.adapter import ArchitectureAdapter  # noqa: PLC0415
 
-    tr = make_trainer(model, tok, task, args, sizes, method="bupo", steps=args.inter_steps + args.full_steps, inter_steps=args.inter_steps)
+    tr = make_trainer(
+        model,
+        tok,
+        task,
+        args,
+        sizes,
+        method="bupo",
+        steps=args.inter_steps + args.full_steps,
+        inter_steps=args.inter_steps,
+    )
     assert all(p.dtype == torch.float32 for p in tr.model.parameters()), "master weights must be float32"
     adapter = ArchitectureAdapter(tr.model)
     # snapshots on the CPU, so that they do not inflate the GPU peaks measured below
@@ -278,29 +343,56 @@ def run_bupo_loop(model, tok, task, args, sizes: dict, device) -> dict:
                 lower_moved |= any(not torch.equal(params[n].detach().cpu(), v) for n, v in lower_before.items())
             tokens = int(round(row["response_length_mean"] * tr.config.prompts_per_step * tr.config.group_size))
             gen, upd = meter.rows.get("generation", {}), meter.rows.get("update", {})
-            steps.append({
-                "step": row["step"], "phase": row["phase"], "updates": row["updates"], "reward_mean": row["reward_mean"],
-                "response_length_mean": row["response_length_mean"], "response_tokens": tokens,
-                "seconds": {"step": round(seconds, 3), "generation": round(gen.get("seconds", row["time_generate"]), 3),
-                            "grading": round(row["time_score"], 3), "update": round(row["time_update"], 3)},
-                "tokens_per_s": round(tokens / seconds, 1),
-                "generation_tokens_per_s": round(tokens / gen["seconds"], 1) if gen.get("seconds") else None,
-                "update_tokens_per_s": round(tokens / row["time_update"], 1) if row["time_update"] > 0 else None,
-                "peak_gpu_gib": {"generation": gen.get("peak_allocated_gib"), "update": upd.get("peak_allocated_gib")},
-                "peak_gpu_reserved_gib": {"generation": gen.get("peak_reserved_gib"), "update": upd.get("peak_reserved_gib")},
-                "loss_scale": tr.scaler.scale,
-            })
+            steps.append(
+                {
+                    "step": row["step"],
+                    "phase": row["phase"],
+                    "updates": row["updates"],
+                    "reward_mean": row["reward_mean"],
+                    "response_length_mean": row["response_length_mean"],
+                    "response_tokens": tokens,
+                    "seconds": {
+                        "step": round(seconds, 3),
+                        "generation": round(gen.get("seconds", row["time_generate"]), 3),
+                        "grading": round(row["time_score"], 3),
+                        "update": round(row["time_update"], 3),
+                    },
+                    "tokens_per_s": round(tokens / seconds, 1),
+                    "generation_tokens_per_s": round(tokens / gen["seconds"], 1) if gen.get("seconds") else None,
+                    "update_tokens_per_s": round(tokens / row["time_update"], 1) if row["time_update"] > 0 else None,
+                    "peak_gpu_gib": {
+                        "generation": gen.get("peak_allocated_gib"),
+                        "update": upd.get("peak_allocated_gib"),
+                    },
+                    "peak_gpu_reserved_gib": {
+                        "generation": gen.get("peak_reserved_gib"),
+                        "update": upd.get("peak_reserved_gib"),
+                    },
+                    "loss_scale": tr.scaler.scale,
+                }
+            )
             print(json.dumps(steps[-1]), flush=True)
     finally:
         restore(patched)
     later = steps[1:] or steps  # the first step includes CUDA start-up costs
     med = lambda key, src="seconds": round(statistics.median(s[src][key] for s in later), 3)  # noqa: E731
-    med_rate = lambda key: round(statistics.median(s[key] for s in later if s[key] is not None), 1) if any(s[key] for s in later) else None  # noqa: E731
-    peak = lambda key: max((s["peak_gpu_reserved_gib"].get(key) or 0.0) for s in steps) if device.type == "cuda" else None  # noqa: E731
+    med_rate = lambda key: (
+        round(statistics.median(s[key] for s in later if s[key] is not None), 1) if any(s[key] for s in later) else None
+    )  # noqa: E731
+    peak = lambda key: (
+        max((s["peak_gpu_reserved_gib"].get(key) or 0.0) for s in steps) if device.type == "cuda" else None
+    )  # noqa: E731
     peak_all = max(peak("generation") or 0.0, peak("update") or 0.0) if device.type == "cuda" else None
     return {
-        "settings": {"method": "bupo", "layer": args.layer, "inter_steps": args.inter_steps, "full_steps": args.full_steps,
-                     **sizes, "gradient_checkpointing": args.gradient_checkpointing, "lr": args.lr},
+        "settings": {
+            "method": "bupo",
+            "layer": args.layer,
+            "inter_steps": args.inter_steps,
+            "full_steps": args.full_steps,
+            **sizes,
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "lr": args.lr,
+        },
         "master_weights_dtype": str(next(tr.model.parameters()).dtype),
         "precision": precision_info(tr),
         "phases_run": [s["phase"] for s in steps],
@@ -308,11 +400,18 @@ def run_bupo_loop(model, tok, task, args, sizes: dict, device) -> dict:
         "upper_blocks_bit_identical_in_internal_phase": bool(upper_identical),
         "lower_blocks_moved_in_internal_phase": bool(lower_moved),
         "median_seconds_after_first_step": {k: med(k) for k in ("step", "generation", "grading", "update")},
-        "median_tokens_per_s_after_first_step": {"step": med_rate("tokens_per_s"), "generation": med_rate("generation_tokens_per_s"),
-                                                 "update": med_rate("update_tokens_per_s")},
+        "median_tokens_per_s_after_first_step": {
+            "step": med_rate("tokens_per_s"),
+            "generation": med_rate("generation_tokens_per_s"),
+            "update": med_rate("update_tokens_per_s"),
+        },
         "median_seconds_by_phase": {  # internal phase (blocks 1..l only in scoring/update) vs full GRPO
-            ph: {k: round(statistics.median(s["seconds"][k] for s in steps if s["phase"] == ph), 3) for k in ("step", "generation", "update")}
-            for ph in ("internal", "full") if any(s["phase"] == ph for s in steps)
+            ph: {
+                k: round(statistics.median(s["seconds"][k] for s in steps if s["phase"] == ph), 3)
+                for k in ("step", "generation", "update")
+            }
+            for ph in ("internal", "full")
+            if any(s["phase"] == ph for s in steps)
         },
         "peak_gpu_reserved_gib": {"generation": peak("generation"), "update": peak("update")},
         "fits": fits(peak_all),
@@ -340,11 +439,18 @@ def run_memory_config(model, tok, task, args, sizes: dict, device) -> dict:
         tokens = int(round(row["response_length_mean"] * tr.config.prompts_per_step * tr.config.group_size))
         out["phases"][f"{method}_{row['phase']}"] = {
             "peak_reserved_gib": {"generation": gen.get("peak_reserved_gib"), "update": upd.get("peak_reserved_gib")},
-            "peak_allocated_gib": {"generation": gen.get("peak_allocated_gib"), "update": upd.get("peak_allocated_gib")},
-            "step_seconds": round(seconds, 2), "time_generate": round(row["time_generate"], 2), "time_update": round(row["time_update"], 2),
+            "peak_allocated_gib": {
+                "generation": gen.get("peak_allocated_gib"),
+                "update": upd.get("peak_allocated_gib"),
+            },
+            "step_seconds": round(seconds, 2),
+            "time_generate": round(row["time_generate"], 2),
+            "time_update": round(row["time_update"], 2),
             "generation_tokens_per_s": round(tokens / max(row["time_generate"], 1e-9), 1),
             "update_tokens_per_s": round(tokens / max(row["time_update"], 1e-9), 1),
-            "response_length_mean": row["response_length_mean"], "updates": row["updates"], "precision": precision_info(tr),
+            "response_length_mean": row["response_length_mean"],
+            "updates": row["updates"],
+            "precision": precision_info(tr),
         }
         print(method, json.dumps(out["phases"][f"{method}_{row['phase']}"]), flush=True)
         del tr
@@ -353,10 +459,17 @@ def run_memory_config(model, tok, task, args, sizes: dict, device) -> dict:
         out["peak_gib"] = max(v or 0.0 for p in out["phases"].values() for v in p["peak_reserved_gib"].values())
         out["fits"] = fits(out["peak_gib"])
     mode = out["phases"]["grpo_full"]["precision"]["mode"]
-    est = estimate_memory(ModelShape.from_config(model.config, args.model), precision=mode, max_new_tokens=sizes["max_new_tokens"],
-                          group_size=sizes["group_size"], generation_batch_size=sizes["generation_batch_size"],
-                          micro_batch_size=sizes["micro_batch_size"], logprob_chunk_size=sizes["logprob_chunk_size"],
-                          gradient_checkpointing=args.gradient_checkpointing, prompt_tokens=args.prompt_tokens_estimate)
+    est = estimate_memory(
+        ModelShape.from_config(model.config, args.model),
+        precision=mode,
+        max_new_tokens=sizes["max_new_tokens"],
+        group_size=sizes["group_size"],
+        generation_batch_size=sizes["generation_batch_size"],
+        micro_batch_size=sizes["micro_batch_size"],
+        logprob_chunk_size=sizes["logprob_chunk_size"],
+        gradient_checkpointing=args.gradient_checkpointing,
+        prompt_tokens=args.prompt_tokens_estimate,
+    )
     out["estimate_for_comparison"] = est.summary()
     return out
 
@@ -365,30 +478,58 @@ def run_memory_config(model, tok, task, args, sizes: dict, device) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
-    ap.add_argument("--model", default="random-qwen3-0.6b",
-                    help="random-qwen3-0.6b (Qwen3-0.6B's configuration, random weights), random-smollm2-135m, tiny-random-<family>, "
-                         "an embedded name (smollm2-135m-instruct) or a local model folder")
-    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-                    help="auto: bf16 on compute capability >= 8.0, fp16 with loss scaling below, fp32 on CPU (default: the recipe's, i.e. auto)")
-    ap.add_argument("--recipe", default=None, help="t4-16gb, 24gb or 40-80gb (default: the visible card's; small CPU sizes on CPU)")
+    ap.add_argument(
+        "--model",
+        default="random-qwen3-0.6b",
+        help="random-qwen3-0.6b (Qwen3-0.6B's configuration, random weights), random-smollm2-135m, tiny-random-<family>, "
+        "an embedded name (smollm2-135m-instruct) or a local model folder",
+    )
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="auto: bf16 on compute capability >= 8.0, fp16 with loss scaling below, fp32 on CPU (default: the recipe's, i.e. auto)",
+    )
+    ap.add_argument(
+        "--recipe", default=None, help="t4-16gb, 24gb or 40-80gb (default: the visible card's; small CPU sizes on CPU)"
+    )
     ap.add_argument("--memory-recipe", default=None, help="part 2's sizes (default: the same as part 1)")
-    ap.add_argument("--layer", type=int, default=None, help="BuPO target layer (paper numbering); default min(6, L // 2): 6 for Qwen3-0.6B")
+    ap.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        help="BuPO target layer (paper numbering); default min(6, L // 2): 6 for Qwen3-0.6B",
+    )
     ap.add_argument("--inter-steps", type=int, default=2)
     ap.add_argument("--full-steps", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=None, help="prompts per step (x G responses); default: the recipe's")
     ap.add_argument("--group-size", type=int, default=None, help="G; default: the recipe's (8)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="response length; default: the recipe's")
-    ap.add_argument("--generation-batch-size", type=int, default=None, help="part 1: sequences per generate call; default: the recipe's (part 2 keeps its recipe's)")
+    ap.add_argument(
+        "--generation-batch-size",
+        type=int,
+        default=None,
+        help="part 1: sequences per generate call; default: the recipe's (part 2 keeps its recipe's)",
+    )
     ap.add_argument("--micro-batch-size", type=int, default=None)
     ap.add_argument("--logprob-chunk-size", type=int, default=None)
-    ap.add_argument("--memory-prompts", type=int, default=None, help="part 2: prompts per step (default: part 2's recipe)")
-    ap.add_argument("--memory-max-new-tokens", type=int, default=None, help="part 2: response length (default: part 2's recipe)")
+    ap.add_argument(
+        "--memory-prompts", type=int, default=None, help="part 2: prompts per step (default: part 2's recipe)"
+    )
+    ap.add_argument(
+        "--memory-max-new-tokens", type=int, default=None, help="part 2: response length (default: part 2's recipe)"
+    )
     ap.add_argument("--skip-memory-config", action="store_true")
     ap.add_argument("--num-mini-batches", type=int, default=2)
     ap.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--prompt-tokens-estimate", type=int, default=32, help="prompt length the estimate assumes (the synthetic prompts are ~25 tokens)")
+    ap.add_argument(
+        "--prompt-tokens-estimate",
+        type=int,
+        default=32,
+        help="prompt length the estimate assumes (the synthetic prompts are ~25 tokens)",
+    )
     ap.add_argument("--time-budget-s", type=float, default=420.0, help="stop adding steps / skip part 2 past this")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "gpu.json"))
     args = ap.parse_args(argv)
@@ -425,10 +566,15 @@ def main(argv: list[str] | None = None) -> int:
     capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
     result = {
         "measured": True,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()})",
         "compute_capability": list(capability) if capability else None,
-        "total_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / GiB, 2) if device.type == "cuda" else None,
-        "model": desc, "parameters": sum(p.numel() for p in model.parameters()),
+        "total_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / GiB, 2)
+        if device.type == "cuda"
+        else None,
+        "model": desc,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "reward": "synthetic: parity of the reply's length (random weights cannot learn; cost and invariants only)",
         "bupo_loop": run_bupo_loop(model, tok, task, args, sizes, device),
     }
@@ -440,16 +586,31 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result["memory_config"] = run_memory_config(model, tok, task, args, mem_sizes, device)
     result["total_seconds"] = round(time.perf_counter() - t0, 1)
-    result["machine"] = {"platform": platform.platform(), "torch": torch.__version__,
-                         "transformers": __import__("transformers").__version__, "cuda": torch.version.cuda}
+    result["machine"] = {
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "cuda": torch.version.cuda,
+    }
     result["command"] = "python bench/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     loop = result["bupo_loop"]
-    print(json.dumps({"out": args.out, "total_seconds": result["total_seconds"], "precision": loop["precision"], "phases": loop["phases_run"],
-                      "upper_blocks_bit_identical": loop["upper_blocks_bit_identical_in_internal_phase"],
-                      "median_tokens_per_s": loop["median_tokens_per_s_after_first_step"],
-                      "peak_gpu_reserved_gib": loop["peak_gpu_reserved_gib"], "fits": loop["fits"]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "total_seconds": result["total_seconds"],
+                "precision": loop["precision"],
+                "phases": loop["phases_run"],
+                "upper_blocks_bit_identical": loop["upper_blocks_bit_identical_in_internal_phase"],
+                "median_tokens_per_s": loop["median_tokens_per_s_after_first_step"],
+                "peak_gpu_reserved_gib": loop["peak_gpu_reserved_gib"],
+                "fits": loop["fits"],
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

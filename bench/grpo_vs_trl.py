@@ -66,8 +66,18 @@ def main() -> None:
 
     # ---------------------------------------------------------------- ours
     our_model, tok = load_model(folder, device="cpu")
-    cfg = TrainConfig(model=folder, prompts_per_step=B, group_size=G, max_new_tokens=T, lr=args.lr, num_mini_batches=2,
-                      micro_batch_size=N // 2, steps=10_000, out_dir=tempfile.mkdtemp(prefix="bupo-bench-ours-"), seed=0)
+    cfg = TrainConfig(
+        model=folder,
+        prompts_per_step=B,
+        group_size=G,
+        max_new_tokens=T,
+        lr=args.lr,
+        num_mini_batches=2,
+        micro_batch_size=N // 2,
+        steps=10_000,
+        out_dir=tempfile.mkdtemp(prefix="bupo-bench-ours-"),
+        seed=0,
+    )
     ours = Trainer(cfg, model=our_model, tokenizer=tok)
     task = ours.task
 
@@ -87,11 +97,33 @@ def main() -> None:
     trl_tok.pad_token = trl_tok.pad_token or trl_tok.eos_token
     trl_tok.padding_side = "left"
     targs = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="bupo-bench-trl-"), per_device_train_batch_size=N // 2, steps_per_generation=2,
-        gradient_accumulation_steps=1, num_generations=G, max_completion_length=T, learning_rate=args.lr, weight_decay=0.01,
-        max_grad_norm=1.0, lr_scheduler_type="constant", warmup_steps=0, beta=0.0, epsilon=0.2, loss_type="bnpo", temperature=1.0,
-        top_p=1.0, max_steps=2 * (args.steps + 1), report_to="none", use_vllm=False, logging_steps=1, save_strategy="no",
-        use_cpu=True, bf16=False, seed=0, num_iterations=1, disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=tempfile.mkdtemp(prefix="bupo-bench-trl-"),
+        per_device_train_batch_size=N // 2,
+        steps_per_generation=2,
+        gradient_accumulation_steps=1,
+        num_generations=G,
+        max_completion_length=T,
+        learning_rate=args.lr,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        beta=0.0,
+        epsilon=0.2,
+        loss_type="bnpo",
+        temperature=1.0,
+        top_p=1.0,
+        max_steps=2 * (args.steps + 1),
+        report_to="none",
+        use_vllm=False,
+        logging_steps=1,
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        num_iterations=1,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
 
     timings = {"trl": [], "ours": []}
@@ -113,19 +145,29 @@ def main() -> None:
                 timings["ours"].append(time.perf_counter() - t)
                 our_rows.append(row)
 
-    trl_trainer = GRPOTrainer(model=trl_model, reward_funcs=reward_fn, args=targs, train_dataset=dataset, processing_class=trl_tok,
-                              callbacks=[Interleave()])
+    trl_trainer = GRPOTrainer(
+        model=trl_model,
+        reward_funcs=reward_fn,
+        args=targs,
+        train_dataset=dataset,
+        processing_class=trl_tok,
+        callbacks=[Interleave()],
+    )
     trl_trainer.train()
     trl_t, our_t = timings["trl"][1:], timings["ours"][1:]
     ratio = statistics.median(our_t) / statistics.median(trl_t)
-    print(f"median step: ours {statistics.median(our_t):.2f} s, TRL {statistics.median(trl_t):.2f} s, ratio {ratio:.3f}")
+    print(
+        f"median step: ours {statistics.median(our_t):.2f} s, TRL {statistics.median(trl_t):.2f} s, ratio {ratio:.3f}"
+    )
 
     # ---------------------------------------------------------------- loss check on a fixed batch
     from bupo_core.rollout import SamplingConfig, generate
 
     check_model = copy.deepcopy(our_model).train()
     ex = task.batch(1000, 2)
-    ro = generate(check_model, tok, [task.prompt(e) for e in ex], group_size=4, config=SamplingConfig(max_new_tokens=T), seed=3)
+    ro = generate(
+        check_model, tok, [task.prompt(e) for e in ex], group_size=4, config=SamplingConfig(max_new_tokens=T), seed=3
+    )
     rewards = torch.tensor(grader(ro.texts, [ex[i] for i in ro.prompt_index]).rewards)
     adv, _ = group_advantages(rewards, 4)
     if (adv == 0).all():
@@ -135,7 +177,9 @@ def main() -> None:
         lp, _ = policy_logprobs(check_model, batch)
     g = torch.Generator().manual_seed(0)
     old = lp + 0.4 * torch.randn(lp.shape, generator=g) * batch.prediction_mask
-    old[0, batch.prediction_mask[0].nonzero()[0, 0]] -= 4.0  # one token with ratio ~ e^4 > 10: the dual clip matters if A < 0
+    old[0, batch.prediction_mask[0].nonzero()[0, 0]] -= (
+        4.0  # one token with ratio ~ e^4 > 10: the dual clip matters if A < 0
+    )
     adv[0] = -abs(adv[0]) if adv[0] != 0 else -1.0
     ours_nodual = clipped_policy_loss(lp, old, adv, batch.prediction_mask, dual_clip=None)
     ours_dual = clipped_policy_loss(lp, old, adv, batch.prediction_mask, dual_clip=10.0)
@@ -149,20 +193,29 @@ def main() -> None:
     comp_mask = torch.zeros((len(ro), C), dtype=torch.long)
     old_c = torch.zeros((len(ro), C))
     for i, (p, r) in enumerate(zip(ro.prompt_ids, ro.response_ids)):
-        prompt_ids[i, P - len(p):] = torch.tensor(p)
-        prompt_mask[i, P - len(p):] = 1
-        comp_ids[i, :len(r)] = torch.tensor(r)
-        comp_mask[i, :len(r)] = 1
+        prompt_ids[i, P - len(p) :] = torch.tensor(p)
+        prompt_mask[i, P - len(p) :] = 1
+        comp_ids[i, : len(r)] = torch.tensor(r)
+        comp_mask[i, : len(r)] = 1
         pos = batch.prediction_mask[i].nonzero().squeeze(-1)
-        old_c[i, :len(r)] = old[i, pos]
+        old_c[i, : len(r)] = old[i, pos]
     trl_trainer.model.load_state_dict(check_model.state_dict())
     trl_trainer.model.train()
-    inputs = {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": comp_ids, "completion_mask": comp_mask,
-              "advantages": adv, "old_per_token_logps": old_c, "num_items_in_batch": comp_mask.sum()}
+    inputs = {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "completion_ids": comp_ids,
+        "completion_mask": comp_mask,
+        "advantages": adv,
+        "old_per_token_logps": old_c,
+        "num_items_in_batch": comp_mask.sum(),
+    }
     trl_trainer.current_gradient_accumulation_steps = 1
     with torch.no_grad():
         trl_loss = float(trl_trainer._compute_loss(trl_trainer.model, inputs))
-    print(f"loss on a fixed batch: ours (no dual clip) {float(ours_nodual.loss):.6f}, TRL bnpo {trl_loss:.6f}, ours with dual clip {float(ours_dual.loss):.6f}")
+    print(
+        f"loss on a fixed batch: ours (no dual clip) {float(ours_nodual.loss):.6f}, TRL bnpo {trl_loss:.6f}, ours with dual clip {float(ours_dual.loss):.6f}"
+    )
 
     out = {
         "benchmark": "grpo_vs_trl",
@@ -175,15 +228,32 @@ def main() -> None:
         "step_times_s_trl": trl_t,
         "warmup_step_s": {"ours": timings["ours"][0], "trl": timings["trl"][0]},
         "our_reward_means": [r["reward_mean"] for r in our_rows],
-        "settings": {"model": "smollm2-135m-instruct (converted local folder)", "task": "chain_sum min_terms=2 max_terms=2 min_digits=1 max_digits=1, short prompt",
-                     "prompts_per_step": B, "group_size": G, "max_new_tokens": T, "updates_per_rollout": 2, "lr": args.lr,
-                     "weight_decay": 0.01, "max_grad_norm": 1.0, "beta": 0.0, "epsilon": 0.2, "device": "cpu", "dtype": "float32",
-                     "measured_steps": args.steps, "trl_version": trl.__version__, "trl_loss_type": "bnpo",
-                     "our_skip_zero_advantage_rows": cfg.skip_zero_advantage_rows},
+        "settings": {
+            "model": "smollm2-135m-instruct (converted local folder)",
+            "task": "chain_sum min_terms=2 max_terms=2 min_digits=1 max_digits=1, short prompt",
+            "prompts_per_step": B,
+            "group_size": G,
+            "max_new_tokens": T,
+            "updates_per_rollout": 2,
+            "lr": args.lr,
+            "weight_decay": 0.01,
+            "max_grad_norm": 1.0,
+            "beta": 0.0,
+            "epsilon": 0.2,
+            "device": "cpu",
+            "dtype": "float32",
+            "measured_steps": args.steps,
+            "trl_version": trl.__version__,
+            "trl_loss_type": "bnpo",
+            "our_skip_zero_advantage_rows": cfg.skip_zero_advantage_rows,
+        },
         "loss_check": {
-            "ours_token_mean_no_dual_clip": float(ours_nodual.loss), "trl_bnpo": trl_loss,
-            "abs_difference": abs(float(ours_nodual.loss) - trl_loss), "equal_within_1e-5": abs(float(ours_nodual.loss) - trl_loss) < 1e-5,
-            "ours_with_dual_clip_c10": float(ours_dual.loss), "dual_clip_fraction": ours_dual.dual_clip_frac,
+            "ours_token_mean_no_dual_clip": float(ours_nodual.loss),
+            "trl_bnpo": trl_loss,
+            "abs_difference": abs(float(ours_nodual.loss) - trl_loss),
+            "equal_within_1e-5": abs(float(ours_nodual.loss) - trl_loss) < 1e-5,
+            "ours_with_dual_clip_c10": float(ours_dual.loss),
+            "dual_clip_fraction": ours_dual.dual_clip_frac,
         },
         "differences_by_design": [
             "dual clip: ours caps the per-token loss of negative-advantage tokens at -c*A (c=10, the paper's verl code); TRL has no dual clip",
@@ -193,8 +263,12 @@ def main() -> None:
             "log-probs: ours computes only the sampled tokens' log-probs/entropies in chunks with a recomputing backward (no [batch x length x vocab] float32 tensor); TRL materialises the completion logits",
             "internal policy: ours can optimise pi^l = softmax(H^l E_u^T) running only blocks 1..l (BuPO); TRL cannot",
         ],
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "note": "2 shared CPU cores with other jobs running; interleaved, so the ratio is the meaningful figure"},
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "note": "2 shared CPU cores with other jobs running; interleaved, so the ratio is the meaningful figure",
+        },
         "command": "python bench/grpo_vs_trl.py",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

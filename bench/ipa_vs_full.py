@@ -49,13 +49,30 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     model, tok = load_model(args.model, device="cpu")
-    cfg = TrainConfig(model=args.model, prompts_per_step=args.prompts, group_size=args.group_size, max_new_tokens=args.max_new_tokens,
-                      micro_batch_size=16, num_mini_batches=2, skip_zero_advantage_rows=False, out_dir="/tmp/bupo-bench-ipa",
-                      method="bupo", layer=args.layers[0], inter_steps=1, lr=1e-5)
+    cfg = TrainConfig(
+        model=args.model,
+        prompts_per_step=args.prompts,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        micro_batch_size=16,
+        num_mini_batches=2,
+        skip_zero_advantage_rows=False,
+        out_dir="/tmp/bupo-bench-ipa",
+        method="bupo",
+        layer=args.layers[0],
+        inter_steps=1,
+        lr=1e-5,
+    )
     tr = Trainer(cfg, model=model, tokenizer=tok)
     examples = tr.task.batch(0, args.prompts)
-    rollout = generate(model, tok, [tr.task.prompt(e) for e in examples], group_size=args.group_size,
-                       config=SamplingConfig(max_new_tokens=args.max_new_tokens), seed=1)
+    rollout = generate(
+        model,
+        tok,
+        [tr.task.prompt(e) for e in examples],
+        group_size=args.group_size,
+        config=SamplingConfig(max_new_tokens=args.max_new_tokens),
+        seed=1,
+    )
     rewards = torch.tensor(tr.grader(rollout.texts, [examples[i] for i in rollout.prompt_index]).rewards)
     adv, zero = group_advantages(rewards, args.group_size)
     if zero.all():  # keep the bench meaningful even if the sample happens to be all-equal
@@ -80,25 +97,57 @@ def main() -> None:
             for lay, sink in order:
                 sink.append(one_update(lay))
         ratio = statistics.median(ipa_t) / statistics.median(full_t)
-        results.append({
-            "layer": layer, "num_layers": L, "update_time_full_s": full_t, "update_time_ipa_s": ipa_t,
-            "median_full_s": statistics.median(full_t), "median_ipa_s": statistics.median(ipa_t),
-            "update_time_ratio_ipa_over_full": ratio, "target_ratio_max": layer / L + 0.25,
-            "meets_target": ratio <= layer / L + 0.25,
-        })
-        print(f"layer {layer}/{L}: full {statistics.median(full_t):.2f} s, IPA {statistics.median(ipa_t):.2f} s, ratio {ratio:.3f} (target <= {layer / L + 0.25:.3f})")
+        results.append(
+            {
+                "layer": layer,
+                "num_layers": L,
+                "update_time_full_s": full_t,
+                "update_time_ipa_s": ipa_t,
+                "median_full_s": statistics.median(full_t),
+                "median_ipa_s": statistics.median(ipa_t),
+                "update_time_ratio_ipa_over_full": ratio,
+                "target_ratio_max": layer / L + 0.25,
+                "meets_target": ratio <= layer / L + 0.25,
+            }
+        )
+        print(
+            f"layer {layer}/{L}: full {statistics.median(full_t):.2f} s, IPA {statistics.median(ipa_t):.2f} s, ratio {ratio:.3f} (target <= {layer / L + 0.25:.3f})"
+        )
     main_row = results[0]
     out = {
         "benchmark": "ipa_vs_full",
         "model": args.model,
-        **{k: main_row[k] for k in ("layer", "num_layers", "update_time_ratio_ipa_over_full", "target_ratio_max", "meets_target", "median_full_s", "median_ipa_s")},
+        **{
+            k: main_row[k]
+            for k in (
+                "layer",
+                "num_layers",
+                "update_time_ratio_ipa_over_full",
+                "target_ratio_max",
+                "meets_target",
+                "median_full_s",
+                "median_ipa_s",
+            )
+        },
         "per_layer": results,
-        "settings": {"prompts": args.prompts, "group_size": args.group_size, "max_new_tokens": args.max_new_tokens,
-                     "rows": len(batch), "tokens_per_row": int(batch.input_ids.shape[1]), "response_tokens": int(batch.prediction_mask.sum()),
-                     "num_mini_batches": cfg.num_mini_batches, "micro_batch_size": cfg.micro_batch_size, "reps": args.reps,
-                     "what_is_timed": "old log-probs (no grad) + all mini-batch AdamW updates of one step, same batch, interleaved"},
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "note": "2 shared CPU cores with other jobs running; ratios are the meaningful figure"},
+        "settings": {
+            "prompts": args.prompts,
+            "group_size": args.group_size,
+            "max_new_tokens": args.max_new_tokens,
+            "rows": len(batch),
+            "tokens_per_row": int(batch.input_ids.shape[1]),
+            "response_tokens": int(batch.prediction_mask.sum()),
+            "num_mini_batches": cfg.num_mini_batches,
+            "micro_batch_size": cfg.micro_batch_size,
+            "reps": args.reps,
+            "what_is_timed": "old log-probs (no grad) + all mini-batch AdamW updates of one step, same batch, interleaved",
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "note": "2 shared CPU cores with other jobs running; ratios are the meaningful figure",
+        },
         "command": "python bench/ipa_vs_full.py",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -149,7 +149,9 @@ def reference_entropies(model, adapter: ArchitectureAdapter, input_ids: torch.Te
 
 
 @torch.no_grad()
-def our_entropies(model, adapter: ArchitectureAdapter, input_ids: torch.Tensor, positions: torch.Tensor, chunk_mib: float) -> dict:
+def our_entropies(
+    model, adapter: ArchitectureAdapter, input_ids: torch.Tensor, positions: torch.Tensor, chunk_mib: float
+) -> dict:
     mask = torch.zeros_like(input_ids, dtype=torch.bool)
     mask[0, positions] = True
     st = internal_policy_statistics(
@@ -174,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-mib", type=float, default=16.0, help="our chunk budget for [tokens, vocab] logits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--responses-cache", default=None, help="JSON file to reuse (or save) the sampled token ids, so a rerun skips generation")
+    ap.add_argument(
+        "--responses-cache",
+        default=None,
+        help="JSON file to reuse (or save) the sampled token ids, so a rerun skips generation",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "lens_memory.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -196,8 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     round_ = 0
     while sum(len(r) for r in response_ids) < args.min_tokens:
         prompts = task_prompts(args.task, args.batch, seed=args.seed + 1000 * round_, style="boxed")
-        roll = generate(model, tok, prompts, config=SamplingConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch),
-                        seed=args.seed + round_)
+        roll = generate(
+            model,
+            tok,
+            prompts,
+            config=SamplingConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch),
+            seed=args.seed + round_,
+        )
         prompt_ids += roll.prompt_ids
         response_ids += roll.response_ids
         round_ += 1
@@ -208,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. interleaved measurement, one sequence at a time
     probe_method = PeakRSS().method
-    res = {"reference": {"time_s": 0.0, "extra_mib": 0.0, "peak_rss_mib": 0.0, "rss_before_mib": []},
-           "ours": {"time_s": 0.0, "extra_mib": 0.0, "peak_rss_mib": 0.0, "rss_before_mib": []}}
+    res = {
+        "reference": {"time_s": 0.0, "extra_mib": 0.0, "peak_rss_mib": 0.0, "rss_before_mib": []},
+        "ours": {"time_s": 0.0, "extra_mib": 0.0, "peak_rss_mib": 0.0, "rss_before_mib": []},
+    }
     sums = {"reference": {}, "ours": {}}
     n_tokens = 0
     for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
@@ -232,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in ent.items():
                 sums[side][k] = sums[side].get(k, 0.0) + float(v.double().sum())
             del ent
-        print(f"seq {i + 1}/{len(prompt_ids)}: {len(positions)} tokens; ref {res['reference']['time_s']:.1f}s "
-              f"{res['reference']['extra_mib']:.0f} MiB, ours {res['ours']['time_s']:.1f}s {res['ours']['extra_mib']:.0f} MiB",
-              flush=True)
+        print(
+            f"seq {i + 1}/{len(prompt_ids)}: {len(positions)} tokens; ref {res['reference']['time_s']:.1f}s "
+            f"{res['reference']['extra_mib']:.0f} MiB, ours {res['ours']['time_s']:.1f}s {res['ours']['extra_mib']:.0f} MiB",
+            flush=True,
+        )
 
     max_diff = max(abs(sums["reference"][k] - sums["ours"][k]) / n_tokens for k in sums["reference"])
     for side in res:
@@ -257,13 +272,15 @@ def main(argv: list[str] | None = None) -> int:
         "our_chunk_mib": args.chunk_mib,
         "reference": res["reference"],
         "ours": res["ours"],
-        "peak_mem_ratio_reference_over_ours": round(res["reference"]["extra_mib"] / max(res["ours"]["extra_mib"], 1e-9), 3),
+        "peak_mem_ratio_reference_over_ours": round(
+            res["reference"]["extra_mib"] / max(res["ours"]["extra_mib"], 1e-9), 3
+        ),
         "peak_rss_ratio_reference_over_ours": round(res["reference"]["peak_rss_mib"] / res["ours"]["peak_rss_mib"], 3),
         "time_ratio_reference_over_ours": round(res["reference"]["time_s"] / res["ours"]["time_s"], 3),
         "max_abs_diff_mean_entropy_nats": max_diff,
         "generation_s": round(gen_s, 1),
         "memory_measure": f"{probe_method}; glibc mmap threshold 64 KiB and malloc_trim before each run; extra = peak RSS during one sequence's statistics minus RSS just before "
-                          "(the model's weights are excluded); peak_rss = the raw process peak RSS",
+        "(the model's weights are excluded); peak_rss = the raw process peak RSS",
         "timing": "sum over sequences of wall time, sides interleaved one sequence at a time, order alternating",
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -280,8 +297,19 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("num_response_tokens", "peak_mem_ratio_reference_over_ours",
-                                               "time_ratio_reference_over_ours", "max_abs_diff_mean_entropy_nats")}))
+    print(
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "num_response_tokens",
+                    "peak_mem_ratio_reference_over_ours",
+                    "time_ratio_reference_over_ours",
+                    "max_abs_diff_mean_entropy_nats",
+                )
+            }
+        )
+    )
     return 0
 
 

@@ -26,7 +26,12 @@ CANDIDATES = {
     "chain_sum 2 terms, 2 digits": {"min_terms": 2, "max_terms": 2, "min_digits": 2, "max_digits": 2},
     "chain_sum 2 terms, 1 digit (EASY_CHAIN_SUM)": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1},
     "chain_sum 3 terms, 1 digit": {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 1},
-    "chain_sum 2-3 terms, 1 digit (HELD_OUT_CHAIN_SUM)": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1},
+    "chain_sum 2-3 terms, 1 digit (HELD_OUT_CHAIN_SUM)": {
+        "min_terms": 2,
+        "max_terms": 3,
+        "min_digits": 1,
+        "max_digits": 1,
+    },
 }
 
 
@@ -63,9 +68,18 @@ def write(out_path: Path, args: argparse.Namespace, results: dict) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "model": args.model,
-        "settings": {"prompts": args.n, "samples_per_prompt": args.k, "max_new_tokens": args.max_new_tokens, "temperature": 1.0,
-                     "template": "short", "split": "train", "pool": "uniform", "task_seed": 0, "sampling_seed": 0,
-                     "device": args.device},
+        "settings": {
+            "prompts": args.n,
+            "samples_per_prompt": args.k,
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": 1.0,
+            "template": "short",
+            "split": "train",
+            "pool": "uniform",
+            "task_seed": 0,
+            "sampling_seed": 0,
+            "device": args.device,
+        },
         "command": "python bench/task_pass_rate.py",
         "candidates": results,
         "rule": "among candidates with >= 1000 distinct questions, the highest share of mixed groups",
@@ -102,7 +116,13 @@ def main() -> None:
         # the split's distinct questions, so all three see the same mix of question kinds (kind_mix below)
         task = load_task("chain_sum", size=args.n, seed=0, split="train", pool="uniform", **kw)
         t0 = time.time()
-        res = evaluate(model, tok, task, EvalConfig(num_problems=args.n, k=args.k, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=0), progress=False)
+        res = evaluate(
+            model,
+            tok,
+            task,
+            EvalConfig(num_problems=args.n, k=args.k, max_new_tokens=args.max_new_tokens, temperature=1.0, seed=0),
+            progress=False,
+        )
         data = res.to_json()
         correct = res.correct
         results[name] = {

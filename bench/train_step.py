@@ -67,9 +67,18 @@ def main(argv: list[str] | None = None) -> dict:
     model, tok = load_model(args.model, device="cpu")
     twin = copy.deepcopy(model)
     tmp = Path(tempfile.mkdtemp(prefix="bupo-bench-step-"))
-    common = dict(model=args.model, method=args.method, layer=args.layer if args.method == "bupo" else None,
-                  inter_steps=args.inter_steps, steps=args.steps, prompts_per_step=args.prompts, group_size=args.group_size,
-                  max_new_tokens=args.max_new_tokens, lr=args.lr, seed=args.seed)
+    common = dict(
+        model=args.model,
+        method=args.method,
+        layer=args.layer if args.method == "bupo" else None,
+        inter_steps=args.inter_steps,
+        steps=args.steps,
+        prompts_per_step=args.prompts,
+        group_size=args.group_size,
+        max_new_tokens=args.max_new_tokens,
+        lr=args.lr,
+        seed=args.seed,
+    )
     sides = {
         "before": Trainer(TrainConfig(**common, **BEFORE, out_dir=str(tmp / "before")), model=model, tokenizer=tok),
         "after": Trainer(TrainConfig(**common, out_dir=str(tmp / "after")), model=twin, tokenizer=tok),
@@ -83,8 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
             row["time_total"] = time.perf_counter() - t0
             rows[name].append(row)
         b, a = rows["before"][-1], rows["after"][-1]
-        print(f"step {step + 1} ({b['phase']}): before {b['time_total']:.2f} s, after {a['time_total']:.2f} s, "
-              f"ratio {b['time_total'] / a['time_total']:.2f}", flush=True)
+        print(
+            f"step {step + 1} ({b['phase']}): before {b['time_total']:.2f} s, after {a['time_total']:.2f} s, "
+            f"ratio {b['time_total'] / a['time_total']:.2f}",
+            flush=True,
+        )
 
     def split(name: str, phase: str | None = None) -> dict:
         rs = [r for r in rows[name] if phase is None or r["phase"] == phase]
@@ -98,13 +110,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     agree = []
     for b, a in zip(rows["before"], rows["after"]):
-        agree.append({
-            "step": b["step"], "phase": b["phase"],
-            "same_reward": b["reward_mean"] == a["reward_mean"], "same_updates": b["updates"] == a["updates"],
-            **{f"rel_diff_{k}": _rel(b[k], a[k]) for k in ("loss", "grad_norm", "entropy", "clip_frac")},
-        })
+        agree.append(
+            {
+                "step": b["step"],
+                "phase": b["phase"],
+                "same_reward": b["reward_mean"] == a["reward_mean"],
+                "same_updates": b["updates"] == a["updates"],
+                **{f"rel_diff_{k}": _rel(b[k], a[k]) for k in ("loss", "grad_norm", "entropy", "clip_frac")},
+            }
+        )
     with torch.no_grad():
-        max_w = max(float((p - q).abs().max()) for p, q in zip(sides["before"].model.parameters(), sides["after"].model.parameters()))
+        max_w = max(
+            float((p - q).abs().max())
+            for p, q in zip(sides["before"].model.parameters(), sides["after"].model.parameters())
+        )
     speedups = [b["time_total"] / a["time_total"] for b, a in zip(rows["before"], rows["after"])]
     total_b = sum(r["time_total"] for r in rows["before"])
     total_a = sum(r["time_total"] for r in rows["after"])
@@ -112,28 +131,61 @@ def main(argv: list[str] | None = None) -> dict:
         "what": "one training step at the demo's settings, previous code path (before) vs the default (after), alternating in one process",
         "command": "python bench/train_step.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
         "settings": vars(args) | {"before_switches": BEFORE},
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
         "speedup": total_b / total_a,
         "speedup_median_per_step": statistics.median(speedups),
-        "speedup_by_phase": {ph: (sum(b["time_total"] for b in rows["before"] if b["phase"] == ph)
-                                  / sum(a["time_total"] for a in rows["after"] if a["phase"] == ph))
-                             for ph in sorted({r["phase"] for r in rows["before"]})},
-        "split": {name: {"all": split(name), "internal": split(name, "internal"), "full": split(name, "full")} for name in rows},
+        "speedup_by_phase": {
+            ph: (
+                sum(b["time_total"] for b in rows["before"] if b["phase"] == ph)
+                / sum(a["time_total"] for a in rows["after"] if a["phase"] == ph)
+            )
+            for ph in sorted({r["phase"] for r in rows["before"]})
+        },
+        "split": {
+            name: {"all": split(name), "internal": split(name, "internal"), "full": split(name, "full")}
+            for name in rows
+        },
         "results_agree": {
             "all_rewards_equal": all(x["same_reward"] for x in agree),
             "all_update_counts_equal": all(x["same_updates"] for x in agree),
-            "max_rel_diff": {k: max(x[f"rel_diff_{k}"] for x in agree) for k in ("loss", "grad_norm", "entropy", "clip_frac")},
+            "max_rel_diff": {
+                k: max(x[f"rel_diff_{k}"] for x in agree) for k in ("loss", "grad_norm", "entropy", "clip_frac")
+            },
             "max_abs_weight_diff": max_w,
             "per_step": agree,
         },
-        "per_step": {name: [{k: r[k] for k in ("step", "phase", "reward_mean", "updates", "loss", "grad_norm", "entropy", "time_total", *PARTS)}
-                            for r in rs] for name, rs in rows.items()},
+        "per_step": {
+            name: [
+                {
+                    k: r[k]
+                    for k in (
+                        "step",
+                        "phase",
+                        "reward_mean",
+                        "updates",
+                        "loss",
+                        "grad_norm",
+                        "entropy",
+                        "time_total",
+                        *PARTS,
+                    )
+                }
+                for r in rs
+            ]
+            for name, rs in rows.items()
+        },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
-    print(f"speedup {result['speedup']:.2f}x (median per step {result['speedup_median_per_step']:.2f}); "
-          f"results agree: rewards {result['results_agree']['all_rewards_equal']}, max |dw| {max_w:.2e}; wrote {args.out}")
+    print(
+        f"speedup {result['speedup']:.2f}x (median per step {result['speedup_median_per_step']:.2f}); "
+        f"results agree: rewards {result['results_agree']['all_rewards_equal']}, max |dw| {max_w:.2e}; wrote {args.out}"
+    )
     return result
 
 

@@ -16,8 +16,12 @@ exclude_patterns = ["_build"]
 html_theme = "sphinx_book_theme"
 html_title = "BuPO notebooks"
 html_static_path = ["_static"]
-html_theme_options = {"repository_url": "https://github.com/bupo-notebooks/bupo-notebooks", "use_repository_button": False,
-                      "use_download_button": False, "show_toc_level": 2}
+html_theme_options = {
+    "repository_url": "https://github.com/bupo-notebooks/bupo-notebooks",
+    "use_repository_button": False,
+    "use_download_button": False,
+    "show_toc_level": 2,
+}
 html_context = {"default_mode": "light"}  # an explicit colour mode (the theme logs an error when it has none)
 html_favicon = "favicon.svg"
 mathjax_path = "mathjax/tex-chtml.js"

@@ -84,9 +84,7 @@ FAMILIES: list[FamilySpec] = [
         **_LLAMA_LIKE,
     ),
     FamilySpec(name="qwen2", model_types=("qwen2",), notes="Qwen2/2.5.", **_LLAMA_LIKE),
-    FamilySpec(
-        name="qwen3", model_types=("qwen3",), notes="Qwen3: q/k norms inside attention.", **_LLAMA_LIKE
-    ),
+    FamilySpec(name="qwen3", model_types=("qwen3",), notes="Qwen3: q/k norms inside attention.", **_LLAMA_LIKE),
     FamilySpec(
         name="gemma",
         model_types=("gemma2", "gemma3_text", "gemma3"),
@@ -170,7 +168,9 @@ def _unsupported_message(model: nn.Module, detail: str) -> str:
     )
 
 
-def check_layer(layer: int, num_layers: int, *, allow_embedding: bool = True, below_top: bool = False, what: str | None = None) -> int:
+def check_layer(
+    layer: int, num_layers: int, *, allow_embedding: bool = True, below_top: bool = False, what: str | None = None
+) -> int:
     """The one check of a paper-numbered layer: return it, or raise :class:`LayerOutOfRangeError`.
 
     Args:
@@ -191,7 +191,11 @@ def check_layer(layer: int, num_layers: int, *, allow_embedding: bool = True, be
     high = num_layers - 1 if below_top else num_layers
     if isinstance(layer, bool) or not isinstance(layer, int) or not low <= layer <= high:
         if what is None:
-            what = "target layer" if below_top else ("layer (0 = embedding, 1..L = block outputs)" if allow_embedding else "block layer")
+            what = (
+                "target layer"
+                if below_top
+                else ("layer (0 = embedding, 1..L = block outputs)" if allow_embedding else "block layer")
+            )
         top = f"; layer {num_layers} is the whole model" if below_top else ""
         raise LayerOutOfRangeError(
             f"{what} {layer!r} is out of range for this {num_layers}-layer model: use "
@@ -225,9 +229,7 @@ class ArchitectureAdapter:
         model_type = getattr(config, "model_type", None)
         family = next((f for f in FAMILIES if model_type in f.model_types), None)
         if family is None:
-            raise UnsupportedArchitectureError(
-                _unsupported_message(self.model, "no adapter entry for this model type")
-            )
+            raise UnsupportedArchitectureError(_unsupported_message(self.model, "no adapter entry for this model type"))
         self.family = family
         blocks = next((b for p in family.blocks if (b := _get_path(self.model, p)) is not None), None)
         if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
@@ -266,7 +268,9 @@ class ArchitectureAdapter:
         """d, the width of the residual stream."""
         return int(self.unembed_weight.shape[1])
 
-    def check_layer(self, layer: int, *, allow_embedding: bool = True, below_top: bool = False, what: str | None = None) -> int:
+    def check_layer(
+        self, layer: int, *, allow_embedding: bool = True, below_top: bool = False, what: str | None = None
+    ) -> int:
         """Validate a paper-numbered layer of this model and return it (see :func:`check_layer`)."""
         return check_layer(layer, self.num_layers, allow_embedding=allow_embedding, below_top=below_top, what=what)
 
@@ -324,7 +328,9 @@ class ArchitectureAdapter:
         norm_module = head_parts(self, norm)[0]
         return norm_module(hidden) if norm_module is not None else hidden
 
-    def logits(self, hidden: torch.Tensor, norm: Norm = "none", *, dtype: torch.dtype | None = torch.float32) -> torch.Tensor:
+    def logits(
+        self, hidden: torch.Tensor, norm: Norm = "none", *, dtype: torch.dtype | None = torch.float32
+    ) -> torch.Tensor:
         """Project vectors through the unembedding (:class:`bupo_core.policy_head.PolicyHead`).
 
         Args:

@@ -116,7 +116,9 @@ def load_pairs(path: str | Path) -> list[PromptResponse]:
 
     p = Path(path)
     if not p.exists():
-        raise InputFormatError(f"pairs file {p} does not exist; pass a JSONL file with one prompt/response object a line")
+        raise InputFormatError(
+            f"pairs file {p} does not exist; pass a JSONL file with one prompt/response object a line"
+        )
     out: list[PromptResponse] = []
     for n, obj in iter_jsonl(p, what="pairs file"):
         item = parse_pair(obj, f"{p}:{n}")
@@ -138,7 +140,9 @@ def style_prompt(question: str, style: str = "boxed") -> list[dict[str, str]]:
     return TEMPLATES[style].messages(question)
 
 
-def task_prompts(task: str, n: int, *, seed: int = 0, style: str = "boxed", **task_kwargs: Any) -> list[list[dict[str, str]]]:
+def task_prompts(
+    task: str, n: int, *, seed: int = 0, style: str = "boxed", **task_kwargs: Any
+) -> list[list[dict[str, str]]]:
     """``n`` prompts from a reasoning-gym task, as chat messages in ``style``.
 
     Args:
@@ -210,10 +214,14 @@ class AnalysisConfig(SamplingFields):
             raise InputFormatError(f"top_k must be >= 0, got {self.top_k}")
         unknown = [n for n in self.statistics if n not in REDUCERS]
         if unknown:
-            raise InputFormatError(f"unknown statistics {unknown}: use names in {sorted(REDUCERS)} (a new one: policy_head.register_reducer)")
+            raise InputFormatError(
+                f"unknown statistics {unknown}: use names in {sorted(REDUCERS)} (a new one: policy_head.register_reducer)"
+            )
         missing = [n for n in REPORTED_STATISTICS if n not in self.statistics]
         if missing:
-            raise InputFormatError(f"statistics must include {missing}: the report's per-layer entropy and norm are made of them")
+            raise InputFormatError(
+                f"statistics must include {missing}: the report's per-layer entropy and norm are made of them"
+            )
 
 
 # --------------------------------------------------------------------------- report
@@ -301,9 +309,7 @@ class EntropyReport:
         return math.log(self.vocab_size)
 
     @classmethod
-    def from_statistics(
-        cls, stats: InternalPolicyStatistics, *, model: str, **extra: Any
-    ) -> "EntropyReport":
+    def from_statistics(cls, stats: InternalPolicyStatistics, *, model: str, **extra: Any) -> "EntropyReport":
         """Token-weighted per-layer means, entropy changes and the boundary layer from per-token statistics."""
         # named fields "<kind>_<suffix>" for the reported statistics; every other scalar one goes to `statistics`
         named = {
@@ -472,7 +478,9 @@ def analyse_entropy(
                     [it.prompt for it in group],
                     group_size=cfg.samples_per_prompt,
                     config=SamplingConfig(
-                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                        max_new_tokens=cfg.max_new_tokens,
+                        temperature=cfg.temperature,
+                        top_p=cfg.top_p,
                         batch_size=max(cfg.batch_size, 1),
                     ),
                     seed=cfg.seed + start,
@@ -489,7 +497,9 @@ def analyse_entropy(
                     ids = encode_response(tokenizer, it.response or "")
                     if not ids:
                         raise InputFormatError(f"{where}: the response has no tokens; give a non-empty response")
-                    prompt_ids.append(encode_prompt(tokenizer, it.prompt, chat_template_kwargs=cfg.chat_template_kwargs))
+                    prompt_ids.append(
+                        encode_prompt(tokenizer, it.prompt, chat_template_kwargs=cfg.chat_template_kwargs)
+                    )
                     resp_ids.append(ids)
                     texts.append(it.response)
                     which.append(it)

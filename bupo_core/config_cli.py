@@ -155,7 +155,9 @@ def add_config_arguments(
                 name = "TEXT" if item is str else item.__name__.upper()
                 kw["metavar"] = name if variable else (name,) * len(inner)
             else:
-                raise TypeError(f"{cls.__name__}.{f.name}: item type {item} has no generated flag; exclude it and add one by hand")
+                raise TypeError(
+                    f"{cls.__name__}.{f.name}: item type {item} has no generated flag; exclude it and add one by hand"
+                )
         elif tp in (int, float, str):
             kw["type"] = _none_or(tp) if optional else tp
             kw["metavar"] = tp.__name__.upper() if tp is not str else "TEXT"
@@ -184,9 +186,16 @@ def config_from_args(cls: type, args: argparse.Namespace, *, base: Any = None, d
     """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    given = {k[len(dest_prefix):]: v for k, v in vars(args).items() if k.startswith(dest_prefix) and k[len(dest_prefix):] in names}
+    given = {
+        k[len(dest_prefix) :]: v
+        for k, v in vars(args).items()
+        if k.startswith(dest_prefix) and k[len(dest_prefix) :] in names
+    }
     # argparse gives nargs values as a list: a tuple field gets a tuple
-    values = {k: tuple(v) if isinstance(v, list) and get_origin(_optional(hints[k])[0]) is tuple else v for k, v in given.items()}
+    values = {
+        k: tuple(v) if isinstance(v, list) and get_origin(_optional(hints[k])[0]) is tuple else v
+        for k, v in given.items()
+    }
     values.update(extra)
     return dataclasses.replace(base, **values) if base is not None else cls(**values)
 
@@ -319,7 +328,9 @@ def fill_generated_blocks(text: str, where: str = "text") -> str:
     def table(m: re.Match) -> str:
         name = m.group(2)
         if name not in DOCUMENTED_CONFIGS:
-            raise InputFormatError(f"{where}: no config named {name!r} for a generated table; known: {sorted(DOCUMENTED_CONFIGS)}")
+            raise InputFormatError(
+                f"{where}: no config named {name!r} for a generated table; known: {sorted(DOCUMENTED_CONFIGS)}"
+            )
         module, attr = DOCUMENTED_CONFIGS[name].split(":")
         cls = getattr(importlib.import_module(module), attr)
         return f"{m.group(1)}{markdown_table(cls)}\n{m.group(4)}"

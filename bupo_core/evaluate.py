@@ -51,7 +51,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n < 1 or k < 1:
         raise ValueError(f"need n >= 1 and k >= 1, got n={n}, k={k}")
     if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples per problem, got n={n}: sample more (--k) or use a smaller k")
+        raise ValueError(
+            f"pass@{k} needs at least {k} samples per problem, got n={n}: sample more (--k) or use a smaller k"
+        )
     if not 0 <= c <= n:
         raise ValueError(f"correct count c={c} must be in 0..n={n}")
     if n - c < k:
@@ -77,7 +79,9 @@ def avg_at_k(correct: Sequence[int], n: int) -> float:
     return float(np.mean(np.asarray(correct, dtype=float) / n)) if len(correct) else float("nan")
 
 
-def bootstrap_interval(values: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    values: Sequence[float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of per-problem ``values``.
 
     >>> bootstrap_interval([1.0, 1.0, 1.0])
@@ -171,12 +175,16 @@ class EvalResult:
         rates = [c / n for c in self.correct]
         ci = bootstrap_interval(rates, confidence=self.config.confidence, seed=self.config.seed)
         pass_ci = {
-            str(k): bootstrap_interval([pass_at_k(n, c, k) for c in self.correct], confidence=self.config.confidence, seed=self.config.seed)
+            str(k): bootstrap_interval(
+                [pass_at_k(n, c, k) for c in self.correct], confidence=self.config.confidence, seed=self.config.seed
+            )
             for k in range(1, n + 1)
         }
         total = sum(p.num_samples for p in self.problems)
         answered = total - sum(p.no_answer for p in self.problems)
-        correct_answered = sum(p.num_correct if p.num_correct_answered is None else p.num_correct_answered for p in self.problems)
+        correct_answered = sum(
+            p.num_correct if p.num_correct_answered is None else p.num_correct_answered for p in self.problems
+        )
         return {
             "model": self.model,
             "task": self.task,
@@ -211,9 +219,19 @@ class EvalResult:
         path.write_text(json.dumps(self.to_json(), indent=2))
         with open(out / "per_problem.jsonl", "w") as f:
             for p in self.problems:
-                f.write(json.dumps({"index": p.index, "num_correct": p.num_correct, "num_samples": p.num_samples, "no_answer": p.no_answer,
-                                    "num_correct_answered": p.num_correct_answered,
-                                    "question_sha": hashlib.sha256(p.question.encode("utf-8")).hexdigest()[:12]}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "index": p.index,
+                            "num_correct": p.num_correct,
+                            "num_samples": p.num_samples,
+                            "no_answer": p.no_answer,
+                            "num_correct_answered": p.num_correct_answered,
+                            "question_sha": hashlib.sha256(p.question.encode("utf-8")).hexdigest()[:12],
+                        }
+                    )
+                    + "\n"
+                )
         with open(out / "responses.jsonl", "w") as f:
             for p in self.problems:
                 f.write(json.dumps(asdict(p)) + "\n")
@@ -257,10 +275,14 @@ def evaluate(
 
     cfg = config or EvalConfig()
     if cfg.num_problems > len(task.examples):
-        raise ValueError(f"the task has {len(task.examples)} problems, fewer than num_problems={cfg.num_problems}: generate a larger task (size=...)")
+        raise ValueError(
+            f"the task has {len(task.examples)} problems, fewer than num_problems={cfg.num_problems}: generate a larger task (size=...)"
+        )
     examples = task.examples[: cfg.num_problems]
     grader = Grader(scorer=task.scorer)
-    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size)
+    sampling = SamplingConfig(
+        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size
+    )
     per_batch = max(1, cfg.batch_size // cfg.k)
     t0 = time.time()
     problems: list[ProblemResult] = []
@@ -269,8 +291,13 @@ def evaluate(
     for start in tqdm(starts, desc="evaluate", disable=not progress, leave=False):
         chunk = examples[start : start + per_batch]
         rollout = generate(
-            model, tokenizer, [task.prompt(e) for e in chunk], group_size=cfg.k, config=sampling,
-            seed=cfg.seed * 1_000_003 + start, chat_template_kwargs=task.chat_template_kwargs,
+            model,
+            tokenizer,
+            [task.prompt(e) for e in chunk],
+            group_size=cfg.k,
+            config=sampling,
+            seed=cfg.seed * 1_000_003 + start,
+            chat_template_kwargs=task.chat_template_kwargs,
         )
         scored = grader(rollout.texts, [chunk[i] for i in rollout.prompt_index])
         grading["too_long"] += scored.too_long
@@ -296,7 +323,9 @@ def evaluate(
                 )
             )
     name = model_name or str(getattr(getattr(model, "config", None), "name_or_path", "model"))
-    return EvalResult(model=name, task=task.name, config=cfg, problems=problems, grading=grading, seconds=time.time() - t0)
+    return EvalResult(
+        model=name, task=task.name, config=cfg, problems=problems, grading=grading, seconds=time.time() - t0
+    )
 
 
 def compare(results: dict[str, dict], *, seed: int = 0, resamples: int = 2000) -> dict[str, Any]:
@@ -331,7 +360,7 @@ def load_eval(out_dir: str | Path) -> dict[str, Any]:
 
     out = Path(out_dir)
     data = json.loads((out / "eval.json").read_text(encoding="utf-8"))
-    data["correct"] = [row["num_correct"] for _, row in iter_jsonl(out / "per_problem.jsonl", what="per-problem results file")]
+    data["correct"] = [
+        row["num_correct"] for _, row in iter_jsonl(out / "per_problem.jsonl", what="per-problem results file")
+    ]
     return data
-
-

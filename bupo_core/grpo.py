@@ -46,7 +46,9 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) 
     if group_size < 2:
         raise ValueError(f"group_size must be >= 2 for group-normalised advantages, got {group_size}")
     if rewards.ndim != 1 or rewards.numel() % group_size:
-        raise ValueError(f"rewards must be 1-D with a multiple of group_size={group_size} entries, got {tuple(rewards.shape)}")
+        raise ValueError(
+            f"rewards must be 1-D with a multiple of group_size={group_size} entries, got {tuple(rewards.shape)}"
+        )
     r = rewards.double().view(-1, group_size)
     mean = r.mean(1, keepdim=True)
     std = r.std(1, keepdim=True)

@@ -47,5 +47,9 @@ def choose_layer(report: Any, forced: int | None = None) -> tuple[int, str]:
     if b is not None and 1 <= b < L:
         return b, f"boundary layer from the FFN entropy change ({report.boundary_reason})"
     fallback = paper_depth_layer(L)
-    why = report.boundary_reason if b is None else f"the rule gave layer {b}, the top layer, where IPA equals GRPO without the final norm"
+    why = (
+        report.boundary_reason
+        if b is None
+        else f"the rule gave layer {b}, the top layer, where IPA equals GRPO without the final norm"
+    )
     return fallback, f"fallback: {why}; using the paper's depth ratio (layer 6 of 36) scaled to {L} layers = {fallback}"

@@ -56,8 +56,6 @@ from .errors import InputFormatError
 from .policy_head import PolicyHead, check_norm, default_chunk_size, reduce_policy
 
 
-
-
 def _adapter(model_or_adapter: nn.Module | ArchitectureAdapter) -> ArchitectureAdapter:
     if isinstance(model_or_adapter, ArchitectureAdapter):
         return model_or_adapter
@@ -88,7 +86,11 @@ def internal_policy(
 
 
 def captured_policy(
-    model_or_adapter: nn.Module | ArchitectureAdapter, capture: ResidualCapture, kind: Kind, layer: int, norm: Norm = "none"
+    model_or_adapter: nn.Module | ArchitectureAdapter,
+    capture: ResidualCapture,
+    kind: Kind,
+    layer: int,
+    norm: Norm = "none",
 ) -> torch.Tensor:
     """softmax(X E_u^T) of the captured vector X of ``kind`` at paper layer ``layer``: [batch, positions, N].
 
@@ -184,13 +186,20 @@ def policy_statistics(
         raise ValueError(f"{x.shape[0]} vectors but {targets.reshape(-1).shape[0]} targets")
     k = min(int(top_k), adapter.vocab_size)
     out = reduce_policy(
-        head, x, ("topk_ids", "topk_probs", "logprob", "vector_norm", "entropy"), targets=targets, top_k=k,
+        head,
+        x,
+        ("topk_ids", "topk_probs", "logprob", "vector_norm", "entropy"),
+        targets=targets,
+        top_k=k,
         chunk_size=chunk_size or default_chunk_size(adapter.vocab_size),
     )
     empty = torch.empty((x.shape[0], 0), device=x.device)
     return VectorStatistics(
-        entropy=out["entropy"], vector_norm=out["vector_norm"], logprob=out.get("logprob"),
-        topk_ids=out.get("topk_ids", empty.long()), topk_probs=out.get("topk_probs", empty),
+        entropy=out["entropy"],
+        vector_norm=out["vector_norm"],
+        logprob=out.get("logprob"),
+        topk_ids=out.get("topk_ids", empty.long()),
+        topk_probs=out.get("topk_probs", empty),
     )
 
 
@@ -400,7 +409,8 @@ def internal_policy_statistics(
     tgt = targets.to(device)[mask] if targets is not None else None
     want_lp = cfg.with_logprobs and tgt is not None
     names = [
-        n for n in cfg.statistics
+        n
+        for n in cfg.statistics
         if not (REDUCERS[n].needs_targets and not want_lp) and not (REDUCERS[n].per_token_k and not cfg.top_k)
     ]
     rows = {k: kind_rows(k, L) for k in cfg.kinds}
@@ -409,7 +419,9 @@ def internal_policy_statistics(
     def blank(name: str, r: int) -> torch.Tensor:
         red = REDUCERS[name]
         shape = (r, P, cfg.top_k) if red.per_token_k else (r, P)
-        return torch.zeros(shape, dtype=red.dtype) if red.per_token_k else torch.full(shape, float("nan"), dtype=red.dtype)
+        return (
+            torch.zeros(shape, dtype=red.dtype) if red.per_token_k else torch.full(shape, float("nan"), dtype=red.dtype)
+        )
 
     values = {n: {k: blank(n, r) for k, r in rows.items()} for n in names}
     filled: set[tuple[str, int]] = set()
@@ -417,7 +429,9 @@ def internal_policy_statistics(
     chunk = cfg.chunk_size or default_chunk_size(adapter.vocab_size, cfg.chunk_mib)
 
     def record(kind: str, row: int, tensor: torch.Tensor) -> None:
-        out = reduce_policy(head, tensor[mask], names, targets=tgt if want_lp else None, top_k=cfg.top_k, chunk_size=chunk)
+        out = reduce_policy(
+            head, tensor[mask], names, targets=tgt if want_lp else None, top_k=cfg.top_k, chunk_size=chunk
+        )
         for n in names:
             values[n][kind][row] = out[n].cpu()
         filled.add((kind, row))
@@ -457,9 +471,7 @@ def top_tokens(
         vector: [d] one residual-stream vector.
     """
     st = policy_statistics(model_or_adapter, vector.reshape(1, -1), norm=norm, top_k=k)
-    return [
-        (tokenizer.decode([int(i)]), float(p)) for i, p in zip(st.topk_ids[0].tolist(), st.topk_probs[0].tolist())
-    ]
+    return [(tokenizer.decode([int(i)]), float(p)) for i, p in zip(st.topk_ids[0].tolist(), st.topk_probs[0].tolist())]
 
 
 def iter_kinds(kinds: Iterable[str] = KINDS) -> list[str]:

@@ -62,7 +62,9 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- the loop
-def run_training(run: Trainer, *, progress: bool = False, callback: Callable[[dict], None] | None = None) -> TrainResult:
+def run_training(
+    run: Trainer, *, progress: bool = False, callback: Callable[[dict], None] | None = None
+) -> TrainResult:
     """Run steps ``run.step + 1 .. config.steps``; see the module docstring.
 
     Args:
@@ -224,7 +226,9 @@ def check_resume(out_dir: Path, config: TrainConfig, task=None) -> Path | None:
     raw = runs.read_config(out_dir)
     saved_hash = raw.pop(TASK_HASH, None)
     saved = from_dict(raw)
-    runs.check_same_settings(saved.differences(config), f"the run saved in {out_dir}", out_dir / runs.CONFIG, config.RESUMABLE_CHANGES)
+    runs.check_same_settings(
+        saved.differences(config), f"the run saved in {out_dir}", out_dir / runs.CONFIG, config.RESUMABLE_CHANGES
+    )
     if task is not None and saved_hash is not None and saved_hash != task_data_hash(task):
         raise runs.ConfigMismatchError(
             f"--resume: the task's data differ from those the run in {out_dir} trained on (task {config.task!r}: the file or "
@@ -273,9 +277,19 @@ def save_checkpoint(run: Trainer) -> Path:
     """
     with holding_interrupts(run):
         return runs.save_checkpoint(
-            run.ckpt_root, step=run.step, model=run.model, tokenizer=run.tokenizer, optimizer=run.optimizer,
-            state={"data_position": run.data_position, "nonfinite_streak": run.nonfinite_streak, TASK_HASH: task_data_hash(run.task),
-                   "loss_scaler": run.scaler.state_dict()},
-            config=run.config.to_dict(), reference=run.reference, keep=run.config.keep_checkpoints,
+            run.ckpt_root,
+            step=run.step,
+            model=run.model,
+            tokenizer=run.tokenizer,
+            optimizer=run.optimizer,
+            state={
+                "data_position": run.data_position,
+                "nonfinite_streak": run.nonfinite_streak,
+                TASK_HASH: task_data_hash(run.task),
+                "loss_scaler": run.scaler.state_dict(),
+            },
+            config=run.config.to_dict(),
+            reference=run.reference,
+            keep=run.config.keep_checkpoints,
             metrics_path=run.metrics_path,
         )

@@ -80,7 +80,9 @@ def register_aggregation(agg: Aggregation) -> None:
 def get_aggregation(name: str) -> Aggregation:
     """The registered aggregation ``name``; :class:`InputFormatError` lists the choices otherwise."""
     if name not in AGGREGATIONS:
-        raise InputFormatError(f"loss aggregation must be one of {', '.join(repr(a) for a in AGGREGATIONS)}, got {name!r}")
+        raise InputFormatError(
+            f"loss aggregation must be one of {', '.join(repr(a) for a in AGGREGATIONS)}, got {name!r}"
+        )
     return AGGREGATIONS[name]
 
 
@@ -90,28 +92,48 @@ def _n_responses(m: torch.Tensor) -> int:
 
 def _sequence_sum_normalizer(m: torch.Tensor, max_new_tokens: int | None) -> float:
     if max_new_tokens is None:
-        raise ValueError("loss aggregation 'sequence-sum' divides by the constant max_new_tokens; pass max_new_tokens (or normalizer)")
+        raise ValueError(
+            "loss aggregation 'sequence-sum' divides by the constant max_new_tokens; pass max_new_tokens (or normalizer)"
+        )
     return float(max_new_tokens * _n_responses(m))
 
 
-register_aggregation(Aggregation(
-    "token-mean", lambda pt, m: (pt * m).sum(1), lambda m, _n: float(m.sum().clamp_min(1)),
-    "sum over all response tokens / number of response tokens (verl's default, the paper's code)",
-))
-register_aggregation(Aggregation(
-    "sequence-mean", lambda pt, m: (pt * m).sum(1) / m.sum(1).clamp_min(1), lambda m, _n: float(_n_responses(m)),
-    "mean over each response's tokens, then mean over responses (the paper's equation)",
-))
-register_aggregation(Aggregation(
-    "sequence-sum", lambda pt, m: (pt * m).sum(1), _sequence_sum_normalizer,
-    "sum over each response's tokens / max_new_tokens, then mean over responses (Dr. GRPO: no length bias)",
-))
-assert set(get_args(LossAggregation)) == set(AGGREGATIONS), "LossAggregation and AGGREGATIONS must name the same aggregations"
+register_aggregation(
+    Aggregation(
+        "token-mean",
+        lambda pt, m: (pt * m).sum(1),
+        lambda m, _n: float(m.sum().clamp_min(1)),
+        "sum over all response tokens / number of response tokens (verl's default, the paper's code)",
+    )
+)
+register_aggregation(
+    Aggregation(
+        "sequence-mean",
+        lambda pt, m: (pt * m).sum(1) / m.sum(1).clamp_min(1),
+        lambda m, _n: float(_n_responses(m)),
+        "mean over each response's tokens, then mean over responses (the paper's equation)",
+    )
+)
+register_aggregation(
+    Aggregation(
+        "sequence-sum",
+        lambda pt, m: (pt * m).sum(1),
+        _sequence_sum_normalizer,
+        "sum over each response's tokens / max_new_tokens, then mean over responses (Dr. GRPO: no length bias)",
+    )
+)
+assert set(get_args(LossAggregation)) == set(AGGREGATIONS), (
+    "LossAggregation and AGGREGATIONS must name the same aggregations"
+)
 
 
 def aggregate(
-    per_token: torch.Tensor, mask: torch.Tensor, mode: LossAggregation = "token-mean", normalizer: float | None = None,
-    *, max_new_tokens: int | None = None,
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    mode: LossAggregation = "token-mean",
+    normalizer: float | None = None,
+    *,
+    max_new_tokens: int | None = None,
 ) -> torch.Tensor:
     """Reduce a [B, T] per-token loss to a scalar with the registered aggregation ``mode``.
 
@@ -234,8 +256,6 @@ def clipped_policy_loss(
             kl_ref=kl_ref_mean,
         )
     return out
-
-
 
 
 # --------------------------------------------------------------------------- the registry of objectives

@@ -149,13 +149,22 @@ def tiny_config(family: str, vocab_size: int = 128, num_layers: int = 2, hidden_
         return Gemma3TextConfig(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=16)
     if family == "gpt2":
         return GPT2Config(
-            vocab_size=vocab_size, n_embd=hidden_size, n_layer=num_layers, n_head=4, n_positions=512,
-            bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+            vocab_size=vocab_size,
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=4,
+            n_positions=512,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=2,
+            tie_word_embeddings=True,
         )
     raise UnknownModelError(f"no tiny config for family {family!r}; choose one of {TINY_FAMILIES}")
 
 
-def tiny_model(family: str = "llama", *, vocab_size: int = 128, num_layers: int = 2, hidden_size: int = 64, seed: int = 0) -> nn.Module:
+def tiny_model(
+    family: str = "llama", *, vocab_size: int = 128, num_layers: int = 2, hidden_size: int = 64, seed: int = 0
+) -> nn.Module:
     """A random-weight ``*ForCausalLM`` of ``family`` in float32 eval mode, seeded.
 
     Gemma norms (which scale by ``1 + weight``) and all other norms get random weights so that
@@ -202,7 +211,9 @@ def cache_problem(folder: Path, verify: str = "sampled") -> str | None:
 
 def write_manifest(folder: Path, *, model: str, source: str) -> dict:
     """Record size and digests of every file of a converted folder in ``bupo-cache.json``."""
-    return _write_manifest(folder, MANIFEST, {"format": CACHE_FORMAT, "model": model, "source": source, "dtype": "float32"})
+    return _write_manifest(
+        folder, MANIFEST, {"format": CACHE_FORMAT, "model": model, "source": source, "dtype": "float32"}
+    )
 
 
 def _convert_embedded(spec: EmbeddedModel, target: Path, log: Callable[[str], None]) -> None:
@@ -217,7 +228,9 @@ def _convert_embedded(spec: EmbeddedModel, target: Path, log: Callable[[str], No
     pkg = Path(list(found.submodule_search_locations)[0])
     gguf = spec.locate(pkg)
     if not gguf.exists():
-        raise ModelNotAvailableError(f"{gguf} is missing from {spec.pip_spec}; reinstall it: {spec.install_command} --force-reinstall")
+        raise ModelNotAvailableError(
+            f"{gguf} is missing from {spec.pip_spec}; reinstall it: {spec.install_command} --force-reinstall"
+        )
     log(f"[bupo] converting {spec.name} from {gguf.name} (one time, ~20 s) into {target}")
     t0 = time.time()
     with warnings.catch_warnings():
@@ -243,7 +256,9 @@ def _convert_embedded(spec: EmbeddedModel, target: Path, log: Callable[[str], No
     log(f"[bupo] converted {spec.name} in {time.time() - t0:.1f} s")
 
 
-def ensure_embedded(name: str, *, cache_dir: str | Path | None = None, verify: str = "sampled", log: Callable[[str], None] | None = None) -> Path:
+def ensure_embedded(
+    name: str, *, cache_dir: str | Path | None = None, verify: str = "sampled", log: Callable[[str], None] | None = None
+) -> Path:
     """Path of the converted folder of embedded model ``name``, converting or rebuilding it if needed."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     spec = EMBEDDED[name]
@@ -281,24 +296,39 @@ def check_device(device: str | torch.device | None) -> None:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise InputFormatError(f"unknown device {device!r}; use cpu, cuda or cuda:N (or leave --device out: cuda if available, else cpu)") from None
+        raise InputFormatError(
+            f"unknown device {device!r}; use cpu, cuda or cuda:N (or leave --device out: cuda if available, else cpu)"
+        ) from None
     if dev.type not in ("cpu", "cuda", "mps"):
         raise InputFormatError(f"device {device!r} is not supported here; use cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelNotAvailableError(f"device {device!r} was asked for but no CUDA GPU is visible; use --device cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ModelNotAvailableError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) are visible (cuda:0..)")
+        raise ModelNotAvailableError(
+            f"device {device!r}: only {torch.cuda.device_count()} GPU(s) are visible (cuda:0..)"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelNotAvailableError("device 'mps' was asked for but Apple's MPS backend is not available; use --device cpu")
+        raise ModelNotAvailableError(
+            "device 'mps' was asked for but Apple's MPS backend is not available; use --device cpu"
+        )
 
 
-def _resolve_device_dtype(device: str | torch.device | None, dtype: torch.dtype | str | None) -> tuple[torch.device, torch.dtype]:
+def _resolve_device_dtype(
+    device: str | torch.device | None, dtype: torch.dtype | str | None
+) -> tuple[torch.device, torch.dtype]:
     check_device(device)
     dev = torch.device(device) if device is not None else default_device()
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelNotAvailableError("device 'cuda' was asked for but no GPU is visible; use --device cpu")
     if isinstance(dtype, str):
-        table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+        table = {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+        }
         if dtype not in table:
             raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
         dtype = table[dtype]
@@ -330,7 +360,19 @@ def _in_hub_cache(repo_id: str) -> bool:
 
 def _is_network_error(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}".lower()
-    keys = ("connect", "offline", "resolve", "timed out", "timeout", "network", "max retries", "cannot find the requested files", "local_files_only", "couldn't reach", "name or service not known")
+    keys = (
+        "connect",
+        "offline",
+        "resolve",
+        "timed out",
+        "timeout",
+        "network",
+        "max retries",
+        "cannot find the requested files",
+        "local_files_only",
+        "couldn't reach",
+        "name or service not known",
+    )
     return any(k in text for k in keys)
 
 
@@ -416,7 +458,9 @@ def load_model(
     elif name.startswith("tiny-random-"):
         family = name.removeprefix("tiny-random-")
         if family not in TINY_FAMILIES:
-            raise UnknownModelError(f"unknown tiny model {name!r}; known: {', '.join('tiny-random-' + f for f in TINY_FAMILIES)}")
+            raise UnknownModelError(
+                f"unknown tiny model {name!r}; known: {', '.join('tiny-random-' + f for f in TINY_FAMILIES)}"
+            )
         folder = ensure_embedded(DEFAULT_MODEL, cache_dir=cache_dir, verify=verify_cache)
         tok = AutoTokenizer.from_pretrained(str(folder))
         model = tiny_model(family, vocab_size=len(tok), seed=seed).to(device=dev, dtype=dt)
@@ -451,7 +495,9 @@ def load_model(
         source = name
         load_kwargs["use_safetensors"] = True
         if not _in_hub_cache(name) and not hub_reachable():
-            detail = f"HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} is set" if hub_offline() else "no connection to the hub"
+            detail = (
+                f"HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} is set" if hub_offline() else "no connection to the hub"
+            )
             raise ModelNotAvailableError(_offline_message(name, detail))
     else:
         raise UnknownModelError(
@@ -476,7 +522,9 @@ def load_model(
         raise ModelNotAvailableError(f"could not load {name!r}: {exc}") from exc
     except ValueError as exc:
         if "model type" in str(exc) or "Unrecognized" in str(exc):
-            raise UnsupportedArchitectureError(f"transformers does not know the architecture of {name!r}: {exc}") from exc
+            raise UnsupportedArchitectureError(
+                f"transformers does not know the architecture of {name!r}: {exc}"
+            ) from exc
         raise
     finally:
         if bars:
@@ -492,7 +540,9 @@ def _read_model_config(folder: Path) -> dict:
     """A local model folder's ``config.json`` as a dict (a missing or unreadable file raises, naming it)."""
     path = folder / "config.json"
     if not path.is_file():
-        raise ModelNotAvailableError(f"{folder} has no config.json, so it is not a Hugging Face model folder; save the model with save_pretrained")
+        raise ModelNotAvailableError(
+            f"{folder} has no config.json, so it is not a Hugging Face model folder; save the model with save_pretrained"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -541,7 +591,9 @@ def check_model(name_or_path: str, *, cache_dir: str | Path | None = None) -> in
         return EMBEDDED[name].num_layers
     if name.startswith("tiny-random-"):
         if name.removeprefix("tiny-random-") not in TINY_FAMILIES:
-            raise UnknownModelError(f"unknown tiny model {name!r}; known: {', '.join('tiny-random-' + f for f in TINY_FAMILIES)}")
+            raise UnknownModelError(
+                f"unknown tiny model {name!r}; known: {', '.join('tiny-random-' + f for f in TINY_FAMILIES)}"
+            )
         return 2
     folder = Path(name).expanduser()
     if folder.is_dir():
@@ -567,7 +619,9 @@ def check_model(name_or_path: str, *, cache_dir: str | Path | None = None) -> in
             except Exception:  # noqa: BLE001 - the count is a convenience; load_model reads the config again
                 return None
         if not hub_reachable():
-            detail = f"HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} is set" if hub_offline() else "no connection to the hub"
+            detail = (
+                f"HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']} is set" if hub_offline() else "no connection to the hub"
+            )
             raise ModelNotAvailableError(_offline_message(name, detail))
         return None
     raise UnknownModelError(
@@ -593,8 +647,13 @@ def check_train_model(cfg: Any) -> int | None:
     for name in ("freeze_through_layer", "upper_lr_layer"):
         value = getattr(cfg, name, None)
         if value is not None:
-            check_layer(value, num_layers, allow_embedding=True, below_top=True,
-                        what=f"{name} (the embedding and blocks 1..l below it, the blocks above it)")
+            check_layer(
+                value,
+                num_layers,
+                allow_embedding=True,
+                below_top=True,
+                what=f"{name} (the embedding and blocks 1..l below it, the blocks above it)",
+            )
     return num_layers
 
 

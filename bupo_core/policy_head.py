@@ -146,7 +146,11 @@ class PolicyChunk:
     """
 
     def __init__(
-        self, logits: torch.Tensor, targets: torch.Tensor | None = None, top_k: int = 0, vectors: torch.Tensor | None = None
+        self,
+        logits: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        top_k: int = 0,
+        vectors: torch.Tensor | None = None,
     ) -> None:
         self.logits: torch.Tensor | None = logits
         self.targets = targets
@@ -242,9 +246,16 @@ def _logprob(c: PolicyChunk) -> torch.Tensor:
 
 register_reducer("entropy", Reducer(_entropy, consumes=True, description="entropy of the policy (nats)"))
 register_reducer("logprob", Reducer(_logprob, needs_targets=True, description="log-probability of the target token"))
-register_reducer("vector_norm", Reducer(lambda c: c.vectors.float().norm(dim=-1), description="L2 norm of the raw vector"))  # type: ignore[union-attr]
-register_reducer("topk_ids", Reducer(lambda c: c.top(c.top_k)[1], per_token_k=True, dtype=torch.long, description="most likely token ids"))
-register_reducer("topk_probs", Reducer(lambda c: c.top(c.top_k)[0], per_token_k=True, description="their probabilities"))
+register_reducer(
+    "vector_norm", Reducer(lambda c: c.vectors.float().norm(dim=-1), description="L2 norm of the raw vector")
+)  # type: ignore[union-attr]
+register_reducer(
+    "topk_ids",
+    Reducer(lambda c: c.top(c.top_k)[1], per_token_k=True, dtype=torch.long, description="most likely token ids"),
+)
+register_reducer(
+    "topk_probs", Reducer(lambda c: c.top(c.top_k)[0], per_token_k=True, description="their probabilities")
+)
 
 
 def kl_divergence(p: PolicyChunk, q: PolicyChunk) -> torch.Tensor:
@@ -442,7 +453,9 @@ def token_logprobs(
     True
     """
     sel = mask.bool()
-    lp, ent = chunked_logprob_entropy(hidden[sel], weight, targets[sel].long(), bias=bias, softcap=softcap, chunk_size=chunk_size)
+    lp, ent = chunked_logprob_entropy(
+        hidden[sel], weight, targets[sel].long(), bias=bias, softcap=softcap, chunk_size=chunk_size
+    )
     out_lp = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(sel, lp)
     out_ent = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(sel, ent)
     return out_lp, out_ent
@@ -487,5 +500,11 @@ def policy_logprobs(
         if norm_module is not None:
             hidden = norm_module(hidden)
     return token_logprobs(
-        hidden, adapter.unembed_weight, batch.targets, mask, bias=adapter.unembed_bias, softcap=softcap, chunk_size=chunk_size
+        hidden,
+        adapter.unembed_weight,
+        batch.targets,
+        mask,
+        bias=adapter.unembed_bias,
+        softcap=softcap,
+        chunk_size=chunk_size,
     )

@@ -119,7 +119,9 @@ class PrecisionChoice:
         return f"[bupo] precision: {self.mode} ({self.reason})"
 
 
-def resolve_precision(setting: str, device: torch.device | str, *, capability: tuple[int, int] | None | str = "detect") -> PrecisionChoice:
+def resolve_precision(
+    setting: str, device: torch.device | str, *, capability: tuple[int, int] | None | str = "detect"
+) -> PrecisionChoice:
     """Resolve ``auto|bf16|fp16|fp32`` for ``device``.
 
     ``"auto"`` calls :func:`choose_precision` on the card's capability (``capability`` overrides the

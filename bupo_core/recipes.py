@@ -41,9 +41,13 @@ GiB = 2**30
 SESSION_MINUTES = 90.0  # a Colab session (free tier: up to ~90 min idle-free, often less)
 SESSION_SETUP_MINUTES = 8.0  # install cell, model download, first-step start-up
 CONTEXT_AND_SLACK_GIB = 1.5
-HEAD_BACKWARD_BLOCKS = 6  # float32 [chunk x vocab] blocks alive at once in the policy head's backward (measured, tests/test_recipes.py)
+HEAD_BACKWARD_BLOCKS = (
+    6  # float32 [chunk x vocab] blocks alive at once in the policy head's backward (measured, tests/test_recipes.py)
+)
 HEAD_FORWARD_BLOCKS = 3  # z, log-probs, probabilities in the forward
-SAMPLER_BLOCKS = 5  # per decoding step: lm_head output, its float32 copy, our entropy's softmax, the warped scores, probabilities
+SAMPLER_BLOCKS = (
+    5  # per decoding step: lm_head output, its float32 copy, our entropy's softmax, the warped scores, probabilities
+)
 PREFILL_LOGITS_TO_KEEP = 1  # rollout's shared prefill keeps the last position's logits only
 DRIVE_ROOT = Path("/content/drive/MyDrive")
 
@@ -67,7 +71,12 @@ class ModelShape:
     def parameters(self) -> int:
         """Parameter count (embeddings + blocks + final norm; + an untied unembedding)."""
         d, f, hd = self.hidden_size, self.intermediate_size, self.head_dim
-        attn = d * self.num_heads * hd + 2 * d * self.num_kv_heads * hd + self.num_heads * hd * d + (2 * hd if self.qk_norm else 0)
+        attn = (
+            d * self.num_heads * hd
+            + 2 * d * self.num_kv_heads * hd
+            + self.num_heads * hd * d
+            + (2 * hd if self.qk_norm else 0)
+        )
         block = attn + 3 * d * f + 2 * d
         emb = self.vocab_size * d
         return emb * (1 if self.tied_embeddings else 2) + self.num_layers * block + d
@@ -82,8 +91,12 @@ class ModelShape:
         heads = config.num_attention_heads
         return cls(
             name=name or getattr(config, "name_or_path", "") or type(config).__name__,
-            vocab_size=config.vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-            num_layers=config.num_hidden_layers, num_heads=heads, num_kv_heads=getattr(config, "num_key_value_heads", heads) or heads,
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_layers=config.num_hidden_layers,
+            num_heads=heads,
+            num_kv_heads=getattr(config, "num_key_value_heads", heads) or heads,
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
             tied_embeddings=bool(getattr(config, "tie_word_embeddings", True)),
             qk_norm=getattr(config, "model_type", "") == "qwen3",
@@ -229,8 +242,16 @@ CARDS: dict[str, Card] = {
 
 
 def estimate_step_seconds(
-    shape: ModelShape, card: Card, *, prompts_per_step: int, group_size: int, max_new_tokens: int, prompt_tokens: int = 128,
-    generation_batch_size: int = 32, gradient_checkpointing: bool = True, precision: str = "bf16",
+    shape: ModelShape,
+    card: Card,
+    *,
+    prompts_per_step: int,
+    group_size: int,
+    max_new_tokens: int,
+    prompt_tokens: int = 128,
+    generation_batch_size: int = 32,
+    gradient_checkpointing: bool = True,
+    precision: str = "bf16",
 ) -> dict[str, float]:
     """Seconds of generation and of the update (old log-probs + forward/backward) of one step.
 
@@ -245,7 +266,10 @@ def estimate_step_seconds(
     cb = 2 if precision != "fp32" else 4
     T = prompt_tokens + max_new_tokens
     kv_bytes = generation_batch_size * T / 2 * shape.num_layers * 2 * shape.num_kv_heads * shape.head_dim * cb
-    per_token = max(shape.num_layers * card.decode_overhead_ms_per_layer / 1000, (shape.parameters * cb + kv_bytes) / (card.bandwidth_gbs * 1e9))
+    per_token = max(
+        shape.num_layers * card.decode_overhead_ms_per_layer / 1000,
+        (shape.parameters * cb + kv_bytes) / (card.bandwidth_gbs * 1e9),
+    )
     gen = calls * max_new_tokens * per_token
     tokens = rows * (prompt_tokens + max_new_tokens)
     response_tokens = rows * max_new_tokens
@@ -331,23 +355,64 @@ def build_recipe(name: str, *, shape: ModelShape = QWEN3_0_6B, out_root: str | P
     cards, card_name, precision, prompts, resp, gen_bs, mbs, chunk = _RECIPE_SIZES[name]
     card = CARDS[card_name]
     G = 8
-    mem = estimate_memory(shape, precision=precision, max_new_tokens=resp, group_size=G, generation_batch_size=gen_bs,
-                          micro_batch_size=mbs, logprob_chunk_size=chunk, gradient_checkpointing=True)
-    t = estimate_step_seconds(shape, card, prompts_per_step=prompts, group_size=G, max_new_tokens=resp,
-                              generation_batch_size=gen_bs, precision=precision)
+    mem = estimate_memory(
+        shape,
+        precision=precision,
+        max_new_tokens=resp,
+        group_size=G,
+        generation_batch_size=gen_bs,
+        micro_batch_size=mbs,
+        logprob_chunk_size=chunk,
+        gradient_checkpointing=True,
+    )
+    t = estimate_step_seconds(
+        shape,
+        card,
+        prompts_per_step=prompts,
+        group_size=G,
+        max_new_tokens=resp,
+        generation_batch_size=gen_bs,
+        precision=precision,
+    )
     per_session = max(1, int((SESSION_MINUTES - SESSION_SETUP_MINUTES) * 60 // max(t["step"], 1e-9)))
     drive = drive_folder()
     root = Path(out_root) if out_root is not None else (drive / "bupo-runs" if drive is not None else Path("runs"))
     save_every = max(1, int(15 * 60 // max(t["step"], 1e-9)))
     settings = dict(
-        model=shape.name, task="deepmath", task_size=5000, task_kwargs={}, template="qwen3-boxed", reward="boxed_math",
-        method="bupo", layer=6, inter_steps=30, steps=300, prompts_per_step=prompts, group_size=G, max_new_tokens=resp,
-        lr=1e-6, num_mini_batches=min(4, prompts), micro_batch_size=mbs, generation_batch_size=gen_bs, logprob_chunk_size=chunk,
-        gradient_checkpointing=True, precision=precision, save_every=save_every, keep_checkpoints=1 if drive is not None else 2,
+        model=shape.name,
+        task="deepmath",
+        task_size=5000,
+        task_kwargs={},
+        template="qwen3-boxed",
+        reward="boxed_math",
+        method="bupo",
+        layer=6,
+        inter_steps=30,
+        steps=300,
+        prompts_per_step=prompts,
+        group_size=G,
+        max_new_tokens=resp,
+        lr=1e-6,
+        num_mini_batches=min(4, prompts),
+        micro_batch_size=mbs,
+        generation_batch_size=gen_bs,
+        logprob_chunk_size=chunk,
+        gradient_checkpointing=True,
+        precision=precision,
+        save_every=save_every,
+        keep_checkpoints=1 if drive is not None else 2,
         out_dir=str(root / f"qwen3-0.6b-bupo-{name}"),
     )
-    return Recipe(name, cards, settings, mem, t, per_session, card_name,
-                  notes="memory and time are ESTIMATES (bupo_core.recipes); bench/gpu_check.py measures a card")
+    return Recipe(
+        name,
+        cards,
+        settings,
+        mem,
+        t,
+        per_session,
+        card_name,
+        notes="memory and time are ESTIMATES (bupo_core.recipes); bench/gpu_check.py measures a card",
+    )
 
 
 def recipe_for_gpu(name: str, memory_gib: float, **kwargs: Any) -> Recipe:
@@ -362,8 +427,10 @@ def recipe_for_gpu(name: str, memory_gib: float, **kwargs: Any) -> Recipe:
     """
     if memory_gib < 14:
         smallest = build_recipe("t4-16gb", **kwargs)
-        raise ValueError(f"{name} has {memory_gib:.1f} GiB; the smallest recipe (t4-16gb) needs an estimated "
-                         f"{smallest.memory.peak_gib:.1f} GiB. Use the embedded model on CPU (notebook 05's defaults).")
+        raise ValueError(
+            f"{name} has {memory_gib:.1f} GiB; the smallest recipe (t4-16gb) needs an estimated "
+            f"{smallest.memory.peak_gib:.1f} GiB. Use the embedded model on CPU (notebook 05's defaults)."
+        )
     if memory_gib < 20:
         return build_recipe("t4-16gb", **kwargs)
     if memory_gib < 30:
@@ -387,6 +454,18 @@ def all_recipes(**kwargs: Any) -> list[Recipe]:
 
 
 __all__ = [
-    "CARDS", "Card", "MemoryEstimate", "ModelShape", "QWEN3_0_6B", "Recipe", "SMOLLM2_135M", "all_recipes",
-    "build_recipe", "detect_recipe", "drive_folder", "estimate_memory", "estimate_step_seconds", "recipe_for_gpu",
+    "CARDS",
+    "Card",
+    "MemoryEstimate",
+    "ModelShape",
+    "QWEN3_0_6B",
+    "Recipe",
+    "SMOLLM2_135M",
+    "all_recipes",
+    "build_recipe",
+    "detect_recipe",
+    "drive_folder",
+    "estimate_memory",
+    "estimate_step_seconds",
+    "recipe_for_gpu",
 ]

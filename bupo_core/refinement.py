@@ -68,7 +68,15 @@ class ReferenceSet:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def build_reference_set(model: Any, tokenizer: Any, task: Any, *, num_prompts: int = 16, max_new_tokens: int = MAX_NEW_TOKENS_SHORT_ANALYSIS, seed: int = 1234) -> ReferenceSet:
+def build_reference_set(
+    model: Any,
+    tokenizer: Any,
+    task: Any,
+    *,
+    num_prompts: int = 16,
+    max_new_tokens: int = MAX_NEW_TOKENS_SHORT_ANALYSIS,
+    seed: int = 1234,
+) -> ReferenceSet:
     """Sample one response per prompt from ``model`` (temperature 1.0) on the first ``num_prompts`` problems.
 
     Empty responses are dropped (they have no tokens to measure).
@@ -76,14 +84,25 @@ def build_reference_set(model: Any, tokenizer: Any, task: Any, *, num_prompts: i
     from .rollout import SamplingConfig, generate  # noqa: PLC0415
 
     examples = task.examples[:num_prompts]
-    roll = generate(model, tokenizer, [task.prompt(e) for e in examples], group_size=1,
-                    config=SamplingConfig(max_new_tokens=max_new_tokens), seed=seed,
-                    chat_template_kwargs=task.chat_template_kwargs)
+    roll = generate(
+        model,
+        tokenizer,
+        [task.prompt(e) for e in examples],
+        group_size=1,
+        config=SamplingConfig(max_new_tokens=max_new_tokens),
+        seed=seed,
+        chat_template_kwargs=task.chat_template_kwargs,
+    )
     keep = [i for i, r in enumerate(roll.response_ids) if len(r) > 0]
     return ReferenceSet(
         prompt_ids=[roll.prompt_ids[i] for i in keep],
         response_ids=[roll.response_ids[i] for i in keep],
-        source={"model": str(getattr(model.config, "name_or_path", "")), "task": task.name, "seed": seed, "max_new_tokens": max_new_tokens},
+        source={
+            "model": str(getattr(model.config, "name_or_path", "")),
+            "task": task.name,
+            "seed": seed,
+            "max_new_tokens": max_new_tokens,
+        },
     )
 
 
@@ -132,7 +151,9 @@ def feature_refinement(
         A :class:`RefinementPoint`.
     """
     adapter = ArchitectureAdapter(model)
-    adapter.check_layer(layer, allow_embedding=False, below_top=True, what="feature refinement needs a layer below the top one; layer")
+    adapter.check_layer(
+        layer, allow_embedding=False, below_top=True, what="feature refinement needs a layer below the top one; layer"
+    )
     L = adapter.num_layers
     head = PolicyHead.from_adapter(adapter, norm)
     device = next(model.parameters()).device
@@ -146,7 +167,13 @@ def feature_refinement(
     model.eval()
     for p_ids, r_ids in zip(reference.prompt_ids, reference.response_ids):
         batch = pack_sequences([p_ids], [r_ids], pad)
-        cap = capture_residuals(model, batch.input_ids.to(device), positions=batch.prediction_mask[0].bool(), with_logits=True, adapter=adapter)
+        cap = capture_residuals(
+            model,
+            batch.input_ids.to(device),
+            positions=batch.prediction_mask[0].bool(),
+            with_logits=True,
+            adapter=adapter,
+        )
         targets = batch.targets[0][batch.prediction_mask[0].bool()].to(device)
         h = {j: cap.resid(j)[0].float() for j in [layer - 1, layer, *uppers]}
         n = h[layer].shape[0]
@@ -185,7 +212,10 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """``(step, folder)`` of every ``checkpoints/checkpoint-<step>`` of a training run, sorted by step."""
     from .runs import list_checkpoints as run_checkpoints  # noqa: PLC0415
 
-    return [(int(p.name.removeprefix("checkpoint-")), p) for p in run_checkpoints(Path(run_dir) / "checkpoints", need="weights")]
+    return [
+        (int(p.name.removeprefix("checkpoint-")), p)
+        for p in run_checkpoints(Path(run_dir) / "checkpoints", need="weights")
+    ]
 
 
 def refinement_over_run(
@@ -211,9 +241,13 @@ def refinement_over_run(
     run = Path(run_dir)
     if base_model is None and (run / "config.json").exists():
         base_model = json.loads((run / "config.json").read_text()).get("model")
-    items: list[tuple[int, str]] = ([(0, base_model)] if base_model else []) + [(s, str(p)) for s, p in list_checkpoints(run)]
+    items: list[tuple[int, str]] = ([(0, base_model)] if base_model else []) + [
+        (s, str(p)) for s, p in list_checkpoints(run)
+    ]
     if not items:
-        raise FileNotFoundError(f"no checkpoints under {run / 'checkpoints'} and no base model: train with --save-every first")
+        raise FileNotFoundError(
+            f"no checkpoints under {run / 'checkpoints'} and no base model: train with --save-every first"
+        )
     points = []
     for step, src in tqdm(items, desc="checkpoints", disable=not progress, leave=False):
         model, _ = load_model(src, device=device, dtype="float32")

@@ -234,13 +234,24 @@ def reasoning_gym_scorer_problems(name: str, *, max_functions: int = 200) -> lis
                 continue
             target_module = getattr(inspect.getmodule(target), "__name__", "") or ""
             if target_module.split(".")[0] in _STRING_PARSING_PACKAGES:
-                problems.append(f"{where}: calls {target_module}.{getattr(target, '__name__', '?')} (it may parse strings with eval)")
+                problems.append(
+                    f"{where}: calls {target_module}.{getattr(target, '__name__', '?')} (it may parse strings with eval)"
+                )
                 continue
             if inspect.isclass(target):
                 todo.append((getattr(target, "__init__", None), target))
                 todo.append((getattr(target, "__call__", None), target))
             else:
-                todo.append((target, owner if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in ("self", "cls") else None))
+                todo.append(
+                    (
+                        target,
+                        owner
+                        if isinstance(f, ast.Attribute)
+                        and isinstance(f.value, ast.Name)
+                        and f.value.id in ("self", "cls")
+                        else None,
+                    )
+                )
     return problems
 
 
@@ -313,7 +324,9 @@ def get_scorer(name: str) -> ScoreFn:
     from .errors import InputFormatError  # noqa: PLC0415
 
     if name not in SCORERS:
-        raise InputFormatError(f"unknown reward {name!r}; known rewards: {', '.join(sorted(SCORERS))} (or add one with bupo_core.rewards.register_scorer)")
+        raise InputFormatError(
+            f"unknown reward {name!r}; known rewards: {', '.join(sorted(SCORERS))} (or add one with bupo_core.rewards.register_scorer)"
+        )
     return SCORERS[name]
 
 
@@ -328,7 +341,12 @@ def time_limit(seconds: float) -> Iterator[None]:
 
     Elsewhere it does nothing; :class:`Grader` then uses a worker process instead.
     """
-    usable = seconds and seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    usable = (
+        seconds
+        and seconds > 0
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
     if not usable:
         yield
         return

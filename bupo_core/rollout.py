@@ -90,8 +90,13 @@ def concat_groups(rollouts: Sequence[Rollout], picks: Sequence[tuple[int, int]])
     take = lambda name: [getattr(rollouts[r], name)[i] for r, i in rows]  # noqa: E731
     extras = {k: [rollouts[r].extras[k][i] for r, i in rows] for k in rollouts[0].extras}
     return Rollout(
-        prompt_index=[j for j in range(len(picks)) for _ in range(G)], prompt_ids=take("prompt_ids"),
-        response_ids=take("response_ids"), texts=take("texts"), finished=take("finished"), group_size=G, extras=extras,
+        prompt_index=[j for j in range(len(picks)) for _ in range(G)],
+        prompt_ids=take("prompt_ids"),
+        response_ids=take("response_ids"),
+        texts=take("texts"),
+        finished=take("finished"),
+        group_size=G,
+        extras=extras,
     )
 
 
@@ -192,8 +197,16 @@ def generate(
             kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if cfg.share_prefill and group_size > 1 and start % group_size == 0 and len(chunk) % group_size == 0 and width > 1:
-            cache = _shared_prompt_cache(model, input_ids[::group_size].to(device), mask[::group_size].to(device), group_size)
+        if (
+            cfg.share_prefill
+            and group_size > 1
+            and start % group_size == 0
+            and len(chunk) % group_size == 0
+            and width > 1
+        ):
+            cache = _shared_prompt_cache(
+                model, input_ids[::group_size].to(device), mask[::group_size].to(device), group_size
+            )
             if cache is not None:
                 kwargs[_cache_kwarg(model)] = cache
         recorder = _EntropyRecorder() if record_entropy else None
@@ -242,7 +255,9 @@ def _shared_prompt_cache(model: nn.Module, input_ids: torch.Tensor, mask: torch.
     pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate() builds them
     # only the cache is used: logits_to_keep=1 computes the last position's logits, not a [P, W, vocab] block
     keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    out = model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True, **keep)
+    out = model(
+        input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1], use_cache=True, **keep
+    )
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return None

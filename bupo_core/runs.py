@@ -56,7 +56,13 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_MANIFEST = "bupo-checkpoint.json"
 CHECKPOINT_FORMAT = 2
-RUN_FILES = (CONFIG, METRICS, CHECKPOINTS, f".{CONFIG}.tmp", f".{METRICS}.tmp")  # + temporaries of an interrupted atomic write
+RUN_FILES = (
+    CONFIG,
+    METRICS,
+    CHECKPOINTS,
+    f".{CONFIG}.tmp",
+    f".{METRICS}.tmp",
+)  # + temporaries of an interrupted atomic write
 LOCK = ".bupo-lock"
 REPLACED = ".replaced-run"  # the previous run while an --overwrite has not reached its first checkpoint
 BOOKKEEPING = (LOCK, REPLACED)  # never counted as another run's files, never deleted by clear_run
@@ -86,12 +92,18 @@ def prepare_output_dir(path: str | Path, *, what: str = "output folder", flag: s
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise InputFormatError(f"{what} {p} is not writable ({exc.strerror or exc}); pass a folder you can write to with {flag}") from None
+        raise InputFormatError(
+            f"{what} {p} is not writable ({exc.strerror or exc}); pass a folder you can write to with {flag}"
+        ) from None
     return p
 
 
 def _entries(p: Path) -> list[str]:
-    return sorted(x.name for x in p.iterdir() if x.name not in BOOKKEEPING and not x.name.startswith(".bupo-write-test-")) if p.is_dir() else []
+    return (
+        sorted(x.name for x in p.iterdir() if x.name not in BOOKKEEPING and not x.name.startswith(".bupo-write-test-"))
+        if p.is_dir()
+        else []
+    )
 
 
 # --------------------------------------------------------------------------- locks
@@ -149,7 +161,12 @@ def lock_folder(folder: str | Path, *, what: str = "run folder", log=None) -> Fo
     log = log or (lambda msg: print(msg, file=sys.stderr))
     p = prepare_output_dir(folder, what=what)
     path = p / LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[:8]}
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "argv": sys.argv[:8],
+    }
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -171,7 +188,11 @@ def lock_folder(folder: str | Path, *, what: str = "run folder", log=None) -> Fo
                     f"{p} is in use by bupo process {holder['pid']} on this host (since {holder.get('started')}): "
                     "two processes writing one folder mix their results. Wait for it to finish, stop it, or use another --out folder."
                 ) from None
-            who = f"process {holder.get('pid')} (started {holder.get('started')})" if isinstance(holder, dict) else "an unreadable lock file"
+            who = (
+                f"process {holder.get('pid')} (started {holder.get('started')})"
+                if isinstance(holder, dict)
+                else "an unreadable lock file"
+            )
             log(f"[bupo] {p}: taking over the lock of {who}, which no longer runs")
             try:
                 path.unlink()
@@ -251,10 +272,14 @@ def claim_run_dir(out_dir: str | Path, *, resume: bool = False, overwrite: bool 
     run (or other files) when neither ``resume`` nor ``overwrite`` is given.
     """
     if resume and overwrite:
-        raise InputFormatError("--resume and --overwrite contradict each other: resume continues the run in the folder, overwrite deletes it")
+        raise InputFormatError(
+            "--resume and --overwrite contradict each other: resume continues the run in the folder, overwrite deletes it"
+        )
     p = prepare_output_dir(out_dir, what="run folder")
     if not resume and not overwrite and (p / REPLACED).is_dir() and not list_checkpoints(p):
-        restore_replaced_run(p)  # an --overwrite killed before its first checkpoint: the old run is still the folder's run
+        restore_replaced_run(
+            p
+        )  # an --overwrite killed before its first checkpoint: the old run is still the folder's run
     found = _entries(p)
     if resume:
         return p
@@ -269,7 +294,11 @@ def claim_run_dir(out_dir: str | Path, *, resume: bool = False, overwrite: bool 
             f"--overwrite: {p} holds files that are not part of a bupo run ({', '.join(foreign[:5])}); "
             "refusing to delete them. Pass an empty or new folder with --out."
         )
-    what = "another run (config.json, metrics.jsonl, checkpoints/)" if set(found) & set(RUN_FILES) else f"other files ({', '.join(found[:5])})"
+    what = (
+        "another run (config.json, metrics.jsonl, checkpoints/)"
+        if set(found) & set(RUN_FILES)
+        else f"other files ({', '.join(found[:5])})"
+    )
     raise RunFolderError(
         f"{p} already holds {what}. A run folder belongs to one run: use --resume to continue it, "
         "--overwrite to delete it and start clean, or a new --out folder."
@@ -280,16 +309,20 @@ def read_config(out_dir: str | Path) -> dict:
     """The run's ``config.json`` as a dict; a missing or corrupt file raises naming it."""
     path = Path(out_dir) / CONFIG
     if not path.is_file():
-        raise ConfigMismatchError(f"--resume: {path} does not exist; there is no run to resume in {Path(out_dir)} (drop --resume to start one)")
+        raise ConfigMismatchError(
+            f"--resume: {path} does not exist; there is no run to resume in {Path(out_dir)} (drop --resume to start one)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunFolderError(
             f"{path} is corrupt ({exc}); the checkpoints keep their own copy of the config "
-            f"(checkpoints/checkpoint-<step>/trainer_state.json): copy its \"config\" into {path}, or start again with --overwrite"
+            f'(checkpoints/checkpoint-<step>/trainer_state.json): copy its "config" into {path}, or start again with --overwrite'
         ) from exc
     if not isinstance(data, dict):
-        raise RunFolderError(f"{path} is not a JSON object; restore it from a checkpoint's trainer_state.json or use --overwrite")
+        raise RunFolderError(
+            f"{path} is not a JSON object; restore it from a checkpoint's trainer_state.json or use --overwrite"
+        )
     return data
 
 
@@ -312,11 +345,17 @@ def _check_text_file(p: Path, what: str) -> None:
         raise InputFormatError(f"{what} {p} does not exist")
     with open(p, "rb") as f:
         head = f.read(4)
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(head) >= 4 and (head[1:4:2] == b"\x00\x00" or head[0:4:2] == b"\x00\x00")):
-        raise InputFormatError(f"{p}:1: the file is UTF-16 (or another wide encoding); save it as UTF-8 (one JSON object per line)")
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or (
+        len(head) >= 4 and (head[1:4:2] == b"\x00\x00" or head[0:4:2] == b"\x00\x00")
+    ):
+        raise InputFormatError(
+            f"{p}:1: the file is UTF-16 (or another wide encoding); save it as UTF-8 (one JSON object per line)"
+        )
 
 
-def iter_jsonl(path: str | Path, *, what: str = "file", tolerate_torn_last_line: bool = False) -> Iterator[tuple[int, Any]]:
+def iter_jsonl(
+    path: str | Path, *, what: str = "file", tolerate_torn_last_line: bool = False
+) -> Iterator[tuple[int, Any]]:
     """``(line_number, object)`` for every non-blank line of a UTF-8 JSONL file.
 
     Errors (:class:`InputFormatError`) name ``file:line``: a folder or missing file, UTF-16 or
@@ -333,16 +372,23 @@ def iter_jsonl(path: str | Path, *, what: str = "file", tolerate_torn_last_line:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InputFormatError(f"{p}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8") from None
+            raise InputFormatError(
+                f"{p}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8"
+            ) from None
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             if tolerate_torn_last_line and lineno == last:
-                warnings.warn(f"{p}:{lineno}: ignoring a torn last line (a crash while it was written): {line[:60]!r}", stacklevel=2)
+                warnings.warn(
+                    f"{p}:{lineno}: ignoring a torn last line (a crash while it was written): {line[:60]!r}",
+                    stacklevel=2,
+                )
                 return
-            raise InputFormatError(f"{p}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object") from None
+            raise InputFormatError(
+                f"{p}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object"
+            ) from None
         yield lineno, obj
 
 
@@ -354,7 +400,9 @@ def read_metrics(path: str | Path) -> list[dict]:
     rows = []
     for lineno, obj in iter_jsonl(p, what="metrics file", tolerate_torn_last_line=True):
         if not isinstance(obj, dict) or "step" not in obj:
-            raise InputFormatError(f"{p}:{lineno}: not a metrics row (a JSON object with \"step\"); this file was not written by bupo train")
+            raise InputFormatError(
+                f'{p}:{lineno}: not a metrics row (a JSON object with "step"); this file was not written by bupo train'
+            )
         rows.append(obj)
     return rows
 
@@ -404,6 +452,7 @@ def list_checkpoints(root: str | Path, *, need: str = "manifest") -> list[Path]:
         root = root / CHECKPOINTS
     if not root.is_dir():
         return []
+
     def usable(p: Path) -> bool:
         return (p / CHECKPOINT_MANIFEST).is_file() if need == "manifest" else any(p.glob("*.safetensors"))
 
@@ -486,7 +535,9 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     py = meta["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     torch.set_rng_state(tensors["torch"])
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k.split(".")[1]))]
+    cuda = [
+        tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k.split(".")[1]))
+    ]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     kind, pos, has_gauss, cached = meta["numpy"]
@@ -526,8 +577,19 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-checkpoint-{step}"
     try:
-        return _save_checkpoint(root, tmp, step=step, model=model, tokenizer=tokenizer, optimizer=optimizer, state=state,
-                                config=config, reference=reference, keep=keep, metrics_path=metrics_path)
+        return _save_checkpoint(
+            root,
+            tmp,
+            step=step,
+            model=model,
+            tokenizer=tokenizer,
+            optimizer=optimizer,
+            state=state,
+            config=config,
+            reference=reference,
+            keep=keep,
+            metrics_path=metrics_path,
+        )
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if _disk_full(exc):
@@ -550,8 +612,20 @@ def _disk_full(exc: BaseException) -> bool:
     return "No space left on device" in text or "StorageFull" in text or "Disk quota exceeded" in text
 
 
-def _save_checkpoint(root: Path, tmp: Path, *, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer, state: dict,
-                     config: dict, reference: Any, keep: int, metrics_path: str | Path | None) -> Path:
+def _save_checkpoint(
+    root: Path,
+    tmp: Path,
+    *,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    state: dict,
+    config: dict,
+    reference: Any,
+    keep: int,
+    metrics_path: str | Path | None,
+) -> Path:
     from safetensors.torch import save_file  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
@@ -570,13 +644,18 @@ def _save_checkpoint(root: Path, tmp: Path, *, step: int, model: Any, tokenizer:
     rng_tensors, rng_meta = rng_state()
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
     if reference is not None:
-        save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in reference.state_dict().items()}, str(tmp / "reference.safetensors"))
+        save_file(
+            {k: v.detach().to("cpu").clone().contiguous() for k, v in reference.state_dict().items()},
+            str(tmp / "reference.safetensors"),
+        )
     trainer_state = {"step": step, **state, "optimizer": opt_meta, "rng": rng_meta, "config": config}
     write_json_atomic(tmp / "trainer_state.json", trainer_state)
     if metrics_path is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rows = [r for r in read_metrics(metrics_path) if int(r["step"]) <= step] if Path(metrics_path).exists() else []
+            rows = (
+                [r for r in read_metrics(metrics_path) if int(r["step"]) <= step] if Path(metrics_path).exists() else []
+            )
         with open(tmp / METRICS, "w", encoding="utf-8") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
     write_checkpoint_manifest(tmp)
@@ -630,7 +709,9 @@ def load_checkpoint_state(ckpt: str | Path) -> dict:
     return state
 
 
-def check_same_settings(diff: dict[str, tuple[Any, Any]], saved_where: str, saved_file: str | Path, may_change: tuple[str, ...] = ()) -> None:
+def check_same_settings(
+    diff: dict[str, tuple[Any, Any]], saved_where: str, saved_file: str | Path, may_change: tuple[str, ...] = ()
+) -> None:
     """Refuse a resume whose settings differ (the one resume-mismatch message).
 
     Args:
@@ -666,7 +747,8 @@ def find_resume_checkpoint(out_dir: str | Path, config_differences) -> Path | No
     """
     root = Path(out_dir) / CHECKPOINTS
     candidates = sorted(
-        [p for p in root.iterdir() if p.is_dir() and _step_of(p) is not None] if root.is_dir() else [], key=lambda p: _step_of(p)  # type: ignore[arg-type, return-value]
+        [p for p in root.iterdir() if p.is_dir() and _step_of(p) is not None] if root.is_dir() else [],
+        key=lambda p: _step_of(p),  # type: ignore[arg-type, return-value]
     )
     damaged: list[str] = []
     for ckpt in reversed(candidates):
@@ -677,7 +759,10 @@ def find_resume_checkpoint(out_dir: str | Path, config_differences) -> Path | No
         saved = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))["config"]
         check_same_settings(config_differences(saved), f"those saved with {ckpt}", ckpt / "trainer_state.json")
         if damaged:
-            warnings.warn(f"--resume: skipped damaged checkpoint(s) ({'; '.join(damaged)}); resuming from the newest intact one, {ckpt.name}", stacklevel=2)
+            warnings.warn(
+                f"--resume: skipped damaged checkpoint(s) ({'; '.join(damaged)}); resuming from the newest intact one, {ckpt.name}",
+                stacklevel=2,
+            )
         return ckpt
     if damaged:
         raise RunFolderError(

@@ -41,7 +41,9 @@ def encode_prompt(tokenizer: Any, prompt: Prompt, *, chat_template_kwargs: dict 
         # Base models (e.g. Gemma-3-270M base) have no template: use a plain transcript.
         text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in prompt) + "Assistant:"
         return list(tokenizer(text, add_special_tokens=True)["input_ids"])
-    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, **(chat_template_kwargs or {}))
+    ids = tokenizer.apply_chat_template(
+        prompt, add_generation_prompt=True, tokenize=True, **(chat_template_kwargs or {})
+    )
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
     return list(ids)

@@ -72,7 +72,9 @@ def paired_differences(arm: Mapping[int, float], control: Mapping[int, float]) -
     return {s: float(arm[s]) - float(control[s]) for s in sorted(set(arm) & set(control))}
 
 
-def sign_flip_test(diffs: Sequence[float], *, exact_max_n: int = EXACT_MAX_N, resamples: int = 20_000, seed: int = 0) -> float:
+def sign_flip_test(
+    diffs: Sequence[float], *, exact_max_n: int = EXACT_MAX_N, resamples: int = 20_000, seed: int = 0
+) -> float:
     """Two-sided p-value of the paired sign-flip permutation test of ``mean(diffs) = 0``.
 
     Args:
@@ -140,8 +142,14 @@ def correlation(arm: Mapping[int, float], control: Mapping[int, float]) -> float
     return sum((x - ma) * (y - mc) for x, y in zip(a, c)) / math.sqrt(saa * scc)
 
 
-def label_permutation_test(arm: Sequence[float], control: Sequence[float], *, exact_max_splits: int = EXACT_MAX_SPLITS,
-                           resamples: int = 20_000, seed: int = 0) -> float:
+def label_permutation_test(
+    arm: Sequence[float],
+    control: Sequence[float],
+    *,
+    exact_max_splits: int = EXACT_MAX_SPLITS,
+    resamples: int = 20_000,
+    seed: int = 0,
+) -> float:
     """Two-sided p-value of the unpaired permutation test of ``mean(arm) = mean(control)``.
 
     The ``len(arm) + len(control)`` values are pooled; every way of labelling ``len(arm)`` of them
@@ -184,7 +192,7 @@ def label_permutation_test(arm: Sequence[float], control: Sequence[float], *, ex
     for start in range(0, resamples, 4096):  # blocks bound the memory of the permutation matrix
         rows = min(4096, resamples - start)
         perm = rng.permuted(np.tile(values, (rows, 1)), axis=1)
-        sums[start:start + rows] = perm[:, :n].sum(axis=1)
+        sums[start : start + rows] = perm[:, :n].sum(axis=1)
     hits = int(np.sum(np.abs(sums / n - (total - sums) / n_c) >= observed - tol))
     return (1 + hits) / (1 + resamples)
 
@@ -276,7 +284,9 @@ def t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def detectable_difference(sd: float | None, n: int, *, paired: bool = True, alpha: float = ALPHA, power: float = POWER) -> float | None:
+def detectable_difference(
+    sd: float | None, n: int, *, paired: bool = True, alpha: float = ALPHA, power: float = POWER
+) -> float | None:
     """Smallest true difference a two-sided test at level ``alpha`` detects with probability ``power``.
 
     Args:
@@ -305,8 +315,16 @@ def detectable_difference(sd: float | None, n: int, *, paired: bool = True, alph
     return (t_quantile(1.0 - alpha / 2.0, df) + t_quantile(power, df)) * sd / math.sqrt(n)
 
 
-def seeds_needed(sd: float, target: float, *, paired: bool = True, alpha: float = ALPHA, power: float = POWER,
-                 minimum: int = 2, maximum: int = 100_000) -> int:
+def seeds_needed(
+    sd: float,
+    target: float,
+    *,
+    paired: bool = True,
+    alpha: float = ALPHA,
+    power: float = POWER,
+    minimum: int = 2,
+    maximum: int = 100_000,
+) -> int:
     """Fewest seeds per arm at which :func:`detectable_difference` is at most ``target``.
 
     >>> seeds_needed(0.051, 0.03)  # results/long's paired SD, a 0.03 Avg@8 difference
@@ -325,8 +343,9 @@ def seeds_needed(sd: float, target: float, *, paired: bool = True, alpha: float 
     raise ValueError(f"more than {maximum} seeds would be needed to detect {target} with sd {sd}")
 
 
-def compare_to_control(arm: Mapping[int, float], control: Mapping[int, float], *, alpha: float = ALPHA, power: float = POWER,
-                       **kwargs) -> dict:
+def compare_to_control(
+    arm: Mapping[int, float], control: Mapping[int, float], *, alpha: float = ALPHA, power: float = POWER, **kwargs
+) -> dict:
     """Comparison of one metric over the seeds both sides have.
 
     Returns ``{"diff_mean", "se", "p_value", "n_pairs", "per_seed", "p_value_unpaired", "correlation",
@@ -354,9 +373,21 @@ def compare_to_control(arm: Mapping[int, float], control: Mapping[int, float], *
     """
     diffs = paired_differences(arm, control)
     if not diffs:
-        return {"diff_mean": None, "se": None, "p_value": None, "n_pairs": 0, "per_seed": [], "p_value_unpaired": None,
-                "correlation": None, "sd_paired": None, "sd_unpaired": None, "supported_test": None, "detectable_diff": None,
-                "detectable_diff_unpaired": None, "control_mean": None}
+        return {
+            "diff_mean": None,
+            "se": None,
+            "p_value": None,
+            "n_pairs": 0,
+            "per_seed": [],
+            "p_value_unpaired": None,
+            "correlation": None,
+            "sd_paired": None,
+            "sd_unpaired": None,
+            "supported_test": None,
+            "detectable_diff": None,
+            "detectable_diff_unpaired": None,
+            "control_mean": None,
+        }
     seeds = list(diffs)
     a = [float(arm[s]) for s in seeds]
     c = [float(control[s]) for s in seeds]
@@ -366,14 +397,21 @@ def compare_to_control(arm: Mapping[int, float], control: Mapping[int, float], *
     sd_a, sd_c = _sd(a), _sd(c)
     sd_u = math.sqrt(sd_a**2 + sd_c**2) if sd_a is not None and sd_c is not None else None
     n = len(seeds)
-    return {"diff_mean": m, "se": se, "p_value": sign_flip_test(list(diffs.values()), **kwargs), "n_pairs": n,
-            "per_seed": [[s, v] for s, v in diffs.items()],
-            "p_value_unpaired": label_permutation_test(a, c, seed=kwargs.get("seed", 0)),
-            "correlation": r, "sd_paired": sd_p, "sd_unpaired": sd_u,
-            "supported_test": None if r is None else ("paired" if r > 0 else "unpaired"),
-            "detectable_diff": detectable_difference(sd_p, n, paired=True, alpha=alpha, power=power),
-            "detectable_diff_unpaired": detectable_difference(sd_u, n, paired=False, alpha=alpha, power=power),
-            "control_mean": sum(c) / n}
+    return {
+        "diff_mean": m,
+        "se": se,
+        "p_value": sign_flip_test(list(diffs.values()), **kwargs),
+        "n_pairs": n,
+        "per_seed": [[s, v] for s, v in diffs.items()],
+        "p_value_unpaired": label_permutation_test(a, c, seed=kwargs.get("seed", 0)),
+        "correlation": r,
+        "sd_paired": sd_p,
+        "sd_unpaired": sd_u,
+        "supported_test": None if r is None else ("paired" if r > 0 else "unpaired"),
+        "detectable_diff": detectable_difference(sd_p, n, paired=True, alpha=alpha, power=power),
+        "detectable_diff_unpaired": detectable_difference(sd_u, n, paired=False, alpha=alpha, power=power),
+        "control_mean": sum(c) / n,
+    }
 
 
 def min_p_value(n: int) -> float:

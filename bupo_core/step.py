@@ -222,13 +222,23 @@ def update_policy(
             for key in ("loss", "clip_frac", "approx_kl", "kl_ref"):
                 stats[key].append(grads[key])
     run.model.eval()
-    return {**{k: (sum(v) / len(v) if v else 0.0) for k, v in stats.items()},
-            "updates": updates, "skipped_updates": skipped, "nonfinite_updates": nonfinite}
+    return {
+        **{k: (sum(v) / len(v) if v else 0.0) for k, v in stats.items()},
+        "updates": updates,
+        "skipped_updates": skipped,
+        "nonfinite_updates": nonfinite,
+    }
 
 
 def minibatch_gradients(
-    run: Trainer, batch: PackedBatch, rows: list[int], old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
-    adv: torch.Tensor, layer: int | None, have_old: torch.Tensor,
+    run: Trainer,
+    batch: PackedBatch,
+    rows: list[int],
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    adv: torch.Tensor,
+    layer: int | None,
+    have_old: torch.Tensor,
 ) -> dict[str, float] | None:
     """Zero the gradients and accumulate those of one mini-batch (``rows`` of ``batch``).
 
@@ -245,7 +255,9 @@ def minibatch_gradients(
     """
     cfg = run.config
     loss_fn = get_policy_loss(cfg.loss)
-    normalizer = get_aggregation(cfg.loss_aggregation).normalizer(batch.prediction_mask[rows].float(), cfg.max_new_tokens)
+    normalizer = get_aggregation(cfg.loss_aggregation).normalizer(
+        batch.prediction_mask[rows].float(), cfg.max_new_tokens
+    )
     active = active_rows(cfg, rows, adv)
     if not active:
         return None
@@ -262,8 +274,14 @@ def minibatch_gradients(
             old_logp[r_idx, T - w :] = logp.detach().float().cpu()
             have_old[r_idx] = True
         res = loss_fn(
-            cfg, logp, old_logp[r_idx][:, T - w :].to(run.device), adv[r_idx].to(run.device), sub.prediction_mask,
-            aggregation=cfg.loss_aggregation, normalizer=normalizer, kl_coef=cfg.kl_coef,
+            cfg,
+            logp,
+            old_logp[r_idx][:, T - w :].to(run.device),
+            adv[r_idx].to(run.device),
+            sub.prediction_mask,
+            aggregation=cfg.loss_aggregation,
+            normalizer=normalizer,
+            kl_coef=cfg.kl_coef,
             ref_logp=ref_logp[r_idx][:, T - w :].to(run.device) if ref_logp is not None else None,
         )
         run.scaler.backward(res.loss)  # fp16: scaled by the dynamic loss scale (bupo_core.precision)
@@ -306,7 +324,10 @@ def optimizer_step(run: Trainer, loss: float, layer: int | None) -> float | None
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.skip()
         run.nonfinite_streak += 1
-        warnings.warn(f"step {run.step + 1}: non-finite loss ({loss}) or gradient norm ({float(gnorm)}); update skipped", stacklevel=3)
+        warnings.warn(
+            f"step {run.step + 1}: non-finite loss ({loss}) or gradient norm ({float(gnorm)}); update skipped",
+            stacklevel=3,
+        )
         if run.nonfinite_streak >= cfg.max_nonfinite_updates:
             raise TrainingError(
                 f"{run.nonfinite_streak} consecutive updates had a non-finite loss or gradient (last at step {run.step + 1}); "
@@ -360,8 +381,13 @@ def sample_groups(run: Trainer, step: int) -> Sample:
     """
     cfg = run.config
     P, G = cfg.prompts_per_step, cfg.group_size
-    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                              batch_size=cfg.generation_batch_size, share_prefill=cfg.share_prefill)
+    sampling = SamplingConfig(
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        batch_size=cfg.generation_batch_size,
+        share_prefill=cfg.share_prefill,
+    )
     max_draws = cfg.dynamic_sampling_max_draws if cfg.dynamic_sampling else 1
     position, draws = run.data_position, []
     run.model.eval()
@@ -370,8 +396,13 @@ def sample_groups(run: Trainer, step: int) -> Sample:
         position += P
         with autocast(run):
             rollout = generate(
-                run.model, run.tokenizer, [run.task.prompt(e) for e in examples], group_size=G, config=sampling,
-                seed=cfg.seed * 1_000_003 + step + k * 1_000_000_007, chat_template_kwargs=run.task.chat_template_kwargs,
+                run.model,
+                run.tokenizer,
+                [run.task.prompt(e) for e in examples],
+                group_size=G,
+                config=sampling,
+                seed=cfg.seed * 1_000_003 + step + k * 1_000_000_007,
+                chat_template_kwargs=run.task.chat_template_kwargs,
                 record_entropy=cfg.score_needed_rows_only,
             )
         scored = run.grader(rollout.texts, [examples[i] for i in rollout.prompt_index])
@@ -460,17 +491,31 @@ def autocast(run: Trainer):
     return run.precision.autocast()
 
 
-def logprobs(run: Trainer, batch: PackedBatch, layer: int | None, model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def logprobs(
+    run: Trainer, batch: PackedBatch, layer: int | None, model: nn.Module | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``policy_logprobs`` of ``model`` (default the run's) for ``layer``, under the run's autocast and ``ipa_norm``."""
     model = model if model is not None else run.model
     adapter = run.adapter if model is run.model else None
     with autocast(run):
-        return policy_logprobs(model, batch, layer=layer, adapter=adapter, chunk_size=run.config.logprob_chunk_size, norm=run.config.ipa_norm)
+        return policy_logprobs(
+            model,
+            batch,
+            layer=layer,
+            adapter=adapter,
+            chunk_size=run.config.logprob_chunk_size,
+            norm=run.config.ipa_norm,
+        )
 
 
 @torch.no_grad()
 def score_batch(
-    run: Trainer, batch: PackedBatch, layer: int | None, *, model: nn.Module | None = None, rows: list[int] | None = None
+    run: Trainer,
+    batch: PackedBatch,
+    layer: int | None,
+    *,
+    model: nn.Module | None = None,
+    rows: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """No-grad ``(logp, entropy)`` [n, T] of ``rows`` (default all), micro-batched; rows not scored stay 0."""
     n, T = batch.input_ids.shape
@@ -516,5 +561,13 @@ def num_minibatches(cfg: TrainConfig, num_groups: int) -> int:
 
 def no_update_stats(skipped: int) -> dict:
     """The update statistics of a step that applied no update."""
-    return {"loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "kl_ref": 0.0, "grad_norm": 0.0,
-            "updates": 0, "skipped_updates": skipped, "nonfinite_updates": 0}
+    return {
+        "loss": 0.0,
+        "clip_frac": 0.0,
+        "approx_kl": 0.0,
+        "kl_ref": 0.0,
+        "grad_norm": 0.0,
+        "updates": 0,
+        "skipped_updates": skipped,
+        "nonfinite_updates": 0,
+    }

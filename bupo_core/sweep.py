@@ -79,8 +79,22 @@ EVAL_DEFAULTS: dict[str, Any] = {
 }
 #: eval keys hashed into a cell's key even at their defaults (the keys of the committed cells were computed
 #: from these); any other EvalConfig field enters the key only when a spec sets it to a non-default value
-_KEYED_EVAL = ("task", "task_kwargs", "split", "task_seed", "num_problems", "k", "max_new_tokens", "temperature", "template", "batch_size")
-RESERVED = {"seed": "the sweep sets it from `seeds`", "out_dir": "the sweep puts each run under DIR/cells/<arm>/seed-<s>/run"}
+_KEYED_EVAL = (
+    "task",
+    "task_kwargs",
+    "split",
+    "task_seed",
+    "num_problems",
+    "k",
+    "max_new_tokens",
+    "temperature",
+    "template",
+    "batch_size",
+)
+RESERVED = {
+    "seed": "the sweep sets it from `seeds`",
+    "out_dir": "the sweep puts each run under DIR/cells/<arm>/seed-<s>/run",
+}
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -172,13 +186,19 @@ def _config_dict(cls, values: dict) -> dict:
 
 def _read_spec_file(path: Path) -> Any:
     if not path.exists():
-        raise InputFormatError(f"sweep spec {path} does not exist; give a .yaml, .yml or .json file (examples in results/specs/)")
+        raise InputFormatError(
+            f"sweep spec {path} does not exist; give a .yaml, .yml or .json file (examples in results/specs/)"
+        )
     if not path.is_file():
-        raise InputFormatError(f"sweep spec {path} is a folder, not a file; give the spec's .yaml, .yml or .json file (examples in results/specs/)")
+        raise InputFormatError(
+            f"sweep spec {path} is a folder, not a file; give the spec's .yaml, .yml or .json file (examples in results/specs/)"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise InputFormatError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the spec as UTF-8") from None
+        raise InputFormatError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the spec as UTF-8"
+        ) from None
     except OSError as exc:
         raise InputFormatError(f"sweep spec {path} cannot be read ({exc.strerror or exc})") from None
     if path.suffix.lower() == ".json":
@@ -190,7 +210,9 @@ def _read_spec_file(path: Path) -> Any:
         try:
             import yaml  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - pyyaml comes with transformers
-            raise InputFormatError(f"{path}: reading YAML needs pyyaml (pip install pyyaml), or write the spec as JSON") from exc
+            raise InputFormatError(
+                f"{path}: reading YAML needs pyyaml (pip install pyyaml), or write the spec as JSON"
+            ) from exc
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -203,7 +225,11 @@ def _read_spec_file(path: Path) -> Any:
 def _seed_list(value: Any, where: str) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return list(range(value))  # "seeds: 3" = seeds 0, 1, 2
-    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+    ):
         raise InputFormatError(f"{where} must be a non-empty list of non-negative integers, got {value!r}")
     if len(set(value)) != len(value):
         raise InputFormatError(f"{where} lists a seed twice: {value!r}")
@@ -230,13 +256,17 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
 
     valid = [f.name for f in fields(TrainConfig)]
     if not isinstance(data, dict):
-        raise InputFormatError(f"{path}: a sweep spec must be a mapping with keys shared, seeds, control, eval, arms; got {type(data).__name__}")
+        raise InputFormatError(
+            f"{path}: a sweep spec must be a mapping with keys shared, seeds, control, eval, arms; got {type(data).__name__}"
+        )
     unknown = sorted(set(data) - SPEC_KEYS)
     if unknown:
         raise InputFormatError(f"{path}: unknown top-level key(s) {unknown}; allowed: {sorted(SPEC_KEYS)}")
     for key in ("seeds", "control", "arms"):
         if key not in data:
-            raise InputFormatError(f"{path}: missing required key {key!r} (a spec needs shared, seeds, control, arms; eval is optional)")
+            raise InputFormatError(
+                f"{path}: missing required key {key!r} (a spec needs shared, seeds, control, arms; eval is optional)"
+            )
     shared = data.get("shared") or {}
     if not isinstance(shared, dict):
         raise InputFormatError(f"{path}: 'shared' must be a mapping of TrainConfig fields, got {type(shared).__name__}")
@@ -244,7 +274,10 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
     seeds = _seed_list(data["seeds"], f"{path}: 'seeds'")
     raw_arms = data["arms"]
     if isinstance(raw_arms, dict):  # {name: {config...}} is accepted too
-        raw_arms = [{"name": k, **(v if isinstance(v, dict) and ("config" in v or "seeds" in v) else {"config": v})} for k, v in raw_arms.items()]
+        raw_arms = [
+            {"name": k, **(v if isinstance(v, dict) and ("config" in v or "seeds" in v) else {"config": v})}
+            for k, v in raw_arms.items()
+        ]
     if not isinstance(raw_arms, list) or not raw_arms:
         raise InputFormatError(f"{path}: 'arms' must be a non-empty list of {{name, config}} mappings")
     arms: list[Arm] = []
@@ -255,20 +288,28 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
         flat = {k: v for k, v in raw.items() if k in valid and k not in ARM_KEYS}
         if flat:  # TrainConfig fields written directly in the arm
             if set(flat) & set(raw.get("config") or {}):
-                raise InputFormatError(f"{where}: {sorted(set(flat) & set(raw['config']))} set both in the arm and under its 'config'")
+                raise InputFormatError(
+                    f"{where}: {sorted(set(flat) & set(raw['config']))} set both in the arm and under its 'config'"
+                )
             raw = {**{k: v for k, v in raw.items() if k not in flat}, "config": {**(raw.get("config") or {}), **flat}}
         name = raw["name"]
         where = f"{path}: arm {name!r}"
         if not isinstance(name, str) or not _ARM_NAME.match(name):
-            raise InputFormatError(f"{where}: the name must be letters, digits, '_', '.', '+' or '-' (it names a folder)")
+            raise InputFormatError(
+                f"{where}: the name must be letters, digits, '_', '.', '+' or '-' (it names a folder)"
+            )
         if any(a.name == name for a in arms):
             raise InputFormatError(f"{where}: two arms have this name; names must be unique")
         extra = sorted(set(raw) - ARM_KEYS)
         if extra:
-            raise InputFormatError(f"{where}: unknown key(s) {extra}; an arm has {sorted(ARM_KEYS)} (TrainConfig fields go under 'config')")
+            raise InputFormatError(
+                f"{where}: unknown key(s) {extra}; an arm has {sorted(ARM_KEYS)} (TrainConfig fields go under 'config')"
+            )
         config = raw.get("config") or {}
         if not isinstance(config, dict):
-            raise InputFormatError(f"{where}: 'config' must be a mapping of TrainConfig fields, got {type(config).__name__}")
+            raise InputFormatError(
+                f"{where}: 'config' must be a mapping of TrainConfig fields, got {type(config).__name__}"
+            )
         unavailable = ""
         try:
             _check_fields(config, valid, where)
@@ -277,13 +318,26 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
                 raise
             unavailable = str(exc).split(" (a field")[0].split(": ", 2)[-1]
         arm_seeds = _seed_list(raw["seeds"], f"{where}: 'seeds'") if "seeds" in raw else list(seeds)
-        arms.append(Arm(name, dict(config), arm_seeds, str(raw.get("note", "")), str(raw.get("paper", "")), unavailable,
-                        str(raw.get("group", ""))))
+        arms.append(
+            Arm(
+                name,
+                dict(config),
+                arm_seeds,
+                str(raw.get("note", "")),
+                str(raw.get("paper", "")),
+                unavailable,
+                str(raw.get("group", "")),
+            )
+        )
     control = data["control"]
     if control not in [a.name for a in arms]:
-        raise InputFormatError(f"{path}: control arm {control!r} is not one of the arms ({', '.join(a.name for a in arms)})")
+        raise InputFormatError(
+            f"{path}: control arm {control!r} is not one of the arms ({', '.join(a.name for a in arms)})"
+        )
     if any(a.name == control and a.unavailable for a in arms):
-        raise InputFormatError(f"{path}: the control arm {control!r} sets fields this version lacks ({next(a.unavailable for a in arms if a.name == control)})")
+        raise InputFormatError(
+            f"{path}: the control arm {control!r} sets fields this version lacks ({next(a.unavailable for a in arms if a.name == control)})"
+        )
     ev = dict(EVAL_DEFAULTS)
     raw_eval = data.get("eval") or {}
     if not isinstance(raw_eval, dict):
@@ -302,8 +356,17 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
             raise InputFormatError(f"{path}: eval {key} must be an integer >= 1, got {ev[key]!r}")
     if ev["task_kwargs"] is not None and not isinstance(ev["task_kwargs"], dict):
         raise InputFormatError(f"{path}: eval task_kwargs must be a mapping, got {ev['task_kwargs']!r}")
-    spec = SweepSpec(str(data.get("name") or Path(path).stem), dict(shared), arms, seeds, control, ev, str(path),
-                     str(data.get("description", "")), list(data.get("notes") or []))
+    spec = SweepSpec(
+        str(data.get("name") or Path(path).stem),
+        dict(shared),
+        arms,
+        seeds,
+        control,
+        ev,
+        str(path),
+        str(data.get("description", "")),
+        list(data.get("notes") or []),
+    )
     defaults = TrainConfig()
     task = shared.get("task", defaults.task)
     ev["task"] = ev["task"] or task
@@ -378,12 +441,26 @@ def check_spec_for_run(spec: "SweepSpec", device: str | None = None) -> None:
             if key not in tasks_seen:
                 tasks_seen.add(key)
                 try:
-                    load_task(cfg.task, size=cfg.task_size, seed=cfg.seed, template=cfg.template, scorer=cfg.reward, **cfg.task_kwargs)
+                    load_task(
+                        cfg.task,
+                        size=cfg.task_size,
+                        seed=cfg.seed,
+                        template=cfg.template,
+                        scorer=cfg.reward,
+                        **cfg.task_kwargs,
+                    )
                 except BupoError as exc:
                     raise type(exc)(f"{where}: training task: {exc}") from None
     ev = spec.eval
     try:
-        load_task(ev["task"], size=ev["num_problems"], seed=ev["task_seed"], template=ev["template"], split=ev["split"], **ev["task_kwargs"])
+        load_task(
+            ev["task"],
+            size=ev["num_problems"],
+            seed=ev["task_seed"],
+            template=ev["template"],
+            split=ev["split"],
+            **ev["task_kwargs"],
+        )
     except BupoError as exc:
         raise type(exc)(f"{spec.path}: eval task: {exc}") from None
 
@@ -399,11 +476,19 @@ def _check_fields(values: dict, valid: list[str], where: str) -> None:
         if key in values:
             raise InputFormatError(f"{where}: do not set {key!r} ({why})")
     if "task_kwargs" in values and values["task_kwargs"] is not None and not isinstance(values["task_kwargs"], dict):
-        raise InputFormatError(f"{where}: task_kwargs must be a mapping of task generator settings (e.g. {{max_terms: 2}}), got {values['task_kwargs']!r}")
+        raise InputFormatError(
+            f"{where}: task_kwargs must be a mapping of task generator settings (e.g. {{max_terms: 2}}), got {values['task_kwargs']!r}"
+        )
     if "adam_betas" in values:
         b = values["adam_betas"]
-        if not (isinstance(b, (list, tuple)) and len(b) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)):
-            raise InputFormatError(f"{where}: adam_betas must be two numbers [beta1, beta2] (e.g. [0.9, 0.999]), got {b!r}")
+        if not (
+            isinstance(b, (list, tuple))
+            and len(b) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
+        ):
+            raise InputFormatError(
+                f"{where}: adam_betas must be two numbers [beta1, beta2] (e.g. [0.9, 0.999]), got {b!r}"
+            )
 
 
 def load_spec(path: str | Path, *, skip_unavailable: bool = False) -> SweepSpec:
@@ -417,17 +502,73 @@ def load_spec(path: str | Path, *, skip_unavailable: bool = False) -> SweepSpec:
 #: the values every cell had before they entered the key (their rows keep their keys): see :func:`cell_key`
 #: the TrainConfig fields of the key's first version; a field added since enters a cell's key only when it is
 #: not at its default, so adding a setting to TrainConfig never invalidates the rows of finished sweeps
-KEYED_FIELDS_V1 = frozenset((
-    "model", "task", "task_kwargs", "task_size", "template", "reward", "binary_reward", "grader_timeout_s", "allow_test_set_training",
-    "method", "layer", "inter_steps", "ipa_norm", "ipa_lr", "reset_optimizer_at_switch", "freeze_through_layer", "upper_lr_scale",
-    "upper_lr_layer", "steps", "prompts_per_step", "group_size", "max_new_tokens", "temperature", "top_p", "generation_batch_size", "lr",
-    "weight_decay", "adam_betas", "adam_eps", "max_grad_norm", "num_mini_batches", "ppo_epochs", "micro_batch_size", "loss", "eps_low",
-    "eps_high", "dual_clip", "loss_aggregation", "kl_coef", "skip_zero_advantage_rows", "max_nonfinite_updates", "logprob_chunk_size",
-    "gradient_checkpointing", "bf16_autocast", "device", "dtype", "share_prefill", "fused_optimizer", "score_needed_rows_only", "seed",
-    "save_every", "keep_checkpoints", "out_dir",
-))
+KEYED_FIELDS_V1 = frozenset(
+    (
+        "model",
+        "task",
+        "task_kwargs",
+        "task_size",
+        "template",
+        "reward",
+        "binary_reward",
+        "grader_timeout_s",
+        "allow_test_set_training",
+        "method",
+        "layer",
+        "inter_steps",
+        "ipa_norm",
+        "ipa_lr",
+        "reset_optimizer_at_switch",
+        "freeze_through_layer",
+        "upper_lr_scale",
+        "upper_lr_layer",
+        "steps",
+        "prompts_per_step",
+        "group_size",
+        "max_new_tokens",
+        "temperature",
+        "top_p",
+        "generation_batch_size",
+        "lr",
+        "weight_decay",
+        "adam_betas",
+        "adam_eps",
+        "max_grad_norm",
+        "num_mini_batches",
+        "ppo_epochs",
+        "micro_batch_size",
+        "loss",
+        "eps_low",
+        "eps_high",
+        "dual_clip",
+        "loss_aggregation",
+        "kl_coef",
+        "skip_zero_advantage_rows",
+        "max_nonfinite_updates",
+        "logprob_chunk_size",
+        "gradient_checkpointing",
+        "bf16_autocast",
+        "device",
+        "dtype",
+        "share_prefill",
+        "fused_optimizer",
+        "score_needed_rows_only",
+        "seed",
+        "save_every",
+        "keep_checkpoints",
+        "out_dir",
+    )
+)
 #: TrainConfig fields left out of the "train" part of the key (the run settings above are keyed separately)
-UNKEYED_FIELDS = ("save_every", "keep_checkpoints", "out_dir", "device", "generation_batch_size", "grader_timeout_s", "allow_test_set_training")
+UNKEYED_FIELDS = (
+    "save_every",
+    "keep_checkpoints",
+    "out_dir",
+    "device",
+    "generation_batch_size",
+    "grader_timeout_s",
+    "allow_test_set_training",
+)
 RUN_SETTINGS_BASELINE: dict[str, Any] = {"generation_batch_size": 64, "grader_timeout_s": 5.0, "device": "cpu"}
 
 
@@ -477,7 +618,9 @@ def cell_key(spec: SweepSpec, arm: Arm, seed: int, device: str | None = None) ->
         del cfg[k]  # a field added later, at its default (= what every earlier cell ran with): keys stay valid
     if "bf16_autocast" not in cfg and "precision" not in cfg:
         cfg["bf16_autocast"] = "auto"  # `precision: auto` replaced the key's first-version field `bf16_autocast: auto`
-    ev = {k: v for k, v in spec.eval.items() if k in _KEYED_EVAL or v != EVAL_DEFAULTS.get(k)}  # later EvalConfig fields at defaults
+    ev = {
+        k: v for k, v in spec.eval.items() if k in _KEYED_EVAL or v != EVAL_DEFAULTS.get(k)
+    }  # later EvalConfig fields at defaults
     blob_obj: dict[str, Any] = {"train": cfg, "eval": ev}
     extra = {k: v for k, v in run_settings(spec, arm, device).items() if v != RUN_SETTINGS_BASELINE[k]}
     if extra:
@@ -505,7 +648,7 @@ def read_cells(path: str | Path) -> list[dict]:
     for lineno, obj in iter_jsonl(p, what="sweep cells file", tolerate_torn_last_line=True):
         if not (isinstance(obj, dict) and isinstance(obj.get("arm"), str) and isinstance(obj.get("seed"), int)):
             raise InputFormatError(
-                f"{p}:{lineno}: not a cell row (a JSON object with \"arm\" and \"seed\"); "
+                f'{p}:{lineno}: not a cell row (a JSON object with "arm" and "seed"); '
                 "this line was not written by bupo sweep: delete it (its cell then reruns)"
             )
         rows.append(obj)
@@ -524,7 +667,9 @@ def eval_metrics(data: dict) -> dict:
     }
 
 
-def run_cell(spec: SweepSpec, arm: Arm, seed: int, out: Path, *, device: str | None = None, progress: bool = True) -> dict:
+def run_cell(
+    spec: SweepSpec, arm: Arm, seed: int, out: Path, *, device: str | None = None, progress: bool = True
+) -> dict:
     """Train (or resume) and evaluate one cell; return its ``cells.jsonl`` row.
 
     Raises ``KeyboardInterrupt`` when training was interrupted (its checkpoint is on disk).
@@ -547,7 +692,7 @@ def run_cell(spec: SweepSpec, arm: Arm, seed: int, out: Path, *, device: str | N
         from .trainer import latest_checkpoint  # noqa: PLC0415
 
         resumed = (run_dir / "config.json").exists() and latest_checkpoint(run_dir / "checkpoints") is not None
-        if (run_dir.exists() and not resumed):
+        if run_dir.exists() and not resumed:
             shutil.rmtree(run_dir)  # a crash before the first checkpoint: start the cell over
         trainer = Trainer(cfg, resume=resumed)
         result = trainer.train(progress=progress)
@@ -557,7 +702,14 @@ def run_cell(spec: SweepSpec, arm: Arm, seed: int, out: Path, *, device: str | N
         rewards = [float(r["reward_mean"]) for r in read_metrics(run_dir)]
     t1 = time.time()
     ev = spec.eval
-    task = load_task(ev["task"], size=ev["num_problems"], seed=ev["task_seed"], template=ev["template"], split=ev["split"], **ev["task_kwargs"])
+    task = load_task(
+        ev["task"],
+        size=ev["num_problems"],
+        seed=ev["task_seed"],
+        template=ev["template"],
+        split=ev["split"],
+        **ev["task_kwargs"],
+    )
     ecfg = eval_config(ev, seed=seed)
     res = evaluate(model, tok, task, ecfg, model_name=f"{arm.name}/seed-{seed}", progress=progress)
     res.save(cell_dir / "eval")
@@ -637,12 +789,23 @@ def run_sweep(
         (out / "spec.json").write_text(json.dumps(spec_to_json(spec), indent=1))
         for name, seed in skipped:
             _drop_checkpoints(out, name, seed)
-        return _run_cells(spec, out, cells_path, todo, skipped, device=device, progress=progress, log=log,
-                          on_cell_done=on_cell_done, workers=workers)
+        return _run_cells(
+            spec,
+            out,
+            cells_path,
+            todo,
+            skipped,
+            device=device,
+            progress=progress,
+            log=log,
+            on_cell_done=on_cell_done,
+            workers=workers,
+        )
 
 
-def plan_cells(spec: SweepSpec, out: str | Path, *, device: str | None = None, only_arms: list[str] | None = None
-               ) -> tuple[list[tuple[Arm, int]], list[tuple[str, int]]]:
+def plan_cells(
+    spec: SweepSpec, out: str | Path, *, device: str | None = None, only_arms: list[str] | None = None
+) -> tuple[list[tuple[Arm, int]], list[tuple[str, int]]]:
     """``(cells to run, cells already finished)`` of ``spec`` in ``out``; writes nothing.
 
     Raises :class:`InputFormatError` for an ``--arm`` that is not in the spec, an ``out`` that is a
@@ -652,15 +815,21 @@ def plan_cells(spec: SweepSpec, out: str | Path, *, device: str | None = None, o
     out = Path(out)
     for parent in [out, *out.parents]:
         if parent.exists() and not parent.is_dir():
-            raise InputFormatError(f"sweep folder {out}: {parent} is a file, not a folder; pass a folder path with --out")
+            raise InputFormatError(
+                f"sweep folder {out}: {parent} is a file, not a folder; pass a folder path with --out"
+            )
     cells_path = out / "cells.jsonl"
     if only_arms:
         missing = sorted(set(only_arms) - {a.name for a in spec.arms})
         if missing:
-            raise InputFormatError(f"--arm {missing}: no such arm in {spec.path}; arms: {', '.join(a.name for a in spec.arms)}")
+            raise InputFormatError(
+                f"--arm {missing}: no such arm in {spec.path}; arms: {', '.join(a.name for a in spec.arms)}"
+            )
         blocked = [f"{a.name} ({a.unavailable})" for a in spec.arms if a.name in only_arms and a.unavailable]
         if blocked:
-            raise InputFormatError(f"--arm: {'; '.join(blocked)}: these arms set fields this version of the trainer lacks")
+            raise InputFormatError(
+                f"--arm: {'; '.join(blocked)}: these arms set fields this version of the trainer lacks"
+            )
     rows = read_cells(cells_path)
     done = {(r["arm"], r["seed"]): r for r in rows}
     here = resolve_device(device or spec.shared.get("device"))
@@ -687,12 +856,26 @@ def plan_cells(spec: SweepSpec, out: str | Path, *, device: str | None = None, o
     return todo, skipped
 
 
-def _run_cells(spec: SweepSpec, out: Path, cells_path: Path, todo: list, skipped: list, *, device: str | None, progress: bool,
-               log: Callable[[str], None], on_cell_done: Callable[[dict], None] | None, workers: int = 1) -> SweepReport:
+def _run_cells(
+    spec: SweepSpec,
+    out: Path,
+    cells_path: Path,
+    todo: list,
+    skipped: list,
+    *,
+    device: str | None,
+    progress: bool,
+    log: Callable[[str], None],
+    on_cell_done: Callable[[dict], None] | None,
+    workers: int = 1,
+) -> SweepReport:
     from .runs import append_metrics  # noqa: PLC0415
+
     total = len(skipped) + len(todo)
-    log(f"[sweep] {spec.name}: {total} cells, {len(skipped)} already finished, {len(todo)} to run -> {out}"
-        + (f" ({workers} at a time)" if workers > 1 else ""))
+    log(
+        f"[sweep] {spec.name}: {total} cells, {len(skipped)} already finished, {len(todo)} to run -> {out}"
+        + (f" ({workers} at a time)" if workers > 1 else "")
+    )
     t_start = time.time()
     ran: list[tuple[str, int]] = []
     times: list[float] = []
@@ -704,8 +887,10 @@ def _run_cells(spec: SweepSpec, out: Path, cells_path: Path, todo: list, skipped
         ran.append((row["arm"], row["seed"]))
         times.append(row["wall_s"]["total"])
         m = row["metrics"]
-        log(f"[sweep]   {row['arm']}/seed-{row['seed']}: avg@{m['k']} {m['avg_at_k']:.3f}, pass@{m['k']} {m['pass_at_k']:.3f}, "
-            f"no answer {m['no_answer_rate']:.3f} ({row['wall_s']['total']:.0f} s)")
+        log(
+            f"[sweep]   {row['arm']}/seed-{row['seed']}: avg@{m['k']} {m['avg_at_k']:.3f}, pass@{m['k']} {m['pass_at_k']:.3f}, "
+            f"no answer {m['no_answer_rate']:.3f} ({row['wall_s']['total']:.0f} s)"
+        )
         write_summary(spec, out)  # after every cell, so an interrupted sweep leaves a current summary
         if on_cell_done is not None:
             on_cell_done(row)
@@ -721,8 +906,16 @@ def _run_cells(spec: SweepSpec, out: Path, cells_path: Path, todo: list, skipped
     return SweepReport(ran, skipped, summary, time.time() - t_start)
 
 
-def _run_cells_parallel(spec: SweepSpec, out: Path, todo: list, *, device: str | None, workers: int,
-                        log: Callable[[str], None], record: Callable[[dict], None]) -> None:
+def _run_cells_parallel(
+    spec: SweepSpec,
+    out: Path,
+    todo: list,
+    *,
+    device: str | None,
+    workers: int,
+    log: Callable[[str], None],
+    record: Callable[[dict], None],
+) -> None:
     """Run ``todo`` in ``workers`` spawned processes; ``record`` each row here as it finishes.
 
     Cells start in the spec's order. A failing cell stops the sweep after the cells already running
@@ -731,8 +924,10 @@ def _run_cells_parallel(spec: SweepSpec, out: Path, todo: list, *, device: str |
     """
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(run_cell, spec, arm, seed, out, device=device, progress=False): (arm.name, seed)
-                   for arm, seed in todo}
+        futures = {
+            pool.submit(run_cell, spec, arm, seed, out, device=device, progress=False): (arm.name, seed)
+            for arm, seed in todo
+        }
         error: BaseException | None = None
         try:
             for n, fut in enumerate(concurrent.futures.as_completed(futures), 1):
@@ -742,8 +937,10 @@ def _run_cells_parallel(spec: SweepSpec, out: Path, todo: list, *, device: str |
                 except BaseException as exc:  # noqa: BLE001 - stop after the running cells, then raise
                     if error is None:
                         error = exc
-                        log(f"[sweep] cell {name}/seed-{seed} failed ({type(exc).__name__}: {exc}); "
-                            f"finishing the cells already running, then stopping")
+                        log(
+                            f"[sweep] cell {name}/seed-{seed} failed ({type(exc).__name__}: {exc}); "
+                            f"finishing the cells already running, then stopping"
+                        )
                         for other in futures:
                             other.cancel()
                     continue
@@ -760,11 +957,26 @@ def _run_cells_parallel(spec: SweepSpec, out: Path, todo: list, *, device: str |
 def spec_to_json(spec: SweepSpec) -> dict:
     """The spec as resolved (eval defaults filled in), saved as ``DIR/spec.json``."""
     return {
-        "name": spec.name, "description": spec.description, "path": spec.path, "shared": spec.shared, "seeds": spec.seeds,
-        "control": spec.control, "eval": spec.eval, "notes": spec.notes,
-        "arms": [{"name": a.name, "config": a.config, "seeds": a.seeds, "note": a.note, "paper": a.paper, "unavailable": a.unavailable,
-                  "group": a.group}
-                 for a in spec.arms],
+        "name": spec.name,
+        "description": spec.description,
+        "path": spec.path,
+        "shared": spec.shared,
+        "seeds": spec.seeds,
+        "control": spec.control,
+        "eval": spec.eval,
+        "notes": spec.notes,
+        "arms": [
+            {
+                "name": a.name,
+                "config": a.config,
+                "seeds": a.seeds,
+                "note": a.note,
+                "paper": a.paper,
+                "unavailable": a.unavailable,
+                "group": a.group,
+            }
+            for a in spec.arms
+        ],
     }
 
 
@@ -802,7 +1014,9 @@ def summarize(spec: SweepSpec, rows: list[dict]) -> dict:
             else:
                 m, se = None, None
             metrics[metric] = {"mean": m, "se": se, "per_seed": [vals[s] for s in seeds]}
-            ctl = {s: c["metrics"].get(metric) for s, c in control_cells.items() if c["metrics"].get(metric) is not None}
+            ctl = {
+                s: c["metrics"].get(metric) for s, c in control_cells.items() if c["metrics"].get(metric) is not None
+            }
             vs[metric] = compare_to_control(present, ctl)
         walls = [cells[s]["wall_s"]["total"] for s in seeds]
         total_wall += sum(walls)
@@ -812,7 +1026,9 @@ def summarize(spec: SweepSpec, rows: list[dict]) -> dict:
             "planned_seeds": arm.seeds,
             "metrics": metrics,
             "vs_control": vs,
-            "train_reward_last3": _mean_or_none([_mean_or_none(cells[s]["train_rewards"][-3:]) for s in seeds if cells[s]["train_rewards"]]),
+            "train_reward_last3": _mean_or_none(
+                [_mean_or_none(cells[s]["train_rewards"][-3:]) for s in seeds if cells[s]["train_rewards"]]
+            ),
             "wall_s_per_cell": _mean_or_none(walls),
             "note": arm.note,
             "paper": arm.paper,

@@ -152,7 +152,15 @@ HUB_TASKS: dict[str, HubTask] = {
     "deepmath": HubTask("zwhe99/DeepMath-103K", None, "train", "train", "question", "final_answer"),
     "math-train": HubTask("DigitalLearningGmbH/MATH-lighteval", "default", "train", "train", "problem", "solution"),
     "gsm8k-test": HubTask("openai/gsm8k", "main", "test", "test", "question", "answer", train_instead="gsm8k"),
-    "math500": HubTask("HuggingFaceH4/MATH-500", None, "test", "test", "problem", "answer", train_instead="deepmath (the paper's data) or math-train"),
+    "math500": HubTask(
+        "HuggingFaceH4/MATH-500",
+        None,
+        "test",
+        "test",
+        "problem",
+        "answer",
+        train_instead="deepmath (the paper's data) or math-train",
+    ),
     "aime24": HubTask("HuggingFaceH4/aime_2024", None, "train", "test", "problem", "answer", train_instead="deepmath"),
     "aime25": HubTask("math-ai/aime25", None, "test", "test", "problem", "answer", train_instead="deepmath"),
     "amc23": HubTask("math-ai/amc23", None, "test", "test", "question", "answer", train_instead="deepmath"),
@@ -283,11 +291,22 @@ def _keep_split(examples: list[Example], split: str | None, name: str) -> list[E
     seen: set[str] = set()
     kept = [e for e in examples if question_split(e) == split and not (e.question in seen or seen.add(e.question))]
     if not kept:
-        raise InputFormatError(f"task {name!r} has no question in the {split!r} split ({len(examples)} examples, none hash to it); use a larger task or split=None")
+        raise InputFormatError(
+            f"task {name!r} has no question in the {split!r} split ({len(examples)} examples, none hash to it); use a larger task or split=None"
+        )
     return kept
 
 
-def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | None = None, scorer: str | None = None, split: str | None = None, **kwargs: Any) -> Task:
+def load_task(
+    name: str,
+    *,
+    size: int = 1000,
+    seed: int = 0,
+    template: str | None = None,
+    scorer: str | None = None,
+    split: str | None = None,
+    **kwargs: Any,
+) -> Task:
     """Build a task by name.
 
     Args:
@@ -337,7 +356,7 @@ def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | Non
     if name not in registered:
         raise InputFormatError(
             f"unknown task {name!r}. Known tasks: {', '.join(known_tasks())}; any reasoning-gym "
-            f"dataset name; or a local file ending in .jsonl with one {{\"question\", \"answer\"}} object per line."
+            f'dataset name; or a local file ending in .jsonl with one {{"question", "answer"}} object per line.'
         )
     tpl = get_template(template or "short")
     if (scorer or "reasoning_gym") == "reasoning_gym":
@@ -348,7 +367,9 @@ def load_task(name: str, *, size: int = 1000, seed: int = 0, template: str | Non
     if pool not in POOLS:
         raise InputFormatError(f"pool must be one of {', '.join(POOLS)}, got {pool!r} (see bupo_core.tasks.load_task)")
     if pool == "uniform" and split is None:
-        raise InputFormatError("pool='uniform' samples the distinct questions of a split: give split='train' or split='eval'")
+        raise InputFormatError(
+            "pool='uniform' samples the distinct questions of a split: give split='train' or split='eval'"
+        )
     if split is None:
         want = max(size, 1)
         ds = reasoning_gym_dataset(name, size=want, seed=seed, **kwargs)
@@ -378,11 +399,19 @@ MIN_QUIET_DRAWS = 20_000
 
 def _rg_example(ds: Any, i: int, name: str, tpl: PromptTemplate) -> Example:
     e = ds[i]
-    return Example(question=e["question"], answer=str(e["answer"]), answer_format=tpl.answer_format, entry=e, dataset=ds,
-                   source=f"reasoning_gym:{name}:{i}")
+    return Example(
+        question=e["question"],
+        answer=str(e["answer"]),
+        answer_format=tpl.answer_format,
+        entry=e,
+        dataset=ds,
+        source=f"reasoning_gym:{name}:{i}",
+    )
 
 
-def _distinct_split_questions(ds: Any, name: str, tpl: PromptTemplate, split: str, want: int | None) -> tuple[list[Example], int, bool]:
+def _distinct_split_questions(
+    ds: Any, name: str, tpl: PromptTemplate, split: str, want: int | None
+) -> tuple[list[Example], int, bool]:
     """The distinct questions of ``split`` in draw order: the first ``want`` (``None``: all of them).
 
     Draws until ``want`` are found or the generator is exhausted: no new question of *either*
@@ -405,7 +434,14 @@ def _distinct_split_questions(ds: Any, name: str, tpl: PromptTemplate, split: st
             continue
         seen.add(q)
         last_new = i
-        ex = Example(question=q, answer=str(e["answer"]), answer_format=tpl.answer_format, entry=e, dataset=ds, source=f"reasoning_gym:{name}:{i - 1}")
+        ex = Example(
+            question=q,
+            answer=str(e["answer"]),
+            answer_format=tpl.answer_format,
+            entry=e,
+            dataset=ds,
+            source=f"reasoning_gym:{name}:{i - 1}",
+        )
         if question_split(ex) == split:
             examples.append(ex)
             if want is not None and len(examples) == want:
@@ -455,9 +491,13 @@ def reasoning_gym_dataset(name: str, *, size: int, seed: int, **kwargs: Any) -> 
         ds[0]  # generators check some settings only when a row is made
         return ds
     except TypeError as exc:
-        raise InputFormatError(f"bad settings for reasoning-gym task {name!r} ({settings}): {exc}. Check the keyword names of its config class.") from exc
+        raise InputFormatError(
+            f"bad settings for reasoning-gym task {name!r} ({settings}): {exc}. Check the keyword names of its config class."
+        ) from exc
     except (ValueError, AssertionError, KeyError, IndexError, ZeroDivisionError) as exc:
-        raise InputFormatError(f"bad settings for reasoning-gym task {name!r} ({settings}): {exc or type(exc).__name__}; fix the contradictory or out-of-range setting") from exc
+        raise InputFormatError(
+            f"bad settings for reasoning-gym task {name!r} ({settings}): {exc or type(exc).__name__}; fix the contradictory or out-of-range setting"
+        ) from exc
 
 
 def _default_scorer(tpl: PromptTemplate) -> str:
@@ -474,25 +514,35 @@ def read_jsonl(path: str | Path, answer_format: str = "last_number") -> list[Exa
 
     p = Path(path).expanduser()
     if not p.exists():
-        raise InputFormatError(f"task file {p} does not exist; give a path to a .jsonl file with one {{\"question\", \"answer\"}} object per line")
+        raise InputFormatError(
+            f'task file {p} does not exist; give a path to a .jsonl file with one {{"question", "answer"}} object per line'
+        )
     out: list[Example] = []
     for lineno, obj in iter_jsonl(p, what="task file"):
         if not isinstance(obj, dict):
-            raise InputFormatError(f"{p}:{lineno}: expected a JSON object with \"question\" and \"answer\", got {type(obj).__name__}")
+            raise InputFormatError(
+                f'{p}:{lineno}: expected a JSON object with "question" and "answer", got {type(obj).__name__}'
+            )
         missing = [k for k in ("question", "answer") if k not in obj]
         if missing:
-            raise InputFormatError(f"{p}:{lineno}: missing key(s) {', '.join(missing)}; each line needs \"question\" and \"answer\"")
+            raise InputFormatError(
+                f'{p}:{lineno}: missing key(s) {", ".join(missing)}; each line needs "question" and "answer"'
+            )
         if not isinstance(obj["question"], str) or not obj["question"].strip():
-            raise InputFormatError(f"{p}:{lineno}: \"question\" must be a non-empty string")
+            raise InputFormatError(f'{p}:{lineno}: "question" must be a non-empty string')
         if not isinstance(obj["answer"], (str, int, float)) or isinstance(obj["answer"], bool):
-            raise InputFormatError(f"{p}:{lineno}: \"answer\" must be a string or a number, got {type(obj['answer']).__name__}")
+            raise InputFormatError(
+                f'{p}:{lineno}: "answer" must be a string or a number, got {type(obj["answer"]).__name__}'
+            )
         if isinstance(obj["answer"], float) and not math.isfinite(obj["answer"]):
-            raise InputFormatError(f"{p}:{lineno}: \"answer\" is {obj['answer']}; give the reference answer as a finite number or a string")
+            raise InputFormatError(
+                f'{p}:{lineno}: "answer" is {obj["answer"]}; give the reference answer as a finite number or a string'
+            )
         if not str(obj["answer"]).strip():
-            raise InputFormatError(f"{p}:{lineno}: \"answer\" is empty; every example needs its reference answer")
+            raise InputFormatError(f'{p}:{lineno}: "answer" is empty; every example needs its reference answer')
         out.append(Example(obj["question"], str(obj["answer"]), answer_format, source=f"jsonl:{p}:{lineno}"))
     if not out:
-        raise InputFormatError(f"{p} holds no examples; add lines like {{\"question\": \"2+2?\", \"answer\": \"4\"}}")
+        raise InputFormatError(f'{p} holds no examples; add lines like {{"question": "2+2?", "answer": "4"}}')
     return out
 
 

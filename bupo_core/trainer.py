@@ -226,7 +226,15 @@ class TrainConfig(SamplingFields):
 
     # fields that may differ when resuming (they do not change what the completed steps did)
     # (not generation_batch_size: the batch shape changes the sampled tokens, so a resume must keep it)
-    RESUMABLE_CHANGES = ("steps", "save_every", "keep_checkpoints", "out_dir", "device", "grader_timeout_s", "allow_test_set_training")
+    RESUMABLE_CHANGES = (
+        "steps",
+        "save_every",
+        "keep_checkpoints",
+        "out_dir",
+        "device",
+        "grader_timeout_s",
+        "allow_test_set_training",
+    )
 
     # settings of older versions that no longer change anything (dropped when a config.json is read)
     OBSOLETE_KEYS = ("full_entropy_in_internal_phase",)
@@ -239,13 +247,27 @@ class TrainConfig(SamplingFields):
         if self.method not in ("grpo", "bupo"):
             raise InputFormatError(f"method must be 'grpo' or 'bupo', got {self.method!r}")
         if self.group_size < 2:
-            raise InputFormatError(f"group_size must be at least 2 (GRPO compares the G responses to one prompt with each other), got {self.group_size}")
+            raise InputFormatError(
+                f"group_size must be at least 2 (GRPO compares the G responses to one prompt with each other), got {self.group_size}"
+            )
         if self.method == "bupo":
             if self.layer is None:
-                raise InputFormatError("method='bupo' needs layer=l (paper numbering 1..L); pick the boundary layer from the FFN entropy change (notebook 02, `bupo entropy`)")
+                raise InputFormatError(
+                    "method='bupo' needs layer=l (paper numbering 1..L); pick the boundary layer from the FFN entropy change (notebook 02, `bupo entropy`)"
+                )
             if self.inter_steps < 0:
                 raise InputFormatError(f"inter_steps must be >= 0, got {self.inter_steps}")
-        for name in ("steps", "prompts_per_step", "max_new_tokens", "num_mini_batches", "ppo_epochs", "micro_batch_size", "logprob_chunk_size", "generation_batch_size", "dynamic_sampling_max_draws"):
+        for name in (
+            "steps",
+            "prompts_per_step",
+            "max_new_tokens",
+            "num_mini_batches",
+            "ppo_epochs",
+            "micro_batch_size",
+            "logprob_chunk_size",
+            "generation_batch_size",
+            "dynamic_sampling_max_draws",
+        ):
             if getattr(self, name) < 1:
                 raise InputFormatError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.method == "bupo" and self.inter_steps >= self.steps and not self.internal_phase_only:
@@ -255,8 +277,21 @@ class TrainConfig(SamplingFields):
                 f"for an IPA-only experiment"
             )
         if self.num_mini_batches > self.prompts_per_step:
-            raise InputFormatError(f"num_mini_batches={self.num_mini_batches} is more than prompts_per_step={self.prompts_per_step}; lower it")
-        for name in ("lr", "temperature", "top_p", "weight_decay", "adam_eps", "max_grad_norm", "eps_low", "eps_high", "kl_coef", "grader_timeout_s"):
+            raise InputFormatError(
+                f"num_mini_batches={self.num_mini_batches} is more than prompts_per_step={self.prompts_per_step}; lower it"
+            )
+        for name in (
+            "lr",
+            "temperature",
+            "top_p",
+            "weight_decay",
+            "adam_eps",
+            "max_grad_norm",
+            "eps_low",
+            "eps_high",
+            "kl_coef",
+            "grader_timeout_s",
+        ):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise InputFormatError(f"{name} must be a finite number, got {v!r}")
@@ -296,7 +331,9 @@ class TrainConfig(SamplingFields):
         if self.ipa_lr is not None and not (self.ipa_lr > 0 and math.isfinite(self.ipa_lr)):
             raise InputFormatError(f"ipa_lr must be a positive number or None (= lr), got {self.ipa_lr}")
         if self.freeze_through_layer is not None and self.freeze_through_layer < 0:
-            raise InputFormatError(f"freeze_through_layer must be a layer 0..L-1 (paper numbering) or None, got {self.freeze_through_layer}")
+            raise InputFormatError(
+                f"freeze_through_layer must be a layer 0..L-1 (paper numbering) or None, got {self.freeze_through_layer}"
+            )
         if not (self.upper_lr_scale > 0 and math.isfinite(self.upper_lr_scale)):
             raise InputFormatError(f"upper_lr_scale must be > 0, got {self.upper_lr_scale}")
         if self.upper_lr_scale != 1.0 and self.upper_lr_layer is None:
@@ -311,9 +348,13 @@ class TrainConfig(SamplingFields):
             raise InputFormatError(f"adam_betas must be two numbers (beta1 beta2), e.g. 0.9 0.999, got {betas!r}")
         for name, b in zip(("beta1", "beta2"), betas):
             if isinstance(b, bool) or not isinstance(b, (int, float)) or not (math.isfinite(b) and 0 <= b < 1):
-                raise InputFormatError(f"adam_betas: {name} must be in [0, 1), got {b!r}; use e.g. --adam-betas 0.9 0.999")
+                raise InputFormatError(
+                    f"adam_betas: {name} must be in [0, 1), got {b!r}; use e.g. --adam-betas 0.9 0.999"
+                )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise InputFormatError(f"seed must be an integer in 0..{MAX_SEED} (2**63 - 1), got {self.seed!r}; use a smaller seed")
+            raise InputFormatError(
+                f"seed must be an integer in 0..{MAX_SEED} (2**63 - 1), got {self.seed!r}; use a smaller seed"
+            )
 
     def _validate_reward_fits_task(self) -> None:
         """Refuse a reward that cannot grade this task's responses (it would score every response 0)."""
@@ -415,13 +456,26 @@ class Trainer:
     """
 
     def __init__(
-        self, config: TrainConfig, *, model: nn.Module | None = None, tokenizer: Any = None, task: Task | None = None,
-        resume: bool = False, overwrite: bool = False,
+        self,
+        config: TrainConfig,
+        *,
+        model: nn.Module | None = None,
+        tokenizer: Any = None,
+        task: Task | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
     ) -> None:
         config.validate()
         self.config = config
         # the task (file errors, generator settings) and the folder are checked before the slow model load
-        self.task = task or load_task(config.task, size=config.task_size, seed=config.seed, template=config.template, scorer=config.reward, **config.task_kwargs)
+        self.task = task or load_task(
+            config.task,
+            size=config.task_size,
+            seed=config.seed,
+            template=config.template,
+            scorer=config.reward,
+            **config.task_kwargs,
+        )
         self.out_dir = runs.claim_run_dir(config.out_dir, resume=resume, overwrite=overwrite)
         self.ckpt_root = self.out_dir / runs.CHECKPOINTS
         self.metrics_path = self.out_dir / runs.METRICS
@@ -447,11 +501,15 @@ class Trainer:
         self.scaler = LossScaler(self.precision.mode, self.device.type, device=str(self.device))
         print(self.precision.message())
         check_prompt_lengths(self.task, self.tokenizer, self.model, config.max_new_tokens)
-        self.grader = Grader(scorer=config.reward or self.task.scorer, binary=config.binary_reward, timeout_s=config.grader_timeout_s)
+        self.grader = Grader(
+            scorer=config.reward or self.task.scorer, binary=config.binary_reward, timeout_s=config.grader_timeout_s
+        )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.params, groups = parameter_groups(self.model, self.adapter, config)
         self.optimizer = new_optimizer(groups, config)
-        self.reference: nn.Module | None = copy.deepcopy(self.model).eval().requires_grad_(False) if config.kl_coef > 0 else None
+        self.reference: nn.Module | None = (
+            copy.deepcopy(self.model).eval().requires_grad_(False) if config.kl_coef > 0 else None
+        )
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
         self.upper_ids = internal_phase_frozen_ids(self.adapter, config)
@@ -482,7 +540,9 @@ def params_above(model: nn.Module, adapter: ArchitectureAdapter, layer: int) -> 
     return params
 
 
-def parameter_groups(model: nn.Module, adapter: ArchitectureAdapter, cfg: TrainConfig) -> tuple[list[nn.Parameter], list[dict]]:
+def parameter_groups(
+    model: nn.Module, adapter: ArchitectureAdapter, cfg: TrainConfig
+) -> tuple[list[nn.Parameter], list[dict]]:
     """Trainable parameters and AdamW groups (``lr_scale`` multiplies the step's lr).
 
     ``freeze_through_layer`` removes the embedding and blocks 1..l from training
@@ -491,8 +551,12 @@ def parameter_groups(model: nn.Module, adapter: ArchitectureAdapter, cfg: TrainC
     """
 
     def split_layer(layer: int, name: str) -> set[int]:  # 0..L-1: "embedding and blocks 1..l" vs "blocks l+1..L"
-        adapter.check_layer(layer, allow_embedding=True, below_top=True,
-                            what=f"{name} (the embedding and blocks 1..l below it, the blocks above it)")
+        adapter.check_layer(
+            layer,
+            allow_embedding=True,
+            below_top=True,
+            what=f"{name} (the embedding and blocks 1..l below it, the blocks above it)",
+        )
         return {id(p) for p in params_above(model, adapter, layer)}
 
     every = list(model.parameters())
@@ -514,7 +578,9 @@ def parameter_groups(model: nn.Module, adapter: ArchitectureAdapter, cfg: TrainC
 def new_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over ``groups`` (fused kernel with ``fused_optimizer``, else the per-tensor loop)."""
     impl = {"fused": True} if cfg.fused_optimizer else {"foreach": False}
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **impl)
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, weight_decay=cfg.weight_decay, **impl
+    )
 
 
 def internal_phase_frozen_ids(adapter: ArchitectureAdapter, cfg: TrainConfig) -> set[int]:
@@ -544,7 +610,9 @@ def check_prompt_lengths(task: Task, tokenizer: Any, model: nn.Module, max_new_t
     kwargs = task.chat_template_kwargs
     overhead = len(encode_prompt(tokenizer, task.template.messages(""), chat_template_kwargs=kwargs)) + 2
     for i, e in enumerate(task.examples):
-        if len(e.question.encode("utf-8")) + overhead < limit - max_new_tokens:  # a token covers >= 1 byte: cannot be too long
+        if (
+            len(e.question.encode("utf-8")) + overhead < limit - max_new_tokens
+        ):  # a token covers >= 1 byte: cannot be too long
             continue
         ids = encode_prompt(tokenizer, task.prompt(e), chat_template_kwargs=kwargs)
         where = e.source.removeprefix("jsonl:") or f"example {i}"

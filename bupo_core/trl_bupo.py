@@ -151,7 +151,11 @@ class _LossSettings:
 
 # --------------------------------------------------------------------------- layouts
 def pack_prompt_completion(
-    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor, completion_mask: torch.Tensor, pad_id: int
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    pad_id: int,
 ) -> tuple[PackedBatch, list[int]]:
     """TRL's layout (left-padded prompts [B, P] + right-padded completions [B, C]) as our packed rows.
 
@@ -253,9 +257,21 @@ def task_reward_function(task: Any, grader: Any) -> Callable[..., list[float]]:
 
 # --------------------------------------------------------------------------- memory model
 def estimate_memory_gib(
-    *, params: int, hidden: int, layers: int, vocab: int, kv_heads: int, head_dim: int, intermediate: int,
-    micro_batch: int, seq_tokens: int, gen_rows: int, processes: int = 1, zero_stage: int = 0,
-    chunk: int = 1024, checkpointing: bool = True,
+    *,
+    params: int,
+    hidden: int,
+    layers: int,
+    vocab: int,
+    kv_heads: int,
+    head_dim: int,
+    intermediate: int,
+    micro_batch: int,
+    seq_tokens: int,
+    gen_rows: int,
+    processes: int = 1,
+    zero_stage: int = 0,
+    chunk: int = 1024,
+    checkpointing: bool = True,
 ) -> dict[str, float]:
     """Peak GPU memory per device of one training process, component by component (GiB).
 
@@ -279,14 +295,23 @@ def estimate_memory_gib(
         "autocast_bf16_weight_copies": 2 * params,
         "generation_kv_cache_bf16": gen_rows * seq_tokens * layers * 2 * kv_heads * head_dim * 2,
         "checkpointed_block_inputs": micro_batch * seq_tokens * hidden * 4 * layers if checkpointing else 0,
-        "block_activations_bf16": micro_batch * seq_tokens * (12 * hidden + 4 * intermediate) * 2 * (1 if checkpointing else layers),
+        "block_activations_bf16": micro_batch
+        * seq_tokens
+        * (12 * hidden + 4 * intermediate)
+        * 2
+        * (1 if checkpointing else layers),
         "logprob_chunk_fp32_blocks": 3 * chunk * vocab * 4,
         "cuda_context_and_allocator_slack": 1.5 * gib,
     }
     out = {k: v / gib for k, v in comp.items()}
     out["peak_update"] = sum(v for k, v in out.items() if k != "generation_kv_cache_bf16")
-    out["peak_generation"] = (comp["weights_fp32"] + comp["adamw_states_fp32"] + comp["autocast_bf16_weight_copies"]
-                              + comp["generation_kv_cache_bf16"] + comp["cuda_context_and_allocator_slack"]) / gib
+    out["peak_generation"] = (
+        comp["weights_fp32"]
+        + comp["adamw_states_fp32"]
+        + comp["autocast_bf16_weight_copies"]
+        + comp["generation_kv_cache_bf16"]
+        + comp["cuda_context_and_allocator_slack"]
+    ) / gib
     out["peak"] = max(out["peak_update"], out["peak_generation"])
     return out
 
@@ -320,18 +345,29 @@ def bupo_grpo_trainer_class() -> type:
             if targs is None:
                 raise InputFormatError("pass args=GRPOConfig(...) to BupoGRPOTrainer")
             if targs.beta != 0.0:
-                raise InputFormatError(f"GRPOConfig.beta={targs.beta}: the TRL-based BuPO trainer has no KL term (the paper uses none); set beta=0.0")
+                raise InputFormatError(
+                    f"GRPOConfig.beta={targs.beta}: the TRL-based BuPO trainer has no KL term (the paper uses none); set beta=0.0"
+                )
             if targs.use_vllm:
-                raise InputFormatError("use_vllm=True is not supported by the TRL-based BuPO trainer (vLLM's sampling log-probs are full-policy ones); set use_vllm=False")
-            if targs.lr_scheduler_type not in ("constant", "SchedulerType.CONSTANT") and str(targs.lr_scheduler_type) != "SchedulerType.CONSTANT":
-                raise InputFormatError(f"lr_scheduler_type={targs.lr_scheduler_type!r}: BuPO uses a constant learning rate (ipa_lr in the internal phase); set lr_scheduler_type='constant'")
+                raise InputFormatError(
+                    "use_vllm=True is not supported by the TRL-based BuPO trainer (vLLM's sampling log-probs are full-policy ones); set use_vllm=False"
+                )
+            if (
+                targs.lr_scheduler_type not in ("constant", "SchedulerType.CONSTANT")
+                and str(targs.lr_scheduler_type) != "SchedulerType.CONSTANT"
+            ):
+                raise InputFormatError(
+                    f"lr_scheduler_type={targs.lr_scheduler_type!r}: BuPO uses a constant learning rate (ipa_lr in the internal phase); set lr_scheduler_type='constant'"
+                )
             if bupo.method == "bupo" and targs.ddp_find_unused_parameters is None:
                 targs.ddp_find_unused_parameters = True  # blocks above l get no gradient in the internal phase
             super().__init__(*args, **kwargs)
             ga = self.args.gradient_accumulation_steps
             per_rollout = self.args.steps_per_generation * self.num_iterations
             if per_rollout % ga:
-                raise InputFormatError(f"steps_per_generation * num_iterations ({per_rollout}) must be a multiple of gradient_accumulation_steps ({ga})")
+                raise InputFormatError(
+                    f"steps_per_generation * num_iterations ({per_rollout}) must be a multiple of gradient_accumulation_steps ({ga})"
+                )
             self.updates_per_rollout = per_rollout // ga
             if bupo.method == "bupo" and bupo.inter_steps % self.updates_per_rollout:
                 raise InputFormatError(
@@ -349,7 +385,11 @@ def bupo_grpo_trainer_class() -> type:
                     upper -= {id(p) for p in self.adapter.final_norm.parameters()}
             self._upper_params = [p for p in unwrapped.parameters() if id(p) in upper]
             self._loss_settings = _LossSettings(self.epsilon_low, self.epsilon_high, bupo.dual_clip)
-            self._pad_id = self.processing_class.pad_token_id if self.processing_class.pad_token_id is not None else self.processing_class.eos_token_id
+            self._pad_id = (
+                self.processing_class.pad_token_id
+                if self.processing_class.pad_token_id is not None
+                else self.processing_class.eos_token_id
+            )
             self._rollout_layer: int | None = None
             self._window_stats: dict[int, tuple[float, float, float]] = {}
             self._reset_done = False
@@ -367,8 +407,12 @@ def bupo_grpo_trainer_class() -> type:
                 params = [p for p in self.model.parameters() if p.requires_grad]
                 impl = {"fused": True} if "fused" in str(self.args.optim) else {"foreach": False}
                 self.optimizer = torch.optim.AdamW(
-                    params, lr=self.args.learning_rate, betas=(self.args.adam_beta1, self.args.adam_beta2),
-                    eps=self.args.adam_epsilon, weight_decay=self.args.weight_decay, **impl,
+                    params,
+                    lr=self.args.learning_rate,
+                    betas=(self.args.adam_beta1, self.args.adam_beta2),
+                    eps=self.args.adam_epsilon,
+                    weight_decay=self.args.weight_decay,
+                    **impl,
                 )
                 self.optimizer.register_step_pre_hook(self._before_optimizer_step)
             return self.optimizer
@@ -379,7 +423,9 @@ def bupo_grpo_trainer_class() -> type:
                 opt = optimizer if optimizer is not None else self.optimizer
                 base = self.args.learning_rate
                 ipa = self.bupo.ipa_lr / base if self.bupo.ipa_lr is not None else 1.0
-                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: ipa if self.bupo.internal(s) else 1.0)
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    opt, lambda s: ipa if self.bupo.internal(s) else 1.0
+                )
                 self._created_lr_scheduler = True
             return self.lr_scheduler
 
@@ -395,7 +441,12 @@ def bupo_grpo_trainer_class() -> type:
             if self.bupo.internal(step):
                 for p in self._upper_params:
                     p.grad = None  # AdamW skips parameters without a gradient: bit-identical
-            elif self.bupo.reset_optimizer_at_switch and self.bupo.method == "bupo" and step == self.bupo.inter_steps and not self._reset_done:
+            elif (
+                self.bupo.reset_optimizer_at_switch
+                and self.bupo.method == "bupo"
+                and step == self.bupo.inter_steps
+                and not self._reset_done
+            ):
                 optimizer.state.clear()
                 self._reset_done = True
 
@@ -414,10 +465,14 @@ def bupo_grpo_trainer_class() -> type:
             """TRL's sampling, ``generation_batch_size`` rows per call (text-only; otherwise one call, as TRL)."""
             size = self.bupo.generation_batch_size
             if size is None or len(prompt_ids) <= size or images is not None or multimodal_fields or has_tool_images:
-                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+                return super()._generate_single_turn(
+                    prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+                )
             completions, logprobs = [], []
             for s in range(0, len(prompt_ids), size):
-                c, lp = super()._generate_single_turn(prompt_ids[s : s + size], images, multimodal_fields, num_generations, has_tool_images)
+                c, lp = super()._generate_single_turn(
+                    prompt_ids[s : s + size], images, multimodal_fields, num_generations, has_tool_images
+                )
                 completions += list(c)
                 logprobs.append(lp)
             if all(lp is None for lp in logprobs):
@@ -442,7 +497,9 @@ def bupo_grpo_trainer_class() -> type:
                 adv = chunk["advantages"]
                 active = (adv != 0) & (m.sum(1) > 0) if self.bupo.skip_zero_advantage_rows else (m.sum(1) > 0)
                 norm = agg.normalizer(m, self.max_completion_length)  # additive over rows (tokens, responses)
-                local[c // ga] += torch.tensor([norm, 0.0, float(active.sum())], dtype=torch.float64, device=local.device)
+                local[c // ga] += torch.tensor(
+                    [norm, 0.0, float(active.sum())], dtype=torch.float64, device=local.device
+                )
             total = self.accelerator.reduce(local, reduction="sum") if self.accelerator.num_processes > 1 else local
             start = self.state.global_step
             self._window_stats = {}
@@ -456,7 +513,9 @@ def bupo_grpo_trainer_class() -> type:
                 chunk["bupo_normalizer"] = torch.tensor(max(norm, 1.0) / world, dtype=torch.float64)
 
         # ------------------------------------------------------------ log-probs
-        def _policy(self, model: nn.Module, batch: PackedBatch, layer: int | None, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        def _policy(
+            self, model: nn.Module, batch: PackedBatch, layer: int | None, grad: bool
+        ) -> tuple[torch.Tensor, torch.Tensor]:
             """(logp, entropy) [n, T] of packed rows under the layer-l or full policy; ``grad`` routes through the wrapper."""
             from .policy_head import policy_logprobs  # noqa: PLC0415
 
@@ -464,7 +523,14 @@ def bupo_grpo_trainer_class() -> type:
             adapter = self.adapter if inner is self.model else ArchitectureAdapter(inner)
 
             def run(input_batch: PackedBatch = batch) -> tuple[torch.Tensor, torch.Tensor]:
-                return policy_logprobs(inner, input_batch, layer=layer, adapter=adapter, chunk_size=self.bupo.logprob_chunk_size, norm=self.bupo.ipa_norm)
+                return policy_logprobs(
+                    inner,
+                    input_batch,
+                    layer=layer,
+                    adapter=adapter,
+                    chunk_size=self.bupo.logprob_chunk_size,
+                    norm=self.bupo.ipa_norm,
+                )
 
             with self.accelerator.autocast():
                 if not grad or model is inner:
@@ -472,14 +538,27 @@ def bupo_grpo_trainer_class() -> type:
                 with _forward_through(inner, lambda: run()):
                     return model()
 
-        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
-                                               compute_entropy=False, compute_aux_loss=False, **kwargs):
+        def _get_per_token_logps_and_entropies(
+            self,
+            model,
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            batch_size=None,
+            compute_entropy=False,
+            compute_aux_loss=False,
+            **kwargs,
+        ):
             """TRL's old / reference log-probs, on its completion grid [B, logits_to_keep], from the rollout's policy."""
             if any(v is not None for v in kwargs.values()):
-                raise InputFormatError("the TRL-based BuPO trainer supports text-only models (no images, no token types)")
+                raise InputFormatError(
+                    "the TRL-based BuPO trainer supports text-only models (no images, no token types)"
+                )
             P = input_ids.shape[1] - logits_to_keep
             B = input_ids.shape[0]
-            batch, rows = pack_prompt_completion(input_ids[:, :P], attention_mask[:, :P], input_ids[:, P:], attention_mask[:, P:], self._pad_id)
+            batch, rows = pack_prompt_completion(
+                input_ids[:, :P], attention_mask[:, :P], input_ids[:, P:], attention_mask[:, P:], self._pad_id
+            )
             bs = batch_size or B
             logps = torch.zeros(B, logits_to_keep, device=input_ids.device)
             ents = torch.zeros(B, logits_to_keep, device=input_ids.device)
@@ -499,11 +578,19 @@ def bupo_grpo_trainer_class() -> type:
             mode = "train" if self.model.training else "eval"
             layer_t = int(inputs.get("bupo_layer", torch.tensor(-1)))
             layer = None if layer_t < 0 else layer_t
-            batch, rows = pack_prompt_completion(inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"], inputs["completion_mask"], self._pad_id)
+            batch, rows = pack_prompt_completion(
+                inputs["prompt_ids"],
+                inputs["prompt_mask"],
+                inputs["completion_ids"],
+                inputs["completion_mask"],
+                self._pad_id,
+            )
             adv_all = inputs["advantages"][rows].float()
             if adv_all.ndim != 1:
                 raise InputFormatError("per-token advantages are not supported by the TRL-based BuPO trainer")
-            active = [k for k in range(len(rows)) if not (self.bupo.skip_zero_advantage_rows and float(adv_all[k]) == 0.0)]
+            active = [
+                k for k in range(len(rows)) if not (self.bupo.skip_zero_advantage_rows and float(adv_all[k]) == 0.0)
+            ]
             scale = 1.0
             if not active:  # still run one row (x 0) so every process takes part in the gradient all-reduce
                 active, scale = [0], 0.0
@@ -518,19 +605,36 @@ def bupo_grpo_trainer_class() -> type:
             if "bupo_normalizer" in inputs:
                 normalizer = float(inputs["bupo_normalizer"])
             else:  # outside training (evaluation): this chunk alone
-                normalizer = get_aggregation(self.bupo.loss_aggregation).normalizer(batch.prediction_mask.float(), self.max_completion_length)
+                normalizer = get_aggregation(self.bupo.loss_aggregation).normalizer(
+                    batch.prediction_mask.float(), self.max_completion_length
+                )
             loss_fn = get_policy_loss(self.bupo.loss)
-            out = loss_fn(self._loss_settings, logp, old_p, adv, sub.prediction_mask, aggregation=self.bupo.loss_aggregation,
-                          normalizer=normalizer, ref_logp=None, kl_coef=0.0)
+            out = loss_fn(
+                self._loss_settings,
+                logp,
+                old_p,
+                adv,
+                sub.prediction_mask,
+                aggregation=self.bupo.loss_aggregation,
+                normalizer=normalizer,
+                ref_logp=None,
+                kl_coef=0.0,
+            )
             loss = out.loss * scale
             # statistics: token-weighted over the rows run, reduced over processes
             m = sub.prediction_mask.float() * scale
             with torch.no_grad():
-                stats = torch.stack([
-                    (logp.detach() * m).sum(), (ent.detach() * m).sum(), m.sum(),
-                    torch.tensor(out.clip_frac * float(m.sum()), device=m.device), torch.tensor(out.dual_clip_frac * float(m.sum()), device=m.device),
-                    torch.tensor(out.approx_kl * float(m.sum()), device=m.device), loss.detach().float(),
-                ]).double()
+                stats = torch.stack(
+                    [
+                        (logp.detach() * m).sum(),
+                        (ent.detach() * m).sum(),
+                        m.sum(),
+                        torch.tensor(out.clip_frac * float(m.sum()), device=m.device),
+                        torch.tensor(out.dual_clip_frac * float(m.sum()), device=m.device),
+                        torch.tensor(out.approx_kl * float(m.sum()), device=m.device),
+                        loss.detach().float(),
+                    ]
+                ).double()
                 if self.accelerator.num_processes > 1:
                     stats = self.accelerator.reduce(stats, reduction="sum")
             n = max(float(stats[2]), 1.0)
@@ -545,11 +649,19 @@ def bupo_grpo_trainer_class() -> type:
             metrics["bupo/dual_clip_frac"].append(float(stats[4]) / n)
             metrics["bupo/approx_kl"].append(float(stats[5]) / n)
             metrics["bupo/loss"].append(float(stats[6]))
-            self.bupo_history.append({
-                "step": self.state.global_step, "layer": layer, "loss": float(loss.detach()), "global_loss": float(stats[6]),
-                "rows": len(rows), "active_rows": len(active) if scale else 0, "normalizer": normalizer,
-                "clip_frac": out.clip_frac, "tokens": float(sub.prediction_mask.sum()),
-            })
+            self.bupo_history.append(
+                {
+                    "step": self.state.global_step,
+                    "layer": layer,
+                    "loss": float(loss.detach()),
+                    "global_loss": float(stats[6]),
+                    "rows": len(rows),
+                    "active_rows": len(active) if scale else 0,
+                    "normalizer": normalizer,
+                    "clip_frac": out.clip_frac,
+                    "tokens": float(sub.prediction_mask.sum()),
+                }
+            )
             return loss
 
     BupoGRPOTrainer.__module__ = __name__

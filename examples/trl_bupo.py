@@ -40,13 +40,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="BuPO on TRL's GRPOTrainer (data-parallel through accelerate)")
-    ap.add_argument("--model", default="smollm2-135m-instruct", help="a bupo model name (tiny-random-qwen3, smollm2-135m-instruct...), a local folder or a hub id (e.g. Qwen/Qwen3-4B)")
-    ap.add_argument("--task", default="chain_sum", help="a bupo task name (chain_sum, gsm8k, deepmath, a .jsonl path...)")
-    ap.add_argument("--task-size", type=int, default=128, help="distinct training questions (the task's training split)")
+    ap.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="a bupo model name (tiny-random-qwen3, smollm2-135m-instruct...), a local folder or a hub id (e.g. Qwen/Qwen3-4B)",
+    )
+    ap.add_argument(
+        "--task", default="chain_sum", help="a bupo task name (chain_sum, gsm8k, deepmath, a .jsonl path...)"
+    )
+    ap.add_argument(
+        "--task-size", type=int, default=128, help="distinct training questions (the task's training split)"
+    )
     ap.add_argument("--template", default=None, help="prompt template (short, boxed, qwen3-boxed); default: the task's")
-    ap.add_argument("--reward", choices=("task", "ascii"), default="task",
-                    help="task: the task's grader (binary, the paper's); ascii: the fraction of ASCII letters and digits in a response, a smoke-test "
-                    "reward for random-weight models (whose answers are never right, so every advantage would be 0 and nothing would move)")
+    ap.add_argument(
+        "--reward",
+        choices=("task", "ascii"),
+        default="task",
+        help="task: the task's grader (binary, the paper's); ascii: the fraction of ASCII letters and digits in a response, a smoke-test "
+        "reward for random-weight models (whose answers are never right, so every advantage would be 0 and nothing would move)",
+    )
     ap.add_argument("--method", choices=("bupo", "grpo"), default="bupo")
     ap.add_argument("--layer", type=int, default=None, help="BuPO's layer l (paper numbering 1..L)")
     ap.add_argument("--inter-steps", type=int, default=0, help="internal-phase optimizer steps")
@@ -58,7 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mini-batches", type=int, default=1, help="optimizer steps per rollout")
     ap.add_argument("--micro-batch-size", type=int, default=16, help="sequences per forward/backward per process")
     ap.add_argument("--max-new-tokens", type=int, default=16)
-    ap.add_argument("--generation-batch-size", type=int, default=64, help="rows per generate call on each process (bounds the KV cache)")
+    ap.add_argument(
+        "--generation-batch-size",
+        type=int,
+        default=64,
+        help="rows per generate call on each process (bounds the KV cache)",
+    )
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--dual-clip", type=float, default=10.0, help="dual clip c (<= 0: off)")
@@ -66,7 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPUs)")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--logging-steps", type=int, default=1)
-    ap.add_argument("--check-frozen", action="store_true", help="verify the upper blocks are bit-identical after the internal phase (keeps a copy of them)")
+    ap.add_argument(
+        "--check-frozen",
+        action="store_true",
+        help="verify the upper blocks are bit-identical after the internal phase (keeps a copy of them)",
+    )
     ap.add_argument("--save-model", action="store_true")
     ap.add_argument("--output-dir", required=True)
     return ap.parse_args(argv)
@@ -84,13 +105,22 @@ def batch_layout(prompts: int, group: int, mini_batches: int, micro: int, world:
 
     n = prompts * group
     if n % (mini_batches * world):
-        raise InputFormatError(f"prompts x group = {n} sequences must split into {mini_batches} mini-batches x {world} processes; change --prompts-per-step or --mini-batches")
+        raise InputFormatError(
+            f"prompts x group = {n} sequences must split into {mini_batches} mini-batches x {world} processes; change --prompts-per-step or --mini-batches"
+        )
     per_dev = n // (mini_batches * world)
     mbs = min(micro, per_dev)
     if per_dev % mbs:
-        raise InputFormatError(f"{per_dev} sequences per process per optimizer step are not a multiple of --micro-batch-size {mbs}; use a divisor")
+        raise InputFormatError(
+            f"{per_dev} sequences per process per optimizer step are not a multiple of --micro-batch-size {mbs}; use a divisor"
+        )
     ga = per_dev // mbs
-    return {"per_device_train_batch_size": mbs, "gradient_accumulation_steps": ga, "steps_per_generation": ga * mini_batches, "generation_batch_size": n}
+    return {
+        "per_device_train_batch_size": mbs,
+        "gradient_accumulation_steps": ga,
+        "steps_per_generation": ga * mini_batches,
+        "generation_batch_size": n,
+    }
 
 
 def ascii_reward(completions: list, **_: object) -> list[float]:
@@ -143,9 +173,23 @@ def relaunch_on_cpu(n: int, argv: list[str]) -> int:
     import subprocess
 
     env = dict(os.environ, ACCELERATE_USE_CPU="true")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(Path(__file__).resolve()), *argv]
-    print(f"[trl_bupo] starting {n} CPU processes (gloo): accelerate's --cpu launcher needs mpirun for more than one", flush=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(n),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(Path(__file__).resolve()),
+        *argv,
+    ]
+    print(
+        f"[trl_bupo] starting {n} CPU processes (gloo): accelerate's --cpu launcher needs mpirun for more than one",
+        flush=True,
+    )
     return subprocess.call(cmd, env=env)
 
 
@@ -173,29 +217,70 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     silence_trl_warnings()
-    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    use_cpu = (
+        os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    )
     state = PartialState(cpu=use_cpu)
     try:
         kwargs = dict(EASY_CHAIN_SUM) if args.task == "chain_sum" else {}
-        task = load_task(args.task, size=args.task_size, seed=args.seed, template=args.template, split="train", **kwargs)
-        layout = batch_layout(args.prompts_per_step, args.group_size, args.mini_batches, args.micro_batch_size, state.num_processes)
-        bupo = BupoTRLConfig(method=args.method, layer=args.layer, inter_steps=args.inter_steps, ipa_norm=args.ipa_norm, ipa_lr=args.ipa_lr,
-                             dual_clip=args.dual_clip if args.dual_clip > 0 else None, generation_batch_size=args.generation_batch_size)
+        task = load_task(
+            args.task, size=args.task_size, seed=args.seed, template=args.template, split="train", **kwargs
+        )
+        layout = batch_layout(
+            args.prompts_per_step, args.group_size, args.mini_batches, args.micro_batch_size, state.num_processes
+        )
+        bupo = BupoTRLConfig(
+            method=args.method,
+            layer=args.layer,
+            inter_steps=args.inter_steps,
+            ipa_norm=args.ipa_norm,
+            ipa_lr=args.ipa_lr,
+            dual_clip=args.dual_clip if args.dual_clip > 0 else None,
+            generation_batch_size=args.generation_batch_size,
+        )
         bupo.validate()
         model, tok = load_model(args.model, device="cpu", dtype="float32", seed=args.seed)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         tok.padding_side = "left"
         targs = GRPOConfig(
-            output_dir=args.output_dir, max_steps=args.max_steps, learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
-            weight_decay=args.weight_decay, max_grad_norm=1.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-            num_generations=args.group_size, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
-            beta=0.0, epsilon=0.2, num_iterations=1, use_vllm=False, chat_template_kwargs=task.chat_template_kwargs or None,
-            logging_steps=args.logging_steps, save_strategy="no", report_to="none", seed=args.seed, bf16=args.bf16,
-            use_cpu=use_cpu, disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
+            output_dir=args.output_dir,
+            max_steps=args.max_steps,
+            learning_rate=args.lr,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=args.weight_decay,
+            max_grad_norm=1.0,
+            adam_beta1=0.9,
+            adam_beta2=0.999,
+            adam_epsilon=1e-8,
+            num_generations=args.group_size,
+            max_completion_length=args.max_new_tokens,
+            temperature=1.0,
+            top_p=1.0,
+            beta=0.0,
+            epsilon=0.2,
+            num_iterations=1,
+            use_vllm=False,
+            chat_template_kwargs=task.chat_template_kwargs or None,
+            logging_steps=args.logging_steps,
+            save_strategy="no",
+            report_to="none",
+            seed=args.seed,
+            bf16=args.bf16,
+            use_cpu=use_cpu,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            log_completions=False,
             **{k: v for k, v in layout.items() if k != "generation_batch_size"},
             # TRL turns checkpointing on by default; ours is off unless asked (transformers >= 5 names it activation_checkpointing)
-            **{("activation_checkpointing" if "activation_checkpointing" in GRPOConfig.__dataclass_fields__ else "gradient_checkpointing"): args.gradient_checkpointing},
+            **{
+                (
+                    "activation_checkpointing"
+                    if "activation_checkpointing" in GRPOConfig.__dataclass_fields__
+                    else "gradient_checkpointing"
+                ): args.gradient_checkpointing
+            },
         )
         trainer_cls = bupo_grpo_trainer_class()
         dataset = task_dataset(task, size=max(len(task), 1))
@@ -218,14 +303,28 @@ def main(argv: list[str] | None = None) -> int:
 
             def on_step_end(self, a, st, control, **kw):
                 if st.global_step == bupo.inter_steps and not frozen["checked"]:
-                    frozen.update(checked=True, step=st.global_step,
-                                  upper_bit_identical=all(torch.equal(p.detach(), q) for p, q in zip(trainer._upper_params, self.snap)),
-                                  upper_tensors=len(self.snap))
+                    frozen.update(
+                        checked=True,
+                        step=st.global_step,
+                        upper_bit_identical=all(
+                            torch.equal(p.detach(), q) for p, q in zip(trainer._upper_params, self.snap)
+                        ),
+                        upper_tensors=len(self.snap),
+                    )
                     self.snap = []
 
-        callbacks = [Timer()] + ([FrozenCheck()] if args.check_frozen and bupo.method == "bupo" and bupo.inter_steps > 0 else [])
-        trainer = trainer_cls(model=model, reward_funcs=reward_fn, args=targs, train_dataset=dataset,
-                              processing_class=tok, callbacks=callbacks, bupo=bupo)
+        callbacks = [Timer()] + (
+            [FrozenCheck()] if args.check_frozen and bupo.method == "bupo" and bupo.inter_steps > 0 else []
+        )
+        trainer = trainer_cls(
+            model=model,
+            reward_funcs=reward_fn,
+            args=targs,
+            train_dataset=dataset,
+            processing_class=tok,
+            callbacks=callbacks,
+            bupo=bupo,
+        )
     except BupoError as exc:
         if state.is_main_process:
             print(f"error: {exc}", file=sys.stderr)
@@ -254,10 +353,19 @@ def main(argv: list[str] | None = None) -> int:
     identical = max_diff == 0.0
     if state.is_main_process:
         summary = {
-            "model": args.model, "task": args.task, "processes": state.num_processes, "method": bupo.method, "layer": bupo.layer,
-            "inter_steps": bupo.inter_steps, "max_steps": args.max_steps, "global_step": trainer.state.global_step,
-            "batch": layout, "wall_s": wall, "step_times_s": step_times,
-            "weights_identical_across_processes": identical, "weights_max_abs_diff_across_processes": max_diff,
+            "model": args.model,
+            "task": args.task,
+            "processes": state.num_processes,
+            "method": bupo.method,
+            "layer": bupo.layer,
+            "inter_steps": bupo.inter_steps,
+            "max_steps": args.max_steps,
+            "global_step": trainer.state.global_step,
+            "batch": layout,
+            "wall_s": wall,
+            "step_times_s": step_times,
+            "weights_identical_across_processes": identical,
+            "weights_max_abs_diff_across_processes": max_diff,
             "frozen_check": frozen,
             "lower_params_changed": None if embed_before is None else not torch.equal(embed.detach(), embed_before),
             "log_history": trainer.state.log_history,
@@ -268,8 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.output_dir) / "bupo_trl_summary.json").write_text(json.dumps(summary, indent=1, default=str))
-        print(f"[trl_bupo] {trainer.state.global_step} steps on {state.num_processes} process(es) in {wall:.1f} s; "
-              f"weights identical across processes: {identical}; upper blocks frozen in the internal phase: {frozen.get('upper_bit_identical', 'not checked')}")
+        print(
+            f"[trl_bupo] {trainer.state.global_step} steps on {state.num_processes} process(es) in {wall:.1f} s; "
+            f"weights identical across processes: {identical}; upper blocks frozen in the internal phase: {frozen.get('upper_bit_identical', 'not checked')}"
+        )
     bad = (not identical) or (frozen.get("checked") and not frozen.get("upper_bit_identical"))
     return 1 if bad else 0
 

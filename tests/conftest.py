@@ -45,10 +45,21 @@ def write_fake_sweep(res: "Path", *, with_metrics: bool = True) -> "Path":
 
     (res / "specs").mkdir(parents=True)
     spec_data = {
-        "name": "main", "description": "fake", "shared": {"model": "tiny-random-llama", "steps": 4, "inter_steps": 2},
-        "seeds": [0, 1, 2], "control": "grpo", "eval": {"num_problems": 4, "k": 4},
-        "arms": [{"name": "grpo", "config": {"method": "grpo"}, "paper": "baseline", "group": "main"},
-                 {"name": "bupo_l1", "config": {"method": "bupo", "layer": 1}, "paper": "Table 1: BuPO beats GRPO", "group": "main"}],
+        "name": "main",
+        "description": "fake",
+        "shared": {"model": "tiny-random-llama", "steps": 4, "inter_steps": 2},
+        "seeds": [0, 1, 2],
+        "control": "grpo",
+        "eval": {"num_problems": 4, "k": 4},
+        "arms": [
+            {"name": "grpo", "config": {"method": "grpo"}, "paper": "baseline", "group": "main"},
+            {
+                "name": "bupo_l1",
+                "config": {"method": "bupo", "layer": 1},
+                "paper": "Table 1: BuPO beats GRPO",
+                "group": "main",
+            },
+        ],
     }
     (res / "specs" / "main.json").write_text(json.dumps(spec_data))
     spec = parse_spec(spec_data, "main.json")
@@ -60,21 +71,44 @@ def write_fake_sweep(res: "Path", *, with_metrics: bool = True) -> "Path":
         for arm, vs in vals.items():
             for seed, v in enumerate(vs):
                 rewards = [0.1, 0.2, 0.3, 0.4] if arm == "grpo" else [0.2, 0.1, 0.2, 0.3]
-                f.write(json.dumps({
-                    "arm": arm, "seed": seed, "key": cell_key(spec, spec.arm(arm), seed),
-                    "metrics": {"avg_at_k": v, "pass_at_k": v + 0.2, "no_answer_rate": 0.1, "accuracy_among_answered": v / 0.9, "k": 4},
-                    "train_rewards": rewards, "inter_steps": 2 if arm == "bupo_l1" else 0,
-                    "wall_s": {"total": 60.0, "train": 50.0, "eval": 10.0},
-                }) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "arm": arm,
+                            "seed": seed,
+                            "key": cell_key(spec, spec.arm(arm), seed),
+                            "metrics": {
+                                "avg_at_k": v,
+                                "pass_at_k": v + 0.2,
+                                "no_answer_rate": 0.1,
+                                "accuracy_among_answered": v / 0.9,
+                                "k": 4,
+                            },
+                            "train_rewards": rewards,
+                            "inter_steps": 2 if arm == "bupo_l1" else 0,
+                            "wall_s": {"total": 60.0, "train": 50.0, "eval": 10.0},
+                        }
+                    )
+                    + "\n"
+                )
                 if with_metrics:
                     run = out / "cells" / arm / f"seed-{seed}" / "run"
                     run.mkdir(parents=True)
                     with open(run / "metrics.jsonl", "w") as m:
                         for step, r in enumerate(rewards, 1):
                             internal = arm == "bupo_l1" and step <= 2
-                            m.write(json.dumps({"step": step, "reward_mean": r, "phase": "internal" if internal else "full",
-                                                "internal_logprob": (-3.0 + step + seed) if internal else None,
-                                                "zero_adv_group_frac": 0.25 * step if arm == "grpo" else 0.5}) + "\n")
+                            m.write(
+                                json.dumps(
+                                    {
+                                        "step": step,
+                                        "reward_mean": r,
+                                        "phase": "internal" if internal else "full",
+                                        "internal_logprob": (-3.0 + step + seed) if internal else None,
+                                        "zero_adv_group_frac": 0.25 * step if arm == "grpo" else 0.5,
+                                    }
+                                )
+                                + "\n"
+                            )
     write_summary(spec, out)
     return res
 
@@ -91,20 +125,35 @@ def write_matched_sweep(res: "Path", *, spec_extra: dict | None = None, name: st
 
     (res / "specs").mkdir(parents=True, exist_ok=True)
     spec_data = {
-        "name": name, "description": "fake matched", "shared": {"model": "tiny-random-llama", "steps": 4, "inter_steps": 2, **(spec_extra or {})},
-        "seeds": [0, 1, 2, 3], "control": "grpo", "eval": {"num_problems": 4, "k": 4},
-        "arms": [{"name": "grpo", "config": {"method": "grpo"}, "group": "g"},
-                 {"name": "grpo_2", "config": {"method": "grpo", "steps": 2}, "group": "g"},
-                 {"name": "bupo_l1", "config": {"method": "bupo", "layer": 1}, "group": "g"},
-                 {"name": "bupo_l1_s1", "config": {"method": "bupo", "layer": 1, "inter_steps": 1}, "seeds": [0, 1], "group": "g"}],
+        "name": name,
+        "description": "fake matched",
+        "shared": {"model": "tiny-random-llama", "steps": 4, "inter_steps": 2, **(spec_extra or {})},
+        "seeds": [0, 1, 2, 3],
+        "control": "grpo",
+        "eval": {"num_problems": 4, "k": 4},
+        "arms": [
+            {"name": "grpo", "config": {"method": "grpo"}, "group": "g"},
+            {"name": "grpo_2", "config": {"method": "grpo", "steps": 2}, "group": "g"},
+            {"name": "bupo_l1", "config": {"method": "bupo", "layer": 1}, "group": "g"},
+            {
+                "name": "bupo_l1_s1",
+                "config": {"method": "bupo", "layer": 1, "inter_steps": 1},
+                "seeds": [0, 1],
+                "group": "g",
+            },
+        ],
     }
     (res / "specs" / f"{name}.json").write_text(json.dumps(spec_data))
     spec = parse_spec(spec_data, f"{name}.json")
     out = res / name
     out.mkdir()
     (out / "spec.json").write_text(json.dumps(spec_to_json(spec)))
-    vals = {"grpo": [0.50, 0.40, 0.60, 0.30], "grpo_2": [0.45, 0.30, 0.50, 0.35], "bupo_l1": [0.25, 0.30, 0.20, 0.40],
-            "bupo_l1_s1": [0.10, 0.90]}
+    vals = {
+        "grpo": [0.50, 0.40, 0.60, 0.30],
+        "grpo_2": [0.45, 0.30, 0.50, 0.35],
+        "bupo_l1": [0.25, 0.30, 0.20, 0.40],
+        "bupo_l1_s1": [0.10, 0.90],
+    }
     with open(out / "cells.jsonl", "w") as f:
         for arm, vs in vals.items():
             a = spec.arm(arm)
@@ -112,19 +161,46 @@ def write_matched_sweep(res: "Path", *, spec_extra: dict | None = None, name: st
             inter = cfg.inter_steps if cfg.method == "bupo" else 0
             for seed, v in zip(a.seeds, vs):
                 rewards = [0.1 * (i + 1) + 0.01 * seed for i in range(cfg.steps)]
-                f.write(json.dumps({
-                    "arm": arm, "seed": seed, "key": cell_key(spec, a, seed),
-                    "metrics": {"avg_at_k": v, "pass_at_k": min(1.0, v + 0.2), "no_answer_rate": 0.1, "accuracy_among_answered": v / 0.9, "k": 4},
-                    "train_rewards": rewards, "inter_steps": inter, "wall_s": {"total": 30.0, "train": 25.0, "eval": 5.0},
-                }) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "arm": arm,
+                            "seed": seed,
+                            "key": cell_key(spec, a, seed),
+                            "metrics": {
+                                "avg_at_k": v,
+                                "pass_at_k": min(1.0, v + 0.2),
+                                "no_answer_rate": 0.1,
+                                "accuracy_among_answered": v / 0.9,
+                                "k": 4,
+                            },
+                            "train_rewards": rewards,
+                            "inter_steps": inter,
+                            "wall_s": {"total": 30.0, "train": 25.0, "eval": 5.0},
+                        }
+                    )
+                    + "\n"
+                )
                 run = out / "cells" / arm / f"seed-{seed}" / "run"
                 run.mkdir(parents=True)
                 with open(run / "metrics.jsonl", "w") as m:
                     for step, r in enumerate(rewards, 1):
                         internal = step <= inter
                         ipa = (0 if (arm == "bupo_l1" and seed == 2) else 1) if internal else 0
-                        m.write(json.dumps({"step": step, "reward_mean": r, "phase": "internal" if internal else "full",
-                                            "updates": 1, "ipa_updates": ipa, "prompts_drawn": 6 + step, "prompts_kept": 4,
-                                            "zero_adv_group_frac": 0.0}) + "\n")
+                        m.write(
+                            json.dumps(
+                                {
+                                    "step": step,
+                                    "reward_mean": r,
+                                    "phase": "internal" if internal else "full",
+                                    "updates": 1,
+                                    "ipa_updates": ipa,
+                                    "prompts_drawn": 6 + step,
+                                    "prompts_kept": 4,
+                                    "zero_adv_group_frac": 0.0,
+                                }
+                            )
+                            + "\n"
+                        )
     write_summary(spec, out)
     return res

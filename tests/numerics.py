@@ -30,8 +30,13 @@ from typing import Iterable
 import torch
 
 
-def adam_movement_bound(lr: float, updates: int, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0,
-                        max_abs_weight: float = 0.0) -> float:
+def adam_movement_bound(
+    lr: float,
+    updates: int,
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 0.0,
+    max_abs_weight: float = 0.0,
+) -> float:
     """Largest distance one weight element can move in ``updates`` AdamW updates at learning rate ``lr``.
 
     ``lr * updates * max(1, (1 - beta1) / sqrt(1 - beta2))`` plus the weight decay's
@@ -73,17 +78,23 @@ def assert_same_adam_trajectory(
     diff_sq = moved_sq = 0.0
     max_diff = 0.0
     max_w = max(float(w.abs().max()) for w in start.values())
-    bound = 2 * adam_movement_bound(lr, updates, betas, weight_decay, max_abs_weight=max_w + adam_movement_bound(lr, updates, betas))
+    bound = 2 * adam_movement_bound(
+        lr, updates, betas, weight_decay, max_abs_weight=max_w + adam_movement_bound(lr, updates, betas)
+    )
     for (name, p), q in zip(a, b):
-        d = (p.detach().double() - q.detach().double())
+        d = p.detach().double() - q.detach().double()
         worst = float(d.abs().max()) if d.numel() else 0.0
-        assert worst <= bound, f"{name}: the two paths differ by {worst:.3g}, more than two AdamW trajectories can ({bound:.3g})"
+        assert worst <= bound, (
+            f"{name}: the two paths differ by {worst:.3g}, more than two AdamW trajectories can ({bound:.3g})"
+        )
         max_diff = max(max_diff, worst)
         diff_sq += float(d.pow(2).sum())
         moved_sq += float((p.detach().double() - start[name].double()).pow(2).sum())
     assert moved_sq > 0, "the weights did not move: nothing to compare"
     ratio = math.sqrt(diff_sq / moved_sq)
-    assert ratio <= rel, f"the two paths' weights differ by {ratio:.3g} of the distance they moved (> {rel}): not the same step"
+    assert ratio <= rel, (
+        f"the two paths' weights differ by {ratio:.3g} of the distance they moved (> {rel}): not the same step"
+    )
     return {"max_diff_units": max_diff / (lr * updates), "norm_ratio": ratio}
 
 
@@ -105,4 +116,6 @@ def assert_topk_agrees(ids: torch.Tensor, ref_logp: torch.Tensor, *, atol: float
     got_vals = ref_logp.gather(-1, ids2.long())
     assert all(len(set(row.tolist())) == k for row in ids2), "an id is chosen twice in one row"
     worst = float((got_vals - ref_vals).abs().max()) if got_vals.numel() else 0.0
-    assert worst <= atol, f"the chosen ids' reference values differ from the reference top-{k} by {worst:.3g} (> {atol})"
+    assert worst <= atol, (
+        f"the chosen ids' reference values differ from the reference top-{k} by {worst:.3g} (> {atol})"
+    )

@@ -71,8 +71,9 @@ def test_upper_parameters_are_above_the_layer():
 def test_unsupported_family_names_the_fix():
     from transformers import BertConfig, BertForMaskedLM
 
-    model = BertForMaskedLM(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
-                                       num_attention_heads=2, intermediate_size=32))
+    model = BertForMaskedLM(
+        BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    )
     with pytest.raises(UnsupportedArchitectureError, match="register_family") as err:
         ArchitectureAdapter(model)
     assert isinstance(err.value, BupoError)

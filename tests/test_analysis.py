@@ -25,7 +25,10 @@ from bupo_core.sequences import encode_prompt, encode_response, pack_sequences
 PAIRS = [
     {"prompt": "What is 2 + 3?", "response": "The answer is 5."},
     {"messages": [{"role": "user", "content": "Add 4 and 4."}], "response": "4 + 4 = 8, so the answer is 8."},
-    {"messages": [{"role": "system", "content": PAPER_SYSTEM_PROMPT}, {"role": "user", "content": "1+1?"}], "response": "\\boxed{2}"},
+    {
+        "messages": [{"role": "system", "content": PAPER_SYSTEM_PROMPT}, {"role": "user", "content": "1+1?"}],
+        "response": "\\boxed{2}",
+    },
 ]
 
 
@@ -104,14 +107,27 @@ def test_given_responses_report(tiny_llm):
     expected_tokens = sum(len(encode_response(tok, p["response"])) for p in PAIRS)
     assert report.num_tokens == expected_tokens and report.num_sequences == 3
     assert len(report.layer_entropy) == L + 1 and len(report.layer_norm) == L + 1
-    for key in ("attn_entropy", "ffn_entropy", "attn_input_entropy", "ffn_input_entropy",
-                "layer_entropy_change", "attn_entropy_change", "ffn_entropy_change"):
+    for key in (
+        "attn_entropy",
+        "ffn_entropy",
+        "attn_input_entropy",
+        "ffn_input_entropy",
+        "layer_entropy_change",
+        "attn_entropy_change",
+        "ffn_entropy_change",
+    ):
         assert len(getattr(report, key)) == L, key
     # means of per-token changes = changes of means (same tokens everywhere)
     for l in range(L):
-        assert report.layer_entropy_change[l] == pytest.approx(report.layer_entropy[l + 1] - report.layer_entropy[l], abs=1e-5)
-        assert report.ffn_entropy_change[l] == pytest.approx(report.ffn_entropy[l] - report.ffn_input_entropy[l], abs=1e-5)
-        assert report.attn_entropy_change[l] == pytest.approx(report.attn_entropy[l] - report.attn_input_entropy[l], abs=1e-5)
+        assert report.layer_entropy_change[l] == pytest.approx(
+            report.layer_entropy[l + 1] - report.layer_entropy[l], abs=1e-5
+        )
+        assert report.ffn_entropy_change[l] == pytest.approx(
+            report.ffn_entropy[l] - report.ffn_input_entropy[l], abs=1e-5
+        )
+        assert report.attn_entropy_change[l] == pytest.approx(
+            report.attn_entropy[l] - report.attn_input_entropy[l], abs=1e-5
+        )
     assert report.boundary_layer == boundary_layer(report.ffn_entropy_change).layer
     assert report.boundary_reason
     assert report.settings["source"] == "given"
@@ -124,7 +140,11 @@ def test_token_weighted_mean_pools_all_tokens(tiny_llm):
     report = analyse_entropy(model, tok, items, config=AnalysisConfig(batch_size=3), progress=False)
     parts = []
     for p in PAIRS:
-        b = pack_sequences([encode_prompt(tok, p.get("messages") or p["prompt"])], [encode_response(tok, p["response"])], tok.pad_token_id)
+        b = pack_sequences(
+            [encode_prompt(tok, p.get("messages") or p["prompt"])],
+            [encode_response(tok, p["response"])],
+            tok.pad_token_id,
+        )
         parts.append(internal_policy_statistics(model, b.input_ids, b.attention_mask, positions=b.prediction_mask))
     pooled = InternalPolicyStatistics.concatenate(parts)
     assert report.layer_entropy == pytest.approx(pooled.entropy["layer"].mean(-1).tolist(), abs=1e-4)
@@ -143,7 +163,9 @@ def test_sampled_responses_are_seeded(tiny_llm):
     assert a.num_sequences == 4 and a.settings["source"] == "sampled"
     assert [s["response"] for s in a.samples] == [s["response"] for s in b.samples]
     assert a.layer_entropy == b.layer_entropy
-    c = analyse_entropy(model, tok, prompts, config=AnalysisConfig(max_new_tokens=5, seed=4, samples_per_prompt=2), progress=False)
+    c = analyse_entropy(
+        model, tok, prompts, config=AnalysisConfig(max_new_tokens=5, seed=4, samples_per_prompt=2), progress=False
+    )
     assert [s["response"] for s in a.samples] != [s["response"] for s in c.samples]
 
 
@@ -161,16 +183,34 @@ def test_report_json_roundtrip_and_save(tiny_llm, tmp_path):
     model, tok = tiny_llm
     report = analyse_entropy(model, tok, [PromptResponse("Hi", "Hello there.")], progress=False, model_name="tiny")
     d = json.loads(report.to_json())
-    for key in ("model", "num_layers", "norm", "num_tokens", "layer_entropy", "attn_entropy", "ffn_entropy",
-                "attn_input_entropy", "ffn_input_entropy", "layer_entropy_change", "attn_entropy_change",
-                "ffn_entropy_change", "boundary_layer"):
+    for key in (
+        "model",
+        "num_layers",
+        "norm",
+        "num_tokens",
+        "layer_entropy",
+        "attn_entropy",
+        "ffn_entropy",
+        "attn_input_entropy",
+        "ffn_input_entropy",
+        "layer_entropy_change",
+        "attn_entropy_change",
+        "ffn_entropy_change",
+        "boundary_layer",
+    ):
         assert key in d, key
     back = EntropyReport.from_json(report.to_json())
     assert back.layer_entropy == report.layer_entropy and back.token_statistics is None
     from bupo_core.reporting.entropy_plots import save_entropy_report
 
     paths = save_entropy_report(report, tmp_path / "out")
-    assert {p.name for p in paths.values()} == {"entropy.json", "entropy_flow.png", "entropy_change.png", "norms.png", "token_heatmap.png"}
+    assert {p.name for p in paths.values()} == {
+        "entropy.json",
+        "entropy_flow.png",
+        "entropy_change.png",
+        "norms.png",
+        "token_heatmap.png",
+    }
     assert EntropyReport.from_json(paths["entropy"]).num_tokens == report.num_tokens
     with pytest.raises(InputFormatError, match="not valid JSON"):
         EntropyReport.from_json("{broken")

@@ -56,9 +56,21 @@ def test_trainer_keeps_float32_master_weights_and_moves_at_lr_1e6(tmp_path, tiny
     _, tok = tiny_llm
     model = tiny_model("llama", vocab_size=len(tok), seed=3).to(torch.bfloat16)  # "loaded in bf16"
     cfg = TrainConfig(
-        model="tiny-random-llama", task="chain_sum", task_size=20, reward="bf16_test_even_length", steps=1,
-        prompts_per_step=4, group_size=4, max_new_tokens=6, lr=1e-6, num_mini_batches=1, micro_batch_size=16,
-        precision="bf16", device="cpu", out_dir=str(tmp_path / "run"), seed=1,
+        model="tiny-random-llama",
+        task="chain_sum",
+        task_size=20,
+        reward="bf16_test_even_length",
+        steps=1,
+        prompts_per_step=4,
+        group_size=4,
+        max_new_tokens=6,
+        lr=1e-6,
+        num_mini_batches=1,
+        micro_batch_size=16,
+        precision="bf16",
+        device="cpu",
+        out_dir=str(tmp_path / "run"),
+        seed=1,
     )
     tr = Trainer(cfg, model=model, tokenizer=tok)
     assert all(p.dtype == torch.float32 for p in tr.model.parameters())
@@ -185,8 +197,15 @@ def test_internal_policy_statistics_are_float32_inside_autocast(smollm_batch):
     cfg = LensConfig(kinds=("layer",))
     adapter = ArchitectureAdapter(model)
     with torch.no_grad(), bf16_autocast():
-        stats = internal_policy_statistics(model, batch.input_ids, batch.attention_mask, positions=batch.prediction_mask,
-                                           targets=batch.targets, config=cfg, adapter=adapter)
+        stats = internal_policy_statistics(
+            model,
+            batch.input_ids,
+            batch.attention_mask,
+            positions=batch.prediction_mask,
+            targets=batch.targets,
+            config=cfg,
+            adapter=adapter,
+        )
         hidden = forward_to_layer(model, batch.input_ids, 30, batch.attention_mask, adapter=adapter)
     m = batch.prediction_mask.bool()
     ref = policy_statistics(adapter, hidden[m].float(), targets=batch.targets[m])

@@ -55,9 +55,21 @@ class Browser:
 
         port = _free_port()
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-             f"--remote-debugging-port={port}", f"--user-data-dir={tmp / 'profile'}", "--window-size=1280,900", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                CHROMIUM,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                f"--remote-debugging-port={port}",
+                f"--user-data-dir={tmp / 'profile'}",
+                "--window-size=1280,900",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 60
         while True:
             try:
@@ -103,16 +115,23 @@ class Browser:
         self.events = []
         self.send("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
-        self.evaluate("(window.MathJax && MathJax.startup && MathJax.startup.promise) ? MathJax.startup.promise.then(() => true) : true")
+        self.evaluate(
+            "(window.MathJax && MathJax.startup && MathJax.startup.promise) ? MathJax.startup.promise.then(() => true) : true"
+        )
         time.sleep(0.2)
         self.send("Runtime.evaluate", expression="1")  # drain pending events
         errors = []
         for e in self.events:
             m, p = e.get("method"), e.get("params", {})
             if m == "Runtime.exceptionThrown":
-                errors.append(f"exception: {p['exceptionDetails'].get('text')} {p['exceptionDetails'].get('exception', {}).get('description', '')}")
+                errors.append(
+                    f"exception: {p['exceptionDetails'].get('text')} {p['exceptionDetails'].get('exception', {}).get('description', '')}"
+                )
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+                errors.append(
+                    "console.error: "
+                    + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+                )
             elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
                 errors.append(f"log: {p['entry'].get('text')} {p['entry'].get('url', '')}")
             elif m == "Network.loadingFailed" and not p.get("canceled"):
@@ -177,9 +196,16 @@ def book(tmp_path_factory) -> Path:
     _need(CHROMIUM is not None, "chromium is not installed (apt-get install -y chromium)")
     _need((ROOT / "node_modules" / "mathjax" / "es5" / "tex-chtml.js").exists(), "node packages missing: run `npm ci`")
     out = tmp_path_factory.mktemp("book")
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "book.py"), "--out", str(out)], capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "book.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "WARNING" not in proc.stderr, proc.stderr  # sphinx -q prints warnings only: a dead cross-reference, a missing image...
+    assert "WARNING" not in proc.stderr, (
+        proc.stderr
+    )  # sphinx -q prints warnings only: a dead cross-reference, a missing image...
     return out / "html"
 
 
@@ -191,7 +217,10 @@ def test_book_has_every_page_and_executes_nothing(book):
     assert want <= pages, want - pages
     # the student pages show stubs and no outputs; the chapters show their committed figures
     assert "NotImplementedError" in (book / "notebooks" / "exercises" / "04_grpo_from_scratch.html").read_text()
-    assert len(re.findall(r"<img [^>]*_images/", (book / "notebooks" / "02_internal_policy_entropy.html").read_text())) >= 5
+    assert (
+        len(re.findall(r"<img [^>]*_images/", (book / "notebooks" / "02_internal_policy_entropy.html").read_text()))
+        >= 5
+    )
 
 
 def test_every_page_opens_in_headless_chromium(book, tmp_path):
@@ -200,7 +229,11 @@ def test_every_page_opens_in_headless_chromium(book, tmp_path):
     browser = Browser(tmp_path)
     problems: list[str] = []
     try:
-        pages = sorted(p.relative_to(book).as_posix() for p in book.rglob("*.html") if not p.relative_to(book).as_posix().startswith(("_", "genindex", "search")))
+        pages = sorted(
+            p.relative_to(book).as_posix()
+            for p in book.rglob("*.html")
+            if not p.relative_to(book).as_posix().startswith(("_", "genindex", "search"))
+        )
         for page in pages:
             url = base + page
             errors = browser.open(url)
@@ -221,18 +254,24 @@ def test_every_page_opens_in_headless_chromium(book, tmp_path):
             if page == "notebooks/02_internal_policy_entropy.html":
                 assert found["rendered"] >= 5, "MathJax rendered no equations on chapter 02"
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        for page, name, scroll in (("index.html", "index", None),
-                                   ("notebooks/02_internal_policy_entropy.html", "02_explorer_static_figure", "explore-it-yourself"),
-                                   ("docs/results.html", "results", None)):
+        for page, name, scroll in (
+            ("index.html", "index", None),
+            ("notebooks/02_internal_policy_entropy.html", "02_explorer_static_figure", "explore-it-yourself"),
+            ("docs/results.html", "results", None),
+        ):
             browser.open(base + page)
             if scroll:
-                browser.evaluate(f"(() => {{ const h = document.getElementById('{scroll}'); const imgs = [...document.images]"
-                                 f".filter(i => h.compareDocumentPosition(i) & Node.DOCUMENT_POSITION_FOLLOWING); "
-                                 f"(imgs[0] || h).scrollIntoView(); return imgs.length; }})()")
+                browser.evaluate(
+                    f"(() => {{ const h = document.getElementById('{scroll}'); const imgs = [...document.images]"
+                    f".filter(i => h.compareDocumentPosition(i) & Node.DOCUMENT_POSITION_FOLLOWING); "
+                    f"(imgs[0] || h).scrollIntoView(); return imgs.length; }})()"
+                )
                 time.sleep(0.3)
             browser.screenshot(SCREENSHOTS / f"{name}.png")
     finally:
         browser.close()
         server.shutdown()
     assert not problems, "\n".join(problems[:60])
-    assert all((SCREENSHOTS / f"{n}.png").stat().st_size > 10_000 for n in ("index", "02_explorer_static_figure", "results"))
+    assert all(
+        (SCREENSHOTS / f"{n}.png").stat().st_size > 10_000 for n in ("index", "02_explorer_static_figure", "results")
+    )

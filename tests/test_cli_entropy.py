@@ -8,9 +8,21 @@ import pytest
 
 from bupo_core.cli import main
 
-FIELDS = ("model", "num_layers", "norm", "num_tokens", "layer_entropy", "attn_entropy", "ffn_entropy",
-          "attn_input_entropy", "ffn_input_entropy", "layer_entropy_change", "attn_entropy_change",
-          "ffn_entropy_change", "boundary_layer")
+FIELDS = (
+    "model",
+    "num_layers",
+    "norm",
+    "num_tokens",
+    "layer_entropy",
+    "attn_entropy",
+    "ffn_entropy",
+    "attn_input_entropy",
+    "ffn_input_entropy",
+    "layer_entropy_change",
+    "attn_entropy_change",
+    "ffn_entropy_change",
+    "boundary_layer",
+)
 
 
 def _pairs(tmp_path, lines):
@@ -20,12 +32,29 @@ def _pairs(tmp_path, lines):
 
 
 def test_entropy_from_pairs_writes_json_and_figures(tmp_path, capsys):
-    pairs = _pairs(tmp_path, [
-        json.dumps({"prompt": "What is 2 + 3?", "response": "5"}),
-        json.dumps({"messages": [{"role": "user", "content": "Name a colour."}], "response": "Blue is a colour."}),
-    ])
+    pairs = _pairs(
+        tmp_path,
+        [
+            json.dumps({"prompt": "What is 2 + 3?", "response": "5"}),
+            json.dumps({"messages": [{"role": "user", "content": "Name a colour."}], "response": "Blue is a colour."}),
+        ],
+    )
     out = tmp_path / "run"
-    rc = main(["entropy", "--model", "tiny-random-llama", "--pairs", str(pairs), "--norm", "final", "--device", "cpu", "--out", str(out)])
+    rc = main(
+        [
+            "entropy",
+            "--model",
+            "tiny-random-llama",
+            "--pairs",
+            str(pairs),
+            "--norm",
+            "final",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.loads((out / "entropy.json").read_text())
     for key in FIELDS:
@@ -41,8 +70,26 @@ def test_entropy_from_pairs_writes_json_and_figures(tmp_path, capsys):
 
 def test_entropy_from_task_samples(tmp_path):
     out = tmp_path / "task"
-    rc = main(["entropy", "--model", "tiny-random-llama", "--task", "chain_sum", "--n", "2", "--max-new-tokens", "4",
-               "--seed", "1", "--task-arg", "max_terms=2", "--no-figures", "--out", str(out)])
+    rc = main(
+        [
+            "entropy",
+            "--model",
+            "tiny-random-llama",
+            "--task",
+            "chain_sum",
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--seed",
+            "1",
+            "--task-arg",
+            "max_terms=2",
+            "--no-figures",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.loads((out / "entropy.json").read_text())
     assert data["num_sequences"] == 2 and 2 <= data["num_tokens"] <= 8

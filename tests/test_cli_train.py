@@ -7,14 +7,45 @@ import json
 from bupo_core.cli import main
 from bupo_core.trainer import read_metrics
 
-BASE = ["train", "--model", "tiny-random-llama", "--task", "chain_sum", "--prompts-per-step", "2", "--group-size", "2",
-        "--max-new-tokens", "4", "--task-size", "20", "--quiet"]
+BASE = [
+    "train",
+    "--model",
+    "tiny-random-llama",
+    "--task",
+    "chain_sum",
+    "--prompts-per-step",
+    "2",
+    "--group-size",
+    "2",
+    "--max-new-tokens",
+    "4",
+    "--task-size",
+    "20",
+    "--quiet",
+]
 
 
 def test_train_writes_config_metrics_checkpoints_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(BASE + ["--method", "bupo", "--layer", "1", "--inter-steps", "1", "--steps", "2", "--save-every", "1",
-                      "--task-arg", "max_terms=2", "--out", str(out)])
+    rc = main(
+        BASE
+        + [
+            "--method",
+            "bupo",
+            "--layer",
+            "1",
+            "--inter-steps",
+            "1",
+            "--steps",
+            "2",
+            "--save-every",
+            "1",
+            "--task-arg",
+            "max_terms=2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["method"] == "bupo" and cfg["layer"] == 1 and cfg["task_kwargs"] == {"max_terms": 2}
@@ -22,8 +53,24 @@ def test_train_writes_config_metrics_checkpoints_and_resumes(tmp_path, capsys):
     assert [r["step"] for r in rows] == [1, 2] and [r["phase"] for r in rows] == ["internal", "full"]
     assert (out / "checkpoints" / "checkpoint-2" / "model.safetensors").exists()
     assert "metrics:" in capsys.readouterr().out
-    rc = main(BASE + ["--method", "bupo", "--layer", "1", "--inter-steps", "1", "--steps", "3", "--task-arg", "max_terms=2",
-                      "--out", str(out), "--resume"])
+    rc = main(
+        BASE
+        + [
+            "--method",
+            "bupo",
+            "--layer",
+            "1",
+            "--inter-steps",
+            "1",
+            "--steps",
+            "3",
+            "--task-arg",
+            "max_terms=2",
+            "--out",
+            str(out),
+            "--resume",
+        ]
+    )
     assert rc == 0 and [r["step"] for r in read_metrics(out)] == [1, 2, 3]
 
 
@@ -79,15 +126,52 @@ def test_generated_flags_parse_into_the_config():
     from bupo_core.trainer import TrainConfig
 
     args = build_parser().parse_args(
-        ["train", "--out", "o", "--lr", "0.001", "--dual-clip", "none", "--adam-betas", "0.8", "0.9", "--no-skip-zero-advantage-rows",
-         "--loss-aggregation", "sequence-mean", "--ppo-epochs", "2", "--task", "basic_arithmetic"]
+        [
+            "train",
+            "--out",
+            "o",
+            "--lr",
+            "0.001",
+            "--dual-clip",
+            "none",
+            "--adam-betas",
+            "0.8",
+            "0.9",
+            "--no-skip-zero-advantage-rows",
+            "--loss-aggregation",
+            "sequence-mean",
+            "--ppo-epochs",
+            "2",
+            "--task",
+            "basic_arithmetic",
+        ]
     )
     cfg = config_from_args(args)
-    assert (cfg.lr, cfg.dual_clip, cfg.adam_betas, cfg.skip_zero_advantage_rows, cfg.loss_aggregation, cfg.ppo_epochs) == (
-        0.001, None, (0.8, 0.9), False, "sequence-mean", 2)
+    assert (
+        cfg.lr,
+        cfg.dual_clip,
+        cfg.adam_betas,
+        cfg.skip_zero_advantage_rows,
+        cfg.loss_aggregation,
+        cfg.ppo_epochs,
+    ) == (0.001, None, (0.8, 0.9), False, "sequence-mean", 2)
     assert cfg.out_dir == "o" and cfg.task_kwargs == {}  # non-chain_sum tasks start from their own defaults
-    untouched = {k: v for k, v in cfg.to_dict().items() if k not in ("lr", "dual_clip", "adam_betas", "skip_zero_advantage_rows",
-                                                                        "loss_aggregation", "ppo_epochs", "out_dir", "task", "task_kwargs")}
+    untouched = {
+        k: v
+        for k, v in cfg.to_dict().items()
+        if k
+        not in (
+            "lr",
+            "dual_clip",
+            "adam_betas",
+            "skip_zero_advantage_rows",
+            "loss_aggregation",
+            "ppo_epochs",
+            "out_dir",
+            "task",
+            "task_kwargs",
+        )
+    }
     assert untouched == {k: v for k, v in TrainConfig().to_dict().items() if k in untouched}
 
 
@@ -95,7 +179,14 @@ def test_one_task_arg_parser():
     from bupo_core.commands._common import parse_task_args
     from bupo_core.config_cli import parse_key_values
 
-    assert parse_key_values(["a=2", "b=0.5", "c=TRUE", "d=x", "e=[1, 2]", "f=null"]) == {"a": 2, "b": 0.5, "c": True, "d": "x", "e": [1, 2], "f": None}
+    assert parse_key_values(["a=2", "b=0.5", "c=TRUE", "d=x", "e=[1, 2]", "f=null"]) == {
+        "a": 2,
+        "b": 0.5,
+        "c": True,
+        "d": "x",
+        "e": [1, 2],
+        "f": None,
+    }
     assert parse_task_args(["max_terms=2"]) == {"max_terms": 2}
 
 
@@ -111,12 +202,16 @@ def test_a_new_config_field_is_a_flag_without_other_changes():
     class Extended(TrainConfig):
         warmup_steps: int = 0
 
-    Extended.__doc__ = TrainConfig.__doc__ + "\n        warmup_steps: linear learning-rate warm-up over this many steps (0 = off).\n"
+    Extended.__doc__ = (
+        TrainConfig.__doc__ + "\n        warmup_steps: linear learning-rate warm-up over this many steps (0 = off).\n"
+    )
     p = argparse.ArgumentParser()
     add_config_arguments(p, Extended, exclude=("task_kwargs",))
     assert "linear learning-rate warm-up" in p.format_help()
     cfg = config_from_args(Extended, p.parse_args(["--warmup-steps", "10", "--lr", "0.5"]))
     assert cfg.warmup_steps == 10 and cfg.lr == 0.5 and cfg.steps == TrainConfig().steps
+
+
 def test_training_on_a_test_set_is_refused_before_any_download(tmp_path, capsys, monkeypatch):
     import bupo_core.tasks as tasks
 
@@ -125,10 +220,19 @@ def test_training_on_a_test_set_is_refused_before_any_download(tmp_path, capsys,
 
     monkeypatch.setattr(tasks, "_load_hub", no_download)
     out = str(tmp_path / "x")
-    for name, instead in [("math500", "deepmath"), ("aime24", "deepmath"), ("amc23", "deepmath"), ("gsm8k-test", "gsm8k")]:
+    for name, instead in [
+        ("math500", "deepmath"),
+        ("aime24", "deepmath"),
+        ("amc23", "deepmath"),
+        ("gsm8k-test", "gsm8k"),
+    ]:
         assert main(BASE + ["--task", name, "--out", out]) == 2
         err = capsys.readouterr().err
-        assert f"task {name!r} is a test set" in err and f"Train on {instead}" in err and "--allow-test-set-training" in err
+        assert (
+            f"task {name!r} is a test set" in err
+            and f"Train on {instead}" in err
+            and "--allow-test-set-training" in err
+        )
     assert not (tmp_path / "x").exists()
 
 

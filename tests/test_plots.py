@@ -22,14 +22,24 @@ from bupo_core.teaching.widgets import LensView, explore, lens_view, widgets_ava
 
 def _report(L=4, boundary=2):
     return {
-        "model": "toy", "num_layers": L, "vocab_size": 100, "norm": "none", "num_tokens": 10,
+        "model": "toy",
+        "num_layers": L,
+        "vocab_size": 100,
+        "norm": "none",
+        "num_tokens": 10,
         "layer_entropy": [4.0 - 0.5 * i for i in range(L + 1)],
-        "attn_entropy": [3.0] * L, "ffn_entropy": [2.0] * L,
-        "attn_input_entropy": [3.5] * L, "ffn_input_entropy": [1.5] * L,
-        "layer_entropy_change": [-0.5] * L, "attn_entropy_change": [-0.5] * L,
+        "attn_entropy": [3.0] * L,
+        "ffn_entropy": [2.0] * L,
+        "attn_input_entropy": [3.5] * L,
+        "ffn_input_entropy": [1.5] * L,
+        "layer_entropy_change": [-0.5] * L,
+        "attn_entropy_change": [-0.5] * L,
         "ffn_entropy_change": [0.5, 0.5, -0.1, -0.2][:L],
-        "boundary_layer": boundary, "boundary_run": [1, boundary] if boundary else None,
-        "layer_norm": [1.0 + i for i in range(L + 1)], "attn_norm": [1.0] * L, "ffn_norm": [2.0] * L,
+        "boundary_layer": boundary,
+        "boundary_run": [1, boundary] if boundary else None,
+        "layer_norm": [1.0 + i for i in range(L + 1)],
+        "attn_norm": [1.0] * L,
+        "ffn_norm": [2.0] * L,
     }
 
 
@@ -127,8 +137,12 @@ def test_explore_static_fallback_and_widget(tiny_llm, capsys):
 def test_pass_at_k_figure_draws_the_given_values():
     from bupo_core.reporting.evaluation_plots import plot_pass_at_k
 
-    res = {"num_samples": 4, "avg_at_k": 0.25, "pass_at_k": {"1": 0.25, "2": 0.4, "4": 0.6},
-           "pass_at_k_ci": {"1": [0.1, 0.4], "2": [0.2, 0.6], "4": [0.4, 0.8]}}
+    res = {
+        "num_samples": 4,
+        "avg_at_k": 0.25,
+        "pass_at_k": {"1": 0.25, "2": 0.4, "4": 0.6},
+        "pass_at_k_ci": {"1": [0.1, 0.4], "2": [0.2, 0.6], "4": [0.4, 0.8]},
+    }
     ax = plot_pass_at_k({"base": res}).axes[0]
     line = ax.get_lines()[0]
     assert list(line.get_xdata()) == [1, 2, 4] and list(line.get_ydata()) == [0.25, 0.4, 0.6]
@@ -139,8 +153,17 @@ def test_pass_at_k_figure_draws_the_given_values():
 def test_refinement_figure_draws_each_measure():
     from bupo_core.reporting.evaluation_plots import plot_refinement
 
-    rows = [{"step": s, "layer": 2, "cosine_to_higher": {"3": 0.1 * s, "4": 0.2 * s}, "kl_to_higher": {"3": 1.0 + s, "4": 2.0 + s},
-             "layer_entropy_change": -0.1 * s, "perplexity": 10.0 - s} for s in (0, 5)]
+    rows = [
+        {
+            "step": s,
+            "layer": 2,
+            "cosine_to_higher": {"3": 0.1 * s, "4": 0.2 * s},
+            "kl_to_higher": {"3": 1.0 + s, "4": 2.0 + s},
+            "layer_entropy_change": -0.1 * s,
+            "perplexity": 10.0 - s,
+        }
+        for s in (0, 5)
+    ]
     axes = plot_refinement(rows).axes
     assert [list(l.get_ydata()) for l in axes[0].get_lines()] == [[0.0, 0.5], [0.0, 1.0]]
     assert list(axes[1].get_lines()[0].get_ydata()) == [0.0, -0.5]

@@ -29,7 +29,14 @@ def test_reduce_policy_matches_dense_and_chunking_does_not_matter():
     x, t = torch.randn(13, 8), torch.randint(0, 50, (13,))
     logp = torch.log_softmax(x @ head.weight.T + head.bias, -1)
     for chunk in (1, 4, 100):
-        out = reduce_policy(head, x, ("entropy", "logprob", "topk_ids", "topk_probs", "vector_norm"), targets=t, top_k=3, chunk_size=chunk)
+        out = reduce_policy(
+            head,
+            x,
+            ("entropy", "logprob", "topk_ids", "topk_probs", "vector_norm"),
+            targets=t,
+            top_k=3,
+            chunk_size=chunk,
+        )
         assert torch.allclose(out["entropy"], -(logp.exp() * logp).sum(-1), atol=1e-5)
         assert torch.allclose(out["logprob"], logp.gather(-1, t[:, None])[:, 0], atol=1e-5)
         assert_topk_agrees(out["topk_ids"], logp, atol=1e-5)  # chunked vs dense: near ties may swap
@@ -108,7 +115,9 @@ def test_a_registered_statistic_reaches_the_report_and_its_plot(tiny_llm):
         cfg = AnalysisConfig(statistics=LENS_STATISTICS + ("max_prob",))
         report = analyse_entropy(model, tok, [PromptResponse("Hi", "Hello there.")], config=cfg, progress=False)
         stats = report.token_statistics
-        assert report.statistics["max_prob"]["ffn"] == pytest.approx(stats["max_prob"]["ffn"].mean(-1).tolist(), abs=1e-6)
+        assert report.statistics["max_prob"]["ffn"] == pytest.approx(
+            stats["max_prob"]["ffn"].mean(-1).tolist(), abs=1e-6
+        )
         assert report.layer_logprob == report.statistics["logprob"]["layer"]
         ax = plots.plot_statistic(report, "max_prob").axes[0]
         lines = {ln.get_label(): ln for ln in ax.get_lines()}

@@ -39,7 +39,13 @@ def test_choose_precision_by_capability():
     assert bupo_core.choose_precision is choose_precision
     assert choose_precision((7, 5)) == "fp16"  # T4
     assert choose_precision((7, 0)) == choose_precision((6, 0)) == "fp16"  # V100, P100
-    assert choose_precision((8, 0)) == choose_precision((8, 6)) == choose_precision((8, 9)) == choose_precision((9, 0)) == "bf16"
+    assert (
+        choose_precision((8, 0))
+        == choose_precision((8, 6))
+        == choose_precision((8, 9))
+        == choose_precision((9, 0))
+        == "bf16"
+    )
     assert choose_precision(None) == "fp32"
 
 
@@ -74,8 +80,30 @@ def test_bupo_train_precision_auto_on_a_faked_card(monkeypatch, tmp_path, capsys
 
     monkeypatch.setattr(Trainer, "train_step", spy)
     out = tmp_path / "run"
-    rc = main(["train", "--model", "tiny-random-llama", "--task", "chain_sum", "--prompts-per-step", "2", "--group-size", "2",
-               "--max-new-tokens", "4", "--task-size", "20", "--quiet", "--steps", "1", "--precision", "auto", "--out", str(out)])
+    rc = main(
+        [
+            "train",
+            "--model",
+            "tiny-random-llama",
+            "--task",
+            "chain_sum",
+            "--prompts-per-step",
+            "2",
+            "--group-size",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--task-size",
+            "20",
+            "--quiet",
+            "--steps",
+            "1",
+            "--precision",
+            "auto",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert f"precision: {mode} (auto: " in printed and f"compute capability {cap[0]}.{cap[1]}" in printed
@@ -94,9 +122,21 @@ def test_each_mode_moves_float32_weights_at_lr_1e6_with_finite_losses(tmp_path, 
     _, tok = tiny_llm
     model = tiny_model("llama", vocab_size=len(tok), seed=3)
     cfg = TrainConfig(
-        model="tiny-random-llama", task="chain_sum", task_size=20, reward="precision_test_even_length", steps=1,
-        prompts_per_step=4, group_size=4, max_new_tokens=6, lr=1e-6, num_mini_batches=1, micro_batch_size=16,
-        precision=mode, device="cpu", out_dir=str(tmp_path / "run"), seed=1,
+        model="tiny-random-llama",
+        task="chain_sum",
+        task_size=20,
+        reward="precision_test_even_length",
+        steps=1,
+        prompts_per_step=4,
+        group_size=4,
+        max_new_tokens=6,
+        lr=1e-6,
+        num_mini_batches=1,
+        micro_batch_size=16,
+        precision=mode,
+        device="cpu",
+        out_dir=str(tmp_path / "run"),
+        seed=1,
     )
     tr = Trainer(cfg, model=model, tokenizer=tok)
     assert tr.precision.mode == mode and tr.scaler.enabled == (mode == "fp16")
@@ -140,9 +180,20 @@ def test_full_policy_logprobs_of_each_mode_within_the_stated_tolerance(smollm_ba
 
 def test_fp16_overflow_halves_the_scale_and_skips_without_stopping(tmp_path, tiny_llm):
     _, tok = tiny_llm
-    cfg = TrainConfig(model="tiny-random-llama", task="chain_sum", task_size=20, reward="precision_test_even_length", steps=1,
-                      prompts_per_step=2, group_size=2, max_new_tokens=4, precision="fp16", device="cpu",
-                      out_dir=str(tmp_path / "run"), max_nonfinite_updates=1)
+    cfg = TrainConfig(
+        model="tiny-random-llama",
+        task="chain_sum",
+        task_size=20,
+        reward="precision_test_even_length",
+        steps=1,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=4,
+        precision="fp16",
+        device="cpu",
+        out_dir=str(tmp_path / "run"),
+        max_nonfinite_updates=1,
+    )
     tr = Trainer(cfg, model=tiny_model("llama", vocab_size=len(tok)), tokenizer=tok)
     scale = tr.scaler.scale
     before = [p.detach().clone() for p in tr.params]
@@ -184,6 +235,11 @@ def test_ci_runs_every_notebook_under_the_bf16_switch():
 
     root = Path(__file__).resolve().parents[1]
     make = (root / "Makefile").read_text()
-    target = make[make.index("test-notebooks-bf16: install"):].split("\n\n")[0]
-    assert "BUPO_SIMULATE_DTYPE=bfloat16" in target and "BUPO_FAST=1" in target and "--nbval-lax" in target and "notebooks/*.ipynb" in target
+    target = make[make.index("test-notebooks-bf16: install") :].split("\n\n")[0]
+    assert (
+        "BUPO_SIMULATE_DTYPE=bfloat16" in target
+        and "BUPO_FAST=1" in target
+        and "--nbval-lax" in target
+        and "notebooks/*.ipynb" in target
+    )
     assert "make test-notebooks-bf16" in (root / ".ci" / "run").read_text()

@@ -18,7 +18,14 @@ from bupo_core import recipes
 from bupo_core.models import tiny_model
 from bupo_core.policy_head import chunked_logprob_entropy
 from bupo_core.recipes import (
-    HEAD_BACKWARD_BLOCKS, HEAD_FORWARD_BLOCKS, QWEN3_0_6B, SMOLLM2_135M, ModelShape, build_recipe, estimate_memory, recipe_for_gpu,
+    HEAD_BACKWARD_BLOCKS,
+    HEAD_FORWARD_BLOCKS,
+    QWEN3_0_6B,
+    SMOLLM2_135M,
+    ModelShape,
+    build_recipe,
+    estimate_memory,
+    recipe_for_gpu,
 )
 from bupo_core.rollout import _shared_prompt_cache
 
@@ -36,7 +43,13 @@ class LiveBlocks(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ARG002
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.dim() == 2 and t.dtype == torch.float32 and t.shape[1] == self.cols and t.shape[0] in self.rows:
+            if (
+                isinstance(t, torch.Tensor)
+                and t.dim() == 2
+                and t.dtype == torch.float32
+                and t.shape[1] == self.cols
+                and t.shape[0] in self.rows
+            ):
                 self.refs.append(weakref.ref(t))
                 self.seen_rows.add(int(t.shape[0]))
         self.refs = [r for r in self.refs if r() is not None]
@@ -49,8 +62,16 @@ def test_head_blocks_of_the_estimate_match_the_policy_head(chunk):
     """The estimate's head parts = what chunked_logprob_entropy holds, for the chunk size the config sets."""
     V, d, mbs, new_tokens = 1000, 16, 2, 20
     shape = ModelShape("toy", V, d, 32, 2, 2, 2, 8)
-    est = estimate_memory(shape, precision="fp32", prompt_tokens=4, max_new_tokens=new_tokens, group_size=2,
-                          generation_batch_size=2, micro_batch_size=mbs, logprob_chunk_size=chunk)
+    est = estimate_memory(
+        shape,
+        precision="fp32",
+        prompt_tokens=4,
+        max_new_tokens=new_tokens,
+        group_size=2,
+        generation_batch_size=2,
+        micro_batch_size=mbs,
+        logprob_chunk_size=chunk,
+    )
     n = mbs * new_tokens  # the response tokens of a micro-batch (what the trainer projects)
     rows = est.head_chunk_rows
     assert rows == min(chunk, n)
@@ -89,8 +110,16 @@ def test_shared_prefill_computes_the_last_position_logits_only():
 def test_model_shapes_match_the_real_configs():
     from transformers import Qwen3Config  # noqa: PLC0415
 
-    cfg = Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                      num_key_value_heads=8, head_dim=128, tie_word_embeddings=True)
+    cfg = Qwen3Config(
+        vocab_size=151936,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        tie_word_embeddings=True,
+    )
     assert ModelShape.from_config(cfg, "Qwen/Qwen3-0.6B") == QWEN3_0_6B
     assert 595e6 < QWEN3_0_6B.parameters < 600e6  # Qwen3-0.6B: 596M with tied embeddings
     small = tiny_model("llama", vocab_size=300, num_layers=3, hidden_size=64)
@@ -104,7 +133,11 @@ def test_recipes_by_card_and_the_t4_fits_13_gib(monkeypatch, tmp_path):
     assert t4.name == "t4-16gb" and t4.settings["precision"] == "fp16" and t4.settings["group_size"] == 8
     assert t4.settings["gradient_checkpointing"] and t4.memory.peak_gib <= 13.0
     assert recipe_for_gpu("NVIDIA L4", 22.0).name == recipe_for_gpu("NVIDIA A10G", 22.5).name == "24gb"
-    assert recipe_for_gpu("NVIDIA A100-SXM4-40GB", 39.6).name == recipe_for_gpu("NVIDIA H100 80GB HBM3", 79.2).name == "40-80gb"
+    assert (
+        recipe_for_gpu("NVIDIA A100-SXM4-40GB", 39.6).name
+        == recipe_for_gpu("NVIDIA H100 80GB HBM3", 79.2).name
+        == "40-80gb"
+    )
     for r in recipes.all_recipes():
         card = recipes.CARDS[r.card]
         assert r.memory.fits(card.memory_gib), r.describe()
@@ -129,5 +162,8 @@ def test_estimate_per_precision():
     bf16, fp16, fp32 = (estimate_memory(QWEN3_0_6B, precision=p, **kw) for p in ("bf16", "fp16", "fp32"))
     assert bf16.generation["kv_cache"] == fp16.generation["kv_cache"] == fp32.generation["kv_cache"] // 2
     assert "autocast_weight_copies" not in fp32.update and bf16.update["autocast_weight_copies"] == 2 * (
-        QWEN3_0_6B.parameters - QWEN3_0_6B.unembedding_parameters)
-    assert bf16.update["head_backward_blocks_fp32"] == fp32.update["head_backward_blocks_fp32"]  # the head is float32 in every mode
+        QWEN3_0_6B.parameters - QWEN3_0_6B.unembedding_parameters
+    )
+    assert (
+        bf16.update["head_backward_blocks_fp32"] == fp32.update["head_backward_blocks_fp32"]
+    )  # the head is float32 in every mode

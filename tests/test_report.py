@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_committed_results_page_matches_the_data():
     page = build_page(ROOT / "results", bench=ROOT / "bench" / "results", notebooks=ROOT / "notebooks")
     committed = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
-    assert page.markdown == committed, "docs/results.md is out of date: run `bupo report results/ --out docs/results.md`"
+    assert page.markdown == committed, (
+        "docs/results.md is out of date: run `bupo report results/ --out docs/results.md`"
+    )
     for name in page.figures:
         assert (ROOT / "docs" / "figures" / name).exists(), f"docs/figures/{name} missing: rerun bupo report"
 
@@ -28,7 +30,9 @@ def test_readme_glance_quotes_the_committed_results():
     lines = glance_lines(ROOT / "results")
     assert lines, "no committed sweep"
     for line in lines:
-        assert line in readme, f"README.md's 'Results at a glance' is out of date; paste this line from glance_lines:\n{line}"
+        assert line in readme, (
+            f"README.md's 'Results at a glance' is out of date; paste this line from glance_lines:\n{line}"
+        )
 
 
 def test_readme_claims_follow_the_data():
@@ -58,7 +62,12 @@ def test_readme_claims_follow_the_data():
 
 def test_page_avoids_claims_the_outputs_contradict():
     text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8").lower()
-    for phrase in ("reward falls during", "repeats the comparison", "lower layers are nearly uniform", "tied embeddings:"):
+    for phrase in (
+        "reward falls during",
+        "repeats the comparison",
+        "lower layers are nearly uniform",
+        "tied embeddings:",
+    ):
         assert phrase not in text
 
 
@@ -83,7 +92,12 @@ def test_page_numbers_come_from_the_summary(tmp_path):
     assert "6.0 min for the finished cells, 1.0 min per cell on average (median 1.0 min)" in md  # 6 cells x 60 s
     # 3 seeds: p cannot go below 0.25, and the page says so
     assert "3 seeds cannot give p < 0.05 at all (smallest possible p 0.25)" in md
-    assert set(page.figures) == {"main_avg_at_k.png", "main_paired_avg_at_k.png", "main_reward_per_step.png", "main_internal_logprob.png"}
+    assert set(page.figures) == {
+        "main_avg_at_k.png",
+        "main_paired_avg_at_k.png",
+        "main_reward_per_step.png",
+        "main_internal_logprob.png",
+    }
     # internal log-prob, mean over seeds: step 1 -1.0, step 2 0.0
     assert "- `bupo_l1` (3 seeds): -1.000 at step 1, 0.000 at step 2 (up 1.000 nats)." in md
     assert "mean over steps and seeds: `grpo` 0.62, `bupo_l1` 0.50." in md  # learning signal from the metrics files
@@ -93,7 +107,21 @@ def test_page_numbers_come_from_the_summary(tmp_path):
 def test_cli_report_writes_page_and_figures(tmp_path, capsys):
     res = _fake_sweep(tmp_path)
     out = tmp_path / "docs" / "results.md"
-    assert main(["report", str(res), "--out", str(out), "--bench", str(tmp_path / "nb"), "--notebooks", str(tmp_path / "nn")]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(res),
+                "--out",
+                str(out),
+                "--bench",
+                str(tmp_path / "nb"),
+                "--notebooks",
+                str(tmp_path / "nn"),
+            ]
+        )
+        == 0
+    )
     assert out.read_text().startswith("# What our runs show")
     assert (out.parent / "figures" / "main_avg_at_k.png").stat().st_size > 1000
     assert main(["report", str(tmp_path / "missing"), "--out", str(out)]) == 2
@@ -108,26 +136,46 @@ def test_planned_sweeps_say_how_to_produce_them(tmp_path):
 
 
 def test_notebook05_table_is_read(tmp_path):
-    nb = {"cells": [{"cell_type": "code", "outputs": [{"name": "stdout", "output_type": "stream", "text": [
-        "run                                       reward, first 3  reward, last 3    entropy first->last\n",
-        "GRPO                                                0.125           0.250      2.257 -> 0.380\n",
-        "BuPO (layer 5, s_inter=3)                           0.111           0.264      2.483 -> 0.966\n"]}]}]}
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "outputs": [
+                    {
+                        "name": "stdout",
+                        "output_type": "stream",
+                        "text": [
+                            "run                                       reward, first 3  reward, last 3    entropy first->last\n",
+                            "GRPO                                                0.125           0.250      2.257 -> 0.380\n",
+                            "BuPO (layer 5, s_inter=3)                           0.111           0.264      2.483 -> 0.966\n",
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     p = tmp_path / "05.ipynb"
     p.write_text(json.dumps(nb))
-    assert notebook05_rewards(p) == [{"run": "GRPO", "reward_first3": 0.125, "reward_last3": 0.25},
-                                     {"run": "BuPO (layer 5, s_inter=3)", "reward_first3": 0.111, "reward_last3": 0.264}]
+    assert notebook05_rewards(p) == [
+        {"run": "GRPO", "reward_first3": 0.125, "reward_last3": 0.25},
+        {"run": "BuPO (layer 5, s_inter=3)", "reward_first3": 0.111, "reward_last3": 0.264},
+    ]
 
 
 def test_notebook07_table_is_read(tmp_path):
-    text = ("model   Avg@K (mean over seeds)    95% CI (seed 0)  Pass@K no answer length\n"
-            "base              0.094 ± 0.008    0.059-0.152   0.469      0.29   13.5\n"
-            "grpo              0.543 ± 0.004    0.395-0.676   0.750      0.01   10.5\n")
+    text = (
+        "model   Avg@K (mean over seeds)    95% CI (seed 0)  Pass@K no answer length\n"
+        "base              0.094 ± 0.008    0.059-0.152   0.469      0.29   13.5\n"
+        "grpo              0.543 ± 0.004    0.395-0.676   0.750      0.01   10.5\n"
+    )
     p = tmp_path / "07.ipynb"
     p.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": text}]}]}))
     from bupo_core.reporting.report import notebook07_eval
 
-    assert notebook07_eval(p) == [{"model": "base", "avg_at_k": 0.094, "pass_at_k": 0.469, "no_answer_rate": 0.29},
-                                  {"model": "grpo", "avg_at_k": 0.543, "pass_at_k": 0.75, "no_answer_rate": 0.01}]
+    assert notebook07_eval(p) == [
+        {"model": "base", "avg_at_k": 0.094, "pass_at_k": 0.469, "no_answer_rate": 0.29},
+        {"model": "grpo", "avg_at_k": 0.543, "pass_at_k": 0.75, "no_answer_rate": 0.01},
+    ]
 
 
 def test_repeated_cells_are_compared_across_sweeps(tmp_path):
@@ -142,7 +190,9 @@ def test_repeated_cells_are_compared_across_sweeps(tmp_path):
     (res / "again" / "cells.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     from bupo_core.sweep import parse_spec, write_summary
 
-    write_summary(parse_spec({**spec, "name": "again"}, "again.json"), res / "again")  # the report refuses a stale summary
+    write_summary(
+        parse_spec({**spec, "name": "again"}, "again.json"), res / "again"
+    )  # the report refuses a stale summary
     shared = repeated_cells(res)
     assert len(shared) == 6
     assert [c["where"] for c in shared if not c["identical"]] == [[("main", "bupo_l1", 1), ("again", "bupo_l1", 1)]]
@@ -263,7 +313,9 @@ def test_page_flags_bupo_cells_without_ipa_updates_and_shows_matched_controls(tm
     md = build_page(res, bench=tmp_path / "nb", notebooks=tmp_path / "nn").markdown
     assert "**`bupo_l1`: 1 of 4 cells made no IPA update** (seed 2): those cells are GRPO, not BuPO." in md
     assert "Over the 3 seeds with IPA updates" in md
-    assert "- `bupo_l1` − `grpo_2` (same number of full-policy steps, 4 seeds; `grpo_2` 0.400 on them): -0.11" in md  # 0.2875 - 0.4
+    assert (
+        "- `bupo_l1` − `grpo_2` (same number of full-policy steps, 4 seeds; `grpo_2` 0.400 on them): -0.11" in md
+    )  # 0.2875 - 0.4
     assert "Dynamic sampling: prompts kept (groups with unequal rewards) of prompts drawn" in md
     # the verdict names both tests, r and (with 4 pairs) no detectable difference
     line = next(x for x in md.splitlines() if x.startswith("- `bupo_l1`: not resolved"))
@@ -288,8 +340,11 @@ def test_cli_report_errors_are_one_line(tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
     summary = res / "main" / "summary.json"
     good = summary.read_text()
-    for content, message in ((good[: len(good) // 2], "not valid JSON"), ("[]", "must be a JSON object"),
-                             (good.replace('"mean": 0.5,', '"mean": "0.5",', 1), "is not a number")):
+    for content, message in (
+        (good[: len(good) // 2], "not valid JSON"),
+        ("[]", "must be a JSON object"),
+        (good.replace('"mean": 0.5,', '"mean": "0.5",', 1), "is not a number"),
+    ):
         summary.write_text(content)
         assert main(args) == 2, content[:40]
         err = capsys.readouterr().err
@@ -309,7 +364,9 @@ def test_closing_section_reads_the_deciding_sweep(tmp_path):
     md = build_page(res, bench=tmp_path / "nb", notebooks=tmp_path / "nn").markdown
     part = md.split("## What this scale decides", 1)[1].split("\n## ", 1)[0]
     # grpo Avg@4 mean over 4 seeds 0.45; bupo_l1 - grpo = (0.25 + 0.30 + 0.20 + 0.40 - 1.8) / 4 = -0.1625
-    assert "From `decide` (14 of 14 cells; `grpo` Avg@4 0.450" in part and "`grpo_2` − `grpo`" not in part  # BuPO arms only
+    assert (
+        "From `decide` (14 of 14 cells; `grpo` Avg@4 0.450" in part and "`grpo_2` − `grpo`" not in part
+    )  # BuPO arms only
     assert "- `bupo_l1` − `grpo` = -0.163 ± " in part or "- `bupo_l1` − `grpo` = -0.162 ± " in part
     assert "not resolved: a true difference of any size" in part  # 4 pairs: the sign-flip test cannot reach p < 0.05
     assert "1 of its cells made no IPA update" in part

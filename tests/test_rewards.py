@@ -120,7 +120,9 @@ def test_graders_never_eval(monkeypatch):
 
     ex = Example("q", "4")
     hostile = [r"\boxed{2+2}", r"\boxed{\frac{8}{2}}", "\\boxed{__import__('os')}"]
-    Grader(scorer="boxed_math", isolation="signal")(hostile, [ex] * 3)  # warm up imports (namedtuple uses eval at import)
+    Grader(scorer="boxed_math", isolation="signal")(
+        hostile, [ex] * 3
+    )  # warm up imports (namedtuple uses eval at import)
 
     def forbidden(*a, **k):
         raise AssertionError("eval/exec called")
@@ -147,7 +149,9 @@ def test_reasoning_gym_scorers_that_eval_never_see_model_text(tmp_path, name):
         out = Grader(scorer="reasoning_gym", isolation=isolation)([payload], [ex])
         assert out.rewards == [0.0] and out.errors == 1 and "not on the list" in out.error_messages[0]
     assert not marker.exists()
-    with pytest.raises(InputFormatError, match=f"reasoning-gym task '{name}' is not on the list.*eval.*--reward last_number"):
+    with pytest.raises(
+        InputFormatError, match=f"reasoning-gym task '{name}' is not on the list.*eval.*--reward last_number"
+    ):
         load_task(name, size=2, template="boxed")
     assert load_task(name, size=2, template="boxed", scorer="boxed_math").scorer == "boxed_math"  # safe scorer: allowed
 

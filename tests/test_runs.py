@@ -21,9 +21,21 @@ register_scorer("test_even_length", lambda text, example: float(len(text) % 2 ==
 
 
 def cfg(tmp_path, name="run", **kw) -> TrainConfig:
-    base = dict(model="tiny-random-llama", task="chain_sum", task_size=20, reward="test_even_length", steps=2,
-                prompts_per_step=2, group_size=2, max_new_tokens=4, lr=3e-3, micro_batch_size=4, num_mini_batches=1,
-                out_dir=str(tmp_path / name), seed=3)
+    base = dict(
+        model="tiny-random-llama",
+        task="chain_sum",
+        task_size=20,
+        reward="test_even_length",
+        steps=2,
+        prompts_per_step=2,
+        group_size=2,
+        max_new_tokens=4,
+        lr=3e-3,
+        micro_batch_size=4,
+        num_mini_batches=1,
+        out_dir=str(tmp_path / name),
+        seed=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -62,7 +74,9 @@ def test_resume_without_a_checkpoint_starts_clean_without_stale_metrics(tmp_path
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text(json.dumps(cfg(tmp_path).to_dict()))
-    (out / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward_mean": 0.5}) + "\n" + json.dumps({"step": 2, "reward_mean": 0.5}) + "\n")
+    (out / "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "reward_mean": 0.5}) + "\n" + json.dumps({"step": 2, "reward_mean": 0.5}) + "\n"
+    )
     with pytest.warns(UserWarning, match="no checkpoint.*starting clean from step 0.*2 metrics rows"):
         tr = Trainer(cfg(tmp_path, steps=1), resume=True)
     assert read_metrics(out) == []
@@ -77,7 +91,10 @@ def test_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path)
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])  # truncated weights
     s = root / "checkpoint-2" / "trainer_state.json"
     s.write_text(s.read_text()[:-20])  # truncated trainer state
-    with pytest.warns(UserWarning, match=r"checkpoint-3: model.safetensors has \d+ bytes.*checkpoint-2: trainer_state.json.*resuming from the newest intact one, checkpoint-1"):
+    with pytest.warns(
+        UserWarning,
+        match=r"checkpoint-3: model.safetensors has \d+ bytes.*checkpoint-2: trainer_state.json.*resuming from the newest intact one, checkpoint-1",
+    ):
         tr = Trainer(cfg(tmp_path, steps=3, save_every=1), resume=True)
     assert tr.step == 1 and [r["step"] for r in read_metrics(tmp_path / "run")] == [1]
     assert tr.train().step == 3
@@ -191,7 +208,9 @@ def test_resume_over_a_torn_last_metrics_line_continues_exactly(tmp_path):
     Trainer(cfg(tmp_path, "torn", steps=1, save_every=1)).train()
     m = tmp_path / "torn" / "metrics.jsonl"
     m.write_text(m.read_text() + json.dumps(straight[1])[:40])  # half of step 2's row, no newline
-    res = Trainer(cfg(tmp_path, "torn", steps=2, save_every=1), resume=True).train()  # the torn row is dropped on resume
+    res = Trainer(
+        cfg(tmp_path, "torn", steps=2, save_every=1), resume=True
+    ).train()  # the torn row is dropped on resume
     rows = read_metrics(tmp_path / "torn")
     assert [r["step"] for r in rows] == [1, 2] and res.step == 2
     assert rows[1]["reward_mean"] == straight[1]["reward_mean"] and rows[1]["loss"] == straight[1]["loss"]

@@ -44,10 +44,16 @@ def test_decide_has_the_seeds_its_stated_power_needs():
     assert [a.name for a in spec.arms] == ["grpo", "bupo_l5", "bupo_l5_ipa_norm_final"]
     assert all(a.seeds == spec.seeds for a in spec.arms)
     assert all(c["detectable_diff"] <= 0.03 for c in plan["comparisons"])
-    assert data["shared"]["dynamic_sampling"] is True and "device" not in data["shared"]  # chosen at run time (--device)
+    assert (
+        data["shared"]["dynamic_sampling"] is True and "device" not in data["shared"]
+    )  # chosen at run time (--device)
     assert data["shared"]["steps"] == 50 and data["shared"]["inter_steps"] == 5  # the `long` settings
     cfg = {a.name: spec.train_config(a, 0, "x") for a in spec.arms}
-    assert cfg["bupo_l5"].layer == 5 and cfg["bupo_l5"].ipa_norm == "none" and cfg["bupo_l5_ipa_norm_final"].ipa_norm == "final"
+    assert (
+        cfg["bupo_l5"].layer == 5
+        and cfg["bupo_l5"].ipa_norm == "none"
+        and cfg["bupo_l5_ipa_norm_final"].ipa_norm == "final"
+    )
     assert any(isinstance(x, str) and x.startswith("Can decide") for x in data["notes"])
 
 
@@ -71,7 +77,11 @@ def test_ablations_give_every_bupo_arm_a_matched_grpo_control():
     for arm, grpo in matched.items():
         b, g = spec.train_config(spec.arm(arm), 0, "x"), spec.train_config(spec.arm(grpo), 0, "x")
         assert g.method == "grpo" and g.steps == b.steps - b.inter_steps
-    s_inter = sorted(spec.train_config(spec.arm(a), 0, "x").inter_steps for a in bupo if spec.train_config(spec.arm(a), 0, "x").layer == 5)
+    s_inter = sorted(
+        spec.train_config(spec.arm(a), 0, "x").inter_steps
+        for a in bupo
+        if spec.train_config(spec.arm(a), 0, "x").layer == 5
+    )
     layers = sorted({spec.train_config(spec.arm(a), 0, "x").layer for a in bupo})
     assert s_inter == [3, 5, 6, 12] and layers == [2, 5, 15, 26]
     assert len(spec.seeds) >= 3 and all(len(a.seeds) >= 3 for a in spec.arms)
@@ -83,7 +93,11 @@ def test_deciding_specs_validate_and_their_summary_shows_dynamic_sampling(tmp_pa
     from bupo_core.sweep import load_spec, write_summary
 
     for name in ("decide", "decide_ablations"):
-        spec = load_spec(SPECS / f"{name}.yaml") if _cuda() else parse_spec(_runnable_here(_read_spec_file(SPECS / f"{name}.yaml")), name)
+        spec = (
+            load_spec(SPECS / f"{name}.yaml")
+            if _cuda()
+            else parse_spec(_runnable_here(_read_spec_file(SPECS / f"{name}.yaml")), name)
+        )
         assert spec.shared["dynamic_sampling"] is True
         (tmp_path / name).mkdir()
         assert write_summary(spec, tmp_path / name)["shared"]["dynamic_sampling"] is True
@@ -106,8 +120,13 @@ def test_dry_run_prints_the_power(tmp_path, capsys):
 def test_dry_run_power_of_a_spec_without_a_power_note(tmp_path, capsys):
     import json
 
-    spec = {"name": "t", "shared": {"model": "tiny-random-llama", "steps": 2}, "seeds": [0, 1], "control": "grpo",
-            "arms": [{"name": "grpo", "config": {"method": "grpo"}}]}
+    spec = {
+        "name": "t",
+        "shared": {"model": "tiny-random-llama", "steps": 2},
+        "seeds": [0, 1],
+        "control": "grpo",
+        "arms": [{"name": "grpo", "config": {"method": "grpo"}}],
+    }
     (tmp_path / "t.json").write_text(json.dumps(spec))
     assert main(["sweep", str(tmp_path / "t.json"), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     assert "states no power basis" in capsys.readouterr().out

@@ -75,7 +75,9 @@ def test_correlation_by_hand():
     assert correlation({0: 1.0, 1: 2.0, 2: 3.0}, {0: 3.0, 1: 2.0, 2: 1.0}) == pytest.approx(-1.0)
     assert correlation({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0}) is None  # fewer than 3 seeds
     assert correlation({0: 1.0, 1: 1.0, 2: 1.0}, {0: 1.0, 1: 2.0, 2: 3.0}) is None  # no variation
-    assert correlation({0: 1.0, 1: 2.0, 2: 3.0, 9: 5.0}, {0: 1.0, 1: 2.0, 2: 3.0}) == pytest.approx(1.0)  # common seeds only
+    assert correlation({0: 1.0, 1: 2.0, 2: 3.0, 9: 5.0}, {0: 1.0, 1: 2.0, 2: 3.0}) == pytest.approx(
+        1.0
+    )  # common seeds only
 
 
 def test_label_permutation_exact_by_hand():
@@ -109,9 +111,16 @@ def test_detectable_difference_and_seeds_needed():
     # paired: (t_{.975,24} + t_{.8,24}) * 0.051 / 5 = (2.0639 + 0.8569) * 0.0102
     assert detectable_difference(0.051, 25) == pytest.approx((2.0639 + 0.8569) * 0.051 / 5, rel=1e-4)
     # unpaired: df 2n - 2, SE = sd / sqrt(n) with sd = sqrt(Var A + Var C)
-    assert detectable_difference(0.07, 8, paired=False) == pytest.approx((t_quantile(0.975, 14) + t_quantile(0.8, 14)) * 0.07 / math.sqrt(8))
-    assert detectable_difference(0.05, 5) is None and detectable_difference(0.05, 6) is not None  # sign-flip floor 2/2^n
-    assert detectable_difference(0.05, 3, paired=False) is None and detectable_difference(0.05, 4, paired=False) is not None
+    assert detectable_difference(0.07, 8, paired=False) == pytest.approx(
+        (t_quantile(0.975, 14) + t_quantile(0.8, 14)) * 0.07 / math.sqrt(8)
+    )
+    assert (
+        detectable_difference(0.05, 5) is None and detectable_difference(0.05, 6) is not None
+    )  # sign-flip floor 2/2^n
+    assert (
+        detectable_difference(0.05, 3, paired=False) is None
+        and detectable_difference(0.05, 4, paired=False) is not None
+    )
     assert detectable_difference(None, 10) is None
     n = seeds_needed(0.051, 0.03)
     assert detectable_difference(0.051, n) <= 0.03 < detectable_difference(0.051, n - 1)

@@ -16,10 +16,18 @@ from bupo_core.sweep import cell_key, load_spec, parse_spec, read_cells, run_swe
 register_scorer("test_even_length", lambda text, example: float(len(text) % 2 == 0))
 
 SHARED = {
-    "model": "tiny-random-llama", "task": "chain_sum", "task_size": 20, "reward": "test_even_length",
+    "model": "tiny-random-llama",
+    "task": "chain_sum",
+    "task_size": 20,
+    "reward": "test_even_length",
     "task_kwargs": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "split": "train"},
-    "steps": 2, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 4, "lr": 1e-3,
-    "num_mini_batches": 1, "micro_batch_size": 4,
+    "steps": 2,
+    "prompts_per_step": 2,
+    "group_size": 2,
+    "max_new_tokens": 4,
+    "lr": 1e-3,
+    "num_mini_batches": 1,
+    "micro_batch_size": 4,
 }
 
 
@@ -121,13 +129,28 @@ def test_summary_statistics_match_hand_computation():
     spec = parse_spec(tiny_spec(seeds=[0, 1, 2]), "s.json")
 
     def row(arm, seed, avg, pas, na, acc):
-        return {"arm": arm, "seed": seed, "key": cell_key(spec, spec.arm(arm), seed), "train_rewards": [0.5, 1.0],
-                "metrics": {"avg_at_k": avg, "pass_at_k": pas, "no_answer_rate": na, "accuracy_among_answered": acc, "k": 2},
-                "wall_s": {"total": 10.0, "train": 8.0, "eval": 2.0}}
+        return {
+            "arm": arm,
+            "seed": seed,
+            "key": cell_key(spec, spec.arm(arm), seed),
+            "train_rewards": [0.5, 1.0],
+            "metrics": {
+                "avg_at_k": avg,
+                "pass_at_k": pas,
+                "no_answer_rate": na,
+                "accuracy_among_answered": acc,
+                "k": 2,
+            },
+            "wall_s": {"total": 10.0, "train": 8.0, "eval": 2.0},
+        }
 
     rows = [
-        row("grpo", 0, 0.50, 0.75, 0.10, 0.6), row("grpo", 1, 0.40, 0.50, 0.20, 0.5), row("grpo", 2, 0.60, 1.00, 0.00, 0.6),
-        row("bupo_l1", 0, 0.25, 0.50, 0.30, 0.4), row("bupo_l1", 1, 0.30, 0.50, 0.20, 0.4), row("bupo_l1", 2, 0.20, 0.75, 0.40, None),
+        row("grpo", 0, 0.50, 0.75, 0.10, 0.6),
+        row("grpo", 1, 0.40, 0.50, 0.20, 0.5),
+        row("grpo", 2, 0.60, 1.00, 0.00, 0.6),
+        row("bupo_l1", 0, 0.25, 0.50, 0.30, 0.4),
+        row("bupo_l1", 1, 0.30, 0.50, 0.20, 0.4),
+        row("bupo_l1", 2, 0.20, 0.75, 0.40, None),
         row("base", 0, 0.10, 0.25, 0.50, 0.2),
         {**row("grpo", 1, 0.9, 0.9, 0.9, 0.9), "key": "stale"},  # a row from other settings is ignored
     ]
@@ -148,7 +171,10 @@ def test_summary_statistics_match_hand_computation():
     # the base arm has one seed: no SE, paired with the control's seed 0 only
     b = s["arms"]["base"]
     assert b["seeds"] == [0] and b["metrics"]["avg_at_k"]["se"] is None
-    assert b["vs_control"]["avg_at_k"]["diff_mean"] == pytest.approx(-0.4) and b["vs_control"]["avg_at_k"]["p_value"] == 1.0
+    assert (
+        b["vs_control"]["avg_at_k"]["diff_mean"] == pytest.approx(-0.4)
+        and b["vs_control"]["avg_at_k"]["p_value"] == 1.0
+    )
     assert s["arms"]["grpo"]["vs_control"]["avg_at_k"]["diff_mean"] == 0.0
     assert s["arms"]["grpo"]["train_reward_last3"] == pytest.approx(0.75)
     assert s["cells_finished"] == 7 and s["wall_s_total"] == pytest.approx(70.0)
@@ -157,7 +183,10 @@ def test_summary_statistics_match_hand_computation():
 @pytest.mark.parametrize(
     "mutate, match",
     [
-        (lambda d: d["arms"][1]["config"].update(ipa_nrom="final"), r"spec\.json: arm 'grpo': unknown TrainConfig field\(s\) \['ipa_nrom'\].*Valid fields: max_new_tokens, temperature, top_p, model, task"),
+        (
+            lambda d: d["arms"][1]["config"].update(ipa_nrom="final"),
+            r"spec\.json: arm 'grpo': unknown TrainConfig field\(s\) \['ipa_nrom'\].*Valid fields: max_new_tokens, temperature, top_p, model, task",
+        ),
         (lambda d: d["shared"].update(sed=3), r"spec\.json: shared settings: unknown TrainConfig field\(s\) \['sed'\]"),
         (lambda d: d["shared"].update(seed=3), r"do not set 'seed'"),
         (lambda d: d.update(control="nope"), r"spec\.json: control arm 'nope' is not one of the arms"),
@@ -210,7 +239,14 @@ def test_committed_specs_parse_or_name_only_future_fields():
 
     specs = sorted((Path(__file__).parent.parent / "results" / "specs").glob("*.yaml"))
     assert specs, "results/specs/*.yaml missing"
-    future = {"ipa_norm", "ipa_lr", "reset_optimizer_at_switch", "freeze_through_layer", "upper_lr_scale", "upper_lr_layer"}
+    future = {
+        "ipa_norm",
+        "ipa_lr",
+        "reset_optimizer_at_switch",
+        "freeze_through_layer",
+        "upper_lr_scale",
+        "upper_lr_layer",
+    }
     from dataclasses import fields
 
     from bupo_core.trainer import TrainConfig
@@ -222,7 +258,9 @@ def test_committed_specs_parse_or_name_only_future_fields():
         spec = load_spec(path, skip_unavailable=True)
         for arm in spec.arms:
             if arm.unavailable:
-                assert set(arm.config) & future and not (set(arm.config) - future - {"method", "layer", "inter_steps", "steps"}), arm
+                assert set(arm.config) & future and not (
+                    set(arm.config) - future - {"method", "layer", "inter_steps", "steps"}
+                ), arm
         data = _read_spec_file(path)
         assert data["control"] in [a["name"] for a in data["arms"]]
         assert len(spec.arm(data["control"]).seeds) >= 3
@@ -256,7 +294,10 @@ def test_unavailable_arms_are_skipped_only_when_asked(tmp_path):
 
 def test_spec_shorthands():
     data = tiny_spec(seeds=2)
-    data["arms"] = {"grpo": {"method": "grpo"}, "bupo_l1": {"config": {"method": "bupo", "layer": 1, "inter_steps": 1}, "seeds": [1]}}
+    data["arms"] = {
+        "grpo": {"method": "grpo"},
+        "bupo_l1": {"config": {"method": "bupo", "layer": 1, "inter_steps": 1}, "seeds": [1]},
+    }
     spec = parse_spec(data, "s.json")
     assert spec.seeds == [0, 1] and spec.arm("grpo").config == {"method": "grpo"} and spec.arm("bupo_l1").seeds == [1]
     flat = tiny_spec()

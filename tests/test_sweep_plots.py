@@ -27,7 +27,9 @@ def test_plot_arms_shows_every_seed_and_the_mean(sweep):
     # the error bars' centres are the means, the control's is red
     means = [line.get_ydata()[0] for line in ax.lines if line.get_marker() == "o"]
     assert means == pytest.approx([0.5, 0.25])
-    assert matplotlib.colors.same_color([line for line in ax.lines if line.get_marker() == "o"][0].get_color(), CONTROL_COLOR)
+    assert matplotlib.colors.same_color(
+        [line for line in ax.lines if line.get_marker() == "o"][0].get_color(), CONTROL_COLOR
+    )
     assert [t.get_text() for t in ax.get_xticklabels()] == ["grpo", "bupo_l1"]
     plt.close(fig)
 
@@ -47,7 +49,9 @@ def test_plot_curves_draws_means_and_the_switch(sweep):
     fig = plot_curves(curves, {n: sweep.inter_steps(n) for n in curves})
     ax = fig.axes[0]
     data = {line.get_label(): line.get_ydata().tolist() for line in ax.lines if not line.get_label().startswith("_")}
-    assert data["grpo"] == pytest.approx([0.1, 0.2, 0.3, 0.4]) and data["bupo_l1"] == pytest.approx([0.2, 0.1, 0.2, 0.3])
+    assert data["grpo"] == pytest.approx([0.1, 0.2, 0.3, 0.4]) and data["bupo_l1"] == pytest.approx(
+        [0.2, 0.1, 0.2, 0.3]
+    )
     vlines = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"]
     assert vlines == [2.5]
     plt.close(fig)

@@ -26,7 +26,9 @@ def test_load_and_check(sweep):
 
 def test_check_catches_an_edited_summary(sweep):
     sweep.summary["arms"]["bupo_l1"]["metrics"]["avg_at_k"]["mean"] = 0.3
-    with pytest.raises(AssertionError, match=r"bupo_l1/avg_at_k mean: 0\.25.* recomputed from cells.jsonl, 0\.3 in summary.json"):
+    with pytest.raises(
+        AssertionError, match=r"bupo_l1/avg_at_k mean: 0\.25.* recomputed from cells.jsonl, 0\.3 in summary.json"
+    ):
         sweep.check()
 
 
@@ -135,7 +137,11 @@ def test_read_cells_torn_last_line_and_bad_middle_line(tmp_path):
 
 
 def test_formatting():
-    assert fmt_pm(0.5, 0.0577) == "0.500 ± 0.058" and fmt_pm(-0.1, None, signed=True) == "-0.100" and fmt_pm(None, 1) == "n/a"
+    assert (
+        fmt_pm(0.5, 0.0577) == "0.500 ± 0.058"
+        and fmt_pm(-0.1, None, signed=True) == "-0.100"
+        and fmt_pm(None, 1) == "n/a"
+    )
     assert fmt_p(0.0625) == "0.0625" and fmt_p(None) == "n/a"
     assert metric_label("avg_at_k", 8) == "Avg@8" and metric_label("no_answer_rate", 8) == "no parseable answer"
 
@@ -171,7 +177,10 @@ def matched(tmp_path):
 def test_summary_counts_ipa_updates_and_flags_cells_without_any(matched):
     s = matched.summary
     b = s["arms"]["bupo_l1"]
-    assert b["ipa_updates"] == {"per_seed": [2, 2, 0, 2], "zero_update_seeds": [2]}  # 2 internal steps x 1 update; seed 2 none
+    assert b["ipa_updates"] == {
+        "per_seed": [2, 2, 0, 2],
+        "zero_update_seeds": [2],
+    }  # 2 internal steps x 1 update; seed 2 none
     assert s["arms"]["bupo_l1_s1"]["ipa_updates"]["per_seed"] == [1, 1]
     assert "ipa_updates" not in s["arms"]["grpo"] and "ipa_updates" not in s["arms"]["grpo_2"]
     assert [f.split(":")[0] for f in s["flags"]] == ["bupo_l1 seed 2"]
@@ -195,7 +204,9 @@ def test_summary_vs_control_has_unpaired_test_correlation_and_detectable_differe
     v = matched.arm("bupo_l1_s1")["vs_control"]["avg_at_k"]
     assert v["n_pairs"] == 2 and v["control_mean"] == pytest.approx((0.5 + 0.4) / 2)  # the control over seeds 0-1 only
     ref = compare_to_control({0: 0.25, 1: 0.30, 2: 0.20, 3: 0.40}, {0: 0.50, 1: 0.40, 2: 0.60, 3: 0.30})
-    assert matched.arm("bupo_l1")["vs_control"]["avg_at_k"]["p_value_unpaired"] == pytest.approx(ref["p_value_unpaired"])
+    assert matched.arm("bupo_l1")["vs_control"]["avg_at_k"]["p_value_unpaired"] == pytest.approx(
+        ref["p_value_unpaired"]
+    )
     assert matched.arm("bupo_l1")["vs_control"]["avg_at_k"]["correlation"] == pytest.approx(ref["correlation"])
 
 
@@ -203,7 +214,9 @@ def test_matched_controls_have_as_many_full_policy_steps(matched):
     a = matched.arm("bupo_l1")
     assert a["matched_control"] == "grpo_2"  # 4 steps - 2 internal = 2 full-policy steps
     v = a["vs_matched"]["avg_at_k"]
-    assert v["n_pairs"] == 4 and v["diff_mean"] == pytest.approx((0.25 + 0.30 + 0.20 + 0.40 - 0.45 - 0.30 - 0.50 - 0.35) / 4)
+    assert v["n_pairs"] == 4 and v["diff_mean"] == pytest.approx(
+        (0.25 + 0.30 + 0.20 + 0.40 - 0.45 - 0.30 - 0.50 - 0.35) / 4
+    )
     assert "matched_control" not in matched.arm("bupo_l1_s1")  # 3 full-policy steps: no grpo_3 in the sweep
     matched.check()
 
@@ -236,11 +249,14 @@ def test_reward_curves_over_chosen_seeds(matched):
     assert two["mean"][0] == pytest.approx(0.1 + 0.005)  # 0.1 + 0.01 x mean(0, 1)
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"control": "grpo", "k": 4, "arms": {', "not valid JSON"),
-    ("[1, 2]", "must be a JSON object, got a list"),
-    ('{"name": "x"}', "no 'control'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"control": "grpo", "k": 4, "arms": {', "not valid JSON"),
+        ("[1, 2]", "must be a JSON object, got a list"),
+        ('{"name": "x"}', "no 'control'"),
+    ],
+)
 def test_load_refuses_a_broken_summary_in_one_line(sweep, content, message):
     (sweep.folder / "summary.json").write_text(content)
     with pytest.raises(InputFormatError, match=message) as exc:

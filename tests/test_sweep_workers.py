@@ -16,10 +16,17 @@ from bupo_core.sweep import parse_spec, read_cells, run_sweep
 SPEC = {
     "name": "tiny_workers",
     "shared": {
-        "model": "tiny-random-llama", "task": "chain_sum", "task_size": 20,
+        "model": "tiny-random-llama",
+        "task": "chain_sum",
+        "task_size": 20,
         "task_kwargs": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "split": "train"},
-        "steps": 2, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 4, "lr": 1e-3,
-        "num_mini_batches": 1, "micro_batch_size": 4,
+        "steps": 2,
+        "prompts_per_step": 2,
+        "group_size": 2,
+        "max_new_tokens": 4,
+        "lr": 1e-3,
+        "num_mini_batches": 1,
+        "micro_batch_size": 4,
     },
     "seeds": [0, 1],
     "control": "grpo",
@@ -60,7 +67,9 @@ def test_parallel_cells_match_sequential_cells(tmp_path):
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True])
 def test_bad_worker_counts_are_refused_before_any_file(tmp_path, workers):
     with pytest.raises(InputFormatError, match="whole number >= 1"):
-        run_sweep(parse_spec(SPEC, "workers.json"), tmp_path / "out", progress=False, log=lambda s: None, workers=workers)
+        run_sweep(
+            parse_spec(SPEC, "workers.json"), tmp_path / "out", progress=False, log=lambda s: None, workers=workers
+        )
     assert not (tmp_path / "out").exists()
 
 

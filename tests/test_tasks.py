@@ -59,7 +59,7 @@ def test_jsonl_task(tmp_path):
     [
         ('{"question": "a", "answer": 1}\n{"question": "b", "answer": 2\n', r"qa\.jsonl:2: not valid JSON"),
         ('{"question": "a", "answer": 1}\n\n{"question": "b"}\n', r"qa\.jsonl:3: missing key\(s\) answer"),
-        ('[1, 2]\n', r"qa\.jsonl:1: expected a JSON object"),
+        ("[1, 2]\n", r"qa\.jsonl:1: expected a JSON object"),
         ('{"question": "", "answer": 1}\n', r"qa\.jsonl:1: \"question\" must be a non-empty string"),
         ('{"question": "q", "answer": [1]}\n', r"qa\.jsonl:1: \"answer\" must be a string or a number"),
         ("\n\n", "holds no examples"),
@@ -98,7 +98,13 @@ def test_hub_tasks_name_their_splits_and_roles():
 
     assert HUB_TASKS["gsm8k"].split == "train" and HUB_TASKS["gsm8k-test"].split == "test"
     assert {n for n, t in HUB_TASKS.items() if t.role == "train"} == {"gsm8k", "deepmath", "math-train"}
-    assert {n for n, t in HUB_TASKS.items() if t.role == "test"} == {"math500", "aime24", "aime25", "amc23", "gsm8k-test"}
+    assert {n for n, t in HUB_TASKS.items() if t.role == "test"} == {
+        "math500",
+        "aime24",
+        "aime25",
+        "amc23",
+        "gsm8k-test",
+    }
     for name, t in HUB_TASKS.items():
         assert t.role in ("train", "test") and (t.role == "train") == (t.train_instead is None)
         assert is_test_set(name) == (t.role == "test")
@@ -117,6 +123,8 @@ def test_train_config_refuses_test_sets():
         TrainConfig(task="aime25").validate()
     TrainConfig(task="aime25", allow_test_set_training=True).validate()
     TrainConfig(task="deepmath").validate()
+
+
 # ----------------------------------------------------------------------------- held-out split
 def test_held_out_split_is_disjoint_by_question():
     from bupo_core.tasks import HELD_OUT_CHAIN_SUM, question_key, question_split
@@ -131,7 +139,17 @@ def test_held_out_split_is_disjoint_by_question():
     eval_keys = {question_key(e) for e in ev.examples}
     assert len(ev) == 200 and all(question_split(e) == "eval" for e in ev.examples)
     assert not (train_keys & eval_keys)
-    assert not ({e.question for e in ev.examples} & {q for s in range(5) for q in (e.question for e in load_task("chain_sum", size=1000, seed=s, split="train", **HELD_OUT_CHAIN_SUM).examples)})
+    assert not (
+        {e.question for e in ev.examples}
+        & {
+            q
+            for s in range(5)
+            for q in (
+                e.question
+                for e in load_task("chain_sum", size=1000, seed=s, split="train", **HELD_OUT_CHAIN_SUM).examples
+            )
+        }
+    )
     # reasoning-gym seeds row i with seed + i, so seeds 0..4 share most rows; keys are coarser than questions
     assert len(train_keys) > 400 and len({e.question for e in ev.examples}) == 200  # a split holds distinct questions
 
@@ -183,7 +201,9 @@ def test_distinct_loader_reaches_the_documented_eval_size():
         task = load_task("chain_sum", size=size, seed=10_000, split="eval", **HELD_OUT_CHAIN_SUM)
         assert len(task) == size == len({e.question for e in task.examples})
         assert all(question_split(e) == "eval" for e in task.examples)
-    with pytest.raises(InputFormatError, match=r"only 743 distinct questions in the 'eval' split .*lower size to at most 743"):
+    with pytest.raises(
+        InputFormatError, match=r"only 743 distinct questions in the 'eval' split .*lower size to at most 743"
+    ):
         load_task("chain_sum", size=744, seed=10_000, split="eval", **HELD_OUT_CHAIN_SUM)
 
 
@@ -223,8 +243,12 @@ def test_uniform_pools_have_the_splits_mix_of_question_kinds():
     # first-drawn pools do not: the 1000-question training pool was 15% two-term
     first = load_task("chain_sum", size=1000, seed=0, split="train", **HELD_OUT_CHAIN_SUM)
     assert kind_mix(first.examples)["2 terms"] > 0.14
-    assert load_task("chain_sum", size=5, seed=1, split="train", pool="uniform", **HELD_OUT_CHAIN_SUM).examples[0].question != \
-        load_task("chain_sum", size=5, seed=2, split="train", pool="uniform", **HELD_OUT_CHAIN_SUM).examples[0].question
+    assert (
+        load_task("chain_sum", size=5, seed=1, split="train", pool="uniform", **HELD_OUT_CHAIN_SUM).examples[0].question
+        != load_task("chain_sum", size=5, seed=2, split="train", pool="uniform", **HELD_OUT_CHAIN_SUM)
+        .examples[0]
+        .question
+    )
 
 
 def test_pool_errors():

@@ -20,7 +20,9 @@ def test_tolerance_follows_the_dtype():
 def test_assert_close_passes_and_fails_with_a_clear_message():
     x = torch.tensor([1.0, -2.0, 3.0])
     assert assert_close(x, x + 1e-7, dtype=torch.float32, what="x") < 1e-6
-    with pytest.raises(AssertionError, match=r"log-probs: largest difference 0\.01 exceeds the torch.float32 tolerance atol=0\.0001"):
+    with pytest.raises(
+        AssertionError, match=r"log-probs: largest difference 0\.01 exceeds the torch.float32 tolerance atol=0\.0001"
+    ):
         assert_close(x, x + torch.tensor([0.0, 0.01, 0.0]), dtype=torch.float32, what="log-probs", atol=1e-4)
     # the same difference passes in bf16, where two equal computations differ by ~2^-8 relative
     assert_close(x, x + torch.tensor([0.0, 0.01, 0.0]), dtype=torch.bfloat16, what="log-probs", atol=1e-4)

@@ -31,9 +31,19 @@ VOLATILE = {"time_generate", "time_score", "time_update", "tokens_per_s"}
 
 def small_config(tmp_path, name="run", **kw) -> TrainConfig:
     base = dict(
-        model="tiny-random-llama", task="chain_sum", task_size=50, reward="test_even_length", steps=4,
-        prompts_per_step=3, group_size=4, max_new_tokens=6, lr=3e-3, micro_batch_size=5, num_mini_batches=2,
-        out_dir=str(tmp_path / name), seed=7,
+        model="tiny-random-llama",
+        task="chain_sum",
+        task_size=50,
+        reward="test_even_length",
+        steps=4,
+        prompts_per_step=3,
+        group_size=4,
+        max_new_tokens=6,
+        lr=3e-3,
+        micro_batch_size=5,
+        num_mini_batches=2,
+        out_dir=str(tmp_path / name),
+        seed=7,
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -54,8 +64,14 @@ def test_policy_logprobs_match_model_logits_and_internal_policy(family):
     batch = pack_sequences([[3, 4, 5], [6]], [[7, 8], [9, 10, 11]], pad_token_id=0)
     with torch.no_grad():
         lp, ent = policy_logprobs(model, batch, chunk_size=3)
-        ref = torch.log_softmax(model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                      position_ids=(batch.attention_mask.cumsum(-1) - 1).clamp(min=0)).logits.float(), -1)
+        ref = torch.log_softmax(
+            model(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                position_ids=(batch.attention_mask.cumsum(-1) - 1).clamp(min=0),
+            ).logits.float(),
+            -1,
+        )
         m = batch.prediction_mask.bool()
         assert torch.allclose(lp[m], ref.gather(-1, batch.targets[..., None]).squeeze(-1)[m], atol=1e-4)
         # internal policy: raw H^1 through E_u, no norm (adapter.logits(h, norm="none"))
@@ -71,7 +87,9 @@ def test_internal_phase_leaves_upper_blocks_and_final_norm_bit_identical(tmp_pat
     model, tok = load_model("tiny-random-llama", device="cpu")
     # three layers so that block 3 (and 2) lie above the target layer 1
     model3 = tiny_model("llama", vocab_size=len(tok), num_layers=3, seed=1)
-    cfg = small_config(tmp_path, method="bupo", layer=1, inter_steps=2, steps=2, weight_decay=0.1, internal_phase_only=True)
+    cfg = small_config(
+        tmp_path, method="bupo", layer=1, inter_steps=2, steps=2, weight_decay=0.1, internal_phase_only=True
+    )
     tr = Trainer(cfg, model=model3, tokenizer=tok)
     adapter = ArchitectureAdapter(model3)
     upper = {id(p) for p in adapter.upper_parameters(1)}
@@ -84,7 +102,11 @@ def test_internal_phase_leaves_upper_blocks_and_final_norm_bit_identical(tmp_pat
     assert sum(r["updates"] for r in res.metrics) > 0
     for n in names_upper:
         assert torch.equal(before[n], after[n]), n
-    lower_changed = [n for n in before if n.startswith(("model.layers.0.", "model.embed_tokens")) and not torch.equal(before[n], after[n])]
+    lower_changed = [
+        n
+        for n in before
+        if n.startswith(("model.layers.0.", "model.embed_tokens")) and not torch.equal(before[n], after[n])
+    ]
     assert lower_changed, "IPA should move the embedding and block 1"
     # then the full phase moves the upper blocks too
     cfg2 = small_config(tmp_path, "run2", method="bupo", layer=1, inter_steps=1, steps=2)
@@ -128,7 +150,13 @@ def test_checkpoint_layout_and_from_pretrained(tmp_path):
     ck = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ck.iterdir()) == ["checkpoint-1", "checkpoint-2"]
     c2 = ck / "checkpoint-2"
-    assert {"model.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json", "bupo-checkpoint.json"} <= {p.name for p in c2.iterdir()}
+    assert {
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng.safetensors",
+        "trainer_state.json",
+        "bupo-checkpoint.json",
+    } <= {p.name for p in c2.iterdir()}
     assert not list(c2.glob("*.pt")) and not list(c2.glob("*.bin"))  # nothing pickled
     state = json.loads((c2 / "trainer_state.json").read_text())
     assert state["step"] == 2 and state["data_position"] == 6
@@ -136,8 +164,23 @@ def test_checkpoint_layout_and_from_pretrained(tmp_path):
     for k, v in tr.model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
     rows = read_metrics(tmp_path / "run")
-    needed = {"step", "phase", "reward_mean", "reward_std", "loss", "zero_adv_group_frac", "clip_frac", "approx_kl", "entropy",
-              "internal_entropy", "response_length_mean", "time_generate", "time_score", "time_update", "tokens_per_s"}
+    needed = {
+        "step",
+        "phase",
+        "reward_mean",
+        "reward_std",
+        "loss",
+        "zero_adv_group_frac",
+        "clip_frac",
+        "approx_kl",
+        "entropy",
+        "internal_entropy",
+        "response_length_mean",
+        "time_generate",
+        "time_score",
+        "time_update",
+        "tokens_per_s",
+    }
     assert needed <= set(rows[0]) and rows[0]["step"] == 1 and rows[0]["phase"] == "full"
     assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 2
     assert res.last_checkpoint == c2
@@ -212,7 +255,10 @@ def test_nonfinite_updates_are_skipped_then_training_stops(tmp_path, monkeypatch
     cfg = small_config(tmp_path, steps=4, max_nonfinite_updates=3)
     tr = Trainer(cfg)
     before = weights(tr.model)
-    with pytest.warns(UserWarning, match="non-finite"), pytest.raises(TrainingError, match="consecutive updates had a non-finite.*Lower lr"):
+    with (
+        pytest.warns(UserWarning, match="non-finite"),
+        pytest.raises(TrainingError, match="consecutive updates had a non-finite.*Lower lr"),
+    ):
         tr.train()
     after = weights(tr.model)
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -259,8 +305,17 @@ def test_resume_with_mismatched_config(tmp_path):
 
 
 def test_sequence_mean_kl_and_gradient_checkpointing_run(tmp_path):
-    cfg = small_config(tmp_path, steps=1, loss_aggregation="sequence-mean", kl_coef=0.05, gradient_checkpointing=True,
-                       method="bupo", layer=2, inter_steps=1, internal_phase_only=True)
+    cfg = small_config(
+        tmp_path,
+        steps=1,
+        loss_aggregation="sequence-mean",
+        kl_coef=0.05,
+        gradient_checkpointing=True,
+        method="bupo",
+        layer=2,
+        inter_steps=1,
+        internal_phase_only=True,
+    )
     res = Trainer(cfg).train()
     assert res.metrics[0]["updates"] >= 1 and res.metrics[0]["kl_ref"] >= 0
 
@@ -276,7 +331,9 @@ def _trainer_and_batch(tmp_path, name, **kw):
     kw = {"num_mini_batches": 2, **kw}
     cfg = small_config(tmp_path, name, prompts_per_step=2, group_size=2, **kw)
     tr = Trainer(cfg)
-    batch = pack_sequences([[3, 4, 5], [3, 4, 5], [6, 7], [6, 7]], [[8, 9, 10], [11, 12], [13, 14, 15, 16], [17]], pad_token_id=0)
+    batch = pack_sequences(
+        [[3, 4, 5], [3, 4, 5], [6, 7], [6, 7]], [[8, 9, 10], [11, 12], [13, 14, 15, 16], [17]], pad_token_id=0
+    )
     old_logp = score_batch(tr, batch, None)[0]
     return tr, batch, old_logp
 
@@ -287,10 +344,16 @@ def test_skip_zero_advantage_rows_gives_an_identical_update(tmp_path, monkeypatc
     adv = torch.tensor([1.0, -1.0, 0.0, 0.0])
     results = {}
     for skip in (True, False):
-        tr, batch, old = _trainer_and_batch(tmp_path, f"skip{skip}", skip_zero_advantage_rows=skip, micro_batch_size=1, num_mini_batches=1)
+        tr, batch, old = _trainer_and_batch(
+            tmp_path, f"skip{skip}", skip_zero_advantage_rows=skip, micro_batch_size=1, num_mini_batches=1
+        )
         calls = []
         real = step_mod.logprobs
-        monkeypatch.setattr(step_mod, "logprobs", lambda run, sub, layer, model=None: (calls.append(len(sub)), real(run, sub, layer, model))[1])
+        monkeypatch.setattr(
+            step_mod,
+            "logprobs",
+            lambda run, sub, layer, model=None: (calls.append(len(sub)), real(run, sub, layer, model))[1],
+        )
         stats = update_policy(tr, batch, adv, None, old_logp=old)
         monkeypatch.undo()
         results[skip] = (weights(tr.model), stats, len(calls))
@@ -298,7 +361,9 @@ def test_skip_zero_advantage_rows_gives_an_identical_update(tmp_path, monkeypatc
     assert n_skip == 2 and n_all == 4  # the zero-advantage rows were not run
     assert s_skip["updates"] == s_all["updates"] == 1
     assert all(torch.equal(w_skip[k], w_all[k]) for k in w_skip)  # ... and the weights are bit-identical
-    assert any(not torch.equal(w_skip[k], v) for k, v in weights(load_model("tiny-random-llama", device="cpu")[0]).items())
+    assert any(
+        not torch.equal(w_skip[k], v) for k, v in weights(load_model("tiny-random-llama", device="cpu")[0]).items()
+    )
 
 
 def test_ppo_epochs_reuse_the_step_old_logprobs(tmp_path):

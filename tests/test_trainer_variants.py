@@ -21,9 +21,21 @@ register_scorer("test_even_length", lambda text, example: float(len(text) % 2 ==
 def make(tmp_path, name="run", num_layers=3, **kw):
     _, tok = load_model("tiny-random-llama", device="cpu")
     model = tiny_model("llama", vocab_size=len(tok), num_layers=num_layers, seed=1)
-    base = dict(model="tiny-random-llama", task="chain_sum", task_size=50, reward="test_even_length", steps=2,
-                prompts_per_step=4, group_size=4, max_new_tokens=6, lr=3e-3, micro_batch_size=5, num_mini_batches=2,
-                out_dir=str(tmp_path / name), seed=11)
+    base = dict(
+        model="tiny-random-llama",
+        task="chain_sum",
+        task_size=50,
+        reward="test_even_length",
+        steps=2,
+        prompts_per_step=4,
+        group_size=4,
+        max_new_tokens=6,
+        lr=3e-3,
+        micro_batch_size=5,
+        num_mini_batches=2,
+        out_dir=str(tmp_path / name),
+        seed=11,
+    )
     base.update(kw)
     return Trainer(TrainConfig(**base), model=model, tokenizer=tok)
 
@@ -46,7 +58,11 @@ def test_freeze_through_layer_trains_only_the_blocks_above(tmp_path):
     # embedding (tied E_u) and block 1 never move; only blocks 2..3 and the final norm do
     assert all(k.startswith(("model.layers.1.", "model.layers.2.", "model.norm.")) for k in changed), sorted(changed)
     assert not any(k.startswith(("model.embed_tokens", "model.layers.0.")) for k in changed)
-    assert all(not p.requires_grad for n, p in tr.model.named_parameters() if n.startswith(("model.embed_tokens", "model.layers.0.")))
+    assert all(
+        not p.requires_grad
+        for n, p in tr.model.named_parameters()
+        if n.startswith(("model.embed_tokens", "model.layers.0."))
+    )
 
 
 def test_upper_lr_scale_puts_upper_blocks_in_a_scaled_group(tmp_path):
@@ -68,7 +84,15 @@ def test_ipa_lr_is_used_in_the_internal_phase_only(tmp_path):
 
 
 def test_reset_optimizer_at_switch_clears_moments(tmp_path, monkeypatch):
-    tr = make(tmp_path, method="bupo", layer=1, inter_steps=1, steps=1, reset_optimizer_at_switch=True, internal_phase_only=True)
+    tr = make(
+        tmp_path,
+        method="bupo",
+        layer=1,
+        inter_steps=1,
+        steps=1,
+        reset_optimizer_at_switch=True,
+        internal_phase_only=True,
+    )
     tr.train()
     assert len(tr.optimizer.state) > 0  # moments of the lower blocks after the internal step
     tr.config.steps = 2
@@ -85,7 +109,16 @@ def test_reset_optimizer_at_switch_clears_moments(tmp_path, monkeypatch):
 
 
 def test_ipa_norm_final_optimises_the_normed_internal_policy(tmp_path):
-    tr = make(tmp_path, method="bupo", layer=1, inter_steps=2, steps=2, ipa_norm="final", weight_decay=0.1, internal_phase_only=True)
+    tr = make(
+        tmp_path,
+        method="bupo",
+        layer=1,
+        inter_steps=2,
+        steps=2,
+        ipa_norm="final",
+        weight_decay=0.1,
+        internal_phase_only=True,
+    )
     before = snapshot(tr.model)
     rows = tr.train().metrics
     changed = moved(before, tr.model)
@@ -145,5 +178,12 @@ def test_speed_switches_give_the_same_step(tmp_path, method):
     # fused and per-tensor AdamW round differently (by CPU: 1e-5..2e-5 at lr 3e-3 on AVX-512): the
     # tolerance is in units of lr x updates, and the paths must agree in aggregate (tests/numerics.py)
     cfg = fast.config
-    assert_same_adam_trajectory(fast.model.named_parameters(), slow.model.parameters(), start, lr=cfg.lr, updates=updates,
-                                betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+    assert_same_adam_trajectory(
+        fast.model.named_parameters(),
+        slow.model.parameters(),
+        start,
+        lr=cfg.lr,
+        updates=updates,
+        betas=tuple(cfg.adam_betas),
+        weight_decay=cfg.weight_decay,
+    )

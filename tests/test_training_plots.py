@@ -13,9 +13,19 @@ def _rows(method):
     rows = []
     for s in range(1, 7):
         internal = method == "bupo" and s <= 2
-        rows.append({"step": s, "phase": "internal" if internal else "full", "reward_mean": 0.1 * s, "entropy": 1.0 - 0.05 * s,
-                     "internal_entropy": 5.0 if internal else None, "response_length_mean": 10 + s,
-                     "time_generate": 1.0, "time_score": 0.1, "time_update": 0.5})
+        rows.append(
+            {
+                "step": s,
+                "phase": "internal" if internal else "full",
+                "reward_mean": 0.1 * s,
+                "entropy": 1.0 - 0.05 * s,
+                "internal_entropy": 5.0 if internal else None,
+                "response_length_mean": 10 + s,
+                "time_generate": 1.0,
+                "time_score": 0.1,
+                "time_update": 0.5,
+            }
+        )
     return rows
 
 

@@ -63,7 +63,7 @@ MOVES: dict[str, str] = {
 FILE_MOVES: dict[str, str] = {"tests/test_checks.py": "tests/test_tolerances.py"}
 NEW_PACKAGES: dict[str, str] = {
     "teaching": '"""Teaching code: the notebooks\' exercise checkers, the interactive lens widgets and the end-to-end\n'
-    "demo (``bupo demo``). Nothing in the algorithm modules imports from here.\n\"\"\"\n",
+    'demo (``bupo demo``). Nothing in the algorithm modules imports from here.\n"""\n',
     "reporting": '"""Reporting: reading sweeps back (``sweep_results``), every figure (entropy, training, evaluation,\n'
     "sweep plots) and the results page (``report``). They read what the algorithm wrote and compute no\n"
     'training; nothing in the algorithm modules imports from here.\n"""\n',
@@ -150,7 +150,9 @@ def rewrite_from_package(text: str, base: str = PACKAGE, pattern: re.Pattern | N
                 groups.setdefault(pkg, []).append((leaf, alias or name))
             else:
                 groups.setdefault(base, []).append((name, alias))
-        return "\n".join(_import_line(indent, pkg, ns, comment if i == 0 else "") for i, (pkg, ns) in enumerate(groups.items()))
+        return "\n".join(
+            _import_line(indent, pkg, ns, comment if i == 0 else "") for i, (pkg, ns) in enumerate(groups.items())
+        )
 
     return (pattern or _FROM_PACKAGE).sub(fix, text)
 
@@ -167,7 +169,9 @@ def rewrite_relative(text: str, old_module: str, new_mod: str, is_init: bool, wh
         if not rest:  # `from . import x`: the names are modules or attributes of the package
             line = text[m.end() : text.find("\n", m.end())]
             if any(n in MOVES for n, _ in _split_names(line.strip("() "))) and ".".join(base) == PACKAGE:
-                raise SystemExit(f"{where}: `from {dots} import {line.strip()}` imports a moved module: rewrite it by hand")
+                raise SystemExit(
+                    f"{where}: `from {dots} import {line.strip()}` imports a moved module: rewrite it by hand"
+                )
         d, r = _relative(target, new_pkg)
         return f"{indent}from {d}{r} import "
 
@@ -185,14 +189,21 @@ def files_in_scope(root: Path) -> list[Path]:
     seen: dict[Path, None] = {}
     for pattern in SCOPES:
         for p in sorted(root.glob(pattern)):
-            if p.is_file() and ".venv" not in p.parts and "__pycache__" not in p.parts and p.name != Path(__file__).name:
+            if (
+                p.is_file()
+                and ".venv" not in p.parts
+                and "__pycache__" not in p.parts
+                and p.name != Path(__file__).name
+            ):
                 seen[p] = None
     return list(seen)
 
 
 def planned_moves(root: Path) -> list[tuple[Path, Path]]:
     """(old, new) paths still to move."""
-    pairs = [(root / PACKAGE / f"{old}.py", root / PACKAGE / (new.replace(".", "/") + ".py")) for old, new in MOVES.items()]
+    pairs = [
+        (root / PACKAGE / f"{old}.py", root / PACKAGE / (new.replace(".", "/") + ".py")) for old, new in MOVES.items()
+    ]
     pairs += [(root / a, root / b) for a, b in FILE_MOVES.items()]
     return [(a, b) for a, b in pairs if a.exists() and not b.exists()]
 
@@ -240,7 +251,11 @@ def apply(root: Path, *, dry_run: bool = False) -> tuple[list[tuple[Path, Path]]
             if not dry_run:
                 path.write_text(new, encoding="utf-8")
     moves = planned_moves(root)
-    created = [root / PACKAGE / name / "__init__.py" for name in NEW_PACKAGES if not (root / PACKAGE / name / "__init__.py").exists()]
+    created = [
+        root / PACKAGE / name / "__init__.py"
+        for name in NEW_PACKAGES
+        if not (root / PACKAGE / name / "__init__.py").exists()
+    ]
     if dry_run:
         return moves, changed + created
     for name, doc in NEW_PACKAGES.items():
@@ -259,7 +274,9 @@ def apply(root: Path, *, dry_run: bool = False) -> tuple[list[tuple[Path, Path]]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="the checkout (default: this one)")
+    p.add_argument(
+        "--root", type=Path, default=Path(__file__).resolve().parents[1], help="the checkout (default: this one)"
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     args = p.parse_args(argv)
     root = args.root.resolve()
@@ -271,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     for a, b in moves:
         print(f"{verb}move {a.relative_to(root)} -> {b.relative_to(root)}")
     for path in changed:
-        print(f"{verb}{'create' if path.name == '__init__.py' and path.parent.name in NEW_PACKAGES else 'rewrite'} {path.relative_to(root)}")
+        print(
+            f"{verb}{'create' if path.name == '__init__.py' and path.parent.name in NEW_PACKAGES else 'rewrite'} {path.relative_to(root)}"
+        )
     if not moves and not changed:
         print("nothing to do: the layout is already applied")
     return 0

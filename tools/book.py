@@ -25,8 +25,11 @@ MATHJAX = ROOT / "node_modules" / "mathjax" / "es5"
 
 def pages() -> list[Path]:
     """The repository files that become pages, in book order."""
-    return (sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + sorted((ROOT / "notebooks" / "exercises").glob("*.ipynb"))
-            + [ROOT / "docs" / "results.md", ROOT / "docs" / "teaching.md"])
+    return (
+        sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+        + sorted((ROOT / "notebooks" / "exercises").glob("*.ipynb"))
+        + [ROOT / "docs" / "results.md", ROOT / "docs" / "teaching.md"]
+    )
 
 
 def relink(text: str, where: Path, page_set: set[Path]) -> str:
@@ -63,7 +66,9 @@ def assemble(src: Path) -> None:
             for cell in nb.cells:
                 if cell.cell_type == "markdown":
                     # the Colab badge is an image from another site: a text link keeps the site self-contained
-                    cell.source = re.sub(r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)]*)\)", r"[Open in Colab](\1)", cell.source)
+                    cell.source = re.sub(
+                        r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)]*)\)", r"[Open in Colab](\1)", cell.source
+                    )
                     cell.source = relink(cell.source, page, page_set)
             nbformat.write(nb, out)
         else:

@@ -48,7 +48,7 @@ STUB = 'raise NotImplementedError("Exercise: write this part (see the text above
 REPO = "bupo-notebooks/bupo-notebooks"
 BRANCH = "main"
 
-INSTALL_CELL = '''# Colab only: install what this notebook needs. Elsewhere this cell does nothing
+INSTALL_CELL = """# Colab only: install what this notebook needs. Elsewhere this cell does nothing
 # (locally, `make test` or `pip install -e .` has already installed everything).
 import sys
 
@@ -68,7 +68,7 @@ if IN_COLAB:
     if changed and not os.path.exists("/content/.bupo-restarted"):
         open("/content/.bupo-restarted", "w").close()
         print("pip replaced " + ", ".join(changed) + ", already imported by this kernel: restarting the runtime once. Run the notebook again.")
-        os.kill(os.getpid(), 9)  # Colab restarts a killed kernel'''
+        os.kill(os.getpid(), 9)  # Colab restarts a killed kernel"""
 
 # What each notebook needs beyond the package's core dependencies, as pyproject extras (keyed by the
 # notebook's two-digit prefix): "gemma" = the second embedded family (notebook 03), "hub" = the
@@ -159,7 +159,9 @@ def split_solutions(code: str, student: bool, where: str = "") -> str:
 
 # --------------------------------------------------------------------------- exercises and grading
 EXERCISE_HEADING = re.compile(r"^#+ Exercise (\d+\.\d+) · (.+)$", re.M)
-RATING = re.compile(r"\*\*Difficulty\*\* ([●○]{3}) · \*\*importance\*\* ([●○]{3}) · \*\*about (\d+) min\*\* · \*\*(\d+) points?\*\*")
+RATING = re.compile(
+    r"\*\*Difficulty\*\* ([●○]{3}) · \*\*importance\*\* ([●○]{3}) · \*\*about (\d+) min\*\* · \*\*(\d+) points?\*\*"
+)
 
 
 @dataclass(frozen=True)
@@ -185,13 +187,24 @@ def exercises_of(cells: list[nbformat.NotebookNode], where: str = "") -> list[Ex
         if cell.cell_type != "markdown":
             continue
         for m in EXERCISE_HEADING.finditer(cell.source):
-            rest = cell.source[m.end():]
+            rest = cell.source[m.end() :]
             nxt = EXERCISE_HEADING.search(rest)
             r = RATING.search(rest[: nxt.start()] if nxt else rest)
             if r is None:
-                raise SystemExit(f"{where}: exercise {m.group(1)} has no rating line "
-                                 "(**Difficulty** ●●○ · **importance** ●●● · **about N min** · **P points**)")
-            found.append(Exercise(m.group(1), m.group(2).strip(), r.group(1).count("●"), r.group(2).count("●"), int(r.group(3)), int(r.group(4))))
+                raise SystemExit(
+                    f"{where}: exercise {m.group(1)} has no rating line "
+                    "(**Difficulty** ●●○ · **importance** ●●● · **about N min** · **P points**)"
+                )
+            found.append(
+                Exercise(
+                    m.group(1),
+                    m.group(2).strip(),
+                    r.group(1).count("●"),
+                    r.group(2).count("●"),
+                    int(r.group(3)),
+                    int(r.group(4)),
+                )
+            )
     return found
 
 
@@ -199,15 +212,31 @@ def nbgrader_checksum(cell: nbformat.NotebookNode) -> str:
     """nbgrader's checksum of a cell (nbgrader.utils.compute_checksum, re-stated so that building needs no nbgrader)."""
     meta = cell.metadata["nbgrader"]
     m = hashlib.md5()
-    for part in (cell.source, cell.cell_type, str(meta["grade"]), str(meta["solution"]), str(meta["locked"]), meta["grade_id"]):
+    for part in (
+        cell.source,
+        cell.cell_type,
+        str(meta["grade"]),
+        str(meta["solution"]),
+        str(meta["locked"]),
+        meta["grade_id"],
+    ):
         m.update(part.encode("utf-8"))
     if meta["grade"]:
         m.update(str(float(meta["points"])).encode("utf-8"))
     return m.hexdigest()
 
 
-def _nbgrader(cell: nbformat.NotebookNode, grade_id: str, *, solution: bool, grade: bool, locked: bool, points: int | None = None) -> None:
-    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution, "task": False}
+def _nbgrader(
+    cell: nbformat.NotebookNode, grade_id: str, *, solution: bool, grade: bool, locked: bool, points: int | None = None
+) -> None:
+    meta = {
+        "grade": grade,
+        "grade_id": grade_id,
+        "locked": locked,
+        "schema_version": 3,
+        "solution": solution,
+        "task": False,
+    }
     if grade:
         meta["points"] = points
     cell.metadata["nbgrader"] = meta
@@ -223,7 +252,9 @@ def split_check(code: str) -> tuple[str, str]:
     return code, ""
 
 
-def grade_cells(cells: list[nbformat.NotebookNode], where: str, solution_cells: set[int]) -> list[nbformat.NotebookNode]:
+def grade_cells(
+    cells: list[nbformat.NotebookNode], where: str, solution_cells: set[int]
+) -> list[nbformat.NotebookNode]:
     """The student notebook's cells with nbgrader metadata: each exercise's solution cell(s), then its locked test cell."""
     out: list[nbformat.NotebookNode] = []
     current: Exercise | None = None
@@ -242,16 +273,25 @@ def grade_cells(cells: list[nbformat.NotebookNode], where: str, solution_cells: 
         parts[current.grade_id] = parts.get(current.grade_id, 0) + 1
         solution, test = split_check(cell.source)
         sol_cell = nbformat.v4.new_code_cell(solution)
-        _nbgrader(sol_cell, f"{current.grade_id}-solution" + (f"-{parts[current.grade_id]}" if parts[current.grade_id] > 1 else ""),
-                  solution=True, grade=False, locked=False)
+        _nbgrader(
+            sol_cell,
+            f"{current.grade_id}-solution" + (f"-{parts[current.grade_id]}" if parts[current.grade_id] > 1 else ""),
+            solution=True,
+            grade=False,
+            locked=False,
+        )
         out.append(sol_cell)
         if test:
             test_cell = nbformat.v4.new_code_cell(test)
-            _nbgrader(test_cell, f"{current.grade_id}-check", solution=False, grade=True, locked=True, points=current.points)
+            _nbgrader(
+                test_cell, f"{current.grade_id}-check", solution=False, grade=True, locked=True, points=current.points
+            )
             out.append(test_cell)
     ids = [c.metadata["nbgrader"]["grade_id"] for c in out if "nbgrader" in c.metadata]
     if len(ids) != len(set(ids)):
-        raise SystemExit(f"{where}: an exercise has two checker cells; give each exercise one '### Exercise N.M' heading")
+        raise SystemExit(
+            f"{where}: an exercise has two checker cells; give each exercise one '### Exercise N.M' heading"
+        )
     return out
 
 
@@ -279,7 +319,9 @@ def _relink(markdown: str, student_stems: set[str]) -> str:
     return re.sub(r"\]\(([^)\s]+)\)", fix, markdown)
 
 
-def build(src: Path, student: bool = False, student_stems: set[str] | None = None, filled: bool = False) -> nbformat.NotebookNode:
+def build(
+    src: Path, student: bool = False, student_stems: set[str] | None = None, filled: bool = False
+) -> nbformat.NotebookNode:
     """The solution notebook of ``src``, or its student version (``filled``: the student layout with the
     reference solutions in place of the stubs, what a perfect submission looks like; for tests)."""
     cells = parse_percent(src.read_text())
@@ -384,7 +426,9 @@ def student_notebooks(sources: list[Path] | None = None) -> dict[Path, nbformat.
 # --------------------------------------------------------------------------- stated times
 # Every run time a chapter, README.md or docs/teaching.md states is written by `--times --write` from
 # the execution time recorded in the executed notebook; tests/test_course.py checks they agree.
-TIME_SENTENCE = re.compile(r"\*\*Time\.\*\* (?:< 1 min|~\d+ min) to run on a 2-core CPU at the committed sizes \(\d+ s recorded\)")
+TIME_SENTENCE = re.compile(
+    r"\*\*Time\.\*\* (?:< 1 min|~\d+ min) to run on a 2-core CPU at the committed sizes \(\d+ s recorded\)"
+)
 WORK_SENTENCE = re.compile(r"\*\*Working time\.\*\* about \d+ min for the (?:\d+ exercises|exercise)")
 TIME_COLUMNS = {ROOT / "README.md": "CPU time", ROOT / "docs" / "teaching.md": "run time (CPU)"}
 
@@ -395,7 +439,9 @@ def recorded_times() -> dict[str, int]:
     for path in sorted(OUT.glob("*.ipynb")):
         secs = nbformat.read(path, as_version=4).metadata.get("bupo", {}).get("execution_seconds")
         if secs is None:
-            raise SystemExit(f"{path.name}: no recorded execution time; run `python tools/nbbuild.py --execute {path.stem[:2]}`")
+            raise SystemExit(
+                f"{path.name}: no recorded execution time; run `python tools/nbbuild.py --execute {path.stem[:2]}`"
+            )
         out[path.stem[:2]] = int(secs)
     return out
 
@@ -410,7 +456,9 @@ def time_sentence(secs: int) -> str:
 
 
 def work_sentence(found: list[Exercise]) -> str:
-    return f"**Working time.** about {sum(e.minutes for e in found)} min for the " + (f"{len(found)} exercises" if len(found) > 1 else "exercise")
+    return f"**Working time.** about {sum(e.minutes for e in found)} min for the " + (
+        f"{len(found)} exercises" if len(found) > 1 else "exercise"
+    )
 
 
 def set_table_column(text: str, column: str, values: dict[str, str]) -> str:
@@ -465,11 +513,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("only", nargs="*", help="name prefixes of the notebooks to build (default: all)")
     ap.add_argument("--execute", action="store_true", help="execute in a fresh kernel and save outputs")
-    ap.add_argument("--reuse-outputs", action="store_true", help="prose-only edits: keep the outputs of the last execution (refused if any code cell changed)")
+    ap.add_argument(
+        "--reuse-outputs",
+        action="store_true",
+        help="prose-only edits: keep the outputs of the last execution (refused if any code cell changed)",
+    )
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
-    ap.add_argument("--exercises-only", action="store_true", help="write only the student versions under notebooks/exercises/")
-    ap.add_argument("--times", action="store_true", help="print the execution time recorded in each committed notebook, and exit")
-    ap.add_argument("--write", action="store_true", help="with --times: write the recorded times into the sources, README.md and docs/teaching.md")
+    ap.add_argument(
+        "--exercises-only", action="store_true", help="write only the student versions under notebooks/exercises/"
+    )
+    ap.add_argument(
+        "--times", action="store_true", help="print the execution time recorded in each committed notebook, and exit"
+    )
+    ap.add_argument(
+        "--write",
+        action="store_true",
+        help="with --times: write the recorded times into the sources, README.md and docs/teaching.md",
+    )
     args = ap.parse_args()
     if args.times and args.write:
         for path, text in stated_times(recorded_times()).items():
@@ -482,7 +542,14 @@ def main() -> int:
         for path in sorted(OUT.glob("*.ipynb")):
             meta = nbformat.read(path, as_version=4).metadata.get("bupo", {})
             secs = meta.get("execution_seconds")
-            print(f"{path.name:40s} " + (f"{secs:6d} s{' (QUICK sizes)' if meta.get('quick') else ''}" if secs is not None else "  not recorded"))
+            print(
+                f"{path.name:40s} "
+                + (
+                    f"{secs:6d} s{' (QUICK sizes)' if meta.get('quick') else ''}"
+                    if secs is not None
+                    else "  not recorded"
+                )
+            )
         return 0
     sources = sorted(SRC.glob("*.py"))
     if args.only:
@@ -507,7 +574,9 @@ def main() -> int:
             if old_meta:
                 nb.metadata["bupo"] = old_meta
         nbformat.write(nb, out)
-        print(f"{out.relative_to(ROOT)}" + (f" executed in {time.time() - t0:.0f} s" if args.execute else ""), flush=True)
+        print(
+            f"{out.relative_to(ROOT)}" + (f" executed in {time.time() - t0:.0f} s" if args.execute else ""), flush=True
+        )
     return 0
 
 

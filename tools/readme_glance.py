@@ -27,7 +27,7 @@ def main() -> int:
         print("README.md has no '- Sweep `...' lines to replace", file=sys.stderr)
         return 1
     glance = glance_lines(ROOT / "results")
-    new = lines[: idx[0]] + glance + lines[idx[-1] + 1:]
+    new = lines[: idx[0]] + glance + lines[idx[-1] + 1 :]
     path.write_text("\n".join(new) + "\n", encoding="utf-8")
     print(f"README.md: {len(idx)} sweep line(s) replaced by {len(glance)}")
     return 0

@@ -12,17 +12,43 @@ from ..tasks import EASY_CHAIN_SUM
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model name, local folder, checkpoint or hub id (default {DEFAULT_MODEL}; `bupo models` lists names)")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model name, local folder, checkpoint or hub id (default {DEFAULT_MODEL}; `bupo models` lists names)",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default float32 on CPU, bfloat16 on recent GPUs")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="default float32 on CPU, bfloat16 on recent GPUs",
+    )
 
 
 def add_task_arguments(p: argparse.ArgumentParser, *, default: str = "chain_sum") -> None:
-    p.add_argument("--task", default=default, help="reasoning-gym dataset (chain_sum, basic_arithmetic, simple_equations, gsm_symbolic, ...), a .jsonl file of question/answer pairs, or a hub dataset when online (training splits gsm8k, deepmath, math-train; test sets math500, aime24, aime25, amc23, gsm8k-test)")
+    p.add_argument(
+        "--task",
+        default=default,
+        help="reasoning-gym dataset (chain_sum, basic_arithmetic, simple_equations, gsm_symbolic, ...), a .jsonl file of question/answer pairs, or a hub dataset when online (training splits gsm8k, deepmath, math-train; test sets math500, aime24, aime25, amc23, gsm8k-test)",
+    )
     add_task_arg(p)
-    p.add_argument("--easy", action="store_true", help="shortcut for the two-term single-digit chain_sum the 135M model can learn (min/max_terms=2, min/max_digits=1)")
-    p.add_argument("--template", default=None, help="prompt template: short (question + 'Reply with just the number.'), boxed (the paper's system prompt), qwen3-boxed")
-    p.add_argument("--task-seed", type=int, default=None, help="seed of the generated problems (default: a fixed held-out seed per command)")
+    p.add_argument(
+        "--easy",
+        action="store_true",
+        help="shortcut for the two-term single-digit chain_sum the 135M model can learn (min/max_terms=2, min/max_digits=1)",
+    )
+    p.add_argument(
+        "--template",
+        default=None,
+        help="prompt template: short (question + 'Reply with just the number.'), boxed (the paper's system prompt), qwen3-boxed",
+    )
+    p.add_argument(
+        "--task-seed",
+        type=int,
+        default=None,
+        help="seed of the generated problems (default: a fixed held-out seed per command)",
+    )
 
 
 def add_task_arg(p: argparse.ArgumentParser, *, when_absent: str = "the generator's own defaults") -> None:
@@ -30,8 +56,13 @@ def add_task_arg(p: argparse.ArgumentParser, *, when_absent: str = "the generato
 
     ``when_absent`` says in the help what a command uses when the flag is not given.
     """
-    p.add_argument("--task-arg", action="append", default=None, metavar="KEY=VALUE",
-                   help=f"a setting of the task's generator, repeatable (e.g. --task-arg max_terms=2); not given: {when_absent}")
+    p.add_argument(
+        "--task-arg",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help=f"a setting of the task's generator, repeatable (e.g. --task-arg max_terms=2); not given: {when_absent}",
+    )
 
 
 def parse_task_args(items: list[str]) -> dict[str, Any]:

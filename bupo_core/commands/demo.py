@@ -41,32 +41,67 @@ EVAL_FLAG_NAMES = {"num_problems": "--eval-problems"}
 
 def _prefixed(cls: type, prefix: str, exclude: tuple[str, ...], names: dict[str, str] | None = None) -> dict[str, str]:
     """``{field: flag}`` with the flags ``--<prefix>-<field-name>`` (``names`` overrides some)."""
-    return {f.name: (names or {}).get(f.name, f"--{prefix}-" + f.name.replace("_", "-"))
-            for f in dataclasses.fields(cls) if f.name not in exclude}
+    return {
+        f.name: (names or {}).get(f.name, f"--{prefix}-" + f.name.replace("_", "-"))
+        for f in dataclasses.fields(cls)
+        if f.name not in exclude
+    }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DemoConfig()
-    add_config_arguments(p, DemoConfig, exclude=DEMO_BY_HAND, flags={"out_dir": "--out"}, defaults=d,
-                         overrides={"analysis_style": {"choices": sorted(TEMPLATES)}})
-    train = p.add_argument_group("training (both runs; the demo sets model, task, method, layer, seed, device and out_dir per run)")
-    add_config_arguments(train, TrainConfig, exclude=TRAIN_SET_BY_DEMO, defaults=d.train, dest_prefix="train_",
-                         overrides={"template": {"choices": sorted(TEMPLATES)}, "loss": {"choices": sorted(POLICY_LOSSES)}})
+    add_config_arguments(
+        p,
+        DemoConfig,
+        exclude=DEMO_BY_HAND,
+        flags={"out_dir": "--out"},
+        defaults=d,
+        overrides={"analysis_style": {"choices": sorted(TEMPLATES)}},
+    )
+    train = p.add_argument_group(
+        "training (both runs; the demo sets model, task, method, layer, seed, device and out_dir per run)"
+    )
+    add_config_arguments(
+        train,
+        TrainConfig,
+        exclude=TRAIN_SET_BY_DEMO,
+        defaults=d.train,
+        dest_prefix="train_",
+        overrides={"template": {"choices": sorted(TEMPLATES)}, "loss": {"choices": sorted(POLICY_LOSSES)}},
+    )
     analysis = p.add_argument_group("entropy analysis")
-    add_config_arguments(analysis, AnalysisConfig, exclude=ANALYSIS_SET_BY_DEMO, defaults=d.analysis, dest_prefix="analysis_",
-                         flags=_prefixed(AnalysisConfig, "analysis", ANALYSIS_SET_BY_DEMO),
-                         overrides={"statistics": {"choices": sorted(REDUCERS), "metavar": "NAME"}})
+    add_config_arguments(
+        analysis,
+        AnalysisConfig,
+        exclude=ANALYSIS_SET_BY_DEMO,
+        defaults=d.analysis,
+        dest_prefix="analysis_",
+        flags=_prefixed(AnalysisConfig, "analysis", ANALYSIS_SET_BY_DEMO),
+        overrides={"statistics": {"choices": sorted(REDUCERS), "metavar": "NAME"}},
+    )
     evaluation = p.add_argument_group("held-out evaluation")
-    add_config_arguments(evaluation, EvalConfig, exclude=EVAL_SET_BY_DEMO, defaults=d.eval, dest_prefix="eval_",
-                         flags=_prefixed(EvalConfig, "eval", EVAL_SET_BY_DEMO, EVAL_FLAG_NAMES))
-    p.add_argument("--overwrite", action="store_true", help="replace the previous report in --out (otherwise a non-empty --out is refused)")
+    add_config_arguments(
+        evaluation,
+        EvalConfig,
+        exclude=EVAL_SET_BY_DEMO,
+        defaults=d.eval,
+        dest_prefix="eval_",
+        flags=_prefixed(EvalConfig, "eval", EVAL_SET_BY_DEMO, EVAL_FLAG_NAMES),
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the previous report in --out (otherwise a non-empty --out is refused)",
+    )
 
 
 def config_from_namespace(args: argparse.Namespace) -> DemoConfig:
     """The :class:`DemoConfig` described by the parsed arguments."""
     d = DemoConfig()
     cfg = config_from_args(
-        DemoConfig, args, base=d,
+        DemoConfig,
+        args,
+        base=d,
         train=config_from_args(TrainConfig, args, base=d.train, dest_prefix="train_"),
         analysis=config_from_args(AnalysisConfig, args, base=d.analysis, dest_prefix="analysis_"),
         eval=config_from_args(EvalConfig, args, base=d.eval, dest_prefix="eval_"),

@@ -27,19 +27,43 @@ ANALYSIS_BY_HAND = ("chat_template_kwargs", "keep_token_statistics")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="smollm2-135m-instruct", help="model name, local folder or hub id (default: the embedded smollm2-135m-instruct)")
+    p.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="model name, local folder or hub id (default: the embedded smollm2-135m-instruct)",
+    )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--task", help="reasoning-gym task whose questions the model answers (e.g. chain_sum, basic_arithmetic)")
-    src.add_argument("--pairs", type=Path, help='JSONL file, one {"messages": [...], "response": "..."} or {"prompt": "...", "response": "..."} a line')
+    src.add_argument(
+        "--task", help="reasoning-gym task whose questions the model answers (e.g. chain_sum, basic_arithmetic)"
+    )
+    src.add_argument(
+        "--pairs",
+        type=Path,
+        help='JSONL file, one {"messages": [...], "response": "..."} or {"prompt": "...", "response": "..."} a line',
+    )
     p.add_argument("--n", type=int, default=8, help="number of task prompts (with --task; default 8)")
     add_task_arg(p)
-    p.add_argument("--prompt-style", choices=list(TEMPLATES), default="boxed",
-                   help="a prompt template: boxed: the paper's system message (default); short: '... Reply with just the number.'; plain: the question only; qwen3-boxed: boxed without thinking")
+    p.add_argument(
+        "--prompt-style",
+        choices=list(TEMPLATES),
+        default="boxed",
+        help="a prompt template: boxed: the paper's system message (default); short: '... Reply with just the number.'; plain: the question only; qwen3-boxed: boxed without thinking",
+    )
     # the analysis settings: one flag per AnalysisConfig field (help and defaults from its docstring)
-    add_config_arguments(p, AnalysisConfig, exclude=ANALYSIS_BY_HAND, flags={"samples_per_prompt": "--samples"},
-                         overrides={"statistics": {"choices": sorted(REDUCERS), "metavar": "NAME"}})
+    add_config_arguments(
+        p,
+        AnalysisConfig,
+        exclude=ANALYSIS_BY_HAND,
+        flags={"samples_per_prompt": "--samples"},
+        overrides={"statistics": {"choices": sorted(REDUCERS), "metavar": "NAME"}},
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (statistics are float32 anyway)")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="model dtype (statistics are float32 anyway)",
+    )
     p.add_argument("--no-figures", action="store_true", help="write entropy.json only")
     p.add_argument("--out", type=Path, required=True, help="output folder (created)")
 
@@ -60,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputFormatError("--device cuda was given but no CUDA GPU is visible; use --device cpu")
     check_device(args.device)
     cfg = config_from_args(
-        AnalysisConfig, args,
-        chat_template_kwargs=(TEMPLATES[args.prompt_style].chat_template_kwargs or None) if args.pairs is None else None,
+        AnalysisConfig,
+        args,
+        chat_template_kwargs=(TEMPLATES[args.prompt_style].chat_template_kwargs or None)
+        if args.pairs is None
+        else None,
     )
     check_seed(cfg.seed)
     check_model(args.model)
@@ -79,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     model, tok = load_model(args.model, device=args.device, dtype=dtype)
     vocab = ArchitectureAdapter(model).vocab_size
     if cfg.top_k > vocab:
-        raise InputFormatError(f"--top-k {cfg.top_k} is larger than the model's vocabulary ({vocab} tokens); use 0..{vocab}")
+        raise InputFormatError(
+            f"--top-k {cfg.top_k} is larger than the model's vocabulary ({vocab} tokens); use 0..{vocab}"
+        )
     report = analyse_entropy(model, tok, items, config=cfg, model_name=args.model, progress=True, settings=source)
     report.timing["total_s"] = round(time.perf_counter() - t0, 3)
     from ..reporting.entropy_plots import save_entropy_report  # noqa: PLC0415

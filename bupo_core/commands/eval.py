@@ -18,12 +18,20 @@ HELD_OUT_SEED = 10_000  # training runs draw problems with small seeds; evaluati
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     add_task_arguments(p)
-    p.add_argument("--split", default="eval", choices=["eval", "train", "all"],
-                   help="which side of the fixed question partition to evaluate on (default eval: no question of it occurs in any "
-                        "training split; train the model with --task-arg split=train). 'all' = no split")
+    p.add_argument(
+        "--split",
+        default="eval",
+        choices=["eval", "train", "all"],
+        help="which side of the fixed question partition to evaluate on (default eval: no question of it occurs in any "
+        "training split; train the model with --task-arg split=train). 'all' = no split",
+    )
     # the evaluation settings: one flag per EvalConfig field (help and defaults from its docstring)
     add_config_arguments(p, EvalConfig, flags={"num_problems": "--n", "k": "--k"})
-    p.add_argument("--out", required=True, help="output folder (eval.json, per_problem.jsonl: correct counts per problem, responses.jsonl: the sampled texts, pass_at_k.png)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (eval.json, per_problem.jsonl: correct counts per problem, responses.jsonl: the sampled texts, pass_at_k.png)",
+    )
 
 
 def check_checkpoint_folder(model: str) -> None:
@@ -37,7 +45,9 @@ def check_checkpoint_folder(model: str) -> None:
     if folder.is_dir() and (folder / CHECKPOINT_MANIFEST).is_file():
         problem = checkpoint_problem(folder, verify="full")
         if problem:
-            raise ModelNotAvailableError(f"checkpoint {folder} is damaged ({problem}); evaluate another checkpoint of the run, or train again")
+            raise ModelNotAvailableError(
+                f"checkpoint {folder} is damaged ({problem}); evaluate another checkpoint of the run, or train again"
+            )
 
 
 def check_finite_weights(model, name: str) -> None:
@@ -86,6 +96,23 @@ def run(args: argparse.Namespace) -> int:
     fig = plot_pass_at_k({args.model: result.to_json()})
     fig.savefig(path.parent / "pass_at_k.png", dpi=120)
     data = result.to_json()
-    print(json.dumps({k: data[k] for k in ("model", "task", "num_problems", "num_samples", "avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")}, indent=1))
+    print(
+        json.dumps(
+            {
+                k: data[k]
+                for k in (
+                    "model",
+                    "task",
+                    "num_problems",
+                    "num_samples",
+                    "avg_at_k",
+                    "pass_at_k",
+                    "no_answer_rate",
+                    "accuracy_among_answered",
+                )
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {path}")
     return 0

@@ -28,11 +28,17 @@ def run(args: argparse.Namespace) -> int:
     from ..reporting.report import write_page  # noqa: PLC0415
 
     if not Path(args.results).is_dir():
-        raise InputFormatError(f"{args.results} is not a folder; give the results folder that holds specs/ (e.g. results/)")
+        raise InputFormatError(
+            f"{args.results} is not a folder; give the results folder that holds specs/ (e.g. results/)"
+        )
     if Path(args.out).is_dir():
-        raise InputFormatError(f"--out {args.out} is a folder; give the page's file name, e.g. {Path(args.out) / 'results.md'}")
+        raise InputFormatError(
+            f"--out {args.out} is a folder; give the page's file name, e.g. {Path(args.out) / 'results.md'}"
+        )
     if not (Path(args.results) / "specs").is_dir():
-        raise InputFormatError(f"{args.results} has no specs/ folder; give the results folder that holds specs/ and one folder per sweep (e.g. results/)")
+        raise InputFormatError(
+            f"{args.results} has no specs/ folder; give the results folder that holds specs/ and one folder per sweep (e.g. results/)"
+        )
     path = write_page(args.results, args.out, bench=args.bench, notebooks=args.notebooks)
     print(f"wrote {path}")
     return 0

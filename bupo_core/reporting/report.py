@@ -26,6 +26,7 @@ from typing import Any
 
 from ..stats import min_p_value
 from .sweep_results import ALPHA, SweepResults, fmt_p, fmt_pm
+
 MAIN_METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
 SWEEP_ORDER = ("main", "long", "gemma")
 BENCH_SKIP = {"task_pass_rate.json"}
@@ -91,8 +92,10 @@ def _committed_sweeps(results: Path) -> list[tuple[str, SweepResults]]:
         except AssertionError as exc:
             from ..errors import InputFormatError  # noqa: PLC0415
 
-            raise InputFormatError(f"{results / name}: summary.json disagrees with cells.jsonl ({str(exc).splitlines()[0]}); "
-                                   f"rewrite it with `bupo sweep results/specs/{name}.yaml --out {results / name} --summary-only`") from None
+            raise InputFormatError(
+                f"{results / name}: summary.json disagrees with cells.jsonl ({str(exc).splitlines()[0]}); "
+                f"rewrite it with `bupo sweep results/specs/{name}.yaml --out {results / name} --summary-only`"
+            ) from None
         out.append((name, res))
     return out
 
@@ -140,7 +143,9 @@ def notebook07_eval(path: Path) -> list[dict] | None:
                 mean = float(parts[1])
                 i = parts.index("±") if "±" in parts else 1
                 rest = [p for p in parts[i + 2 :] if "-" not in p or p.startswith("-")]
-                rows.append({"model": parts[0], "avg_at_k": mean, "pass_at_k": float(rest[0]), "no_answer_rate": float(rest[1])})
+                rows.append(
+                    {"model": parts[0], "avg_at_k": mean, "pass_at_k": float(rest[0]), "no_answer_rate": float(rest[1])}
+                )
             except (ValueError, IndexError):
                 continue
         return rows or None
@@ -168,7 +173,7 @@ def _header(results: Path, out_rel: str) -> list[str]:
         "gets one row per seed set in the table), the paired difference with the two-sided sign-flip permutation p-value, "
         "the unpaired label-permutation p-value on the same seeds, the arm-control correlation r across seeds, and the "
         "detectable difference: the smallest true difference the paired test resolves at p < 0.05 with 80% power at "
-        "these seeds and this variance, so \"not resolved\" reads as \"probably smaller than that\". Pairing removes "
+        'these seeds and this variance, so "not resolved" reads as "probably smaller than that". Pairing removes '
         "variance only when r > 0 (Var(arm − control) = Var(arm) + Var(control) − 2 r SD SD); at this scale training "
         "diverges after a few steps and r can be negative, so where r ≤ 0 the unpaired test is the one the data support. "
         "With n pairs the smallest possible sign-flip p-value is 2/2^n "
@@ -181,7 +186,9 @@ def _header(results: Path, out_rel: str) -> list[str]:
 
 def earlier_design(res: SweepResults) -> bool:
     """A sweep of the earlier design: run without dynamic sampling (issue 20's deciding sweeps use it)."""
-    return not bool(res.summary.get("shared", {}).get("dynamic_sampling", res.spec.get("shared", {}).get("dynamic_sampling", False)))
+    return not bool(
+        res.summary.get("shared", {}).get("dynamic_sampling", res.spec.get("shared", {}).get("dynamic_sampling", False))
+    )
 
 
 def _counts(res: SweepResults) -> tuple[int, int]:
@@ -205,15 +212,29 @@ def _headline_section(results: Path) -> list[str]:
             f"(sign-flip test over training seeds, p < {ALPHA}): resolved above: {', '.join(verdicts['above']) or 'none'}; "
             f"resolved below: {', '.join(verdicts['below']) or 'none'}; not resolved: {', '.join(verdicts['open']) or 'none'}."
         )
-        main = [a for a in res.groups().get("main comparison", []) if a != res.control and res.inter_steps(a) and res.arm(a)["seeds"]]
+        main = [
+            a
+            for a in res.groups().get("main comparison", [])
+            if a != res.control and res.inter_steps(a) and res.arm(a)["seeds"]
+        ]
         for arm in main:
             lines.append(f"  - The main BuPO arm: {res.verdict(arm)}")
     if not sweeps:
-        lines.append("No sweep results are committed yet; the sections below list the planned sweeps and their commands.")
+        lines.append(
+            "No sweep results are committed yet; the sections below list the planned sweeps and their commands."
+        )
     else:
-        lines += ["", "The main comparison of each sweep (quoted in the README's \"Results at a glance\"):", ""] + glance_lines(results)
-    lines += ["", "The paper reports BuPO above GRPO on all four of its models (Table 1); the sections below give, per arm, "
-              "what the paper reports for the same change.", ""]
+        lines += [
+            "",
+            'The main comparison of each sweep (quoted in the README\'s "Results at a glance"):',
+            "",
+        ] + glance_lines(results)
+    lines += [
+        "",
+        "The paper reports BuPO above GRPO on all four of its models (Table 1); the sections below give, per arm, "
+        "what the paper reports for the same change.",
+        "",
+    ]
     return lines
 
 
@@ -236,15 +257,18 @@ def glance_lines(results: str | Path) -> list[str]:
                 v = res.arm(a)["vs_control"]["avg_at_k"]
                 if v.get("n_pairs", 0) >= 2:
                     side = res.resolution(a)
-                    part += (f" ({fmt_pm(v['diff_mean'], v['se'], signed=True)} vs `{res.control}`, p = {fmt_p(v['p_value'])}, "
-                             f"{'resolved ' + side if side else 'not resolved'})")
+                    part += (
+                        f" ({fmt_pm(v['diff_mean'], v['se'], signed=True)} vs `{res.control}`, p = {fmt_p(v['p_value'])}, "
+                        f"{'resolved ' + side if side else 'not resolved'})"
+                    )
             parts.append(part)
         bupo = [a for a in res.arm_names if res.inter_steps(a) and res.arm(a)["seeds"]]
         above = [a for a in bupo if res.resolution(a) == "above"]
         seeds = sorted({len(res.arm(a)["seeds"]) for a in arms})
         out.append(
             f"- Sweep `{name}` ({_counts(res)[0]} of {_counts(res)[1]} cells; "
-            f"{'/'.join(map(str, seeds))} seed{'' if seeds == [1] else 's'}): held-out Avg@{res.k}, mean ± SE over seeds: " + "; ".join(parts)
+            f"{'/'.join(map(str, seeds))} seed{'' if seeds == [1] else 's'}): held-out Avg@{res.k}, mean ± SE over seeds: "
+            + "; ".join(parts)
             + f". BuPO arms resolved above `{res.control}`: {', '.join(f'`{a}`' for a in above) or 'none'} of {len(bupo)}."
         )
     return out
@@ -254,24 +278,31 @@ def _task_section(bench: Path) -> list[str]:
     path = bench / "task_pass_rate.json"
     lines = ["## The held-out task", ""]
     lines += [
-        "Evaluation is held out by construction: `load_task(..., split=\"train\" | \"eval\")` partitions the "
+        'Evaluation is held out by construction: `load_task(..., split="train" | "eval")` partitions the '
         "*questions* by a hash of each question's key (the sorted tokens of the expression, so `a + b`, `b + a`, "
         "`a - b` and `b - a` always fall on the same side; `bupo_core/tasks.py`). Training uses the train split, "
         "`bupo eval` and `bupo sweep` the eval split; `tests/test_tasks.py` checks that no question is in both.",
         "",
     ] + _pool_lines()
     if not path.exists():
-        lines += ["The base pass rates of the candidate tasks appear here once `python bench/task_pass_rate.py` has "
-                  "written `bench/results/task_pass_rate.json`.", ""]
+        lines += [
+            "The base pass rates of the candidate tasks appear here once `python bench/task_pass_rate.py` has "
+            "written `bench/results/task_pass_rate.json`.",
+            "",
+        ]
         return lines
     data = _load_json(path)
     st = data["settings"]
     lines += [
         f"Candidates, measured on the untrained {data['model']} ({st['prompts']} training-split prompts x "
         f"{st['samples_per_prompt']} samples, temperature {st['temperature']}, {st['max_new_tokens']} new tokens, "
-        f"\"{st['template']}\" template; `{data['command']}` -> `bench/results/task_pass_rate.json`"
-        + ("" if st.get("pool") == "uniform" else "; measured with the earlier pool rule (the first distinct questions in draw "
-           "order), so its prompts over-represent two-term questions: rerun the command to measure the uniform pool")
+        f'"{st["template"]}" template; `{data["command"]}` -> `bench/results/task_pass_rate.json`'
+        + (
+            ""
+            if st.get("pool") == "uniform"
+            else "; measured with the earlier pool rule (the first distinct questions in draw "
+            "order), so its prompts over-represent two-term questions: rerun the command to measure the uniform pool"
+        )
         + "). GRPO learns only "
         f"from *mixed* groups (some of the {st['samples_per_prompt']} answers right, some wrong).",
         "",
@@ -324,7 +355,9 @@ def _arm_paper_table(data: dict) -> list[str]:
     for a in data["arms"]:
         seeds = a.get("seeds", data["seeds"])
         n = seeds if isinstance(seeds, int) else len(seeds)
-        lines.append(f"| {a['name']} | {_cell(_cfg(a.get('config') or {}))} | {n} | {_cell(a.get('paper') or a.get('note') or '')} |")
+        lines.append(
+            f"| {a['name']} | {_cell(_cfg(a.get('config') or {}))} | {n} | {_cell(a.get('paper') or a.get('note') or '')} |"
+        )
     return lines
 
 
@@ -384,7 +417,11 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
     ev = summary["eval"]
     done, planned = _counts(res)
     walls = sorted(r["wall_s"]["total"] for r in res.rows)
-    median = walls[len(walls) // 2] if len(walls) % 2 else (sum(walls[len(walls) // 2 - 1:len(walls) // 2 + 1]) / 2 if walls else None)
+    median = (
+        walls[len(walls) // 2]
+        if len(walls) % 2
+        else (sum(walls[len(walls) // 2 - 1 : len(walls) // 2 + 1]) / 2 if walls else None)
+    )
     earlier = earlier_design(res)
     lines = [
         f"## Sweep `{name}`" + (" (earlier design)" if earlier else ""),
@@ -400,7 +437,12 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
         f"each cell's per-step training statistics in `results/{name}/cells/<arm>/seed-<s>/run/metrics.jsonl`. "
         f"Evaluation: {ev['num_problems']} problems of the {ev['split']} split x {k} samples, {ev['max_new_tokens']} new tokens, "
         f"temperature {ev['temperature']}. Wall time: {_f(sum(walls) / 60, 1)} min for the finished cells"
-        + (f", {_f(sum(walls) / len(walls) / 60, 1)} min per cell on average (median {_f(median / 60, 1)} min)" if walls else "") + ".",
+        + (
+            f", {_f(sum(walls) / len(walls) / 60, 1)} min per cell on average (median {_f(median / 60, 1)} min)"
+            if walls
+            else ""
+        )
+        + ".",
         "",
     ]
     lines += _decides_lines(data, folder.parent)
@@ -413,20 +455,31 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
             shown = [ctl] + shown if arms[ctl]["seeds"] else shown
         if shown:
             lines += [res.markdown_table(arms=shown), ""]
-        waiting = [f"`{n}` ({len(arms[n]['seeds'])} of {len(arms[n].get('planned_seeds', arms[n]['seeds']))} seeds)"
-                   for n in names if len(arms[n]["seeds"]) < len(arms[n].get("planned_seeds", arms[n]["seeds"]))]
+        waiting = [
+            f"`{n}` ({len(arms[n]['seeds'])} of {len(arms[n].get('planned_seeds', arms[n]['seeds']))} seeds)"
+            for n in names
+            if len(arms[n]["seeds"]) < len(arms[n].get("planned_seeds", arms[n]["seeds"]))
+        ]
         if waiting:
             lines += ["Still running or not started: " + ", ".join(waiting) + ".", ""]
     if summary.get("unavailable_arms"):
-        lines += ["Arms not run (they need trainer settings this version lacks): "
-                  + "; ".join(f"`{n}`" for n in summary["unavailable_arms"]) + ".", ""]
+        lines += [
+            "Arms not run (they need trainer settings this version lacks): "
+            + "; ".join(f"`{n}`" for n in summary["unavailable_arms"])
+            + ".",
+            "",
+        ]
     lines += _ipa_lines(res)
     lines += _matched_lines(res)
     flat = res.zero_advantage_share()
     if flat:
-        lines += [f"Learning signal: the share of training groups whose {res.spec.get('shared', {}).get('group_size', 'G')} rewards were all "
-                  "equal (advantage 0 for every response: neither GRPO nor IPA learns from them), mean over steps and seeds: "
-                  + ", ".join(f"`{n}` {_f(v, 2)}" for n, v in flat.items()) + ".", ""]
+        lines += [
+            f"Learning signal: the share of training groups whose {res.spec.get('shared', {}).get('group_size', 'G')} rewards were all "
+            "equal (advantage 0 for every response: neither GRPO nor IPA learns from them), mean over steps and seeds: "
+            + ", ".join(f"`{n}` {_f(v, 2)}" for n, v in flat.items())
+            + ".",
+            "",
+        ]
     sampling = {n: a["sampling"] for n, a in arms.items() if a.get("sampling")}
     if sampling:
         parts = []
@@ -436,16 +489,28 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
             if drawn and sum(drawn):
                 parts.append(f"`{n}` {sum(kept):,} of {sum(drawn):,} ({_f(sum(kept) / sum(drawn), 2)})")
         if parts:
-            lines += ["Dynamic sampling: prompts kept (groups with unequal rewards) of prompts drawn, summed over steps and seeds: "
-                      + ", ".join(parts) + ".", ""]
+            lines += [
+                "Dynamic sampling: prompts kept (groups with unequal rewards) of prompts drawn, summed over steps and seeds: "
+                + ", ".join(parts)
+                + ".",
+                "",
+            ]
     signal_steps = {n: res.internal_signal_steps(n) for n in res.arm_names if res.inter_steps(n)}
     signal_steps = {n: st for n, st in signal_steps.items() if st[1]}
     if signal_steps:
-        lines += ["Internal-phase steps with a learning signal (at least one group with unequal rewards; a step without one "
-                  "makes no update), summed over seeds: "
-                  + ", ".join(f"`{n}` {w} of {t}" for n, (w, t) in signal_steps.items()) + "."
-                  + (" An arm with none ran no IPA update at all: it sampled what the control sampled at the same seed and "
-                     "ended in the control's weights." if any(w == 0 for w, _ in signal_steps.values()) else ""), ""]
+        lines += [
+            "Internal-phase steps with a learning signal (at least one group with unequal rewards; a step without one "
+            "makes no update), summed over seeds: "
+            + ", ".join(f"`{n}` {w} of {t}" for n, (w, t) in signal_steps.items())
+            + "."
+            + (
+                " An arm with none ran no IPA update at all: it sampled what the control sampled at the same seed and "
+                "ended in the control's weights."
+                if any(w == 0 for w, _ in signal_steps.values())
+                else ""
+            ),
+            "",
+        ]
     fig_name = f"{name}_avg_at_k.png"
     figures[fig_name] = ("arms", summary)
     lines += [f"![Avg@{k} per arm, mean ± SE across seeds, every seed's point](figures/{fig_name})", ""]
@@ -459,19 +524,25 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
     if any(inter.values()):
         fig2 = f"{name}_reward_per_step.png"
         figures[fig2] = ("curves", {"curves": curves, "inter": inter, "ylabel": "mean training reward"})
-        lines += ["Training reward per step (mean ± SE over seeds of the sampling policy's reward):", "",
-                  f"![training reward per step](figures/{fig2})", ""]
+        lines += [
+            "Training reward per step (mean ± SE over seeds of the sampling policy's reward):",
+            "",
+            f"![training reward per step](figures/{fig2})",
+            "",
+        ]
         if ctl in curves:
             for arm_name in [n for n in curves if n != ctl and inter[n]]:
                 s = inter[arm_name]
                 c = curves[arm_name]["mean"]
                 seeds = [x for x in arms[arm_name]["seeds"] if x in arms[ctl]["seeds"]]
-                g = res.reward_curves([ctl], seeds=seeds).get(ctl, {}).get("mean", [])  # the control over the same seeds
+                g = (
+                    res.reward_curves([ctl], seeds=seeds).get(ctl, {}).get("mean", [])
+                )  # the control over the same seeds
                 if len(c) <= s or len(g) < len(c):
                     continue
                 after = min(len(c), 2 * s) - s
                 mi, gi = sum(c[:s]) / s, sum(g[:s]) / s
-                ma, ga = sum(c[s:s + after]) / after, sum(g[s:s + after]) / after
+                ma, ga = sum(c[s : s + after]) / after, sum(g[s : s + after]) / after
                 lines.append(
                     f"- `{arm_name}`: mean reward over the internal phase (steps 1-{s}) {_f(mi)} vs `{ctl}` {_f(gi)} at the same steps "
                     f"and seeds; over the {after} steps after the switch {_f(ma)} vs {_f(ga)}."
@@ -481,17 +552,29 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
         phase = {n: c for n, c in res.phase_means("internal_logprob").items() if inter.get(n)}
         if phase:
             fig3 = f"{name}_internal_logprob.png"
-            figures[fig3] = ("curves", {"curves": phase, "inter": {n: inter[n] for n in phase},
-                                        "ylabel": "internal policy: mean log-prob of sampled tokens"})
-            lines += ["During the internal phase the trainer logs the internal policy's mean log-prob of the tokens it "
-                      "was trained on (fresh samples each step), from the kept `metrics.jsonl` files:", "",
-                      f"![internal log-prob per step](figures/{fig3})", ""]
+            figures[fig3] = (
+                "curves",
+                {
+                    "curves": phase,
+                    "inter": {n: inter[n] for n in phase},
+                    "ylabel": "internal policy: mean log-prob of sampled tokens",
+                },
+            )
+            lines += [
+                "During the internal phase the trainer logs the internal policy's mean log-prob of the tokens it "
+                "was trained on (fresh samples each step), from the kept `metrics.jsonl` files:",
+                "",
+                f"![internal log-prob per step](figures/{fig3})",
+                "",
+            ]
             for n, c in phase.items():
                 s = inter[n]
                 vals = [v for v in c["mean"][:s] if not math.isnan(v)]
                 if len(vals) >= 2:
-                    lines.append(f"- `{n}` ({c['seeds']} seeds): {_f(vals[0])} at step 1, {_f(vals[-1])} at step {s} "
-                                 f"({'up' if vals[-1] > vals[0] else 'down'} {_f(abs(vals[-1] - vals[0]))} nats).")
+                    lines.append(
+                        f"- `{n}` ({c['seeds']} seeds): {_f(vals[0])} at step 1, {_f(vals[-1])} at step {s} "
+                        f"({'up' if vals[-1] > vals[0] else 'down'} {_f(abs(vals[-1] - vals[0]))} nats)."
+                    )
             lines.append("")
     # conclusion
     lines += ["**What the paper predicts and what this sweep resolves:**", ""]
@@ -505,8 +588,10 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
         acc = a["vs_control"]["accuracy_among_answered"]
         extra = ""
         if fmt["diff_mean"] is not None and acc["diff_mean"] is not None and n >= 2:
-            extra = (f" Format vs arithmetic: no-answer share {_signed(fmt['diff_mean'], fmt['se'])} (p = {_p(fmt['p_value'])}), "
-                     f"accuracy among answered {_signed(acc['diff_mean'], acc['se'])} (p = {_p(acc['p_value'])}).")
+            extra = (
+                f" Format vs arithmetic: no-answer share {_signed(fmt['diff_mean'], fmt['se'])} (p = {_p(fmt['p_value'])}), "
+                f"accuracy among answered {_signed(acc['diff_mean'], acc['se'])} (p = {_p(acc['p_value'])})."
+            )
         lines.append(f"- {verdict} Settings: {_cell(_cfg(a['config']))}.{extra}{pred}")
     lines.append("")
     return lines
@@ -520,11 +605,16 @@ def _earlier_design_note(res: SweepResults) -> str:
     zero = [(n, s) for n in bupo for s in res.zero_update_seeds(n)]
     parts = ["Earlier design, kept as run: no dynamic sampling"]
     if flat:
-        parts.append(f"{_f(sum(flat.values()) / len(flat), 2)} of training groups had all-equal rewards (mean over arms)")
+        parts.append(
+            f"{_f(sum(flat.values()) / len(flat), 2)} of training groups had all-equal rewards (mean over arms)"
+        )
     if ups:
-        parts.append(f"BuPO cells made {min(ups)}-{max(ups)} IPA updates each"
-                     + (f", {len(zero)} made none" if zero else ""))
-    parts.append(f"evaluation on {res.summary['eval']['num_problems']} problems drawn in generator order (not the split's mix of question kinds)")
+        parts.append(
+            f"BuPO cells made {min(ups)}-{max(ups)} IPA updates each" + (f", {len(zero)} made none" if zero else "")
+        )
+    parts.append(
+        f"evaluation on {res.summary['eval']['num_problems']} problems drawn in generator order (not the split's mix of question kinds)"
+    )
     return "; ".join(parts) + ". The deciding sweeps are `decide` and `decide_ablations`."
 
 
@@ -537,11 +627,15 @@ def _ipa_lines(res: SweepResults) -> list[str]:
             continue
         a = res.arm(n)
         v = a.get("vs_control_with_ipa", {}).get("avg_at_k")
-        text = (f"- **`{n}`: {len(zero)} of {len(a['seeds'])} cells made no IPA update** (seed{'s' if len(zero) > 1 else ''} "
-                f"{', '.join(map(str, zero))}): those cells are GRPO, not BuPO.")
+        text = (
+            f"- **`{n}`: {len(zero)} of {len(a['seeds'])} cells made no IPA update** (seed{'s' if len(zero) > 1 else ''} "
+            f"{', '.join(map(str, zero))}): those cells are GRPO, not BuPO."
+        )
         if v and v["n_pairs"]:
-            text += (f" Over the {v['n_pairs']} seeds with IPA updates: Avg@{res.k} − `{res.control}` = "
-                     f"{_signed(v['diff_mean'], v['se'])} (paired p = {_p(v['p_value'])}, unpaired p = {_p(v['p_value_unpaired'])}).")
+            text += (
+                f" Over the {v['n_pairs']} seeds with IPA updates: Avg@{res.k} − `{res.control}` = "
+                f"{_signed(v['diff_mean'], v['se'])} (paired p = {_p(v['p_value'])}, unpaired p = {_p(v['p_value_unpaired'])})."
+            )
         lines.append(text)
     return (["Cells counted as BuPO must have run the internal phase:", ""] + lines + [""]) if lines else []
 
@@ -562,11 +656,19 @@ def _matched_lines(res: SweepResults) -> list[str]:
         lines.append(
             f"- `{n}` − `{g}` (same number of full-policy steps, {v['n_pairs']} seeds; `{g}` {_f(v['control_mean'])} on them): "
             f"{_signed(v['diff_mean'], v['se'])}, paired p = {_p(v['p_value'])}, unpaired p = {_p(v['p_value_unpaired'])}, "
-            f"r = {'n/a' if r is None else f'{r:+.2f}'}, detectable {'±' + _f(dd) if dd is not None else 'none'}.")
+            f"r = {'n/a' if r is None else f'{r:+.2f}'}, detectable {'±' + _f(dd) if dd is not None else 'none'}."
+        )
     if not lines:
         return []
-    return [f"Matched controls: each BuPO arm against the GRPO arm with as many full-policy steps (Avg@{res.k}), which "
-            "separates what the internal phase did from the steps it took away:", ""] + lines + [""]
+    return (
+        [
+            f"Matched controls: each BuPO arm against the GRPO arm with as many full-policy steps (Avg@{res.k}), which "
+            "separates what the internal phase did from the steps it took away:",
+            "",
+        ]
+        + lines
+        + [""]
+    )
 
 
 def _easy_questions(bench: Path) -> int | None:
@@ -608,8 +710,12 @@ def _single_seed_section(notebooks: Path, bench: Path) -> list[str]:
             "",
         ]
     if rows:
-        lines += ["Notebook 05's committed run (`notebooks/05_bupo_training.ipynb`, mean training reward of the first and last 3 steps):", "",
-                  "| run | reward, first 3 steps | reward, last 3 steps |", "|---|---|---|"]
+        lines += [
+            "Notebook 05's committed run (`notebooks/05_bupo_training.ipynb`, mean training reward of the first and last 3 steps):",
+            "",
+            "| run | reward, first 3 steps | reward, last 3 steps |",
+            "|---|---|---|",
+        ]
         lines += [f"| {_cell(r['run'])} | {_f(r['reward_first3'])} | {_f(r['reward_last3'])} |" for r in rows]
         lines.append("")
     return lines
@@ -633,7 +739,9 @@ def repeated_cells(results: str | Path) -> list[dict]:
         if len(sweeps) < 2:
             continue
         first = rows[0][1]
-        same = all(r["metrics"] == first["metrics"] and r.get("train_rewards") == first.get("train_rewards") for _, r in rows)
+        same = all(
+            r["metrics"] == first["metrics"] and r.get("train_rewards") == first.get("train_rewards") for _, r in rows
+        )
         out.append({"key": key, "where": [(n, r["arm"], r["seed"]) for n, r in rows], "identical": same})
     return out
 
@@ -649,25 +757,39 @@ def _closing_section(results: Path) -> list[str]:
     earlier = [(n, r) for n, r in sweeps.items() if earlier_design(r)]
     dds = []
     for n, r in earlier:
-        main = [a for a in r.groups().get("main comparison", r.arm_names) if r.ipa_updates(a) is not None and r.arm(a)["seeds"]]
+        main = [
+            a
+            for a in r.groups().get("main comparison", r.arm_names)
+            if r.ipa_updates(a) is not None and r.arm(a)["seeds"]
+        ]
         for a in main[:1]:
             v = r.arm(a)["vs_control"]["avg_at_k"]
             g = r.arm(r.control)["metrics"]["avg_at_k"]["mean"]
             if v.get("detectable_diff") is not None and g is not None:
-                dds.append(f"`{n}`/`{a}` ±{_f(v['detectable_diff'])} against a paper-sized effect of {_f(PAPER_RELATIVE_EFFECT * g)}")
+                dds.append(
+                    f"`{n}`/`{a}` ±{_f(v['detectable_diff'])} against a paper-sized effect of {_f(PAPER_RELATIVE_EFFECT * g)}"
+                )
     if dds:
-        lines += ["The earlier-design sweeps could detect only differences far larger than the paper's (+6% relative, "
-                  "Table 1): " + "; ".join(dds) + ". Their \"not resolved\" verdicts therefore say little about BuPO.", ""]
+        lines += [
+            "The earlier-design sweeps could detect only differences far larger than the paper's (+6% relative, "
+            "Table 1): " + "; ".join(dds) + '. Their "not resolved" verdicts therefore say little about BuPO.',
+            "",
+        ]
     if "decide" not in sweeps:
-        lines += ["The deciding sweeps (`decide`, `decide_ablations`) have not run yet: until their results are committed, "
-                  "this page decides nothing about BuPO at this scale. Their sections above state in advance what each can "
-                  "decide and the differences it can detect.", ""]
+        lines += [
+            "The deciding sweeps (`decide`, `decide_ablations`) have not run yet: until their results are committed, "
+            "this page decides nothing about BuPO at this scale. Their sections above state in advance what each can "
+            "decide and the differences it can detect.",
+            "",
+        ]
         return lines
     d = sweeps["decide"]
     g = d.arm(d.control)["metrics"]["avg_at_k"]["mean"]
     done, planned = _counts(d)
-    lines.append(f"From `decide` ({done} of {planned} cells; `{d.control}` Avg@{d.k} {_f(g)}, so a paper-sized effect is "
-                 f"{_f(PAPER_RELATIVE_EFFECT * g)}):")
+    lines.append(
+        f"From `decide` ({done} of {planned} cells; `{d.control}` Avg@{d.k} {_f(g)}, so a paper-sized effect is "
+        f"{_f(PAPER_RELATIVE_EFFECT * g)}):"
+    )
     lines.append("")
     for a in d.arm_names:
         if a == d.control or d.ipa_updates(a) is None:  # BuPO arms only
@@ -676,14 +798,23 @@ def _closing_section(results: Path) -> list[str]:
         side = d.resolution(a)
         dd = v.get("detectable_diff")
         zero = d.zero_update_seeds(a)
-        text = (f"- `{a}` − `{d.control}` = {_signed(v['diff_mean'], v['se'])} over {v['n_pairs']} seeds (paired p = {_p(v['p_value'])}, "
-                f"unpaired p = {_p(v.get('p_value_unpaired'))}, r = {_f(v.get('correlation'), 2)}): ")
+        text = (
+            f"- `{a}` − `{d.control}` = {_signed(v['diff_mean'], v['se'])} over {v['n_pairs']} seeds (paired p = {_p(v['p_value'])}, "
+            f"unpaired p = {_p(v.get('p_value_unpaired'))}, r = {_f(v.get('correlation'), 2)}): "
+        )
         if side:
             text += f"**resolved {side}** GRPO at p < {ALPHA}."
         else:
-            text += ("not resolved: a true difference of " + (f"±{_f(dd)}" if dd is not None else "any size") +
-                     " or more would have been resolved with 80% probability, so BuPO's effect here is probably smaller" +
-                     (" (a paper-sized effect is below this resolution)." if dd is not None and dd > PAPER_RELATIVE_EFFECT * g else "."))
+            text += (
+                "not resolved: a true difference of "
+                + (f"±{_f(dd)}" if dd is not None else "any size")
+                + " or more would have been resolved with 80% probability, so BuPO's effect here is probably smaller"
+                + (
+                    " (a paper-sized effect is below this resolution)."
+                    if dd is not None and dd > PAPER_RELATIVE_EFFECT * g
+                    else "."
+                )
+            )
         if zero:
             text += f" {len(zero)} of its cells made no IPA update (flagged above)."
         lines.append(text)
@@ -696,14 +827,34 @@ def _closing_section(results: Path) -> list[str]:
             if arm.get("matched_control") and "vs_matched" in arm:
                 v = arm["vs_matched"]["avg_at_k"]
                 if v["n_pairs"]:
-                    res_ = "resolved" if (v["n_pairs"] >= 2 and v["p_value"] is not None and v["p_value"] < ALPHA) else "not resolved"
-                    parts.append(f"`{a}` − `{arm['matched_control']}` {_signed(v['diff_mean'], v['se'])} (p = {_p(v['p_value'])}, {res_})")
+                    res_ = (
+                        "resolved"
+                        if (v["n_pairs"] >= 2 and v["p_value"] is not None and v["p_value"] < ALPHA)
+                        else "not resolved"
+                    )
+                    parts.append(
+                        f"`{a}` − `{arm['matched_control']}` {_signed(v['diff_mean'], v['se'])} (p = {_p(v['p_value'])}, {res_})"
+                    )
         if parts:
-            lines += ["From `decide_ablations`, each BuPO arm against GRPO with as many full-policy steps: " + "; ".join(parts) + ".", ""]
-    cannot = [t for name in DECIDING if name in sweeps for t in (sweeps[name].spec.get("notes") or [])
-              if isinstance(t, str) and "Cannot decide" in t]
+            lines += [
+                "From `decide_ablations`, each BuPO arm against GRPO with as many full-policy steps: "
+                + "; ".join(parts)
+                + ".",
+                "",
+            ]
+    cannot = [
+        t
+        for name in DECIDING
+        if name in sweeps
+        for t in (sweeps[name].spec.get("notes") or [])
+        if isinstance(t, str) and "Cannot decide" in t
+    ]
     if cannot:
-        lines += ["What it cannot decide (stated before the run): " + " ".join(_cell(t[t.index("Cannot decide"):]) for t in cannot), ""]
+        lines += [
+            "What it cannot decide (stated before the run): "
+            + " ".join(_cell(t[t.index("Cannot decide") :]) for t in cannot),
+            "",
+        ]
     return lines
 
 
@@ -743,20 +894,34 @@ def norm_pairs(results: str | Path) -> list[dict]:
     arms = []  # (sweep name, results, arm, its full config, the evaluation settings)
     for name, res in _committed_sweeps(Path(results)):
         for arm in res.arm_names:
-            arms.append((name, res, arm, {**res.spec.get("shared", {}), **res.arm(arm).get("config", {})}, res.spec.get("eval")))
-    raw = [(without_norm(cfg), ev, name, res, arm) for name, res, arm, cfg, ev in arms if cfg.get("ipa_norm", "none") == "none"]
+            arms.append(
+                (name, res, arm, {**res.spec.get("shared", {}), **res.arm(arm).get("config", {})}, res.spec.get("eval"))
+            )
+    raw = [
+        (without_norm(cfg), ev, name, res, arm)
+        for name, res, arm, cfg, ev in arms
+        if cfg.get("ipa_norm", "none") == "none"
+    ]
     out = []
     for name, res, arm, cfg, ev in arms:
         if cfg.get("ipa_norm") != "final":
             continue
-        match = next(((rname, rres, rarm) for rcfg, rev, rname, rres, rarm in raw if rcfg == without_norm(cfg) and rev == ev), None)
+        match = next(
+            ((rname, rres, rarm) for rcfg, rev, rname, rres, rarm in raw if rcfg == without_norm(cfg) and rev == ev),
+            None,
+        )
         if match is None:
             continue
         rname, rres, rarm = match
         normed_scores, raw_scores = res.per_seed(arm), rres.per_seed(rarm)
         seeds = sorted(set(normed_scores) & set(raw_scores))
-        row = {"normed": (name, arm), "raw": (rname, rarm), "layer": cfg.get("layer"), "seeds": seeds,
-               "vs_raw": compare_to_control(normed_scores, raw_scores)}
+        row = {
+            "normed": (name, arm),
+            "raw": (rname, rarm),
+            "layer": cfg.get("layer"),
+            "seeds": seeds,
+            "vs_raw": compare_to_control(normed_scores, raw_scores),
+        }
         for label, r, a, scores in (("normed", res, arm, normed_scores), ("raw", rres, rarm, raw_scores)):
             row[label + "_stats"] = {
                 "internal_logprob": r.internal_phase_mean(a, "internal_logprob", seeds),
@@ -799,8 +964,14 @@ def _norm_section(results: Path) -> list[str]:
 
 
 def _bench_section(bench: Path) -> list[str]:
-    lines = ["## Engineering benchmarks", "", "From `bench/results/*.json` (each file records its command and machine).", "",
-             "| benchmark | result | target | met | command |", "|---|---|---|---|---|"]
+    lines = [
+        "## Engineering benchmarks",
+        "",
+        "From `bench/results/*.json` (each file records its command and machine).",
+        "",
+        "| benchmark | result | target | met | command |",
+        "|---|---|---|---|---|",
+    ]
     found = False
     for path in sorted(bench.glob("*.json")):
         if path.name in BENCH_SKIP:
@@ -810,9 +981,14 @@ def _bench_section(bench: Path) -> list[str]:
         cmd = f"`{d['command']}`" if d.get("command") else ""
         name = path.stem
         if "peak_mem_ratio_reference_over_ours" in d:
-            res = (f"lens statistics: peak extra memory {_f(d['peak_mem_ratio_reference_over_ours'], 2)}x lower than the authors' approach; "
-                   f"time ratio reference/ours {_f(d['time_ratio_reference_over_ours'], 3)}")
-            tgt, met = "memory >= 3x, time >= 1", str(d["peak_mem_ratio_reference_over_ours"] >= 3 and d["time_ratio_reference_over_ours"] >= 1)
+            res = (
+                f"lens statistics: peak extra memory {_f(d['peak_mem_ratio_reference_over_ours'], 2)}x lower than the authors' approach; "
+                f"time ratio reference/ours {_f(d['time_ratio_reference_over_ours'], 3)}"
+            )
+            tgt, met = (
+                "memory >= 3x, time >= 1",
+                str(d["peak_mem_ratio_reference_over_ours"] >= 3 and d["time_ratio_reference_over_ours"] >= 1),
+            )
         elif "update_time_ratio_ipa_over_full" in d:
             res = f"one IPA update (layer {d.get('layer')}) / one full GRPO update: {_f(d['update_time_ratio_ipa_over_full'], 3)}"
             tgt, met = f"<= {_f(d['target_ratio_max'], 3)}", str(d.get("meets_target"))

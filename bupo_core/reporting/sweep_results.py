@@ -55,7 +55,9 @@ def results_dir(start: str | Path | None = None) -> Path:
     env = os.environ.get("BUPO_RESULTS")
     if env:
         if not (Path(env) / "specs").is_dir():
-            raise InputFormatError(f"BUPO_RESULTS={env}: not a results folder (it has no specs/); point it at a checkout's results/")
+            raise InputFormatError(
+                f"BUPO_RESULTS={env}: not a results folder (it has no specs/); point it at a checkout's results/"
+            )
         return Path(env)
     here = Path(start) if start is not None else Path.cwd()
     for folder in [here, *here.resolve().parents, Path(__file__).resolve().parent.parent]:
@@ -114,13 +116,22 @@ class SweepResults:
         _validate_summary(summary, folder / "summary.json")
         rows = read_cells(folder / "cells.jsonl")
         for i, r in enumerate(rows, 1):
-            if not isinstance(r, dict) or not isinstance(r.get("arm"), str) or not isinstance(r.get("seed"), int) or not isinstance(r.get("metrics"), dict):
-                raise InputFormatError(f"{folder / 'cells.jsonl'}: row {i} is not a cell row (an object with arm, seed and metrics); "
-                                       "it was not written by bupo sweep: remove the line and rerun the sweep to recompute that cell")
+            if (
+                not isinstance(r, dict)
+                or not isinstance(r.get("arm"), str)
+                or not isinstance(r.get("seed"), int)
+                or not isinstance(r.get("metrics"), dict)
+            ):
+                raise InputFormatError(
+                    f"{folder / 'cells.jsonl'}: row {i} is not a cell row (an object with arm, seed and metrics); "
+                    "it was not written by bupo sweep: remove the line and rerun the sweep to recompute that cell"
+                )
             for key, v in r["metrics"].items():
                 if v is not None and not _is_number(v):
-                    raise InputFormatError(f"{folder / 'cells.jsonl'}: row {i} ({r['arm']} seed {r['seed']}): metric {key!r} is {v!r}, not a number; "
-                                           "remove the line and rerun the sweep to recompute that cell")
+                    raise InputFormatError(
+                        f"{folder / 'cells.jsonl'}: row {i} ({r['arm']} seed {r['seed']}): metric {key!r} is {v!r}, not a number; "
+                        "remove the line and rerun the sweep to recompute that cell"
+                    )
         return cls(summary.get("name") or spec.get("name") or folder.name, folder, spec, summary, rows)
 
     # ------------------------------------------------------------------ counts from the rows
@@ -181,8 +192,11 @@ class SweepResults:
 
     def per_seed(self, arm: str, metric: str = "avg_at_k") -> dict[int, float]:
         """``{seed: value}`` of one metric for one arm, from the cells' rows."""
-        return {r["seed"]: r["metrics"][metric] for r in self.rows
-                if r["arm"] == arm and r["seed"] in self.arm(arm)["seeds"] and r["metrics"].get(metric) is not None}
+        return {
+            r["seed"]: r["metrics"][metric]
+            for r in self.rows
+            if r["arm"] == arm and r["seed"] in self.arm(arm)["seeds"] and r["metrics"].get(metric) is not None
+        }
 
     # ------------------------------------------------------------------ checks
     def check(self, *, tol: float = 1e-12) -> None:
@@ -194,11 +208,17 @@ class SweepResults:
         from ..stats import compare_to_control  # noqa: PLC0415
 
         for name, a in self.summary["arms"].items():
-            rows = {r["seed"]: r for r in self.rows if r["arm"] == name and r["seed"] in a.get("planned_seeds", a["seeds"])}
-            assert sorted(rows) == a["seeds"], f"{self.name}/{name}: summary seeds {a['seeds']}, cells.jsonl has {sorted(rows)}; rerun write_summary"
+            rows = {
+                r["seed"]: r for r in self.rows if r["arm"] == name and r["seed"] in a.get("planned_seeds", a["seeds"])
+            }
+            assert sorted(rows) == a["seeds"], (
+                f"{self.name}/{name}: summary seeds {a['seeds']}, cells.jsonl has {sorted(rows)}; rerun write_summary"
+            )
             for metric, m in a["metrics"].items():
                 vals = [rows[s]["metrics"].get(metric) for s in a["seeds"]]
-                assert vals == m["per_seed"], f"{self.name}/{name}/{metric}: per-seed values {m['per_seed']} in summary, {vals} in cells.jsonl"
+                assert vals == m["per_seed"], (
+                    f"{self.name}/{name}/{metric}: per-seed values {m['per_seed']} in summary, {vals} in cells.jsonl"
+                )
                 present = [v for v in vals if v is not None]
                 if present:
                     mean, se = mean_se(present)
@@ -208,8 +228,18 @@ class SweepResults:
                 mine = {s: rows[s]["metrics"][metric] for s in a["seeds"] if rows[s]["metrics"].get(metric) is not None}
                 ref = compare_to_control(mine, ctl)
                 got = a["vs_control"][metric]
-                for key in ("diff_mean", "se", "p_value", "p_value_unpaired", "correlation", "detectable_diff", "control_mean"):
-                    assert key in got, f"{self.name}/{name}/{metric}: vs_control has no {key!r}; rerun `bupo sweep SPEC --out DIR --summary-only`"
+                for key in (
+                    "diff_mean",
+                    "se",
+                    "p_value",
+                    "p_value_unpaired",
+                    "correlation",
+                    "detectable_diff",
+                    "control_mean",
+                ):
+                    assert key in got, (
+                        f"{self.name}/{name}/{metric}: vs_control has no {key!r}; rerun `bupo sweep SPEC --out DIR --summary-only`"
+                    )
                     _close(ref[key], got[key], tol, f"{self.name}/{name}/{metric} vs_control {key}")
             if "ipa_updates" in a:
                 from ..runs import read_metrics  # noqa: PLC0415
@@ -217,7 +247,9 @@ class SweepResults:
                 for s, n in zip(a["seeds"], a["ipa_updates"]["per_seed"]):
                     p = self.folder / "cells" / name / f"seed-{s}" / "run" / "metrics.jsonl"
                     want = cell_ipa_updates(read_metrics(p)) if p.exists() else None
-                    assert want == n, f"{self.name}/{name} seed {s}: {n} IPA updates in summary.json, {want} in its metrics.jsonl"
+                    assert want == n, (
+                        f"{self.name}/{name} seed {s}: {n} IPA updates in summary.json, {want} in its metrics.jsonl"
+                    )
 
     # ------------------------------------------------------------------ tables and verdicts
     def control_on(self, seeds: Sequence[int], metric: str = "avg_at_k") -> tuple[float | None, float | None]:
@@ -244,10 +276,22 @@ class SweepResults:
             a = self.arm(n)
             m, v = a["metrics"][metric], a["vs_control"][metric]
             is_ctl = n == self.control
-            row = {"arm": n, "seeds": len(a["seeds"]), "mean": m["mean"], "se": m["se"], "n_pairs": v.get("n_pairs", 0),
-                   "control_mean": None if is_ctl else self.control_on(a["seeds"], metric)[0]}
-            for key, src in (("diff", "diff_mean"), ("diff_se", "se"), ("p_value", "p_value"), ("p_value_unpaired", "p_value_unpaired"),
-                             ("correlation", "correlation"), ("detectable_diff", "detectable_diff")):
+            row = {
+                "arm": n,
+                "seeds": len(a["seeds"]),
+                "mean": m["mean"],
+                "se": m["se"],
+                "n_pairs": v.get("n_pairs", 0),
+                "control_mean": None if is_ctl else self.control_on(a["seeds"], metric)[0],
+            }
+            for key, src in (
+                ("diff", "diff_mean"),
+                ("diff_se", "se"),
+                ("p_value", "p_value"),
+                ("p_value_unpaired", "p_value_unpaired"),
+                ("correlation", "correlation"),
+                ("detectable_diff", "detectable_diff"),
+            ):
                 row[key] = None if is_ctl else v.get(src)
             out.append(row)
         return out
@@ -269,8 +313,12 @@ class SweepResults:
             return [(sorted(ctl_seeds), f"`{self.control}`")]
         return [(s, f"`{self.control}` (seeds {_seed_text(s)})") for s in sorted(sets, key=lambda s: (len(s), s))]
 
-    def markdown_table(self, metrics: Sequence[str] = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered"),
-                       arms: Sequence[str] | None = None, diff_metric: str = "avg_at_k") -> str:
+    def markdown_table(
+        self,
+        metrics: Sequence[str] = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered"),
+        arms: Sequence[str] | None = None,
+        diff_metric: str = "avg_at_k",
+    ) -> str:
         """A Markdown table: per arm, every metric as mean ± SE; beside it the control's mean over the *same*
         seeds, the paired difference in ``diff_metric``, both p-values, the arm-control correlation across
         seeds, the smallest difference the comparison could detect (p < 0.05, 80% power) and, for BuPO
@@ -280,9 +328,19 @@ class SweepResults:
         """
         names = list(arms) if arms is not None else self.arm_names
         lab = metric_label(diff_metric, self.k)
-        head = (["arm", "seeds"] + [metric_label(m, self.k) for m in metrics]
-                + [f"`{self.control}` {lab}, same seeds", f"{lab} − `{self.control}` (paired)", "p paired", "p unpaired", "r",
-                   "detectable", "IPA updates per seed"])
+        head = (
+            ["arm", "seeds"]
+            + [metric_label(m, self.k) for m in metrics]
+            + [
+                f"`{self.control}` {lab}, same seeds",
+                f"{lab} − `{self.control}` (paired)",
+                "p paired",
+                "p unpaired",
+                "r",
+                "detectable",
+                "IPA updates per seed",
+            ]
+        )
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         blank = ["", "", "", "", "", ""]
         for seeds, label in self.control_rows(names):
@@ -300,9 +358,15 @@ class SweepResults:
             v = a["vs_control"][diff_metric]
             r = v.get("correlation")
             dd = v.get("detectable_diff")
-            cells += [fmt_pm(v.get("control_mean"), None), fmt_pm(v["diff_mean"], v["se"], signed=True), fmt_p(v["p_value"]),
-                      fmt_p(v.get("p_value_unpaired")), "n/a" if r is None else f"{r:+.2f}",
-                      f"±{dd:.3f}" if dd is not None else "none", self._updates_text(n)]
+            cells += [
+                fmt_pm(v.get("control_mean"), None),
+                fmt_pm(v["diff_mean"], v["se"], signed=True),
+                fmt_p(v["p_value"]),
+                fmt_p(v.get("p_value_unpaired")),
+                "n/a" if r is None else f"{r:+.2f}",
+                f"±{dd:.3f}" if dd is not None else "none",
+                self._updates_text(n),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -334,22 +398,35 @@ class SweepResults:
         size = f"{label} − `{self.control}` = {fmt_pm(v['diff_mean'], v['se'], signed=True)} (p = {fmt_p(v['p_value'])}, {n} paired seeds"
         if "p_value_unpaired" in v:
             r = v.get("correlation")
-            size += (f"; unpaired p = {fmt_p(v['p_value_unpaired'])}; correlation across seeds "
-                     f"{'n/a' if r is None else f'{r:+.2f}'}"
-                     + ("" if v.get("supported_test") is None else
-                        f", so {'pairing removed variance' if v['supported_test'] == 'paired' else 'pairing added variance: read the unpaired test'}"))
+            size += (
+                f"; unpaired p = {fmt_p(v['p_value_unpaired'])}; correlation across seeds "
+                f"{'n/a' if r is None else f'{r:+.2f}'}"
+                + (
+                    ""
+                    if v.get("supported_test") is None
+                    else f", so {'pairing removed variance' if v['supported_test'] == 'paired' else 'pairing added variance: read the unpaired test'}"
+                )
+            )
         side = self.resolution(arm, metric, alpha)
         if side is not None:
             return f"`{arm}`: **resolved**, {side} the control: {size})."
         floor = min_p_value(n)
-        why = f"; {n} seeds cannot give p < {alpha} at all (smallest possible p {fmt_p(floor)})" if floor >= alpha else ""
+        why = (
+            f"; {n} seeds cannot give p < {alpha} at all (smallest possible p {fmt_p(floor)})" if floor >= alpha else ""
+        )
         dd = v.get("detectable_diff")
-        smaller = (f" Detectable difference ±{dd:.3f}: a true difference that large would have been resolved (p < {alpha}) "
-                   "with 80% probability, so this says the difference is probably smaller than that." if dd is not None else "")
+        smaller = (
+            f" Detectable difference ±{dd:.3f}: a true difference that large would have been resolved (p < {alpha}) "
+            "with 80% probability, so this says the difference is probably smaller than that."
+            if dd is not None
+            else ""
+        )
         return f"`{arm}`: not resolved at this scale: {size}{why}).{smaller}"
 
     # ------------------------------------------------------------------ curves
-    def reward_curves(self, arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> dict[str, dict[str, list]]:
+    def reward_curves(
+        self, arms: Sequence[str] | None = None, seeds: Sequence[int] | None = None
+    ) -> dict[str, dict[str, list]]:
         """Training reward per step, across seeds: ``{arm: {"mean": [...], "se": [...], "n": [...]}}``.
 
         Arms without training steps (``base``) are left out. Step ``i`` averages the seeds that have it;
@@ -358,7 +435,9 @@ class SweepResults:
         out = {}
         for n in arms if arms is not None else self.arm_names:
             use = [s for s in self.arm(n)["seeds"] if seeds is None or s in seeds]
-            curves = [r["train_rewards"] for r in self.rows if r["arm"] == n and r.get("train_rewards") and r["seed"] in use]
+            curves = [
+                r["train_rewards"] for r in self.rows if r["arm"] == n and r.get("train_rewards") and r["seed"] in use
+            ]
             if not curves:
                 continue
             means, ses, counts = [], [], []
@@ -450,8 +529,9 @@ class SweepResults:
                     with_signal += float(row.get("zero_adv_group_frac", 0.0)) < 1.0
         return with_signal, total
 
-    def internal_phase_mean(self, arm: str, field_name: str, seeds: Sequence[int] | None = None, *,
-                            skip_zero: bool = False) -> float | None:
+    def internal_phase_mean(
+        self, arm: str, field_name: str, seeds: Sequence[int] | None = None, *, skip_zero: bool = False
+    ) -> float | None:
         """Mean of a per-step field of ``metrics.jsonl`` over the internal-phase steps of ``arm``'s ``seeds``
         (default: all of them); ``skip_zero`` leaves out zeros (e.g. ``grad_norm`` of steps that made no
         update). ``None`` without data."""
@@ -570,17 +650,23 @@ def augment_summary(spec: Any, folder: str | Path, summary: dict) -> dict:
         zero = [s for s, n in zip(a["seeds"], per_seed) if n == 0]
         a["ipa_updates"] = {"per_seed": per_seed, "zero_update_seeds": zero}
         for s in zero:
-            flags.append(f"{arm.name} seed {s}: 0 IPA updates (no internal-phase update: the cell is GRPO with "
-                         f"{full_policy_steps(cfg)} full-policy steps, not BuPO)")
+            flags.append(
+                f"{arm.name} seed {s}: 0 IPA updates (no internal-phase update: the cell is GRPO with "
+                f"{full_policy_steps(cfg)} full-policy steps, not BuPO)"
+            )
         if zero:
             keep = [s for s in a["seeds"] if s not in zero]
-            a["vs_control_with_ipa"] = {m: compare_to_control(metric_map(arm.name, m, keep), metric_map(spec.control, m))
-                                        for m in METRICS}
+            a["vs_control_with_ipa"] = {
+                m: compare_to_control(metric_map(arm.name, m, keep), metric_map(spec.control, m)) for m in METRICS
+            }
         if arm.name in matched:
             g = matched[arm.name]
             a["matched_control"] = g
             a["vs_matched"] = {m: compare_to_control(metric_map(arm.name, m), metric_map(g, m)) for m in METRICS}
-    summary["shared"] = {**summary.get("shared", {}), "dynamic_sampling": bool(spec.shared.get("dynamic_sampling", False))}
+    summary["shared"] = {
+        **summary.get("shared", {}),
+        "dynamic_sampling": bool(spec.shared.get("dynamic_sampling", False)),
+    }
     summary["flags"] = flags
     return summary
 
@@ -597,7 +683,9 @@ def power_basis(notes: Sequence[Any]) -> dict | None:
         if isinstance(note, dict) and isinstance(note.get("power"), dict):
             b = dict(note["power"])
             if "pilot" not in b or "arm" not in b:
-                raise InputFormatError(f"power note {b}: needs 'pilot' (a committed sweep) and 'arm' (its compared arm)")
+                raise InputFormatError(
+                    f"power note {b}: needs 'pilot' (a committed sweep) and 'arm' (its compared arm)"
+                )
             b.setdefault("control", None)
             b.setdefault("metric", "avg_at_k")
             b.setdefault("target_diff", None)
@@ -636,45 +724,77 @@ def power_plan(spec: Any, results: str | Path) -> dict | None:
         return None
     folder = Path(results) / str(basis["pilot"])
     if not (folder / "summary.json").exists():
-        raise InputFormatError(f"power note: pilot sweep {folder} has no summary.json; name a committed sweep under {results}")
+        raise InputFormatError(
+            f"power note: pilot sweep {folder} has no summary.json; name a committed sweep under {results}"
+        )
     pilot = SweepResults.load(folder)
     ctl = basis["control"] or pilot.control
     metric = basis["metric"]
     cmp = compare_to_control(pilot.per_seed(basis["arm"], metric), pilot.per_seed(ctl, metric))
     if cmp["n_pairs"] < 3:
-        raise InputFormatError(f"power note: pilot {basis['pilot']} has {cmp['n_pairs']} seeds of {basis['arm']} paired with {ctl}; a variance needs 3 or more")
+        raise InputFormatError(
+            f"power note: pilot {basis['pilot']} has {cmp['n_pairs']} seeds of {basis['arm']} paired with {ctl}; a variance needs 3 or more"
+        )
     paired = cmp["correlation"] is not None and cmp["correlation"] > 0
     sd = cmp["sd_paired"] if paired else cmp["sd_unpaired"]
     alpha, power = float(basis["alpha"]), float(basis["power"])
     seeds = list(range(spec["seeds"])) if isinstance(spec["seeds"], int) else list(spec["seeds"])
-    arm_seeds = {a["name"]: (list(range(a["seeds"])) if isinstance(a.get("seeds"), int) else list(a.get("seeds") or seeds))
-                 for a in spec["arms"]}
+    arm_seeds = {
+        a["name"]: (list(range(a["seeds"])) if isinstance(a.get("seeds"), int) else list(a.get("seeds") or seeds))
+        for a in spec["arms"]
+    }
     ctl_seeds = set(arm_seeds.get(spec["control"], seeds))
     comps = []
     for a in spec["arms"]:
         if a["name"] == spec["control"]:
             continue
         n = len(set(arm_seeds[a["name"]]) & ctl_seeds)
-        comps.append({"arm": a["name"], "seeds": n, "detectable_diff": detectable_difference(sd, n, paired=paired, alpha=alpha, power=power)})
+        comps.append(
+            {
+                "arm": a["name"],
+                "seeds": n,
+                "detectable_diff": detectable_difference(sd, n, paired=paired, alpha=alpha, power=power),
+            }
+        )
     target = basis["target_diff"]
-    need = seeds_needed(sd, float(target), paired=paired, alpha=alpha, power=power, minimum=int(basis["min_seeds"])) if target else None
-    return {"pilot": str(basis["pilot"]), "pilot_arm": basis["arm"], "pilot_control": ctl, "metric": metric, "pilot_pairs": cmp["n_pairs"],
-            "correlation": cmp["correlation"], "test": "paired" if paired else "unpaired", "sd": sd, "alpha": alpha, "power": power,
-            "target_diff": target, "seeds_needed": need, "comparisons": comps}
+    need = (
+        seeds_needed(sd, float(target), paired=paired, alpha=alpha, power=power, minimum=int(basis["min_seeds"]))
+        if target
+        else None
+    )
+    return {
+        "pilot": str(basis["pilot"]),
+        "pilot_arm": basis["arm"],
+        "pilot_control": ctl,
+        "metric": metric,
+        "pilot_pairs": cmp["n_pairs"],
+        "correlation": cmp["correlation"],
+        "test": "paired" if paired else "unpaired",
+        "sd": sd,
+        "alpha": alpha,
+        "power": power,
+        "target_diff": target,
+        "seeds_needed": need,
+        "comparisons": comps,
+    }
 
 
 def power_lines(plan: dict, k: int = 8) -> list[str]:
     """The plan of :func:`power_plan` in words (the dry run prints them; the results page quotes them)."""
     lab = metric_label(plan["metric"], k)
     r = plan["correlation"]
-    out = [f"Power, stated before the run: pilot `{plan['pilot']}` (`{plan['pilot_arm']}` vs `{plan['pilot_control']}`, "
-           f"{plan['pilot_pairs']} seeds, correlation across seeds {'n/a' if r is None else f'{r:+.2f}'}, so the "
-           f"{plan['test']} test; SD {plan['sd']:.4f}); smallest {lab} difference detected at p < {plan['alpha']:g} "
-           f"with {plan['power']:.0%} power:"]
+    out = [
+        f"Power, stated before the run: pilot `{plan['pilot']}` (`{plan['pilot_arm']}` vs `{plan['pilot_control']}`, "
+        f"{plan['pilot_pairs']} seeds, correlation across seeds {'n/a' if r is None else f'{r:+.2f}'}, so the "
+        f"{plan['test']} test; SD {plan['sd']:.4f}); smallest {lab} difference detected at p < {plan['alpha']:g} "
+        f"with {plan['power']:.0%} power:"
+    ]
     for c in plan["comparisons"]:
         d = c["detectable_diff"]
-        out.append(f"  `{c['arm']}` vs control, {c['seeds']} seeds: " + (f"±{d:.3f}" if d is not None else
-                   f"none ({c['seeds']} seeds cannot give p < {plan['alpha']:g})"))
+        out.append(
+            f"  `{c['arm']}` vs control, {c['seeds']} seeds: "
+            + (f"±{d:.3f}" if d is not None else f"none ({c['seeds']} seeds cannot give p < {plan['alpha']:g})")
+        )
     if plan["target_diff"]:
         out.append(f"  seeds needed for a {plan['target_diff']:g} difference: {plan['seeds_needed']}")
     return out
@@ -688,13 +808,19 @@ def _read_json_object(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise InputFormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated?); rewrite it from cells.jsonl with "
-                               f"`bupo sweep SPEC --out {path.parent} --summary-only`") from None
+        raise InputFormatError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}; truncated?); rewrite it from cells.jsonl with "
+            f"`bupo sweep SPEC --out {path.parent} --summary-only`"
+        ) from None
     except UnicodeDecodeError:
-        raise InputFormatError(f"{path}: not UTF-8 text; rewrite it with `bupo sweep SPEC --out {path.parent} --summary-only`") from None
+        raise InputFormatError(
+            f"{path}: not UTF-8 text; rewrite it with `bupo sweep SPEC --out {path.parent} --summary-only`"
+        ) from None
     if not isinstance(data, dict):
-        raise InputFormatError(f"{path}: {what} must be a JSON object, got a {type(data).__name__}; rewrite it with "
-                               f"`bupo sweep SPEC --out {path.parent} --summary-only`")
+        raise InputFormatError(
+            f"{path}: {what} must be a JSON object, got a {type(data).__name__}; rewrite it with "
+            f"`bupo sweep SPEC --out {path.parent} --summary-only`"
+        )
     return data
 
 
@@ -705,7 +831,9 @@ def _validate_summary(summary: dict, path: Path) -> None:
         if key not in summary:
             raise InputFormatError(f"{path}: no {key!r}; not a sweep summary: {fix}")
     if not isinstance(summary["arms"], dict) or summary["control"] not in summary["arms"]:
-        raise InputFormatError(f"{path}: 'arms' must map arm names to their statistics and include the control {summary['control']!r}: {fix}")
+        raise InputFormatError(
+            f"{path}: 'arms' must map arm names to their statistics and include the control {summary['control']!r}: {fix}"
+        )
     if not _is_number(summary["k"]):
         raise InputFormatError(f"{path}: 'k' is {summary['k']!r}, not a number: {fix}")
     for name, a in summary["arms"].items():
@@ -715,12 +843,16 @@ def _validate_summary(summary: dict, path: Path) -> None:
             vals = [m.get("mean"), m.get("se"), *(m.get("per_seed") or [])] if isinstance(m, dict) else [m]
             bad = [v for v in vals if v is not None and not _is_number(v)]
             if bad or not isinstance(m, dict):
-                raise InputFormatError(f"{path}: arm {name!r}, metric {metric!r}: {bad[0] if bad else m!r} is not a number: {fix}")
+                raise InputFormatError(
+                    f"{path}: arm {name!r}, metric {metric!r}: {bad[0] if bad else m!r} is not a number: {fix}"
+                )
         for metric, v in (a.get("vs_control") or {}).items():
             for key in ("diff_mean", "se", "p_value", "p_value_unpaired", "correlation", "detectable_diff"):
                 x = v.get(key) if isinstance(v, dict) else v
                 if x is not None and not _is_number(x):
-                    raise InputFormatError(f"{path}: arm {name!r}, vs_control {metric!r} {key}: {x!r} is not a number: {fix}")
+                    raise InputFormatError(
+                        f"{path}: arm {name!r}, vs_control {metric!r} {key}: {x!r} is not a number: {fix}"
+                    )
 
 
 def _close(a: float | None, b: float | None, tol: float, what: str) -> None:

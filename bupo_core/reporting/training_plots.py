@@ -65,8 +65,13 @@ def plot_training_curves(
     if not isinstance(runs, Mapping):
         runs = {"run": runs}
     labels = {
-        "reward_mean": "mean reward", "entropy": "entropy of the full policy (nats)", "response_length_mean": "response length (tokens)",
-        "loss": "loss", "clip_frac": "clip fraction", "approx_kl": "approx. KL(old || new)", "zero_adv_group_frac": "groups with zero advantage",
+        "reward_mean": "mean reward",
+        "entropy": "entropy of the full policy (nats)",
+        "response_length_mean": "response length (tokens)",
+        "loss": "loss",
+        "clip_frac": "clip fraction",
+        "approx_kl": "approx. KL(old || new)",
+        "zero_adv_group_frac": "groups with zero advantage",
         "internal_entropy": "entropy of pi^l (nats)",
     }
     fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.4), squeeze=False)
@@ -88,7 +93,9 @@ def plot_training_curves(
                     ax.plot(*zip(*ie), color=colour, ls=":", lw=1.5, label=f"{name}: pi^l (internal phase)")
             if sw is not None:
                 ax.axvline(sw + 0.5, color=colour, ls="--", lw=1)
-                ax.text(sw + 0.5, 1.0, " switch", color=colour, transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+                ax.text(
+                    sw + 0.5, 1.0, " switch", color=colour, transform=ax.get_xaxis_transform(), va="top", fontsize=8
+                )
     for ax, key in zip(axes[0], keys):
         ax.set_xlabel("step")
         ax.set_ylabel(labels.get(key, key))

@@ -52,8 +52,15 @@ DEMO_TRAIN_POOL = 128
 
 
 def _demo_train() -> TrainConfig:
-    return TrainConfig(steps=12, inter_steps=3, prompts_per_step=4, group_size=8, max_new_tokens=MAX_NEW_TOKENS_DEMO, lr=2e-5,
-                       task_size=DEMO_TRAIN_POOL)
+    return TrainConfig(
+        steps=12,
+        inter_steps=3,
+        prompts_per_step=4,
+        group_size=8,
+        max_new_tokens=MAX_NEW_TOKENS_DEMO,
+        lr=2e-5,
+        task_size=DEMO_TRAIN_POOL,
+    )
 
 
 @dataclass
@@ -97,8 +104,12 @@ class DemoConfig:
     analysis_prompts: int = 6
     analysis_style: str = "boxed"
     train: TrainConfig = field(default_factory=_demo_train)
-    analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(max_new_tokens=MAX_NEW_TOKENS_SHORT_ANALYSIS))
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(num_problems=24, k=8, max_new_tokens=MAX_NEW_TOKENS_DEMO))
+    analysis: AnalysisConfig = field(
+        default_factory=lambda: AnalysisConfig(max_new_tokens=MAX_NEW_TOKENS_SHORT_ANALYSIS)
+    )
+    eval: EvalConfig = field(
+        default_factory=lambda: EvalConfig(num_problems=24, k=8, max_new_tokens=MAX_NEW_TOKENS_DEMO)
+    )
 
     def task_settings(self) -> dict:
         """The task's generator settings without a split (each stage adds its own)."""
@@ -107,8 +118,15 @@ class DemoConfig:
     def train_config(self, method: str, layer: int | None, out_dir: str) -> TrainConfig:
         """The TrainConfig of one run, with the demo's shared settings (training split of the task)."""
         return dataclasses.replace(
-            self.train, model=self.model, task=self.task, task_kwargs={**self.task_settings(), "split": "train"}, method=method,
-            layer=layer if method == "bupo" else None, seed=self.seed, device=self.device, out_dir=out_dir,
+            self.train,
+            model=self.model,
+            task=self.task,
+            task_kwargs={**self.task_settings(), "split": "train"},
+            method=method,
+            layer=layer if method == "bupo" else None,
+            seed=self.seed,
+            device=self.device,
+            out_dir=out_dir,
         )
 
     def analysis_config(self) -> AnalysisConfig:
@@ -132,7 +150,7 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
         "## 1. Entropy analysis of the model's own answers",
         "",
         f"- {info['analysis']['num_tokens']} response tokens from {cfg.analysis_prompts} prompts "
-        f"(style `{cfg.analysis_style}`, up to {cfg.analysis.max_new_tokens} new tokens, temperature 1.0), internal policies with `norm=\"none\"` (the paper's).",
+        f'(style `{cfg.analysis_style}`, up to {cfg.analysis.max_new_tokens} new tokens, temperature 1.0), internal policies with `norm="none"` (the paper\'s).',
         f"- Entropy of the layer policies: H^0 = {info['analysis']['layer_entropy'][0]:.2f}, "
         f"H^{info['analysis']['num_layers'] // 2} = {info['analysis']['layer_entropy'][info['analysis']['num_layers'] // 2]:.2f}, "
         f"H^{info['analysis']['num_layers']} = {info['analysis']['layer_entropy'][-1]:.2f} nats (max ln N = {info['analysis']['max_entropy']:.2f}).",
@@ -154,7 +172,9 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
         "|---|---|---|---|---|",
     ]
     for name, tr in info["training"].items():
-        lines.append(f"| {name} | {tr['reward_first']:.3f} | {tr['reward_last']:.3f} | {tr['length_mean']:.1f} | {tr['seconds'] / 60:.1f} |")
+        lines.append(
+            f"| {name} | {tr['reward_first']:.3f} | {tr['reward_last']:.3f} | {tr['length_mean']:.1f} | {tr['seconds'] / 60:.1f} |"
+        )
     lines += [
         "",
         "![training curves](training_curves.png)",
@@ -163,7 +183,7 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
         "",
         f"{cfg.eval.num_problems} problems from the task's evaluation split (seed 10000), {cfg.eval.k} samples each, "
         f"temperature 1.0. Held out by construction: `load_task` partitions the questions by a hash of each one "
-        f"(`split=\"train\"` for training, `split=\"eval\"` here), so none of them can occur in training; checked: "
+        f'(`split="train"` for training, `split="eval"` here), so none of them can occur in training; checked: '
         f"{info['eval_overlap']} of the {cfg.eval.num_problems} evaluation questions are among the {info['train_pool']} "
         "training questions.",
         "",
@@ -188,7 +208,10 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
         "- It runs every stage of the paper's pipeline on a 135M model on a CPU in minutes; the paper "
         "uses 4-8B models, 300 steps of 128 prompts x 8 samples on 8 GPUs.",
         "- Paired intervals that exclude zero are differences this evaluation resolves: "
-        + "; ".join(f"{pair} {'resolved' if d['ci95'][0] > 0 or d['ci95'][1] < 0 else 'not resolved'}" for pair, d in info["paired"].items())
+        + "; ".join(
+            f"{pair} {'resolved' if d['ci95'][0] > 0 or d['ci95'][1] < 0 else 'not resolved'}"
+            for pair, d in info["paired"].items()
+        )
         + ". These intervals resample problems, not training runs: this is **one training seed**, which "
         "cannot separate the methods (another seed can reorder them). The multi-seed comparison is "
         "`bupo sweep results/specs/main.yaml` (docs/experiments.md); docs/results.md (generated by "
@@ -208,7 +231,16 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
     return path
 
 
-DEMO_OUTPUTS = ("demo_config.json", "demo.json", "summary.md", "entropy", "runs", "eval", "training_curves.png", "pass_at_k.png")
+DEMO_OUTPUTS = (
+    "demo_config.json",
+    "demo.json",
+    "summary.md",
+    "entropy",
+    "runs",
+    "eval",
+    "training_curves.png",
+    "pass_at_k.png",
+)
 
 
 def check_demo(cfg: DemoConfig, *, overwrite: bool = False) -> tuple[Path, Any, Any]:
@@ -275,15 +307,22 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
     model, tok = load_model(cfg.model, device=cfg.device)
     device = str(next(model.parameters()).device)
     info["environment"] = {
-        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(0)
+        if device.startswith("cuda")
+        else f"CPU ({torch.get_num_threads()} threads)",
         "torch": torch.__version__,
         "platform": platform.platform(terse=True),
     }
-    prompts = task_prompts(cfg.task, cfg.analysis_prompts, seed=cfg.seed + 30_000, style=cfg.analysis_style, **cfg.task_settings())
+    prompts = task_prompts(
+        cfg.task, cfg.analysis_prompts, seed=cfg.seed + 30_000, style=cfg.analysis_style, **cfg.task_settings()
+    )
     report = analyse_entropy(
-        model, tok, prompts,
+        model,
+        tok,
+        prompts,
         config=cfg.analysis_config(),
-        model_name=cfg.model, settings={"task": cfg.task, "style": cfg.analysis_style},
+        model_name=cfg.model,
+        settings={"task": cfg.task, "style": cfg.analysis_style},
     )
     save_entropy_report(report, out / "entropy")
     plt.close("all")
@@ -326,8 +365,12 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
             shutil.rmtree(out / "runs" / method / "checkpoints", ignore_errors=True)
         trained[method] = m
     fig = plot_training_curves(
-        {"GRPO": out / "runs" / "grpo", f"BuPO (layer {layer}, {cfg.train.inter_steps} internal steps)": out / "runs" / "bupo"},
-        window=3, title=f"{cfg.model} on {cfg.task}",
+        {
+            "GRPO": out / "runs" / "grpo",
+            f"BuPO (layer {layer}, {cfg.train.inter_steps} internal steps)": out / "runs" / "bupo",
+        },
+        window=3,
+        title=f"{cfg.model} on {cfg.task}",
     )
     fig.savefig(out / "training_curves.png", dpi=120, bbox_inches="tight")
     plt.close("all")
@@ -337,7 +380,9 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
     train_questions = {e.question for e in trained_task.examples}  # the questions both runs were served from
     info["eval_overlap"] = sum(e.question in train_questions for e in eval_task.examples)
     if info["eval_overlap"]:  # impossible with disjoint splits; refuse to report a contaminated evaluation
-        raise RuntimeError(f"{info['eval_overlap']} evaluation questions occur in the training pool: the task split is broken")
+        raise RuntimeError(
+            f"{info['eval_overlap']} evaluation questions occur in the training pool: the task split is broken"
+        )
     results = {}
     for name, m in (("base", model), ("grpo", trained["grpo"]), ("bupo", trained["bupo"])):
         res = evaluate(m, tok, eval_task, ecfg, model_name=name)
@@ -345,7 +390,9 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
         results[name] = load_eval(out / "eval" / name)
     info["eval"] = {n: {k: v for k, v in r.items() if k != "correct"} for n, r in results.items()}
     info["paired"] = compare(results, seed=cfg.seed)
-    plot_pass_at_k(info["eval"], title=f"Pass@k on {cfg.eval.num_problems} held-out {cfg.task} problems").savefig(out / "pass_at_k.png", dpi=120, bbox_inches="tight")
+    plot_pass_at_k(info["eval"], title=f"Pass@k on {cfg.eval.num_problems} held-out {cfg.task} problems").savefig(
+        out / "pass_at_k.png", dpi=120, bbox_inches="tight"
+    )
     plt.close("all")
     info["seconds_total"] = time.time() - t_start
     (out / "demo.json").write_text(json.dumps(info, indent=1, default=str))

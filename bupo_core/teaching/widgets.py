@@ -90,7 +90,10 @@ class LensView:
         ax2.plot(xs, self.norm_by_layer, ":", color="grey", label="norm")
         ax2.set_yscale("log")
         ax2.set_ylabel("L2 norm (dotted)")
-        ax.set_title(f"{self.kind} policy of position {self.position} ({self.tokens[self.position]!r}), norm={self.norm!r}", fontsize=9)
+        ax.set_title(
+            f"{self.kind} policy of position {self.position} ({self.tokens[self.position]!r}), norm={self.norm!r}",
+            fontsize=9,
+        )
         fig.tight_layout()
         return fig
 
@@ -147,7 +150,9 @@ def lens_view(
     cap, tokens = cache.get(prompt)
     T = len(tokens)
     if not -T <= position < T:
-        raise InputFormatError(f"position {position} is out of range for a {T}-token prompt: use 0..{T - 1} (or -1 for the last)")
+        raise InputFormatError(
+            f"position {position} is out of range for a {T}-token prompt: use 0..{T - 1} (or -1 for the last)"
+        )
     position %= T
     L = adapter.num_layers
     layer = L if layer is None else layer
@@ -156,7 +161,9 @@ def lens_view(
     vectors = torch.stack([captured_vectors(cap, kind, l)[0, position] for l in range(first, L + 1)])
     st = policy_statistics(adapter, vectors, norm=norm, top_k=k)
     row = layer - first
-    top = [(tokenizer.decode([int(i)]), float(p)) for i, p in zip(st.topk_ids[row].tolist(), st.topk_probs[row].tolist())]
+    top = [
+        (tokenizer.decode([int(i)]), float(p)) for i, p in zip(st.topk_ids[row].tolist(), st.topk_probs[row].tolist())
+    ]
     import math  # noqa: PLC0415
 
     return LensView(
@@ -217,7 +224,9 @@ def explore(
     use = widgets_available() if widgets is None else widgets
     cache = _Cache(model, tokenizer)
     if not use:
-        view = lens_view(model, tokenizer, prompt, position=position, layer=layer, kind=kind, norm=norm, k=k, _cache=cache)
+        view = lens_view(
+            model, tokenizer, prompt, position=position, layer=layer, kind=kind, norm=norm, k=k, _cache=cache
+        )
         print(view.text())
         view.figure()
         return view
@@ -231,7 +240,9 @@ def explore(
     pos = w.IntSlider(description="position", min=0, max=0, value=0)
     lay = w.IntSlider(description="layer", min=0, max=L, value=L if layer is None else layer)
     knd = w.Dropdown(description="vector", options=[(KIND_LABELS[k_], k_) for k_ in KINDS], value=kind)
-    nrm = w.ToggleButtons(description="norm", options=[("none (paper)", "none"), ("final (logit lens)", "final")], value=norm)
+    nrm = w.ToggleButtons(
+        description="norm", options=[("none (paper)", "none"), ("final (logit lens)", "final")], value=norm
+    )
     out = w.Output()
 
     def sync_positions() -> None:
@@ -245,8 +256,17 @@ def explore(
         with out:
             out.clear_output(wait=True)
             try:
-                view = lens_view(model, tokenizer, text.value, position=pos.value, layer=max(lay.value, lay.min),
-                                 kind=knd.value, norm=nrm.value, k=k, _cache=cache)
+                view = lens_view(
+                    model,
+                    tokenizer,
+                    text.value,
+                    position=pos.value,
+                    layer=max(lay.value, lay.min),
+                    kind=knd.value,
+                    norm=nrm.value,
+                    k=k,
+                    _cache=cache,
+                )
             except Exception as exc:  # show bad input in the panel instead of a traceback
                 print(f"error: {exc}")
                 return

@@ -138,10 +138,14 @@ from bupo_core.rollout import SamplingConfig, generate
 
 greedy = generate(model, tokenizer, [messages], config=SamplingConfig(max_new_tokens=16, temperature=0.0))
 print("greedy :", repr(greedy.texts[0]))
-sampled = generate(model, tokenizer, [messages], group_size=NUM_SAMPLES, config=SamplingConfig(max_new_tokens=24), seed=SEED)
+sampled = generate(
+    model, tokenizer, [messages], group_size=NUM_SAMPLES, config=SamplingConfig(max_new_tokens=24), seed=SEED
+)
 for t in sampled.texts:
     print("sampled:", repr(t))
-again = generate(model, tokenizer, [messages], group_size=NUM_SAMPLES, config=SamplingConfig(max_new_tokens=24), seed=SEED)
+again = generate(
+    model, tokenizer, [messages], group_size=NUM_SAMPLES, config=SamplingConfig(max_new_tokens=24), seed=SEED
+)
 assert again.texts == sampled.texts, "same seed, same samples"
 assert len(sampled) == NUM_SAMPLES
 

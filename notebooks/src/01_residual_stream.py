@@ -63,7 +63,12 @@ import torch
 
 from bupo_core import ArchitectureAdapter, capture_residuals, load_model
 from bupo_core.tolerances import assert_close, tolerance  # float32 on CPU; bf16 on GPU adds ~2^-8 relative per addition
-from bupo_core.teaching.exercises import check_additive_decomposition, check_capture_residual_stream, check_internal_policy, yours_or_library
+from bupo_core.teaching.exercises import (
+    check_additive_decomposition,
+    check_capture_residual_stream,
+    check_internal_policy,
+    yours_or_library,
+)
 from bupo_core.lens import internal_layer_policy
 
 torch.manual_seed(0)
@@ -88,8 +93,14 @@ print("tokens:", tokens)
 block = adapter.block(1)
 for role in ("ln1", "attn", "attn_write", "ln2", "ffn", "ffn_write"):
     print(f"{role:11s} -> block.{getattr(adapter.family, role):26s} {type(adapter.module(1, role)).__name__}")
-print("final norm  ->", type(adapter.final_norm).__name__, "| unembedding E_u:", tuple(adapter.unembed_weight.shape),
-      "| tied to the input embedding:", adapter.tied_embeddings)
+print(
+    "final norm  ->",
+    type(adapter.final_norm).__name__,
+    "| unembedding E_u:",
+    tuple(adapter.unembed_weight.shape),
+    "| tied to the input embedding:",
+    adapter.tied_embeddings,
+)
 
 # %% [markdown]
 # ## Hooks by hand, and the trap
@@ -145,11 +156,13 @@ assert not torch.allclose(broken, clean)
 #
 # </details>
 
+
 # %%
 def capture_stream(model, input_ids):
     """{"H0": [B, T, d], "A1": ..., "F1": ..., "H1": ..., ..., "H{L}": ...} captured with forward hooks."""
     adapter = ArchitectureAdapter(model)
     captured = {}
+
     # BEGIN SOLUTION
     def save_as(name):
         def hook(module, inputs, output):
@@ -180,7 +193,9 @@ def capture_stream(model, input_ids):
 check_capture_residual_stream(capture_stream)
 
 # %%
-captured = yours_or_library(capture_stream, check_capture_residual_stream)(model, ids)  # the library's result if 1.1 is unfinished
+captured = yours_or_library(capture_stream, check_capture_residual_stream)(
+    model, ids
+)  # the library's result if 1.1 is unfinished
 with torch.no_grad():
     out = model(input_ids=ids, output_hidden_states=True)
 assert torch.equal(out.logits, clean), "our hooks must not change the model"
@@ -207,6 +222,7 @@ print(f"captured {len(captured)} tensors, e.g. H0 {tuple(captured['H0'].shape)},
 #
 # </details>
 
+
 # %%
 def reconstruct_final(captured, num_layers):
     """H^0 + sum_{l=1..L} (A^l + F^l) in float64, [B, T, d]  (Eq. 1.3)."""
@@ -229,7 +245,9 @@ print(f"max |H^L - (H^0 + sum(A + F))| = {abs_err:.2e}   relative to max|H^L| = 
 assert rel_err < tolerance(model.dtype, atol=1e-5).atol
 
 # %%
-norms = [float(captured["H0"].norm(dim=-1).mean())] + [float(captured[f"H{l}"].norm(dim=-1).mean()) for l in range(1, L + 1)]
+norms = [float(captured["H0"].norm(dim=-1).mean())] + [
+    float(captured[f"H{l}"].norm(dim=-1).mean()) for l in range(1, L + 1)
+]
 fig, ax = plt.subplots(figsize=(8, 3))
 ax.plot(range(L + 1), norms, "-o", ms=3)
 ax.set_yscale("log")
@@ -245,7 +263,13 @@ plt.show()
 # %%
 cap = capture_residuals(model, ids)
 for l in (0, 1, L // 2, L):
-    assert_close(cap.resid(l), captured[f"H{l}"], dtype=model.dtype, what=f"H^{l}, capture_residuals vs hand-written hooks", rtol=1e-6)
+    assert_close(
+        cap.resid(l),
+        captured[f"H{l}"],
+        dtype=model.dtype,
+        what=f"H^{l}, capture_residuals vs hand-written hooks",
+        rtol=1e-6,
+    )
 assert_close(cap.attn_out(3), captured["A3"], dtype=model.dtype, what="A^3", rtol=1e-6)
 assert_close(cap.ffn_out(L), captured[f"F{L}"], dtype=model.dtype, what=f"F^{L}", rtol=1e-6)
 print("capture_residuals agrees with the hand-written hooks; decomposition error:", f"{cap.decomposition_error():.2e}")
@@ -257,7 +281,10 @@ print("capture_residuals agrees with the hand-written hooks; decomposition error
 # %%
 hs = out.hidden_states
 print("len(hidden_states) =", len(hs), "| hidden_states[-1] == raw H^L?", torch.allclose(hs[-1], captured[f"H{L}"]))
-print("hidden_states[-1] == final_norm(raw H^L)?", torch.allclose(hs[-1], adapter.final_norm(captured[f"H{L}"]), atol=1e-4))
+print(
+    "hidden_states[-1] == final_norm(raw H^L)?",
+    torch.allclose(hs[-1], adapter.final_norm(captured[f"H{L}"]), atol=1e-4),
+)
 assert not torch.allclose(hs[-1], captured[f"H{L}"])
 
 # %% [markdown]
@@ -290,6 +317,7 @@ assert not torch.allclose(hs[-1], captured[f"H{L}"])
 # over `dim=-1`.
 #
 # </details>
+
 
 # %%
 def internal_policy_by_hand(h, E_u, final_norm=None):
@@ -338,8 +366,10 @@ share = float((big.values**2).sum() / (h_mid**2).sum())
 w = adapter.final_norm.weight.detach() if hasattr(adapter.final_norm, "weight") else None
 print(f"layer {L // 2}, last position: coordinates {big.indices.tolist()} hold {share:.0%} of ||H||^2")
 if w is not None:
-    print(f"final-norm weights there: {[round(float(x), 3) for x in w[big.indices]]} "
-          f"(median |weight| {float(w.abs().median()):.3f})")
+    print(
+        f"final-norm weights there: {[round(float(x), 3) for x in w[big.indices]]} "
+        f"(median |weight| {float(w.abs().median()):.3f})"
+    )
 
 # %% [markdown]
 # So `norm="none"` and `norm="final"` are genuinely different lenses, not a rescaling of each other.
@@ -353,9 +383,20 @@ if w is not None:
 with torch.no_grad():
     for l in (1, L // 2, L):
         h = captured[f"H{l}"]
-        assert_close(internal_layer_policy(model, cap, l, norm="none"), torch.softmax(h.float() @ E_u.T, -1), dtype=model.dtype, what=f"pi^{l} (norm='none')", atol=1e-6)
-        assert_close(internal_layer_policy(model, cap, l, norm="final"), torch.softmax(adapter.final_norm(h).float() @ E_u.T, -1),
-                     dtype=model.dtype, what=f"pi^{l} (norm='final')", atol=1e-6)
+        assert_close(
+            internal_layer_policy(model, cap, l, norm="none"),
+            torch.softmax(h.float() @ E_u.T, -1),
+            dtype=model.dtype,
+            what=f"pi^{l} (norm='none')",
+            atol=1e-6,
+        )
+        assert_close(
+            internal_layer_policy(model, cap, l, norm="final"),
+            torch.softmax(adapter.final_norm(h).float() @ E_u.T, -1),
+            dtype=model.dtype,
+            what=f"pi^{l} (norm='final')",
+            atol=1e-6,
+        )
 print("internal_layer_policy agrees with the hand computation for norm='none' and norm='final'")
 
 # %% [markdown]
@@ -397,7 +438,9 @@ for ax in axes:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
 plt.show()
-assert_close(lens[L], torch.softmax(clean[0, -1].float(), -1), dtype=model.dtype, what="lens policy at layer L", atol=1e-5)
+assert_close(
+    lens[L], torch.softmax(clean[0, -1].float(), -1), dtype=model.dtype, what="lens policy at layer L", atol=1e-5
+)
 
 # %% [markdown]
 # ## Summary

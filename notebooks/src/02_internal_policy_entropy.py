@@ -66,7 +66,13 @@ from bupo_core import ArchitectureAdapter, capture_residuals, load_model
 from bupo_core.analysis import AnalysisConfig, analyse_entropy, task_prompts
 from bupo_core.tolerances import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
 from bupo_core.entropy import boundary_layer, entropy_from_logits
-from bupo_core.teaching.exercises import check_boundary_layer, check_chunked_entropy, check_entropy_change, check_prediction_positions, yours_or_library
+from bupo_core.teaching.exercises import (
+    check_boundary_layer,
+    check_chunked_entropy,
+    check_entropy_change,
+    check_prediction_positions,
+    yours_or_library,
+)
 from bupo_core.lens import internal_policy_statistics
 from bupo_core.reporting import entropy_plots as plots
 
@@ -133,6 +139,7 @@ assert positions.tolist() == list(range(P - 1, P + R - 1))
 #
 # </details>
 
+
 # %%
 def response_positions(P, R):
     """Positions t whose logits predict a response token, for P prompt and R response tokens."""
@@ -172,14 +179,15 @@ assert positions.tolist() == [int(t) for t in yours_or_library(response_position
 #
 # </details>
 
+
 # %%
 def entropy_chunked(vectors, E_u, chunk_size):
     """Eq. 2.1 for each row of vectors [P, d] -> [P] float32 nats, one [chunk_size, N] block at a time."""
     # BEGIN SOLUTION
     out = torch.empty(vectors.shape[0], dtype=torch.float32, device=vectors.device)
     for s in range(0, vectors.shape[0], chunk_size):
-        logp = torch.log_softmax(vectors[s:s + chunk_size].float() @ E_u.float().T, dim=-1)
-        out[s:s + chunk_size] = -(logp.exp() * logp).sum(-1)
+        logp = torch.log_softmax(vectors[s : s + chunk_size].float() @ E_u.float().T, dim=-1)
+        out[s : s + chunk_size] = -(logp.exp() * logp).sum(-1)
     return out
     # END SOLUTION
 
@@ -203,6 +211,7 @@ check_chunked_entropy(entropy_chunked)
 # `ffn_out` and `ffn_in`.
 #
 # </details>
+
 
 # %%
 def module_entropy_change(capture, entropy):
@@ -245,7 +254,9 @@ print("mean layer entropy by hand, layers 0..5:", [round(float(v), 3) for v in l
 # %%
 stats0 = internal_policy_statistics(model, batch.input_ids, batch.attention_mask, positions=batch.prediction_mask)
 assert_close(stats0.entropy["layer"], layer_H.cpu(), dtype=model.dtype, what="layer entropies", atol=1e-3)
-assert_close(stats0.attn_entropy_change(), attn_change.cpu(), dtype=model.dtype, what="attention entropy changes", atol=1e-3)
+assert_close(
+    stats0.attn_entropy_change(), attn_change.cpu(), dtype=model.dtype, what="attention entropy changes", atol=1e-3
+)
 assert_close(stats0.ffn_entropy_change(), ffn_change.cpu(), dtype=model.dtype, what="FFN entropy changes", atol=1e-3)
 print("internal_policy_statistics == hand computation for all", L + 1, "layers and", 4 * L, "module vectors")
 
@@ -280,6 +291,7 @@ print("layer entropy (nats):", [round(v, 2) for v in report.layer_entropy])
 # walk up while the next value is `> 0` too; return that index + 1 (paper numbering).
 #
 # </details>
+
 
 # %%
 def boundary_by_hand(ffn_change):
@@ -328,8 +340,10 @@ ent = torch.tensor(report.layer_entropy)
 corr = float(torch.corrcoef(torch.stack([log_norm, ent]))[0, 1])
 print(f"correlation across layers between log ||H^l|| and the raw layer entropy: {corr:+.2f}")
 peak = max(range(L + 1), key=lambda l: report.layer_norm[l])
-print(f"mean ||H^l|| grows from {report.layer_norm[0]:.2f} (layer 0) to a peak of {report.layer_norm[peak]:.0f} "
-      f"(layer {peak}), {report.layer_norm[peak] / report.layer_norm[0]:.0f}-fold")
+print(
+    f"mean ||H^l|| grows from {report.layer_norm[0]:.2f} (layer 0) to a peak of {report.layer_norm[peak]:.0f} "
+    f"(layer {peak}), {report.layer_norm[peak] / report.layer_norm[0]:.0f}-fold"
+)
 
 # %% [markdown]
 # Now the same answers through the logit lens (`norm="final"`: the final RMSNorm is applied to every
@@ -338,8 +352,12 @@ print(f"mean ||H^l|| grows from {report.layer_norm[0]:.2f} (layer 0) to a peak o
 
 # %%
 lens_report = analyse_entropy(
-    model, tokenizer, prompts, responses=[s["response"] for s in report.samples],
-    config=AnalysisConfig(norm="final", batch_size=2), model_name=MODEL,
+    model,
+    tokenizer,
+    prompts,
+    responses=[s["response"] for s in report.samples],
+    config=AnalysisConfig(norm="final", batch_size=2),
+    model_name=MODEL,
 )
 fig, axes = plt.subplots(1, 2, figsize=(14, 4))
 plots.plot_entropy_flow(lens_report, ax=axes[0])
@@ -361,6 +379,7 @@ assert lens_report.norm == "final" and abs(lens_report.num_tokens - report.num_t
 #   boundary layers 26-27 of 28 and 30-31 of 32.
 #
 # Our measurements on SmolLM2-135M-Instruct (a Llama-architecture model), from the cells above:
+
 
 # %%
 def describe(rep):

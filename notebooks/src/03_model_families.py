@@ -96,6 +96,7 @@ for name in (MODEL, SECOND_MODEL):
 #
 # </details>
 
+
 # %%
 def full_policy_logits(model, h_L):
     """Eqs. 1.4a and 3.1: the model's logits [..., N] (float32) from the raw last residual state H^L [..., d]."""
@@ -119,11 +120,15 @@ for name, (model, tokenizer) in models.items():
     with torch.no_grad():
         lens = logits_by_hand(model, cap.resid(adapter.num_layers))
     parity = float((lens - cap.logits.float()).abs().max())
-    print(f"{name:24s} family={adapter.family.name:6s} L={adapter.num_layers:2d} N={adapter.vocab_size:6d} "
-          f"attn_write=block.{adapter.family.attn_write:26s} decomposition error={cap.decomposition_error():.1e} "
-          f"lens parity={parity:.1e}")
+    print(
+        f"{name:24s} family={adapter.family.name:6s} L={adapter.num_layers:2d} N={adapter.vocab_size:6d} "
+        f"attn_write=block.{adapter.family.attn_write:26s} decomposition error={cap.decomposition_error():.1e} "
+        f"lens parity={parity:.1e}"
+    )
     tol = tolerance(model.dtype, atol=1e-3, rtol=1e-5)  # bf16 logits of size ~30 are rounded by up to ~0.1
-    assert cap.decomposition_error() < tolerance(model.dtype, atol=1e-5).atol and parity <= tol.atol + tol.rtol * float(cap.logits.abs().max())
+    assert cap.decomposition_error() < tolerance(model.dtype, atol=1e-5).atol and parity <= tol.atol + tol.rtol * float(
+        cap.logits.abs().max()
+    )
 
 # %% [markdown]
 # ## The measurement on both models
@@ -137,8 +142,14 @@ reports = {}
 for name, (model, tokenizer) in models.items():
     cfg = AnalysisConfig(norm="none", max_new_tokens=MAX_NEW_TOKENS, seed=SEED, batch_size=2)
     raw = analyse_entropy(model, tokenizer, prompts, config=cfg, model_name=name)
-    lens = analyse_entropy(model, tokenizer, prompts, responses=[s["response"] for s in raw.samples],
-                           config=AnalysisConfig(norm="final", batch_size=2), model_name=name)
+    lens = analyse_entropy(
+        model,
+        tokenizer,
+        prompts,
+        responses=[s["response"] for s in raw.samples],
+        config=AnalysisConfig(norm="final", batch_size=2),
+        model_name=name,
+    )
     reports[name] = {"none": raw, "final": lens}
     print(raw.summary())
     print("  first answer:", raw.samples[0]["response"][:160].replace("\n", " "))
@@ -193,7 +204,9 @@ assert all(len(reports[n]["none"].layer_entropy) == ArchitectureAdapter(models[n
 if not QUICK and (MODEL, SECOND_MODEL) == ("smollm2-135m-instruct", "gemma3-270m"):
     raw_s, lens_s = reports[MODEL]["none"], reports[MODEL]["final"]
     raw_g, lens_g = reports[SECOND_MODEL]["none"], reports[SECOND_MODEL]["final"]
-    assert all(100 <= r.layer_norm[-1] / r.layer_norm[0] < 10_000 for r in (raw_s, raw_g))  # two to three orders of magnitude
+    assert all(
+        100 <= r.layer_norm[-1] / r.layer_norm[0] < 10_000 for r in (raw_s, raw_g)
+    )  # two to three orders of magnitude
     assert raw_g.layer_entropy[0] / raw_g.max_entropy < 0.05  # Gemma, raw: essentially one-hot from layer 0
     assert not any(v > 0 for v in raw_s.ffn_entropy_change)  # SmolLM2, raw: never an expanding FFN
     assert all(v > 0 for v in lens_g.ffn_entropy_change) and lens_g.boundary_layer == lens_g.num_layers
@@ -257,8 +270,13 @@ else:
         except BupoError as exc:
             print(f"Skipped {hub_name}: {exc}")
             continue
-        cfg = AnalysisConfig(norm="none", max_new_tokens=MAX_NEW_TOKENS, seed=SEED, batch_size=2,
-                             chat_template_kwargs={"enable_thinking": False} if "Qwen3" in hub_name else None)
+        cfg = AnalysisConfig(
+            norm="none",
+            max_new_tokens=MAX_NEW_TOKENS,
+            seed=SEED,
+            batch_size=2,
+            chat_template_kwargs={"enable_thinking": False} if "Qwen3" in hub_name else None,
+        )
         hub_reports[hub_name] = analyse_entropy(hub_model, hub_tok, prompts, config=cfg, model_name=hub_name)
         print(describe(hub_reports[hub_name]))
         del hub_model

@@ -65,7 +65,9 @@ from bupo_core.runtime import fast_mode, scaled
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
 NUM_PROMPTS = scaled(4, 2, QUICK)  # prompts in the hand-built batch
-GROUP_SIZE = scaled(8, 8, QUICK)  # G, samples per prompt (QUICK keeps 8: with 4, every group of the embedded model agrees)
+GROUP_SIZE = scaled(
+    8, 8, QUICK
+)  # G, samples per prompt (QUICK keeps 8: with 4, every group of the embedded model agrees)
 MAX_NEW_TOKENS = scaled(24, 12, QUICK)
 DEMO_STEPS = scaled(6, 2, QUICK)  # steps of the full trainer at the end
 
@@ -108,6 +110,7 @@ print("prompt as the model sees it:", task.prompt(examples[0]))
 # strings (so `17` is not `7`), and return 0.0 when there is none.
 #
 # </details>
+
 
 # %%
 def reward_by_hand(text, answer):
@@ -155,8 +158,15 @@ assert res.rewards == [0.0, 0.0, 0.0]
 # %%
 from bupo_core.rollout import SamplingConfig, generate
 
-rollout = generate(model, tokenizer, [task.prompt(e) for e in examples], group_size=GROUP_SIZE,
-                   config=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0), seed=SEED, progress=True)
+rollout = generate(
+    model,
+    tokenizer,
+    [task.prompt(e) for e in examples],
+    group_size=GROUP_SIZE,
+    config=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0),
+    seed=SEED,
+    progress=True,
+)
 row_examples = [examples[i] for i in rollout.prompt_index]
 rewards = torch.tensor([reward_fn(t, e.answer) for t, e in zip(rollout.texts, row_examples)])
 for g in range(NUM_PROMPTS):
@@ -188,6 +198,7 @@ print(f"pass rate {rewards.mean():.2f} ({int(rewards.sum())} of {len(rewards)} r
 #
 # </details>
 
+
 # %%
 def advantages_by_hand(rewards, group_size):
     """Eq. 4.2 per group of group_size consecutive responses: [n] -> [n]."""
@@ -195,10 +206,10 @@ def advantages_by_hand(rewards, group_size):
     G = group_size
     out = torch.zeros(len(rewards))
     for g in range(len(rewards) // G):
-        r = rewards[g * G:(g + 1) * G].float()
+        r = rewards[g * G : (g + 1) * G].float()
         if (r == r[0]).all():
             continue  # all equal: advantage 0
-        out[g * G:(g + 1) * G] = (r - r.mean()) / (r.std() + 1e-6)  # torch.std is unbiased (Bessel)
+        out[g * G : (g + 1) * G] = (r - r.mean()) / (r.std() + 1e-6)  # torch.std is unbiased (Bessel)
     return out
     # END SOLUTION
 
@@ -238,9 +249,14 @@ print("batch:", tuple(batch.input_ids.shape), "response tokens:", int(batch.pred
 from bupo_core.capture import position_ids_from_mask
 
 with torch.no_grad():
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                   position_ids=position_ids_from_mask(batch.attention_mask)).logits.float()
-    logp_by_hand = torch.log_softmax(logits, -1).gather(-1, batch.targets[..., None]).squeeze(-1) * batch.prediction_mask
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=position_ids_from_mask(batch.attention_mask),
+    ).logits.float()
+    logp_by_hand = (
+        torch.log_softmax(logits, -1).gather(-1, batch.targets[..., None]).squeeze(-1) * batch.prediction_mask
+    )
 print(f"the by-hand way holds a float32 [batch x length x vocab] tensor: {logits.numel() * 4 / 2**20:.0f} MiB")
 
 # %% [markdown]
@@ -261,7 +277,9 @@ m = batch.prediction_mask.bool()
 # moves a log-softmax by up to 2 u max|z|: ~0.23 nats at |z| ~ 30 in bf16; our head stays float32
 atol = max(1e-4, logit_rounding_atol(model.dtype, logits[m]))
 assert_close(logp[m], logp_by_hand[m], dtype=model.dtype, what="sampled-token log-probs", atol=atol, rtol=1e-5)
-print(f"max |difference| = {(logp - logp_by_hand)[m].abs().max():.2e}; mean entropy of the sampled positions {entropy[m].mean():.2f} nats")
+print(
+    f"max |difference| = {(logp - logp_by_hand)[m].abs().max():.2e}; mean entropy of the sampled positions {entropy[m].mean():.2f} nats"
+)
 del logits
 
 # %% [markdown]
@@ -296,6 +314,7 @@ del logits
 #
 # </details>
 
+
 # %%
 def clipped_loss_by_hand(ratio, A, eps_low=0.2, eps_high=0.2, c=10.0):
     """Eq. 4.4 per token (c=None: no dual clip): ratio [B, T], A [B, 1] -> per-token loss [B, T]."""
@@ -307,7 +326,9 @@ def clipped_loss_by_hand(ratio, A, eps_low=0.2, eps_high=0.2, c=10.0):
     # END SOLUTION
 
 
-def policy_loss_by_hand(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, dual_clip=10.0, aggregation="token-mean"):
+def policy_loss_by_hand(
+    logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, dual_clip=10.0, aggregation="token-mean"
+):
     """Eqs. 4.3-4.5: the aggregated clipped loss (a scalar with gradient)."""
     # BEGIN SOLUTION
     ratio = torch.exp((logp - old_logp).clamp(-20, 20))  # Eq. 4.3
@@ -327,7 +348,9 @@ from bupo_core.losses import clipped_policy_loss
 r = torch.linspace(0.01, 13.0, 400)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 for ax, A in zip(axes, (1.0, -1.0)):
-    per_token = clipped_policy_loss(r.log()[:, None], torch.zeros(len(r), 1), torch.full((len(r),), A), torch.ones(len(r), 1)).per_token[:, 0]
+    per_token = clipped_policy_loss(
+        r.log()[:, None], torch.zeros(len(r), 1), torch.full((len(r),), A), torch.ones(len(r), 1)
+    ).per_token[:, 0]
     ax.plot(r, -A * r, ls=":", label="unclipped -rA")
     ax.plot(r, per_token, lw=2, label="GRPO per-token loss")
     ax.axvspan(0.8, 1.2, alpha=0.15)
@@ -348,7 +371,9 @@ ratio = torch.exp((fake_logp - logp).clamp(-20, 20))
 loss_by_hand = policy_loss_fn(fake_logp, logp, adv, batch.prediction_mask)  # token-mean
 out = clipped_policy_loss(fake_logp, logp, adv, batch.prediction_mask)
 assert_close(out.loss, loss_by_hand, dtype=model.dtype, what="clipped loss", atol=1e-6)
-print(f"loss {out.loss:.4f} (by hand {loss_by_hand:.4f}); clipped tokens {out.clip_frac:.1%}; approx KL {out.approx_kl:.4f}")
+print(
+    f"loss {out.loss:.4f} (by hand {loss_by_hand:.4f}); clipped tokens {out.clip_frac:.1%}; approx KL {out.approx_kl:.4f}"
+)
 
 # %% [markdown]
 # ## 6. One update
@@ -395,9 +420,19 @@ from bupo_core.step import score_batch, update_policy
 from bupo_core.trainer import TrainConfig, Trainer
 
 trainer_model = copy.deepcopy(model)
-cfg = TrainConfig(model=MODEL, task=TASK, task_kwargs=TASK_KWARGS, template=TEMPLATE, lr=LR, num_mini_batches=1,
-                  micro_batch_size=len(batch), prompts_per_step=NUM_PROMPTS, group_size=G, out_dir="runs/nb04-check",
-                  precision="fp32")  # float32 like the hand update, so both are compared at float32 precision
+cfg = TrainConfig(
+    model=MODEL,
+    task=TASK,
+    task_kwargs=TASK_KWARGS,
+    template=TEMPLATE,
+    lr=LR,
+    num_mini_batches=1,
+    micro_batch_size=len(batch),
+    prompts_per_step=NUM_PROMPTS,
+    group_size=G,
+    out_dir="runs/nb04-check",
+    precision="fp32",
+)  # float32 like the hand update, so both are compared at float32 precision
 trainer = Trainer(cfg, model=trainer_model, tokenizer=tokenizer, task=task)
 old, _ = score_batch(trainer, batch, None)
 stats = update_policy(trainer, batch, adv, None, old_logp=old)
@@ -405,8 +440,10 @@ stats = update_policy(trainer, batch, adv, None, old_logp=old)
 # near-zero gradient entries shows up as a tiny relative difference, not an exact match
 diff = sum(((a - b) ** 2).sum() for a, b in zip(hand_model.parameters(), trainer_model.parameters())) ** 0.5
 moved = sum(((a - o) ** 2).sum() for a, o in zip(hand_model.parameters(), model.parameters())) ** 0.5
-print(f"trainer update: loss {stats['loss']:.6f} (by hand {loss.item():.6f}); "
-      f"|difference of the two updates| / |update| = {diff / moved:.1e}")
+print(
+    f"trainer update: loss {stats['loss']:.6f} (by hand {loss.item():.6f}); "
+    f"|difference of the two updates| / |update| = {diff / moved:.1e}"
+)
 assert_close(stats["loss"], loss.item(), dtype=torch.float32, what="trainer loss vs hand loss", atol=1e-5)
 assert_close(diff / moved, 0.0, dtype=torch.float32, what="relative difference of the two updates", atol=1e-2)
 del hand_model, trainer_model, trainer
@@ -422,16 +459,42 @@ del hand_model, trainer_model, trainer
 # %%
 from bupo_core.reporting.training_plots import plot_training_curves
 
-cfg = TrainConfig(model=MODEL, task=TASK, task_kwargs=TASK_KWARGS, template=TEMPLATE, method="grpo", steps=DEMO_STEPS,
-                  prompts_per_step=NUM_PROMPTS, group_size=G, max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED,
-                  precision=PRECISION, out_dir="runs/nb04-grpo")
+cfg = TrainConfig(
+    model=MODEL,
+    task=TASK,
+    task_kwargs=TASK_KWARGS,
+    template=TEMPLATE,
+    method="grpo",
+    steps=DEMO_STEPS,
+    prompts_per_step=NUM_PROMPTS,
+    group_size=G,
+    max_new_tokens=MAX_NEW_TOKENS,
+    lr=LR,
+    seed=SEED,
+    precision=PRECISION,
+    out_dir="runs/nb04-grpo",
+)
 import shutil
 
 shutil.rmtree(cfg.out_dir, ignore_errors=True)
 result = Trainer(cfg, model=copy.deepcopy(model), tokenizer=tokenizer, task=task).train(progress=True)
 for row in result.metrics:
-    print({k: round(row[k], 3) if isinstance(row[k], float) else row[k] for k in
-           ("step", "phase", "reward_mean", "loss", "zero_adv_group_frac", "clip_frac", "approx_kl", "entropy", "response_length_mean")})
+    print(
+        {
+            k: round(row[k], 3) if isinstance(row[k], float) else row[k]
+            for k in (
+                "step",
+                "phase",
+                "reward_mean",
+                "loss",
+                "zero_adv_group_frac",
+                "clip_frac",
+                "approx_kl",
+                "entropy",
+                "response_length_mean",
+            )
+        }
+    )
 assert [r["step"] for r in result.metrics] == list(range(1, DEMO_STEPS + 1))
 plot_training_curves({"GRPO": result.metrics}, window=2)
 plt.show()

@@ -52,8 +52,12 @@ from bupo_core.runtime import fast_mode, scaled
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
-STEPS = scaled(10, 3, QUICK)  # training steps per run. Moderate sizes, for a 2-core CPU (the chapter's recorded time is above).
-INTER_STEPS = scaled(3, 1, QUICK)  # s_inter: internal-phase steps of BuPO (paper: 20-30 of 300, i.e. 7-10%; here 30% of a short run)
+STEPS = scaled(
+    10, 3, QUICK
+)  # training steps per run. Moderate sizes, for a 2-core CPU (the chapter's recorded time is above).
+INTER_STEPS = scaled(
+    3, 1, QUICK
+)  # s_inter: internal-phase steps of BuPO (paper: 20-30 of 300, i.e. 7-10%; here 30% of a short run)
 PROMPTS_PER_STEP = scaled(3, 2, QUICK)
 GROUP_SIZE = scaled(8, 4, QUICK)
 MAX_NEW_TOKENS = scaled(12, 8, QUICK)
@@ -94,7 +98,12 @@ print(f"{MODEL}: {L} layers, vocabulary {adapter.vocab_size}, tied embeddings: {
 from bupo_core.analysis import AnalysisConfig, analyse_entropy
 
 prompts = [task.prompt(e) for e in task.batch(10_000, ANALYSIS_PROMPTS)]
-report = analyse_entropy(model, tokenizer, prompts, config=AnalysisConfig(max_new_tokens=MAX_NEW_TOKENS, seed=SEED, keep_token_statistics=False))
+report = analyse_entropy(
+    model,
+    tokenizer,
+    prompts,
+    config=AnalysisConfig(max_new_tokens=MAX_NEW_TOKENS, seed=SEED, keep_token_statistics=False),
+)
 ffn_change = report.ffn_entropy_change
 fig, ax = plt.subplots(figsize=(8, 2.8))
 ax.bar(range(1, L + 1), ffn_change, color=["tab:orange" if v > 0 else "tab:blue" for v in ffn_change])
@@ -139,13 +148,23 @@ from bupo_core.rollout import SamplingConfig, generate
 
 for position in range(0, 8 * PROMPTS_PER_STEP, PROMPTS_PER_STEP):  # the first batch with a learning signal
     examples = task.batch(position, PROMPTS_PER_STEP)
-    rollout = generate(model, tokenizer, [task.prompt(e) for e in examples], group_size=GROUP_SIZE,
-                       config=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS), seed=SEED)
-    rewards = torch.tensor(Grader(scorer="reasoning_gym")(rollout.texts, [examples[i] for i in rollout.prompt_index]).rewards)
+    rollout = generate(
+        model,
+        tokenizer,
+        [task.prompt(e) for e in examples],
+        group_size=GROUP_SIZE,
+        config=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS),
+        seed=SEED,
+    )
+    rewards = torch.tensor(
+        Grader(scorer="reasoning_gym")(rollout.texts, [examples[i] for i in rollout.prompt_index]).rewards
+    )
     adv, zero = group_advantages(rewards, GROUP_SIZE)
     if not zero.all():
         break
-print(f"prompts {position}..{position + PROMPTS_PER_STEP - 1}: rewards {rewards.tolist()}; {int((~zero).sum())} of {len(zero)} groups carry a signal")
+print(
+    f"prompts {position}..{position + PROMPTS_PER_STEP - 1}: rewards {rewards.tolist()}; {int((~zero).sum())} of {len(zero)} groups carry a signal"
+)
 if MODEL == "smollm2-135m-instruct":  # measured: the second batch has mixed groups at the committed and the QUICK sizes
     assert not zero.all(), "no batch with mixed rewards: the IPA update below would be trivial"
 if zero.all():  # another model or task without any signal: made-up advantages show the mechanics only
@@ -166,8 +185,10 @@ with torch.no_grad():
     ipa_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
     t_full = time.perf_counter() - t0
 print(f"forward to layer {LAYER}: {t_trunc:.2f} s (with grad) vs full forward {t_full:.2f} s (no grad)")
-print(f"mean entropy of pi^{LAYER} at the response positions: "
-      f"{-(torch.softmax(logits_l, -1) * torch.log_softmax(logits_l, -1)).sum(-1)[m].mean():.2f} nats (max ln N = {torch.log(torch.tensor(float(adapter.vocab_size))):.2f})")
+print(
+    f"mean entropy of pi^{LAYER} at the response positions: "
+    f"{-(torch.softmax(logits_l, -1) * torch.log_softmax(logits_l, -1)).sum(-1)[m].mean():.2f} nats (max ln N = {torch.log(torch.tensor(float(adapter.vocab_size))):.2f})"
+)
 
 # %% [markdown]
 # The chunked `bupo_core` version gives the same numbers without the [B x T x N] tensor:
@@ -177,7 +198,9 @@ from bupo_core.policy_head import policy_logprobs
 
 with torch.no_grad():
     logp_core, ent_core = policy_logprobs(ipa_model, batch, layer=LAYER)
-assert_close(logp_core[m], logp_by_hand.detach()[m], dtype=ipa_model.dtype, what=f"pi^{LAYER} log-probs", atol=1e-4, rtol=1e-5)
+assert_close(
+    logp_core[m], logp_by_hand.detach()[m], dtype=ipa_model.dtype, what=f"pi^{LAYER} log-probs", atol=1e-4, rtol=1e-5
+)
 print(f"max |difference| {(logp_core - logp_by_hand.detach())[m].abs().max():.1e}")
 
 # %% [markdown]
@@ -204,6 +227,7 @@ print(f"max |difference| {(logp_core - logp_by_hand.detach())[m].abs().max():.1e
 # $1..l$.
 #
 # </details>
+
 
 # %%
 def internal_logprobs_by_hand(model, batch, layer):
@@ -233,7 +257,9 @@ out.loss.backward()
 upper = {id(p) for p in ipa_adapter.upper_parameters(LAYER)}
 with_grad = {n for n, p in ipa_model.named_parameters() if p.grad is not None}
 upper_names = [n for n, p in ipa_model.named_parameters() if id(p) in upper]
-print(f"{len(with_grad)} parameter tensors got a gradient; {len(upper_names)} (blocks {LAYER + 1}..{L} + final norm) did not")
+print(
+    f"{len(with_grad)} parameter tensors got a gradient; {len(upper_names)} (blocks {LAYER + 1}..{L} + final norm) did not"
+)
 assert not (with_grad & set(upper_names))
 snapshot = {n: p.detach().clone() for n, p in ipa_model.named_parameters()}
 opt = torch.optim.AdamW(ipa_model.parameters(), lr=LR, weight_decay=0.01)
@@ -241,7 +267,9 @@ torch.nn.utils.clip_grad_norm_([p for p in ipa_model.parameters() if p.grad is n
 opt.step()
 moved = [n for n, p in ipa_model.named_parameters() if not torch.equal(p, snapshot[n])]
 assert moved and not set(moved) & set(upper_names)
-print(f"after one AdamW step: {len(moved)} tensors moved, all in the embedding and blocks 1..{LAYER}; upper blocks bit-identical")
+print(
+    f"after one AdamW step: {len(moved)} tensors moved, all in the embedding and blocks 1..{LAYER}; upper blocks bit-identical"
+)
 del ipa_model, logits_l, h, opt
 
 # %% [markdown]
@@ -258,6 +286,7 @@ del ipa_model, logits_l, h, opt
 # later step and every GRPO step is full.
 #
 # </details>
+
 
 # %%
 def phase_by_hand(step, method, inter_steps):
@@ -280,21 +309,43 @@ check_phase_switch(phase_by_hand)
 # %%
 from bupo_core.trainer import TrainConfig, Trainer
 
-common = dict(model=MODEL, task=TASK, task_kwargs={**TASK_KWARGS, "split": "train"}, task_size=TRAIN_POOL, template=TEMPLATE, steps=STEPS, prompts_per_step=PROMPTS_PER_STEP,
-              group_size=GROUP_SIZE, max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, num_mini_batches=2, precision=PRECISION)
+common = dict(
+    model=MODEL,
+    task=TASK,
+    task_kwargs={**TASK_KWARGS, "split": "train"},
+    task_size=TRAIN_POOL,
+    template=TEMPLATE,
+    steps=STEPS,
+    prompts_per_step=PROMPTS_PER_STEP,
+    group_size=GROUP_SIZE,
+    max_new_tokens=MAX_NEW_TOKENS,
+    lr=LR,
+    seed=SEED,
+    num_mini_batches=2,
+    precision=PRECISION,
+)
 runs = {}
-for name, extra in [("GRPO", dict(method="grpo")), (f"BuPO (layer {LAYER}, s_inter={INTER_STEPS})", dict(method="bupo", layer=LAYER, inter_steps=INTER_STEPS))]:
+for name, extra in [
+    ("GRPO", dict(method="grpo")),
+    (f"BuPO (layer {LAYER}, s_inter={INTER_STEPS})", dict(method="bupo", layer=LAYER, inter_steps=INTER_STEPS)),
+]:
     cfg = TrainConfig(**common, **extra, out_dir=f"runs/nb05-{extra['method']}")
     shutil.rmtree(cfg.out_dir, ignore_errors=True)
     run_model = copy.deepcopy(model)
     run_adapter = ArchitectureAdapter(run_model)
-    frozen = {n: p.detach().clone() for n, p in run_model.named_parameters() if id(p) in {id(q) for q in run_adapter.upper_parameters(LAYER)}}
+    frozen = {
+        n: p.detach().clone()
+        for n, p in run_model.named_parameters()
+        if id(p) in {id(q) for q in run_adapter.upper_parameters(LAYER)}
+    }
 
     def check_upper(row, run_model=run_model, frozen=frozen):
         if row["phase"] == "internal":
             params = dict(run_model.named_parameters())
             # the Trainer keeps float32 master weights (a bf16 model is cast up, exactly): compare in its dtype
-            assert all(torch.equal(params[n], v.to(params[n].dtype)) for n, v in frozen.items()), "upper blocks moved during IPA"
+            assert all(torch.equal(params[n], v.to(params[n].dtype)) for n, v in frozen.items()), (
+                "upper blocks moved during IPA"
+            )
 
     t0 = time.time()
     result = Trainer(cfg, model=run_model, tokenizer=tokenizer, task=task).train(progress=True, callback=check_upper)
@@ -305,7 +356,11 @@ for name, extra in [("GRPO", dict(method="grpo")), (f"BuPO (layer {LAYER}, s_int
 # %%
 from bupo_core.reporting.training_plots import plot_training_curves
 
-plot_training_curves(runs, window=4, title=f"{MODEL}, {TASK} (2 one-digit terms), {PROMPTS_PER_STEP} prompts x {GROUP_SIZE} samples per step")
+plot_training_curves(
+    runs,
+    window=4,
+    title=f"{MODEL}, {TASK} (2 one-digit terms), {PROMPTS_PER_STEP} prompts x {GROUP_SIZE} samples per step",
+)
 plt.show()
 
 # %%
@@ -315,18 +370,24 @@ phase_fn = yours_or_library(phase_by_hand, check_phase_switch)  # the library's 
 assert [r["phase"] for r in bupo_rows] == [phase_fn(r["step"], "bupo", INTER_STEPS) for r in bupo_rows]
 assert all(r["internal_entropy"] is not None for r in bupo_rows[:INTER_STEPS])
 k = max(1, STEPS // 3)
-print(f"{'run':40s} {'reward, first ' + str(k):>16s} {'reward, last ' + str(k):>15s} {'entropy first->last':>22s} {'length first->last':>20s} {'s/step':>7s}")
+print(
+    f"{'run':40s} {'reward, first ' + str(k):>16s} {'reward, last ' + str(k):>15s} {'entropy first->last':>22s} {'length first->last':>20s} {'s/step':>7s}"
+)
 for name, rows in runs.items():
     first, last = rows[:k], rows[-k:]
     mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
     step_s = sum(r["time_generate"] + r["time_score"] + r["time_update"] for r in rows) / len(rows)
-    print(f"{name:40s} {mean(first, 'reward_mean'):16.3f} {mean(last, 'reward_mean'):15.3f} "
-          f"{mean(first, 'entropy'):10.3f} -> {mean(last, 'entropy'):.3f} {mean(first, 'response_length_mean'):10.1f} -> {mean(last, 'response_length_mean'):.1f} {step_s:7.1f}")
+    print(
+        f"{name:40s} {mean(first, 'reward_mean'):16.3f} {mean(last, 'reward_mean'):15.3f} "
+        f"{mean(first, 'entropy'):10.3f} -> {mean(last, 'entropy'):.3f} {mean(first, 'response_length_mean'):10.1f} -> {mean(last, 'response_length_mean'):.1f} {step_s:7.1f}"
+    )
 internal = [r for r in bupo_rows if r["phase"] == "internal"]
 full_grpo = runs["GRPO"]
-print(f"update seconds per step: BuPO internal phase {sum(r['time_update'] for r in internal) / len(internal):.1f} "
-      f"vs GRPO {sum(r['time_update'] for r in full_grpo) / len(full_grpo):.1f} (the internal phase runs blocks 1..{LAYER} only; "
-      "the full policy's entropy comes from the sampler's logits)")
+print(
+    f"update seconds per step: BuPO internal phase {sum(r['time_update'] for r in internal) / len(internal):.1f} "
+    f"vs GRPO {sum(r['time_update'] for r in full_grpo) / len(full_grpo):.1f} (the internal phase runs blocks 1..{LAYER} only; "
+    "the full policy's entropy comes from the sampler's logits)"
+)
 
 # %% [markdown]
 # ## 4. A real run on one GPU
@@ -374,7 +435,26 @@ if RUN_ON_GPU:
     resume = (Path(gpu_config.out_dir) / "config.json").exists()  # a run started in an earlier session continues
     Trainer(gpu_config, resume=resume).train(progress=True)
 else:
-    print({k: v for k, v in gpu_config.to_dict().items() if k in ("model", "task", "method", "layer", "inter_steps", "steps", "prompts_per_step", "group_size", "max_new_tokens", "lr", "precision")})
+    print(
+        {
+            k: v
+            for k, v in gpu_config.to_dict().items()
+            if k
+            in (
+                "model",
+                "task",
+                "method",
+                "layer",
+                "inter_steps",
+                "steps",
+                "prompts_per_step",
+                "group_size",
+                "max_new_tokens",
+                "lr",
+                "precision",
+            )
+        }
+    )
 
 # %% [markdown]
 # ## 5. What this small run shows, and what it does not
@@ -395,12 +475,18 @@ grpo_rows, bupo_late = runs["GRPO"], bupo_rows
 late = lambda rows: sum(r["reward_mean"] for r in rows[-k:]) / k  # noqa: E731
 p_hat = (late(grpo_rows) + late(bupo_late)) / 2
 se_step = (p_hat * (1 - p_hat) / (PROMPTS_PER_STEP * GROUP_SIZE)) ** 0.5
-print(f"mean training reward of the last {k} steps: GRPO {late(grpo_rows):.3f}, BuPO {late(bupo_late):.3f} "
-      f"(difference {late(bupo_late) - late(grpo_rows):+.3f})")
-print(f"one step's mean reward over {PROMPTS_PER_STEP} prompts x {GROUP_SIZE} samples at p = {p_hat:.2f} has a sampling standard error of "
-      f"at least {se_step:.3f} (samples of one prompt are correlated, so more), about {se_step / k ** 0.5:.3f} for a mean of {k} steps")
-print(f"{STEPS} steps of {PROMPTS_PER_STEP} x {GROUP_SIZE} samples at lr {LR}, one training seed ({SEED}); "
-      f"the paper: 300 steps of 128 x 8 samples at lr 1e-06 on 4B-8B models")
+print(
+    f"mean training reward of the last {k} steps: GRPO {late(grpo_rows):.3f}, BuPO {late(bupo_late):.3f} "
+    f"(difference {late(bupo_late) - late(grpo_rows):+.3f})"
+)
+print(
+    f"one step's mean reward over {PROMPTS_PER_STEP} prompts x {GROUP_SIZE} samples at p = {p_hat:.2f} has a sampling standard error of "
+    f"at least {se_step:.3f} (samples of one prompt are correlated, so more), about {se_step / k**0.5:.3f} for a mean of {k} steps"
+)
+print(
+    f"{STEPS} steps of {PROMPTS_PER_STEP} x {GROUP_SIZE} samples at lr {LR}, one training seed ({SEED}); "
+    f"the paper: 300 steps of 128 x 8 samples at lr 1e-06 on 4B-8B models"
+)
 
 # %% [markdown]
 # - **One training seed cannot separate the methods.** Whatever the two late rewards above are (level,

@@ -89,7 +89,9 @@ from bupo_core.tasks import EASY_CHAIN_SUM
 
 task_kwargs = dict(EASY_CHAIN_SUM)  # two single-digit terms
 ref_task = load_task("chain_sum", size=REFERENCE_PROMPTS, seed=20_000, split="eval", **task_kwargs)
-reference = build_reference_set(model, tokenizer, ref_task, num_prompts=REFERENCE_PROMPTS, max_new_tokens=REFERENCE_TOKENS)
+reference = build_reference_set(
+    model, tokenizer, ref_task, num_prompts=REFERENCE_PROMPTS, max_new_tokens=REFERENCE_TOKENS
+)
 print(len(reference), "pairs,", reference.num_tokens, "response tokens")
 print(repr(tokenizer.decode(reference.response_ids[0])))
 
@@ -112,6 +114,7 @@ print(repr(tokenizer.decode(reference.response_ids[0])))
 # `(logp_l.exp() * (logp_l - logp_j)).sum(-1)`: weighted by the LOWER layer's policy.
 #
 # </details>
+
 
 # %%
 def layer_kl_by_hand(logits_l, logits_j):
@@ -138,6 +141,7 @@ check_layer_kl(layer_kl_by_hand)
 # `h_l.norm(dim=-1) * h_j.norm(dim=-1)`.
 #
 # </details>
+
 
 # %%
 def hidden_cosine_by_hand(h_l, h_j):
@@ -166,9 +170,13 @@ cos_by_hand = cosine_fn(H[LAYER], H[j]).mean().item()  # Eq. 6.1
 
 # 2. layer entropy change: entropy of softmax(H^l E_u^T) minus that of H^{l-1} (no norm: the paper's)
 E_u = adapter.unembed_weight.float()
+
+
 def entropy(h):
     logp = torch.log_softmax(h @ E_u.T, dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
 dH_by_hand = (entropy(H[LAYER]) - entropy(H[LAYER - 1])).mean().item()
 
 # 3. perplexity of the response tokens under the full policy
@@ -177,8 +185,10 @@ ppl_by_hand = math.exp(-logp_full.gather(-1, torch.tensor(r_ids, device=model.de
 
 # 4. KL(pi^l || pi^j) = sum_v pi^l(v) (log pi^l(v) - log pi^j(v)), averaged over tokens
 kl_by_hand = kl_fn(H[LAYER] @ E_u.T, H[j] @ E_u.T).mean().item()  # Eq. 6.4
-print(f"cos(H^{LAYER}, H^{j}) = {cos_by_hand:.4f}   dH^{LAYER} = {dH_by_hand:+.3f} nats   "
-      f"PPL = {ppl_by_hand:.3f}   KL(pi^{LAYER} || pi^{j}) = {kl_by_hand:.3f} nats")
+print(
+    f"cos(H^{LAYER}, H^{j}) = {cos_by_hand:.4f}   dH^{LAYER} = {dH_by_hand:+.3f} nats   "
+    f"PPL = {ppl_by_hand:.3f}   KL(pi^{LAYER} || pi^{j}) = {kl_by_hand:.3f} nats"
+)
 
 # %% [markdown]
 # The direction of the KL matters and the paper does not state it; we use **$\mathrm{KL}(\pi^l \,\|\, \pi^j)$**, the
@@ -194,7 +204,13 @@ assert_close(pt.layer_entropy_change, dH_by_hand, dtype=model.dtype, what="layer
 assert_close(pt.perplexity, ppl_by_hand, dtype=model.dtype, what="perplexity", atol=0.0, rtol=1e-4)
 assert_close(pt.kl_to_higher[str(j)], kl_by_hand, dtype=model.dtype, what="KL to the higher layer", atol=1e-3)
 base_point = feature_refinement(model, reference, LAYER)
-print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in base_point.to_json().items() if not isinstance(v, dict)})
+print(
+    {
+        k: (round(v, 3) if isinstance(v, float) else v)
+        for k, v in base_point.to_json().items()
+        if not isinstance(v, dict)
+    }
+)
 
 # %% [markdown]
 # ## Two BuPO runs from the same start
@@ -211,12 +227,26 @@ import tempfile
 
 from bupo_core.trainer import TrainConfig, Trainer
 
+
 def run_bupo(inter_steps: int, label: str):
     m, tok = load_model(MODEL, device=DEVICE)
     cfg = TrainConfig(
-        model=MODEL, task="chain_sum", task_kwargs={**task_kwargs, "split": "train"}, task_size=TRAIN_POOL, method="bupo", layer=LAYER,
-        inter_steps=inter_steps, internal_phase_only=inter_steps >= STEPS, steps=STEPS, prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
-        max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, device=DEVICE, precision=PRECISION,
+        model=MODEL,
+        task="chain_sum",
+        task_kwargs={**task_kwargs, "split": "train"},
+        task_size=TRAIN_POOL,
+        method="bupo",
+        layer=LAYER,
+        inter_steps=inter_steps,
+        internal_phase_only=inter_steps >= STEPS,
+        steps=STEPS,
+        prompts_per_step=PROMPTS_PER_STEP,
+        group_size=GROUP_SIZE,
+        max_new_tokens=MAX_NEW_TOKENS,
+        lr=LR,
+        seed=SEED,
+        device=DEVICE,
+        precision=PRECISION,
         out_dir=tempfile.mkdtemp(prefix=f"bupo-{label}-"),
     )
     trainer = Trainer(cfg, model=m, tokenizer=tok)
@@ -230,6 +260,7 @@ def run_bupo(inter_steps: int, label: str):
 
     result = trainer.train(progress=True, callback=measure)
     return result.metrics, points
+
 
 short_metrics, short_points = run_bupo(SHORT_INTER, "short")
 long_metrics, long_points = run_bupo(LONG_INTER, "long")
@@ -246,20 +277,28 @@ assert short_metrics[-1]["phase"] == ("full" if STEPS > SHORT_INTER else "intern
 # %%
 from bupo_core.reporting.evaluation_plots import plot_refinement
 
-fig_short = plot_refinement([p.to_json() for p in short_points], title=f"short internal phase ({SHORT_INTER} of {STEPS} steps), layer {LAYER}")
-fig_long = plot_refinement([p.to_json() for p in long_points], title=f"internal phase for all {STEPS} steps, layer {LAYER}")
+fig_short = plot_refinement(
+    [p.to_json() for p in short_points], title=f"short internal phase ({SHORT_INTER} of {STEPS} steps), layer {LAYER}"
+)
+fig_long = plot_refinement(
+    [p.to_json() for p in long_points], title=f"internal phase for all {STEPS} steps, layer {LAYER}"
+)
 
 # %%
 from bupo_core.refinement import summarise
 
+
 def show(label, points, metrics):
     s = summarise(points)
-    print(f"{label:6s} cos {s['mean_cosine_to_higher'][0]:.3f} -> {s['mean_cosine_to_higher'][1]:.3f} | "
-          f"dH^{LAYER} {s['layer_entropy_change'][0]:+.3f} -> {s['layer_entropy_change'][1]:+.3f} | "
-          f"PPL {s['perplexity'][0]:.3f} -> {s['perplexity'][1]:.3f} | "
-          f"KL {s['mean_kl_to_higher'][0]:.3f} -> {s['mean_kl_to_higher'][1]:.3f} | "
-          f"reward first/last step {metrics[0]['reward_mean']:.2f}/{metrics[-1]['reward_mean']:.2f}")
+    print(
+        f"{label:6s} cos {s['mean_cosine_to_higher'][0]:.3f} -> {s['mean_cosine_to_higher'][1]:.3f} | "
+        f"dH^{LAYER} {s['layer_entropy_change'][0]:+.3f} -> {s['layer_entropy_change'][1]:+.3f} | "
+        f"PPL {s['perplexity'][0]:.3f} -> {s['perplexity'][1]:.3f} | "
+        f"KL {s['mean_kl_to_higher'][0]:.3f} -> {s['mean_kl_to_higher'][1]:.3f} | "
+        f"reward first/last step {metrics[0]['reward_mean']:.2f}/{metrics[-1]['reward_mean']:.2f}"
+    )
     return s
+
 
 s_short = show("short", short_points, short_metrics)
 s_long = show("long", long_points, long_metrics)
@@ -282,10 +321,14 @@ for label, rows in (("short internal phase", short_metrics), ("internal only", l
     axes[1].plot(steps, [r["entropy"] for r in rows], marker="o", label=label)
 axes[0].axvline(SHORT_INTER + 0.5, color="grey", ls="--", lw=0.8)
 axes[1].axvline(SHORT_INTER + 0.5, color="grey", ls="--", lw=0.8)
-axes[0].set_title("mean reward of the sampled answers"); axes[1].set_title("full-policy entropy (nats)")
-axes[0].set_ylabel("mean reward (fraction right, 0-1)"); axes[1].set_ylabel("entropy of the full policy (nats)")
+axes[0].set_title("mean reward of the sampled answers")
+axes[1].set_title("full-policy entropy (nats)")
+axes[0].set_ylabel("mean reward (fraction right, 0-1)")
+axes[1].set_ylabel("entropy of the full policy (nats)")
 for ax in axes:
-    ax.set_xlabel("step"); ax.grid(alpha=0.3); ax.legend(fontsize=8)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 fig.tight_layout()
 
 # %% [markdown]
@@ -302,11 +345,19 @@ fig.tight_layout()
 # %%
 FLAT = 0.01  # relative change below which a measure counts as flat (one seed, 8 reference answers)
 paper_direction = {"mean_cosine_to_higher": +1, "layer_entropy_change": -1, "perplexity": +1, "mean_kl_to_higher": +1}
-names = {"mean_cosine_to_higher": f"mean cos(H^{LAYER}, H^j)", "layer_entropy_change": f"dH^{LAYER} (nats)",
-         "perplexity": "perplexity", "mean_kl_to_higher": f"mean KL(pi^{LAYER} || pi^j)"}
-print(f"Reference set: {len(reference)} answers, {reference.num_tokens} response tokens; {STEPS} steps of {PROMPTS_PER_STEP} prompts x "
-      f"{GROUP_SIZE} samples, lr {LR}, target layer {LAYER}, one training seed ({SEED}).")
-print(f"{'measure':26s} {'paper':>6s} {'short (' + str(SHORT_INTER) + ' internal steps)':>34s} {'internal only (' + str(STEPS) + ')':>34s}")
+names = {
+    "mean_cosine_to_higher": f"mean cos(H^{LAYER}, H^j)",
+    "layer_entropy_change": f"dH^{LAYER} (nats)",
+    "perplexity": "perplexity",
+    "mean_kl_to_higher": f"mean KL(pi^{LAYER} || pi^j)",
+}
+print(
+    f"Reference set: {len(reference)} answers, {reference.num_tokens} response tokens; {STEPS} steps of {PROMPTS_PER_STEP} prompts x "
+    f"{GROUP_SIZE} samples, lr {LR}, target layer {LAYER}, one training seed ({SEED})."
+)
+print(
+    f"{'measure':26s} {'paper':>6s} {'short (' + str(SHORT_INTER) + ' internal steps)':>34s} {'internal only (' + str(STEPS) + ')':>34s}"
+)
 for key, sign in paper_direction.items():
     cells = []
     for s in (s_short, s_long):
@@ -320,14 +371,20 @@ for key, sign in paper_direction.items():
 
 # the short run's perplexity: during its internal phase (up to step SHORT_INTER) and after the switch
 end_internal = [p for p in short_points if p.step <= SHORT_INTER][-1]
-print(f"short run, perplexity: base {short_points[0].perplexity:.3f} -> {end_internal.perplexity:.3f} at step {end_internal.step} "
-      f"(end of the internal phase) -> {short_points[-1].perplexity:.3f} at step {short_points[-1].step}; "
-      f"internal-only run: {long_points[0].perplexity:.3f} -> {long_points[-1].perplexity:.3f}")
+print(
+    f"short run, perplexity: base {short_points[0].perplexity:.3f} -> {end_internal.perplexity:.3f} at step {end_internal.step} "
+    f"(end of the internal phase) -> {short_points[-1].perplexity:.3f} at step {short_points[-1].step}; "
+    f"internal-only run: {long_points[0].perplexity:.3f} -> {long_points[-1].perplexity:.3f}"
+)
 after = lambda rows: sum(r["reward_mean"] for r in rows[SHORT_INTER:]) / max(len(rows[SHORT_INTER:]), 1)  # noqa: E731
-print(f"mean training reward of steps {SHORT_INTER + 1}..{STEPS}: short run (GRPO there) {after(short_metrics):.3f}, "
-      f"internal-only run {after(long_metrics):.3f}")
-print(f"entropy of the raw internal policy pi^{LAYER} on the reference set at the start: {base_point.layer_entropy:.2f} nats "
-      f"(uniform over the vocabulary: ln N = {math.log(adapter.vocab_size):.2f})")
+print(
+    f"mean training reward of steps {SHORT_INTER + 1}..{STEPS}: short run (GRPO there) {after(short_metrics):.3f}, "
+    f"internal-only run {after(long_metrics):.3f}"
+)
+print(
+    f"entropy of the raw internal policy pi^{LAYER} on the reference set at the start: {base_point.layer_entropy:.2f} nats "
+    f"(uniform over the vocabulary: ln N = {math.log(adapter.vocab_size):.2f})"
+)
 
 # %% [markdown]
 # How to read it:

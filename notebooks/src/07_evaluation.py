@@ -92,6 +92,7 @@ from bupo_core.teaching.exercises import check_bootstrap_interval, check_pass_at
 #
 # </details>
 
+
 # %%
 def pass_at_k_by_hand(n, c, k):
     """Eq. 7.2 for one problem with n samples of which c are correct."""
@@ -110,7 +111,9 @@ pass_at_k_fn = yours_or_library(pass_at_k_by_hand, check_pass_at_k)  # the libra
 by_hand = {k: pass_at_k_fn(n, c, k) for k in range(1, n + 1)}
 for k in (1, 2, 4, 8):
     print(f"pass@{k}: by hand {by_hand[k]:.4f}  bupo_core {pass_at_k(n, c, k):.4f}  plug-in {1 - (1 - c / n) ** k:.4f}")
-    assert_close(pass_at_k(n, c, k), by_hand[k], dtype=torch.float64, what=f"pass@{k}", atol=1e-12)  # exact float64 maths
+    assert_close(
+        pass_at_k(n, c, k), by_hand[k], dtype=torch.float64, what=f"pass@{k}", atol=1e-12
+    )  # exact float64 maths
 
 # %% [markdown]
 # A quick simulation makes the bias visible: a problem the model solves 10% of the time, n = 8
@@ -157,10 +160,22 @@ train_rows, train_questions = {}, set()
 for method in ("grpo", "bupo"):
     m, tok = load_model(MODEL, device=DEVICE)
     cfg = TrainConfig(
-        model=MODEL, task="chain_sum", task_kwargs={**task_kwargs, "split": "train"}, task_size=TRAIN_POOL,
-        method=method, layer=LAYER if method == "bupo" else None,
-        inter_steps=INTER_STEPS, steps=STEPS, prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
-        max_new_tokens=MAX_NEW_TOKENS, lr=LR, seed=SEED, device=DEVICE, precision=PRECISION, out_dir=tempfile.mkdtemp(prefix=f"nb07-{method}-"),
+        model=MODEL,
+        task="chain_sum",
+        task_kwargs={**task_kwargs, "split": "train"},
+        task_size=TRAIN_POOL,
+        method=method,
+        layer=LAYER if method == "bupo" else None,
+        inter_steps=INTER_STEPS,
+        steps=STEPS,
+        prompts_per_step=PROMPTS_PER_STEP,
+        group_size=GROUP_SIZE,
+        max_new_tokens=MAX_NEW_TOKENS,
+        lr=LR,
+        seed=SEED,
+        device=DEVICE,
+        precision=PRECISION,
+        out_dir=tempfile.mkdtemp(prefix=f"nb07-{method}-"),
     )
     trainer = Trainer(cfg, model=m, tokenizer=tok)
     train_questions |= {e.question for e in trainer.task.examples}  # every question this run can be served
@@ -189,13 +204,21 @@ eval_questions = {e.question for e in held_out.examples}
 # is among the questions either training run could be served
 assert all(question_split(e) == "eval" for e in held_out.examples)
 assert eval_questions.isdisjoint(train_questions), "an evaluation question occurs in the training pool"
-print(f"{len(eval_questions)} distinct evaluation questions, {len(train_questions)} distinct training questions, "
-      f"{len(eval_questions & train_questions)} in both")
+print(
+    f"{len(eval_questions)} distinct evaluation questions, {len(train_questions)} distinct training questions, "
+    f"{len(eval_questions & train_questions)} in both"
+)
 
 results = {name: [] for name in models}
 for seed in EVAL_SEEDS:
     for name, m in models.items():
-        res = evaluate(m, tokenizer, held_out, EvalConfig(num_problems=EVAL_PROBLEMS, k=EVAL_K, max_new_tokens=MAX_NEW_TOKENS, seed=seed), model_name=name)
+        res = evaluate(
+            m,
+            tokenizer,
+            held_out,
+            EvalConfig(num_problems=EVAL_PROBLEMS, k=EVAL_K, max_new_tokens=MAX_NEW_TOKENS, seed=seed),
+            model_name=name,
+        )
         results[name].append(res)
 
 # %%
@@ -209,8 +232,20 @@ rows = []
 for name, runs in results.items():
     avgs = [r.avg_at_k for r in runs]
     js = runs[0].to_json()
-    rows.append((name, np.mean(avgs), np.std(avgs), js["avg_at_k_ci"], js["pass_at_k"][str(EVAL_K)], js["no_answer_rate"], js["mean_response_length"]))
-print(f"{'model':6s} {'Avg@K (mean over seeds)':>24s} {'95% CI (seed 0)':>18s} {'Pass@K':>7s} {'no answer':>9s} {'length':>6s}")
+    rows.append(
+        (
+            name,
+            np.mean(avgs),
+            np.std(avgs),
+            js["avg_at_k_ci"],
+            js["pass_at_k"][str(EVAL_K)],
+            js["no_answer_rate"],
+            js["mean_response_length"],
+        )
+    )
+print(
+    f"{'model':6s} {'Avg@K (mean over seeds)':>24s} {'95% CI (seed 0)':>18s} {'Pass@K':>7s} {'no answer':>9s} {'length':>6s}"
+)
 for name, mean, sd, ci, pk, na, ln in rows:
     print(f"{name:6s} {mean:16.3f} ± {sd:.3f} {ci[0]:8.3f}-{ci[1]:.3f} {pk:7.3f} {na:9.2f} {ln:6.1f}")
 
@@ -247,6 +282,7 @@ for name, mean, sd, ci, pk, na, ln in rows:
 #
 # </details>
 
+
 # %%
 def bootstrap_by_hand(values, confidence=0.95, resamples=2000, seed=0):
     """Eq. 7.3: percentile bootstrap interval (low, high) of the mean of values."""
@@ -266,14 +302,20 @@ from bupo_core.evaluate import bootstrap_interval
 
 rates = [c / EVAL_K for c in results["base"][0].correct]
 bootstrap_fn = yours_or_library(bootstrap_by_hand, check_bootstrap_interval)  # the library's if 7.2 is unfinished
-print("base model, Avg@K 95% interval over problems: by hand", tuple(round(v, 3) for v in bootstrap_fn(rates)),
-      "| bupo_core", tuple(round(v, 3) for v in bootstrap_interval(rates)))
+print(
+    "base model, Avg@K 95% interval over problems: by hand",
+    tuple(round(v, 3) for v in bootstrap_fn(rates)),
+    "| bupo_core",
+    tuple(round(v, 3) for v in bootstrap_interval(rates)),
+)
 
 # %%
 from bupo_core.reporting.evaluation_plots import plot_pass_at_k
 
-fig = plot_pass_at_k({name: runs[0].to_json() for name, runs in results.items()},
-                     title=f"Pass@k on {EVAL_PROBLEMS} held-out chain_sum problems (seed {EVAL_SEEDS[0]})")
+fig = plot_pass_at_k(
+    {name: runs[0].to_json() for name, runs in results.items()},
+    title=f"Pass@k on {EVAL_PROBLEMS} held-out chain_sum problems (seed {EVAL_SEEDS[0]})",
+)
 
 # %% [markdown]
 # ## Is the difference real?
@@ -285,7 +327,9 @@ fig = plot_pass_at_k({name: runs[0].to_json() for name, runs in results.items()}
 # %%
 from bupo_core.evaluate import compare
 
-paired = compare({name: {"correct": runs[0].correct, "num_samples": EVAL_K} for name, runs in results.items()}, seed=SEED)
+paired = compare(
+    {name: {"correct": runs[0].correct, "num_samples": EVAL_K} for name, runs in results.items()}, seed=SEED
+)
 for pair, d in paired.items():
     verdict = "distinguishable" if d["ci95"][0] > 0 or d["ci95"][1] < 0 else "not distinguishable at this size"
     print(f"{pair:12s} {d['mean']:+.3f}  95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]  -> {verdict}")
@@ -302,29 +346,46 @@ assert set(paired) == {"base - grpo", "base - bupo", "grpo - bupo"}
 avg = {name: float(np.mean([r.avg_at_k for r in runs])) for name, runs in results.items()}
 pk = {name: runs[0].to_json()["pass_at_k"][str(EVAL_K)] for name, runs in results.items()}
 seed_spread = max(float(np.std([r.avg_at_k for r in runs])) for runs in results.values())
-print(f"Avg@{EVAL_K} (mean over {len(EVAL_SEEDS)} sampling seed(s); largest seed-to-seed SD {seed_spread:.3f}): "
-      + ", ".join(f"{name} {avg[name]:.3f}" for name in results)
-      + f"; Pass@{EVAL_K} (seed {EVAL_SEEDS[0]}): " + ", ".join(f"{name} {pk[name]:.3f}" for name in results) + ".")
+print(
+    f"Avg@{EVAL_K} (mean over {len(EVAL_SEEDS)} sampling seed(s); largest seed-to-seed SD {seed_spread:.3f}): "
+    + ", ".join(f"{name} {avg[name]:.3f}" for name in results)
+    + f"; Pass@{EVAL_K} (seed {EVAL_SEEDS[0]}): "
+    + ", ".join(f"{name} {pk[name]:.3f}" for name in results)
+    + "."
+)
 for pair, d in paired.items():
     a, b = pair.split(" - ")
     resolved = d["ci95"][0] > 0 or d["ci95"][1] < 0
     ahead = a if d["mean"] > 0 else b
-    print(f"{pair}: {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] -> "
-          + (f"{ahead} ahead, resolved by this evaluation" if resolved else "not resolved by this evaluation"))
-order = ("GRPO ahead of BuPO (the opposite of the paper's ordering)" if avg["grpo"] > avg["bupo"]
-         else "BuPO ahead of GRPO (the paper's ordering)" if avg["bupo"] > avg["grpo"] else "GRPO and BuPO level")
+    print(
+        f"{pair}: {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] -> "
+        + (f"{ahead} ahead, resolved by this evaluation" if resolved else "not resolved by this evaluation")
+    )
+order = (
+    "GRPO ahead of BuPO (the opposite of the paper's ordering)"
+    if avg["grpo"] > avg["bupo"]
+    else "BuPO ahead of GRPO (the paper's ordering)"
+    if avg["bupo"] > avg["grpo"]
+    else "GRPO and BuPO level"
+)
 print(f"Ordering of the trained models' mean Avg@{EVAL_K} here: {order}.")
 
 # training reward: BuPO's internal phase vs GRPO at the same steps, and after the switch
 mean_reward = lambda rows: sum(r["reward_mean"] for r in rows) / max(len(rows), 1)  # noqa: E731
 g_rows, b_rows = train_rows["grpo"], train_rows["bupo"]
-print(f"Mean training reward, steps 1..{INTER_STEPS} (BuPO's internal phase): BuPO {mean_reward(b_rows[:INTER_STEPS]):.3f}, "
-      f"GRPO {mean_reward(g_rows[:INTER_STEPS]):.3f}; steps {INTER_STEPS + 1}..{STEPS} (both on the full policy): "
-      f"BuPO {mean_reward(b_rows[INTER_STEPS:]):.3f}, GRPO {mean_reward(g_rows[INTER_STEPS:]):.3f}.")
+print(
+    f"Mean training reward, steps 1..{INTER_STEPS} (BuPO's internal phase): BuPO {mean_reward(b_rows[:INTER_STEPS]):.3f}, "
+    f"GRPO {mean_reward(g_rows[:INTER_STEPS]):.3f}; steps {INTER_STEPS + 1}..{STEPS} (both on the full policy): "
+    f"BuPO {mean_reward(b_rows[INTER_STEPS:]):.3f}, GRPO {mean_reward(g_rows[INTER_STEPS:]):.3f}."
+)
 per_step = lambda rows: " ".join(f"{r['reward_mean']:.2f}" for r in rows)  # noqa: E731
-print(f"BuPO's per-step reward, internal phase: {per_step(b_rows[:INTER_STEPS])} | after the switch: {per_step(b_rows[INTER_STEPS:])}")
-print(f"Budget: BuPO spends {INTER_STEPS} of its {STEPS} steps ({INTER_STEPS / STEPS:.0%}) on layer {LAYER}'s internal policy, "
-      f"so its full policy gets {STEPS - INTER_STEPS} GRPO steps to GRPO's {STEPS}; the paper spends 30 of 300 (10%).")
+print(
+    f"BuPO's per-step reward, internal phase: {per_step(b_rows[:INTER_STEPS])} | after the switch: {per_step(b_rows[INTER_STEPS:])}"
+)
+print(
+    f"Budget: BuPO spends {INTER_STEPS} of its {STEPS} steps ({INTER_STEPS / STEPS:.0%}) on layer {LAYER}'s internal policy, "
+    f"so its full policy gets {STEPS - INTER_STEPS} GRPO steps to GRPO's {STEPS}; the paper spends 30 of 300 (10%)."
+)
 
 # %% [markdown]
 # How to read it:
@@ -375,7 +436,9 @@ sweep = SweepResults.load(results_dir() / "main")
 sweep.check()  # the summary is what the committed cells.jsonl gives
 main_arms = sweep.groups()["main comparison"]
 # the fingerprint of the main comparison's arms only; notebook 08 prints the whole sweep's (all arms), a different hash
-print(f"results/main, main comparison ({', '.join(main_arms)}): fingerprint {sweep.fingerprint(main_arms)} (these arms' rows only)")
+print(
+    f"results/main, main comparison ({', '.join(main_arms)}): fingerprint {sweep.fingerprint(main_arms)} (these arms' rows only)"
+)
 print(sweep.markdown_table(arms=main_arms))
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
 plot_arms(sweep.summary, arms=main_arms, ax=left, title=f"Avg@{sweep.k} across training seeds (grey: each seed)")

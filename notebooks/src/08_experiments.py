@@ -120,6 +120,7 @@ from bupo_core.stats import compare_to_control, mean_se, min_p_value
 #
 # </details>
 
+
 # %%
 def sign_flip_by_hand(diffs):
     """Eq. 8.2: two-sided p-value of the paired sign-flip test of mean(diffs) = 0."""
@@ -128,8 +129,10 @@ def sign_flip_by_hand(diffs):
         return 1.0
     observed = abs(sum(diffs))
     tol = 1e-12 * max(1.0, sum(abs(d) for d in diffs))
-    hits = sum(abs(sum(s * d for s, d in zip(signs, diffs))) >= observed - tol
-               for signs in itertools.product((1, -1), repeat=len(diffs)))
+    hits = sum(
+        abs(sum(s * d for s, d in zip(signs, diffs))) >= observed - tol
+        for signs in itertools.product((1, -1), repeat=len(diffs))
+    )
     return hits / 2 ** len(diffs)
     # END SOLUTION
 
@@ -159,9 +162,11 @@ from bupo_core.reporting.sweep_results import SweepResults
 
 res = SweepResults.load(RESULTS / SWEEP)
 res.check()
-print(f"sweep {res.name!r}: {res.summary['cells_finished']} of {res.summary['cells_planned']} cells finished; "
-      f"fingerprint {res.fingerprint()}; control arm {res.control!r}; Avg@{res.k} on "
-      f"{res.summary['eval']['num_problems']} held-out problems x {res.k} samples")
+print(
+    f"sweep {res.name!r}: {res.summary['cells_finished']} of {res.summary['cells_planned']} cells finished; "
+    f"fingerprint {res.fingerprint()}; control arm {res.control!r}; Avg@{res.k} on "
+    f"{res.summary['eval']['num_problems']} held-out problems x {res.k} samples"
+)
 print(f"wall time of the finished cells: {res.summary['wall_s_total'] / 3600:.1f} h on this suite's 2-core CPU")
 
 MAIN_ARM = "bupo_l5"  # the demo's BuPO arm (layer 5, 3 internal steps of 12)
@@ -201,10 +206,14 @@ def sd(xs):
 
 r = correlation(bupo, grpo)
 sd_paired, sd_unpaired = sd(d), math.sqrt(sd(a_vals) ** 2 + sd(c_vals) ** 2)
-print(f"{MAIN_ARM} vs {res.control} over {len(seeds)} seeds: correlation r = {r:+.2f}; "
-      f"SD of paired differences {sd_paired:.4f}, unpaired {sd_unpaired:.4f}")
-print("pairing " + ("removed" if sd_paired < sd_unpaired else "added") + " variance here; "
-      f"paired p = {summary['p_value']:.3g}, unpaired p = {label_permutation_test(a_vals, c_vals):.3g}")
+print(
+    f"{MAIN_ARM} vs {res.control} over {len(seeds)} seeds: correlation r = {r:+.2f}; "
+    f"SD of paired differences {sd_paired:.4f}, unpaired {sd_unpaired:.4f}"
+)
+print(
+    "pairing " + ("removed" if sd_paired < sd_unpaired else "added") + " variance here; "
+    f"paired p = {summary['p_value']:.3g}, unpaired p = {label_permutation_test(a_vals, c_vals):.3g}"
+)
 assert (r > 0) == (sd_paired < sd_unpaired)  # the identity above: pairing helps exactly when r > 0
 assert_close(summary["correlation"], r, dtype=torch.float64, what="summary.json correlation", atol=1e-12)
 
@@ -225,8 +234,10 @@ dd = detectable_difference(sd_paired, len(d))
 assert_close(summary["detectable_diff"], dd, dtype=torch.float64, what="summary.json detectable_diff", atol=1e-12)
 paper_effect = (58.51 / 55.08 - 1) * res.arm(res.control)["metrics"]["avg_at_k"]["mean"]
 print(f"{len(d)} pairs at this SD detect {dd:.3f} Avg@{res.k} (p < 0.05, 80% power)")
-print(f"the paper's relative effect at this GRPO level: {paper_effect:.4f}; "
-      f"seeds needed at this SD: {seeds_needed(sd_paired, paper_effect)}; for 0.03: {seeds_needed(sd_paired, 0.03)}")
+print(
+    f"the paper's relative effect at this GRPO level: {paper_effect:.4f}; "
+    f"seeds needed at this SD: {seeds_needed(sd_paired, paper_effect)}; for 0.03: {seeds_needed(sd_paired, 0.03)}"
+)
 
 # %% [markdown]
 # ## The main comparison
@@ -280,8 +291,16 @@ show_group(res, groups["main comparison"], "main comparison")
 # %%
 main_arms = groups["main comparison"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-plot_arms(res.summary, metric="no_answer_rate", arms=main_arms, ax=axes[0], title="share of responses with no parseable answer")
-plot_arms(res.summary, metric="accuracy_among_answered", arms=main_arms, ax=axes[1], title="accuracy among answered responses")
+plot_arms(
+    res.summary,
+    metric="no_answer_rate",
+    arms=main_arms,
+    ax=axes[0],
+    title="share of responses with no parseable answer",
+)
+plot_arms(
+    res.summary, metric="accuracy_among_answered", arms=main_arms, ax=axes[1], title="accuracy among answered responses"
+)
 plt.show()
 for a in main_arms:
     if a == res.control:
@@ -289,8 +308,10 @@ for a in main_arms:
     fmt, acc = (res.arm(a)["vs_control"][m] for m in ("no_answer_rate", "accuracy_among_answered"))
     if fmt["diff_mean"] is None:
         continue
-    print(f"{a:8s} - {res.control}: no-answer share {fmt['diff_mean']:+.3f} ± {fmt['se']:.3f} (p = {fmt['p_value']:.3g}), "
-          f"accuracy among answered {acc['diff_mean']:+.3f} ± {acc['se']:.3f} (p = {acc['p_value']:.3g})")
+    print(
+        f"{a:8s} - {res.control}: no-answer share {fmt['diff_mean']:+.3f} ± {fmt['se']:.3f} (p = {fmt['p_value']:.3g}), "
+        f"accuracy among answered {acc['diff_mean']:+.3f} ± {acc['se']:.3f} (p = {acc['p_value']:.3g})"
+    )
 
 # %% [markdown]
 # ## Training curves, and inside the internal phase
@@ -308,13 +329,19 @@ from bupo_core.reporting.sweep_plots import plot_curves
 
 curves = res.reward_curves(main_arms)
 inter = {a: res.inter_steps(a) for a in curves}
-fig = plot_curves(curves, inter, ylabel="mean training reward", title="training reward per step, mean ± SE across seeds")
+fig = plot_curves(
+    curves, inter, ylabel="mean training reward", title="training reward per step, mean ± SE across seeds"
+)
 plt.show()
 
 bupo_arms = [a for a in res.arm_names if res.inter_steps(a)]
-FIELDS = {"internal_logprob": "internal policy: mean log-prob\nof the sampled tokens (nats)",
-          "internal_entropy": "internal policy entropy (nats)", "clip_frac": "clip fraction",
-          "approx_kl": "approx KL(old || new)", "grad_norm": "gradient norm before clipping"}
+FIELDS = {
+    "internal_logprob": "internal policy: mean log-prob\nof the sampled tokens (nats)",
+    "internal_entropy": "internal policy entropy (nats)",
+    "clip_frac": "clip fraction",
+    "approx_kl": "approx KL(old || new)",
+    "grad_norm": "gradient norm before clipping",
+}
 focus = [a for a in (MAIN_ARM, "bupo_l26", "bupo_l5_ipa_norm_final", "bupo_l5_s6") if a in bupo_arms]
 fig, axes = plt.subplots(1, len(FIELDS), figsize=(4.2 * len(FIELDS), 3.4))
 for ax, (field, label) in zip(axes, FIELDS.items()):
@@ -330,9 +357,11 @@ for a in focus:
     if lp is None:
         continue
     first, last = lp["mean"][0], lp["mean"][s - 1]
-    print(f"{a}: internal log-prob of the sampled tokens {first:.2f} at step 1 -> {last:.2f} at step {s} "
-          f"(mean over {lp['seeds']} seeds); gradient norm {gn['mean'][0]:.1f} at step 1 vs {gn['mean'][s]:.1f} "
-          f"at the first full-policy step")
+    print(
+        f"{a}: internal log-prob of the sampled tokens {first:.2f} at step 1 -> {last:.2f} at step {s} "
+        f"(mean over {lp['seeds']} seeds); gradient norm {gn['mean'][0]:.1f} at step 1 vs {gn['mean'][s]:.1f} "
+        f"at the first full-policy step"
+    )
 
 # %% [markdown]
 # ## The paper's ablations
@@ -398,18 +427,24 @@ for spec_path in sorted((RESULTS / "specs").glob("*.yaml")):
     others[name] = other
     display(Markdown(f"### `{name}`: {other.spec.get('description', '')}"))
     design = "earlier design" if not other.summary.get("shared", {}).get("dynamic_sampling") else "dynamic sampling"
-    print(f"{other.finished_cells()} of {other.planned_cells()} cells finished ({design}); fingerprint {other.fingerprint()}")
+    print(
+        f"{other.finished_cells()} of {other.planned_cells()} cells finished ({design}); fingerprint {other.fingerprint()}"
+    )
     for flag in other.summary.get("flags", []):
         print("flagged:", flag)
     for group, arms in other.groups().items():
         show_group(other, arms, f"{name}: {group}")
     # can this model learn here at all? GRPO learns only from groups whose rewards differ
     for a, share in other.zero_advantage_share().items():
-        print(f"{name}/{a}: {share:.0%} of groups had all-equal rewards (no learning signal), mean over steps and seeds")
+        print(
+            f"{name}/{a}: {share:.0%} of groups had all-equal rewards (no learning signal), mean over steps and seeds"
+        )
     for a in other.arm_names:
         with_signal, total = other.internal_signal_steps(a)
         if total:
-            print(f"{name}/{a}: {with_signal} of {total} internal-phase steps had a learning signal (summed over seeds)")
+            print(
+                f"{name}/{a}: {with_signal} of {total} internal-phase steps had a learning signal (summed over seeds)"
+            )
 
 # %% [markdown]
 # ### Does the final norm fix the internal policy's scale?
@@ -427,8 +462,10 @@ pairs = norm_pairs(RESULTS)
 print(f"{'final-normed arm':44} {'raw arm':22} {'log-prob raw -> normed':>24} {'entropy':>14} {'Avg@K diff':>17}   p")
 for p in pairs:
     a, b, v = p["raw_stats"], p["normed_stats"], p["vs_raw"]
-    print(f"{'/'.join(p['normed']):44} {'/'.join(p['raw']):22} {a['internal_logprob']:>10.1f} -> {b['internal_logprob']:<10.1f}"
-          f" {a['internal_entropy']:>5.3f}->{b['internal_entropy']:<6.3f} {v['diff_mean']:+.3f} ± {v['se']:.3f}   {v['p_value']:.2g}")
+    print(
+        f"{'/'.join(p['normed']):44} {'/'.join(p['raw']):22} {a['internal_logprob']:>10.1f} -> {b['internal_logprob']:<10.1f}"
+        f" {a['internal_entropy']:>5.3f}->{b['internal_entropy']:<6.3f} {v['diff_mean']:+.3f} ± {v['se']:.3f}   {v['p_value']:.2g}"
+    )
 # each pair compares the same seeds, so the difference is paired
 assert all(len(p["seeds"]) == p["vs_raw"]["n_pairs"] for p in pairs)
 
@@ -448,17 +485,38 @@ from pathlib import Path
 
 from bupo_core.sweep import parse_spec, run_sweep
 
-live_spec = parse_spec({
-    "name": "live", "description": "a small live sweep (notebook 08)",
-    "shared": {"model": MODEL, "task": "chain_sum", "task_size": 200, "steps": LIVE_STEPS, "inter_steps": LIVE_INTER_STEPS,
-               "task_kwargs": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1, "split": "train"},
-               "prompts_per_step": LIVE_PROMPTS, "group_size": LIVE_GROUP, "max_new_tokens": LIVE_TOKENS, "lr": 2e-5},
-    "seeds": LIVE_SEEDS, "control": "grpo",
-    "eval": {"split": "eval", "task_seed": 10_000, "num_problems": LIVE_EVAL_PROBLEMS, "k": LIVE_EVAL_K,
-             "max_new_tokens": LIVE_TOKENS},
-    "arms": [{"name": "grpo", "config": {"method": "grpo"}},
-             {"name": "bupo_l5", "config": {"method": "bupo", "layer": 5}}],
-}, "live spec")
+live_spec = parse_spec(
+    {
+        "name": "live",
+        "description": "a small live sweep (notebook 08)",
+        "shared": {
+            "model": MODEL,
+            "task": "chain_sum",
+            "task_size": 200,
+            "steps": LIVE_STEPS,
+            "inter_steps": LIVE_INTER_STEPS,
+            "task_kwargs": {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1, "split": "train"},
+            "prompts_per_step": LIVE_PROMPTS,
+            "group_size": LIVE_GROUP,
+            "max_new_tokens": LIVE_TOKENS,
+            "lr": 2e-5,
+        },
+        "seeds": LIVE_SEEDS,
+        "control": "grpo",
+        "eval": {
+            "split": "eval",
+            "task_seed": 10_000,
+            "num_problems": LIVE_EVAL_PROBLEMS,
+            "k": LIVE_EVAL_K,
+            "max_new_tokens": LIVE_TOKENS,
+        },
+        "arms": [
+            {"name": "grpo", "config": {"method": "grpo"}},
+            {"name": "bupo_l5", "config": {"method": "bupo", "layer": 5}},
+        ],
+    },
+    "live spec",
+)
 live_dir = Path(tempfile.mkdtemp(prefix="nb08-live-"))
 report = run_sweep(live_spec, live_dir, device=DEVICE, progress=True, log=lambda s: None)
 live = SweepResults.load(live_dir)
@@ -490,8 +548,11 @@ print("  resolved above the control:", ", ".join(resolved["above"]) or "none")
 print("  resolved below the control:", ", ".join(resolved["below"]) or "none")
 print("  not resolved at this scale:", ", ".join(unresolved) or "none")
 bupo_resolved_above = [a for a in resolved["above"] if res.inter_steps(a)]
-print("BuPO arms resolved above GRPO:", ", ".join(bupo_resolved_above) or "none",
-      "| the paper's Table 1 has BuPO above GRPO on all four of its models")
+print(
+    "BuPO arms resolved above GRPO:",
+    ", ".join(bupo_resolved_above) or "none",
+    "| the paper's Table 1 has BuPO above GRPO on all four of its models",
+)
 
 # %% [markdown]
 # ## Summary
