@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
+from bupo_core.grpo import group_advantages
 from bupo_core.models import load_model
 from bupo_core.rollout import SamplingConfig, generate
 from bupo_core.step import score_batch, update_policy
 from bupo_core.trainer import TrainConfig, Trainer
-from bupo_core.grpo import group_advantages
 
 
 def main() -> None:

@@ -79,7 +79,7 @@ class PeakRSS:
         self.use_hwm = Path("/proc/self/clear_refs").exists() and os.access("/proc/self/clear_refs", os.W_OK)
         self.method = "VmHWM after clear_refs reset" if self.use_hwm else "psutil RSS sampled every 1 ms"
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         gc.collect()
         if LIBC is not None:
             LIBC.malloc_trim(0)

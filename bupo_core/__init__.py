@@ -7,6 +7,7 @@ everywhere: layer 0 is the embedding output H^0, layer l in 1..L the output of b
 from .adapter import ArchitectureAdapter, FamilySpec, register_family
 from .analysis import AnalysisConfig, EntropyReport, analyse_entropy
 from .capture import ResidualCapture, capture_residuals, forward_to_layer
+from .entropy import boundary_layer, entropy_change, entropy_from_logits
 from .errors import (
     BupoError,
     ConfigMismatchError,
@@ -16,14 +17,13 @@ from .errors import (
     UnknownModelError,
     UnsupportedArchitectureError,
 )
-from .entropy import boundary_layer, entropy_change, entropy_from_logits
 from .evaluate import EvalConfig, evaluate, pass_at_k
 from .layer_choice import choose_layer
 from .lens import internal_layer_policy, internal_policy_statistics
 from .losses import POLICY_LOSSES, PolicyLoss, register_policy_loss
 from .models import DEFAULT_MODEL, known_models, load_model, model_summary, tiny_model
-from .precision import choose_precision
 from .policy_head import REDUCERS, PolicyHead, Reducer, reduce_policy, register_reducer
+from .precision import choose_precision
 from .refinement import feature_refinement
 from .trainer import TrainConfig, Trainer
 

@@ -19,7 +19,6 @@ Adding a family is one :func:`register_family` call with a :class:`FamilySpec`.
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass, field
 from typing import Literal
 

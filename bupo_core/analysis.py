@@ -32,9 +32,10 @@ import json
 import math
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -309,7 +310,7 @@ class EntropyReport:
         return math.log(self.vocab_size)
 
     @classmethod
-    def from_statistics(cls, stats: InternalPolicyStatistics, *, model: str, **extra: Any) -> "EntropyReport":
+    def from_statistics(cls, stats: InternalPolicyStatistics, *, model: str, **extra: Any) -> EntropyReport:
         """Token-weighted per-layer means, entropy changes and the boundary layer from per-token statistics."""
         # named fields "<kind>_<suffix>" for the reported statistics; every other scalar one goes to `statistics`
         named = {
@@ -360,7 +361,7 @@ class EntropyReport:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "EntropyReport":
+    def from_json(cls, text_or_path: str | Path) -> EntropyReport:
         """Read a report back from ``entropy.json`` (path) or its text."""
         text = str(text_or_path)
         if not text.lstrip().startswith("{"):

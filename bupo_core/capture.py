@@ -10,9 +10,10 @@ module's output) and are removed even when the forward raises.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Literal
+from typing import Literal
 
 import torch
 from torch import nn

@@ -17,8 +17,8 @@ have L entries, entry ``i`` being layer ``i + 1``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -19,11 +19,11 @@ Definitions (paper section 5 and Chen et al. 2021):
 from __future__ import annotations
 
 import json
-import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -28,8 +28,8 @@ Layers use the paper's numbering throughout: 0 = embedding output, l in 1..L = b
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -318,7 +318,7 @@ class InternalPolicyStatistics:
         return self.entropy[kind].mean(-1)
 
     @staticmethod
-    def concatenate(parts: Sequence["InternalPolicyStatistics"]) -> "InternalPolicyStatistics":
+    def concatenate(parts: Sequence[InternalPolicyStatistics]) -> InternalPolicyStatistics:
         """Pool the positions of several batches (token-weighted means then weigh every token once)."""
         if not parts:
             raise ValueError("nothing to concatenate")

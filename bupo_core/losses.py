@@ -37,8 +37,9 @@ docstring line); for an aggregation, its name in :data:`LossAggregation`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 

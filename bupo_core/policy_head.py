@@ -26,8 +26,9 @@ This module writes it once:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -113,7 +114,7 @@ class PolicyHead:
     softcap: float | None = None
 
     @classmethod
-    def from_adapter(cls, adapter, norm: Norm = "none", *, detach: bool = True) -> "PolicyHead":
+    def from_adapter(cls, adapter, norm: Norm = "none", *, detach: bool = True) -> PolicyHead:
         """The head of ``adapter``'s model for ``norm`` (``detach=False`` keeps E_u in the graph)."""
         w, b = adapter.unembed_weight, adapter.unembed_bias
         if detach:
@@ -131,7 +132,7 @@ class PolicyHead:
         """[..., d] -> [..., N] float32 logits (hold these only for a few vectors at a time)."""
         return project(x, self.weight, self.bias, self.softcap, self.norm)
 
-    def chunk(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> "PolicyChunk":
+    def chunk(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> PolicyChunk:
         """The policy of a few vectors ``x`` [c, d] (one chunk), ready for reducers."""
         return PolicyChunk(self.logits(x), targets, vectors=x)
 

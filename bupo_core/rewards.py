@@ -32,10 +32,11 @@ import multiprocessing as mp
 import re
 import signal
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 ScoreFn = Callable[[str, Any], float]
 
@@ -146,7 +147,7 @@ def math_equivalent(pred: str | None, gold: str) -> bool:
 def _answer_of(example: Any) -> str:
     if isinstance(example, dict):
         return str(example["answer"])
-    return str(getattr(example, "answer"))
+    return str(example.answer)
 
 
 def score_last_number(text: str, example: Any) -> float:

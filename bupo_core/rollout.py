@@ -6,8 +6,9 @@ trainer (rollouts). Generation runs under ``torch.no_grad`` with the model in ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn

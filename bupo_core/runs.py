@@ -43,8 +43,9 @@ import random
 import shutil
 import socket
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -137,7 +138,7 @@ class FolderLock:
             except OSError:
                 pass
 
-    def __enter__(self) -> "FolderLock":
+    def __enter__(self) -> FolderLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -14,8 +14,9 @@ Conventions (shared by the lens statistics and the trainer):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 import torch
 
@@ -78,13 +79,13 @@ class PackedBatch:
     prompt_lengths: torch.Tensor
     response_lengths: torch.Tensor
 
-    def to(self, device: torch.device | str) -> "PackedBatch":
+    def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
-    def select(self, rows: torch.Tensor | Sequence[int]) -> "PackedBatch":
+    def select(self, rows: torch.Tensor | Sequence[int]) -> PackedBatch:
         """Rows ``rows`` (trimmed so no column is all padding)."""
         idx = torch.as_tensor(rows, dtype=torch.long)
         sub = {k: v[idx] for k, v in self.__dict__.items()}

@@ -37,7 +37,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 EXACT_MAX_N = 16
 EXACT_MAX_SPLITS = 20_000  # label_permutation_test enumerates every split up to this many

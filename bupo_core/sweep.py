@@ -51,9 +51,10 @@ import multiprocessing
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import BupoError, InputFormatError
 from .evaluate import EvalConfig
@@ -410,7 +411,7 @@ def _check_eval(ev: dict, seeds: list[int], path: str) -> None:
         raise InputFormatError(f"{path}: eval: bad setting ({exc})") from None
 
 
-def check_spec_for_run(spec: "SweepSpec", device: str | None = None) -> None:
+def check_spec_for_run(spec: SweepSpec, device: str | None = None) -> None:
     """Everything ``bupo train`` and ``bupo eval`` would check for every cell, before a file is written.
 
     :func:`parse_spec` checks the spec's form and each arm's :class:`TrainConfig`; this adds, for
@@ -574,9 +575,9 @@ RUN_SETTINGS_BASELINE: dict[str, Any] = {"generation_batch_size": 64, "grader_ti
 
 def resolve_device(device: str | None) -> str:
     """The device type a cell runs on: ``cpu`` or ``cuda`` (``None`` = cuda if available)."""
-    from .runtime import default_device  # noqa: PLC0415
-
     import torch  # noqa: PLC0415
+
+    from .runtime import default_device  # noqa: PLC0415
 
     return (torch.device(device) if device else default_device()).type
 

@@ -41,7 +41,6 @@ thousands of distinct questions (:data:`HELD_OUT_CHAIN_SUM`); :data:`EASY_CHAIN_
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 import re

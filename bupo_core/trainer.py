@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -40,8 +41,8 @@ from .policy_head import check_norm, policy_logprobs  # noqa: F401 - policy_logp
 from .precision import LossScaler, check_precision, resolve_precision
 from .rewards import SCORER_ANSWER_FORMATS, Grader, get_scorer
 from .rollout import check_fits_context, encode_prompt
-from .sampling import MAX_NEW_TOKENS_ROLLOUT, SamplingFields
 from .runs import latest_checkpoint, list_checkpoints, read_metrics  # noqa: F401 - re-exported
+from .sampling import MAX_NEW_TOKENS_ROLLOUT, SamplingFields
 from .sequences import context_length
 from .step import TrainingError, split_groups  # noqa: F401 - re-exported
 from .tasks import EASY_CHAIN_SUM, HUB_TASKS, Task, check_training_task, get_template, load_task
@@ -389,7 +390,7 @@ class TrainConfig(SamplingFields):
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k not in cls.OBSOLETE_KEYS and k not in cls.RECORDED_KEYS}
         if "bf16_autocast" in d:  # older versions: bf16_autocast on/off/auto is precision bf16/fp32/auto
@@ -403,7 +404,7 @@ class TrainConfig(SamplingFields):
             d["adam_betas"] = tuple(d["adam_betas"])
         return cls(**d)
 
-    def differences(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
+    def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Fields that differ (ignoring :attr:`RESUMABLE_CHANGES`): ``{name: (self, other)}``."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if k not in self.RESUMABLE_CHANGES and a[k] != b[k]}

@@ -36,7 +36,7 @@ def tiny_llm():
     return load_model("tiny-random-llama", device="cpu")
 
 
-def write_fake_sweep(res: "Path", *, with_metrics: bool = True) -> "Path":
+def write_fake_sweep(res: Path, *, with_metrics: bool = True) -> Path:
     """A finished 2-arm x 3-seed sweep under ``res/`` (``specs/main.json``, ``main/``), written by hand:
     grpo Avg@K 0.5 / 0.4 / 0.6, bupo_l1 0.25 / 0.30 / 0.20; per-step metrics files when ``with_metrics``."""
     import json
@@ -113,7 +113,7 @@ def write_fake_sweep(res: "Path", *, with_metrics: bool = True) -> "Path":
     return res
 
 
-def write_matched_sweep(res: "Path", *, spec_extra: dict | None = None, name: str = "matched") -> "Path":
+def write_matched_sweep(res: Path, *, spec_extra: dict | None = None, name: str = "matched") -> Path:
     """A finished sweep under ``res/`` (``specs/matched.json``, ``matched/``), written by hand, for issue 20's
     summary fields: ``grpo`` (4 full-policy steps, seeds 0-3), ``grpo_2`` (2 steps: ``bupo_l1``'s matched control),
     ``bupo_l1`` (2 internal + 2 full steps, seeds 0-3; seed 2 makes no IPA update) and ``bupo_l1_s1`` (1 internal

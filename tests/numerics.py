@@ -25,7 +25,7 @@ sample, loss or learning rate gives a ratio of order 1).
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

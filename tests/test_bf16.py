@@ -23,7 +23,7 @@ from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.capture import forward_to_layer
 from bupo_core.grpo import token_logprobs
 from bupo_core.lens import LensConfig, internal_policy_statistics, policy_statistics
-from bupo_core.models import load_model, tiny_model
+from bupo_core.models import tiny_model
 from bupo_core.rewards import register_scorer
 from bupo_core.sequences import pack_sequences
 from bupo_core.trainer import TrainConfig, Trainer, float32_master_weights, policy_logprobs

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bupo_core.teaching.demo import DemoConfig, choose_layer, run_demo
 from bupo_core.errors import LayerOutOfRangeError
+from bupo_core.teaching.demo import DemoConfig, choose_layer, run_demo
 
 
 def _report(boundary, reason="r", L=30):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from bupo_core.teaching import exercises as ex
 from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.capture import forward_to_layer
+from bupo_core.teaching import exercises as ex
 
 
 # --------------------------------------------------------------------------- reference solutions

@@ -276,7 +276,7 @@ def test_sweep_out_a_file_and_a_foreign_cells_row_are_one_line(tmp_path, capsys)
 
 
 def _fake_row(spec_path, arm, seed, device=None, **spec_over):
-    from bupo_core.sweep import load_spec, cell_key, run_settings
+    from bupo_core.sweep import cell_key, load_spec, run_settings
 
     spec = load_spec(spec_path)
     a = spec.arm(arm)
@@ -546,8 +546,8 @@ def test_model_folder_with_custom_code_is_one_line(finished_run, tmp_path, capsy
 
 
 def test_offline_message_names_the_actual_setting(monkeypatch):
-    from bupo_core.errors import ModelNotAvailableError
     from bupo_core import models
+    from bupo_core.errors import ModelNotAvailableError
 
     monkeypatch.setattr(models, "_in_hub_cache", lambda name: False)
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
@@ -721,9 +721,10 @@ def test_resume_refuses_fewer_steps_a_changed_batch_size_and_edited_task_data(tm
 
 
 def test_a_new_trainconfig_field_at_its_default_keeps_the_keys_of_finished_cells(tmp_path):
+    from dataclasses import fields
+
     from bupo_core.sweep import KEYED_FIELDS_V1, cell_key, load_spec
     from bupo_core.trainer import TrainConfig
-    from dataclasses import fields
 
     later = [f.name for f in fields(TrainConfig) if f.name not in KEYED_FIELDS_V1]
     spec = load_spec(sweep_spec(tmp_path, "a"))

@@ -127,8 +127,8 @@ def test_entropy_checks_output_and_task_settings_before_loading(tmp_path, capsys
 
 
 def test_demo_checks_eval_sizes_and_report_folder_before_any_work(tmp_path, no_model_load):
-    from bupo_core.teaching.demo import DemoConfig, run_demo
     from bupo_core.runs import RunFolderError
+    from bupo_core.teaching.demo import DemoConfig, run_demo
 
     bad_k = DemoConfig(model="tiny-random-llama", out_dir=str(tmp_path / "d"))
     bad_k.eval.k = 0  # set after construction: the demo itself must check it before any work
@@ -266,8 +266,8 @@ def test_entropy_and_demo_refuse_an_unknown_device_before_loading(tmp_path, caps
 
 
 def test_demo_refuses_a_used_folder_and_overwrite_replaces_only_a_demo_report(tmp_path):
-    from bupo_core.teaching.demo import DemoConfig, check_demo, run_demo
     from bupo_core.runs import RunFolderError
+    from bupo_core.teaching.demo import DemoConfig, check_demo, run_demo
 
     out = tmp_path / "rep"
     (out / "runs" / "grpo").mkdir(parents=True)

@@ -13,10 +13,10 @@ import ast
 import importlib.metadata
 import re
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from bupo_core.models import EMBEDDED
 from bupo_core.tasks import HUB_TASKS

@@ -12,11 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from bupo_core.reporting import entropy_plots as plots  # noqa: E402
 from bupo_core.entropy import entropy_from_logits  # noqa: E402
 from bupo_core.errors import InputFormatError, LayerOutOfRangeError  # noqa: E402
 from bupo_core.lens import internal_policy_statistics  # noqa: E402
 from bupo_core.models import tiny_model  # noqa: E402
+from bupo_core.reporting import entropy_plots as plots  # noqa: E402
 from bupo_core.teaching.widgets import LensView, explore, lens_view, widgets_available  # noqa: E402
 
 

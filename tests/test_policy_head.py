@@ -105,9 +105,9 @@ def test_a_registered_statistic_reaches_the_report_and_its_plot(tiny_llm):
     import matplotlib
 
     matplotlib.use("Agg")
-    from bupo_core.reporting import entropy_plots as plots
     from bupo_core.analysis import AnalysisConfig, PromptResponse, analyse_entropy
     from bupo_core.lens import LENS_STATISTICS
+    from bupo_core.reporting import entropy_plots as plots
 
     register_reducer("max_prob", Reducer(lambda c: c.probs.max(-1).values, description="probability of the top token"))
     try:

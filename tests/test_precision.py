@@ -24,8 +24,8 @@ from bupo_core.errors import InputFormatError
 from bupo_core.models import tiny_model
 from bupo_core.precision import LossScaler, choose_precision, resolve_precision
 from bupo_core.rewards import register_scorer
-from bupo_core.sequences import pack_sequences
 from bupo_core.runtime import default_dtype
+from bupo_core.sequences import pack_sequences
 from bupo_core.step import optimizer_step
 from bupo_core.trainer import TrainConfig, Trainer, policy_logprobs
 

@@ -8,9 +8,10 @@ import re
 import shutil
 from pathlib import Path
 
+from conftest import write_fake_sweep
+
 from bupo_core.cli import main
 from bupo_core.reporting.report import build_page, glance_lines, notebook05_rewards
-from conftest import write_fake_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 

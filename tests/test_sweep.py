@@ -306,8 +306,9 @@ def test_spec_shorthands():
 
 
 def test_cli_summary_only_recomputes_without_running(tmp_path, capsys):
-    from bupo_core.cli import main
     from conftest import write_fake_sweep
+
+    from bupo_core.cli import main
 
     res = write_fake_sweep(tmp_path / "results")
     out = res / "main"

@@ -8,10 +8,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import write_fake_sweep  # noqa: E402
 
 from bupo_core.reporting.sweep_plots import CONTROL_COLOR, plot_arms, plot_curves, plot_paired_differences  # noqa: E402
 from bupo_core.reporting.sweep_results import SweepResults  # noqa: E402
-from conftest import write_fake_sweep  # noqa: E402
 
 
 @pytest.fixture()

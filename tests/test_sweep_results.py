@@ -6,11 +6,11 @@ import json
 import math
 
 import pytest
+from conftest import write_fake_sweep
 
 from bupo_core.errors import InputFormatError
-from bupo_core.sweep import read_cells
 from bupo_core.reporting.sweep_results import SweepResults, fmt_p, fmt_pm, metric_label
-from conftest import write_fake_sweep
+from bupo_core.sweep import read_cells
 
 
 @pytest.fixture()

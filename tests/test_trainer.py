@@ -10,9 +10,9 @@ import signal
 import pytest
 import torch
 
+from bupo_core import step as step_mod
 from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.errors import ConfigMismatchError, InputFormatError, LayerOutOfRangeError
-from bupo_core import step as step_mod
 from bupo_core.loop import TrainingOutOfMemoryError
 from bupo_core.models import load_model, tiny_model
 from bupo_core.policy_head import policy_logprobs

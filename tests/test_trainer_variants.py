@@ -7,12 +7,12 @@ import pytest
 import torch
 from numerics import assert_same_adam_trajectory
 
+from bupo_core import step as step_mod
 from bupo_core.adapter import ArchitectureAdapter
 from bupo_core.errors import InputFormatError, LayerOutOfRangeError
 from bupo_core.models import load_model, tiny_model
-from bupo_core.rewards import register_scorer
-from bupo_core import step as step_mod
 from bupo_core.policy_head import policy_logprobs
+from bupo_core.rewards import register_scorer
 from bupo_core.trainer import TrainConfig, Trainer
 
 register_scorer("test_even_length", lambda text, example: float(len(text) % 2 == 0))

@@ -32,9 +32,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import re
-from dataclasses import dataclass
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat

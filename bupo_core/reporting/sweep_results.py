@@ -26,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import InputFormatError
 from ..stats import mean_se, min_p_value
@@ -96,7 +97,7 @@ class SweepResults:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, folder: str | Path) -> "SweepResults":
+    def load(cls, folder: str | Path) -> SweepResults:
         """Read ``summary.json``, ``cells.jsonl`` and (if present) ``spec.json`` from ``folder``.
 
         Raises :class:`InputFormatError` naming the missing file and the command that writes it.
@@ -187,7 +188,7 @@ class SweepResults:
         computed from other data than the committed ``cells.jsonl``.
         """
         keep = set(arms) if arms is not None else None
-        rows = sorted((json.dumps(r, sort_keys=True) for r in self.rows if keep is None or r["arm"] in keep))
+        rows = sorted(json.dumps(r, sort_keys=True) for r in self.rows if keep is None or r["arm"] in keep)
         return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:12]
 
     def per_seed(self, arm: str, metric: str = "avg_at_k") -> dict[int, float]:

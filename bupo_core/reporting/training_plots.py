@@ -7,8 +7,8 @@ policy is marked with a dashed vertical line.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 Rows = Sequence[Mapping]
 RunLike = Rows | str | Path

@@ -27,10 +27,10 @@ that comparison: only its evaluation draw differs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,6 @@ from ..models import DEFAULT_MODEL
 from ..sampling import MAX_NEW_TOKENS_DEMO, MAX_NEW_TOKENS_SHORT_ANALYSIS
 from ..tasks import EASY_CHAIN_SUM
 from ..trainer import TrainConfig
-
 
 # distinct training questions of the demo's task: the two-term single-digit chain_sum has 200 distinct
 # questions, about 154 of them in the "train" split (46 in "eval"), so the pool cannot be the default 1,000
@@ -291,11 +290,11 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
 
     from ..analysis import analyse_entropy, task_prompts  # noqa: PLC0415
     from ..evaluate import compare, evaluate, load_eval  # noqa: PLC0415
-    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415
-    from ..reporting.entropy_plots import save_entropy_report  # noqa: PLC0415
     from ..models import load_model  # noqa: PLC0415
-    from ..trainer import Trainer  # noqa: PLC0415
+    from ..reporting.entropy_plots import save_entropy_report  # noqa: PLC0415
+    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415
     from ..reporting.training_plots import plot_training_curves  # noqa: PLC0415
+    from ..trainer import Trainer  # noqa: PLC0415
 
     t_start = time.time()
     out, ecfg, eval_task = check_demo(cfg, overwrite=overwrite)

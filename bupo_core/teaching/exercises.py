@@ -36,7 +36,8 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ from ..grpo import clipped_policy_loss, group_advantages
 from ..lens import internal_policy, internal_policy_logits
 from ..models import tiny_model
 from ..rewards import extract_last_number, score_last_number
-from ..sequences import PackedBatch, pack_sequences
+from ..sequences import pack_sequences
 from ..stats import sign_flip_test
 from ..trainer import TrainConfig, policy_logprobs
 
@@ -129,7 +130,7 @@ class _watch_calls:
         if self.previous is not None:
             self.previous(frame, event, arg)
 
-    def __enter__(self) -> "_watch_calls":
+    def __enter__(self) -> _watch_calls:
         if self.library:
             self.previous = sys.getprofile()
             sys.setprofile(self._profile)

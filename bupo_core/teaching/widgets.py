@@ -14,7 +14,6 @@ with matplotlib.
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass
 from typing import Any
 

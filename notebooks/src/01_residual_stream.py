@@ -62,14 +62,14 @@ import matplotlib.pyplot as plt
 import torch
 
 from bupo_core import ArchitectureAdapter, capture_residuals, load_model
-from bupo_core.tolerances import assert_close, tolerance  # float32 on CPU; bf16 on GPU adds ~2^-8 relative per addition
+from bupo_core.lens import internal_layer_policy
 from bupo_core.teaching.exercises import (
     check_additive_decomposition,
     check_capture_residual_stream,
     check_internal_policy,
     yours_or_library,
 )
-from bupo_core.lens import internal_layer_policy
+from bupo_core.tolerances import assert_close, tolerance  # float32 on CPU; bf16 on GPU adds ~2^-8 relative per addition
 
 torch.manual_seed(0)
 model, tokenizer = load_model(MODEL, device=DEVICE)

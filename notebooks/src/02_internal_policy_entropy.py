@@ -64,8 +64,9 @@ import torch
 
 from bupo_core import ArchitectureAdapter, capture_residuals, load_model
 from bupo_core.analysis import AnalysisConfig, analyse_entropy, task_prompts
-from bupo_core.tolerances import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
-from bupo_core.entropy import boundary_layer, entropy_from_logits
+from bupo_core.entropy import boundary_layer
+from bupo_core.lens import internal_policy_statistics
+from bupo_core.reporting import entropy_plots as plots
 from bupo_core.teaching.exercises import (
     check_boundary_layer,
     check_chunked_entropy,
@@ -73,8 +74,7 @@ from bupo_core.teaching.exercises import (
     check_prediction_positions,
     yours_or_library,
 )
-from bupo_core.lens import internal_policy_statistics
-from bupo_core.reporting import entropy_plots as plots
+from bupo_core.tolerances import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
 
 torch.manual_seed(SEED)
 model, tokenizer = load_model(MODEL, device=DEVICE)

@@ -54,10 +54,10 @@ import matplotlib.pyplot as plt
 import torch
 
 from bupo_core import ArchitectureAdapter, capture_residuals, load_model
-from bupo_core.reporting import entropy_plots as plots
 from bupo_core.analysis import AnalysisConfig, analyse_entropy, task_prompts
-from bupo_core.tolerances import tolerance  # float32 on CPU, bf16 on GPU
+from bupo_core.reporting import entropy_plots as plots
 from bupo_core.teaching.exercises import check_full_policy_logits, yours_or_library
+from bupo_core.tolerances import tolerance  # float32 on CPU, bf16 on GPU
 
 prompts = task_prompts(TASK, N_PROMPTS, seed=SEED, style="boxed")
 models = {}

@@ -79,9 +79,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from bupo_core import load_model
-from bupo_core.tolerances import assert_close  # tolerance from the dtype in use
-from bupo_core.teaching.exercises import check_clipped_loss, check_group_advantages, check_reward, yours_or_library
 from bupo_core.tasks import load_task
+from bupo_core.teaching.exercises import check_clipped_loss, check_group_advantages, check_reward, yours_or_library
+from bupo_core.tolerances import assert_close  # tolerance from the dtype in use
 
 torch.manual_seed(SEED)
 model, tokenizer = load_model(MODEL)
@@ -136,7 +136,7 @@ print([reward_fn(r, "7") for r in replies])
 # away) and a size limit. Hostile outputs score 0 and are *counted*; they never stop training.
 
 # %%
-from bupo_core.rewards import Grader, extract_boxed, extract_last_number, math_equivalent
+from bupo_core.rewards import Grader, extract_boxed, math_equivalent
 from bupo_core.tasks import Example
 
 grader = Grader(scorer="last_number")
@@ -267,8 +267,8 @@ print(f"the by-hand way holds a float32 [batch x length x vocab] tensor: {logits
 # ever exists.
 
 # %%
-from bupo_core.tolerances import logit_rounding_atol
 from bupo_core.policy_head import policy_logprobs
+from bupo_core.tolerances import logit_rounding_atol
 
 with torch.no_grad():
     logp, entropy = policy_logprobs(model, batch, chunk_size=64)

@@ -74,9 +74,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from bupo_core import ArchitectureAdapter, load_model
-from bupo_core.tolerances import assert_close  # tolerance from the dtype in use
-from bupo_core.teaching.exercises import check_internal_logprobs, check_phase_switch, yours_or_library
 from bupo_core.tasks import load_task
+from bupo_core.teaching.exercises import check_internal_logprobs, check_phase_switch, yours_or_library
+from bupo_core.tolerances import assert_close  # tolerance from the dtype in use
 
 torch.manual_seed(SEED)
 model, tokenizer = load_model(MODEL)

@@ -79,10 +79,10 @@ import math
 import torch
 
 from bupo_core import ArchitectureAdapter, capture_residuals, load_model
-from bupo_core.tolerances import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
-from bupo_core.teaching.exercises import check_hidden_cosine, check_layer_kl, yours_or_library
 from bupo_core.refinement import ReferenceSet, build_reference_set, feature_refinement
 from bupo_core.tasks import load_task
+from bupo_core.teaching.exercises import check_hidden_cosine, check_layer_kl, yours_or_library
+from bupo_core.tolerances import assert_close  # tolerance from the dtype: float32 on CPU, bf16 on GPU
 
 model, tokenizer = load_model(MODEL, device=DEVICE)
 from bupo_core.tasks import EASY_CHAIN_SUM

@@ -58,8 +58,8 @@ from math import comb
 import numpy as np
 import torch
 
-from bupo_core.tolerances import assert_close  # one tolerance rule for every check (dtype: exact float64 here)
 from bupo_core.teaching.exercises import check_bootstrap_interval, check_pass_at_k, yours_or_library
+from bupo_core.tolerances import assert_close  # one tolerance rule for every check (dtype: exact float64 here)
 
 # %% [markdown]
 # ## Pass@k by hand
@@ -104,7 +104,7 @@ def pass_at_k_by_hand(n, c, k):
 check_pass_at_k(pass_at_k_by_hand)
 
 # %%
-from bupo_core.evaluate import avg_at_k, pass_at_k, pass_at_k_curve
+from bupo_core.evaluate import pass_at_k
 
 n, c = 8, 2
 pass_at_k_fn = yours_or_library(pass_at_k_by_hand, check_pass_at_k)  # the library's if 7.1 is unfinished
@@ -149,9 +149,8 @@ assert abs(unbiased - truth) < 0.01 and plug_in < truth - 0.02
 import tempfile
 
 from bupo_core import load_model
-from bupo_core.trainer import TrainConfig, Trainer
-
 from bupo_core.tasks import EASY_CHAIN_SUM
+from bupo_core.trainer import TrainConfig, Trainer
 
 task_kwargs = dict(EASY_CHAIN_SUM)  # two single-digit terms
 base_model, tokenizer = load_model(MODEL, device=DEVICE)
@@ -194,9 +193,7 @@ for method, rows in train_rows.items():
 
 # %%
 from bupo_core.evaluate import EvalConfig, evaluate
-from bupo_core.tasks import load_task
-
-from bupo_core.tasks import question_split
+from bupo_core.tasks import load_task, question_split
 
 held_out = load_task("chain_sum", size=EVAL_PROBLEMS, seed=10_000, split="eval", **task_kwargs)
 eval_questions = {e.question for e in held_out.examples}

@@ -42,8 +42,8 @@ MODEL = "smollm2-135m-instruct"
 DEVICE = None
 SWEEP = "main"  # the sweep folder under results/ to read (results/specs/main.yaml)
 
-from bupo_core.runtime import fast_mode, scaled
 from bupo_core.reporting.sweep_results import results_dir
+from bupo_core.runtime import fast_mode, scaled
 
 QUICK = fast_mode()  # True = the small CI sizes (same code, smaller numbers); BUPO_FAST=1 sets it too
 
@@ -63,9 +63,9 @@ import math
 
 import torch
 
-from bupo_core.tolerances import assert_close  # one tolerance rule for every check (float64 maths here)
+from bupo_core.stats import compare_to_control, min_p_value
 from bupo_core.teaching.exercises import check_sign_flip_test, yours_or_library
-from bupo_core.stats import compare_to_control, mean_se, min_p_value
+from bupo_core.tolerances import assert_close  # one tolerance rule for every check (float64 maths here)
 
 # %% [markdown]
 # ## Why pair by seed
@@ -406,10 +406,9 @@ print("arms still waiting for seeds:", ", ".join(pending) if pending else "none;
 # three; each spec's notes state what it can decide.
 
 # %%
-import json
 
-from bupo_core.sweep import _read_spec_file
 from bupo_core.reporting.sweep_results import power_lines, power_plan
+from bupo_core.sweep import _read_spec_file
 
 others = {}
 for spec_path in sorted((RESULTS / "specs").glob("*.yaml")):
