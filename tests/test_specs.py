@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -141,3 +143,21 @@ def test_dry_run_power_of_a_spec_without_a_power_note(tmp_path, capsys):
     assert main(["sweep", str(results / "specs" / "t.json"), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "pilot long (bupo_l5 vs grpo, 6 seeds" in out and "seeds needed for a 0.05 difference: 11" in out
+
+
+def test_decide_cost_note_matches_the_gpu_pilot():
+    """decide.yaml's cost note quotes bench/results/decide_gpu_pilot.json: check each number against it."""
+    cells = json.loads((ROOT / "bench" / "results" / "decide_gpu_pilot.json").read_text())["cells"]
+    note = " ".join(
+        n for n in _read_spec_file(SPECS / "decide.yaml")["notes"] if isinstance(n, str) and n.startswith("Cost")
+    )
+    steps = [c["steps_done"] for c in cells.values()]
+    assert f"{len(cells)} cells ran {min(steps)}-{max(steps)} of" in note
+    drawn = [c["prompts_drawn_per_step"] for c in cells.values()]
+    assert f"drew {math.floor(min(drawn))}-{math.ceil(max(drawn))} of at most 16" in note
+    secs = [sum(c["seconds_per_step"].values()) for c in cells.values()]
+    assert 5.5 <= sum(secs) / len(secs) <= 6.5 and "about 6 s per step" in note
+    bupo = {k: c["internal_steps_with_update"] for k, c in cells.items() if k.startswith("bupo")}
+    assert sorted(bupo.values()) == [4] + [5] * (len(bupo) - 1) and "all 5 internal steps but one cell's" in note
+    bad = sorted(k for k, c in cells.items() if c["nonfinite_updates"])
+    assert bad == ["bupo_l5/seed-2", "grpo/seed-3"] and "bupo_l5 seed 2, grpo seed 3" in note
