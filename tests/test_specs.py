@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -154,7 +153,7 @@ def test_decide_cost_note_matches_the_gpu_pilot():
     steps = [c["steps_done"] for c in cells.values()]
     assert f"{len(cells)} cells ran {min(steps)}-{max(steps)} of" in note
     drawn = [c["prompts_drawn_per_step"] for c in cells.values()]
-    assert f"drew {math.floor(min(drawn))}-{math.ceil(max(drawn))} of at most 16" in note
+    assert f"drew {round(min(drawn))}-{round(max(drawn))} of at most 16" in note
     secs = [sum(c["seconds_per_step"].values()) for c in cells.values()]
     assert 5.5 <= sum(secs) / len(secs) <= 6.5 and "about 6 s per step" in note
     bupo = {k: c["internal_steps_with_update"] for k, c in cells.items() if k.startswith("bupo")}
