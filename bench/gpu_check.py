@@ -375,13 +375,18 @@ def run_bupo_loop(model, tok, task, args, sizes: dict, device) -> dict:
     finally:
         restore(patched)
     later = steps[1:] or steps  # the first step includes CUDA start-up costs
-    med = lambda key, src="seconds": round(statistics.median(s[src][key] for s in later), 3)  # noqa: E731
-    med_rate = lambda key: (
-        round(statistics.median(s[key] for s in later if s[key] is not None), 1) if any(s[key] for s in later) else None
-    )  # noqa: E731
-    peak = lambda key: (
-        max((s["peak_gpu_reserved_gib"].get(key) or 0.0) for s in steps) if device.type == "cuda" else None
-    )  # noqa: E731
+
+    def med(key, src="seconds"):
+        return round(statistics.median(s[src][key] for s in later), 3)
+
+    def med_rate(key):
+        if not any(s[key] for s in later):
+            return None
+        return round(statistics.median(s[key] for s in later if s[key] is not None), 1)
+
+    def peak(key):
+        return max((s["peak_gpu_reserved_gib"].get(key) or 0.0) for s in steps) if device.type == "cuda" else None
+
     peak_all = max(peak("generation") or 0.0, peak("update") or 0.0) if device.type == "cuda" else None
     return {
         "settings": {

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 
 from .errors import InputFormatError
 
 Messages = list[dict[str, str]]
-Prompt = Union[str, Messages]
+Prompt = str | Messages
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt, *, chat_template_kwargs: dict | None = None) -> list[int]:

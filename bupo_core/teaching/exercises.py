@@ -1371,7 +1371,7 @@ def check_bootstrap_interval(fn: Callable) -> None:
     lo, hi = interval(case, [0.5] * 10, confidence=0.95, resamples=500, seed=0)
     if abs(lo - 0.5) > 1e-12 or abs(hi - 0.5) > 1e-12:
         chk.fail(case, "every resample has mean 0.5", "the interval is over the resampled MEANS", (0.5, 0.5), (lo, hi))
-    case = "120 binary values (mean %.3f), confidence 0.95" % np.mean(binary)
+    case = f"120 binary values (mean {np.mean(binary):.3f}), confidence 0.95"
     lo, hi = interval(case, binary, confidence=0.95, resamples=2000, seed=0)
     ref_lo, ref_hi = bootstrap_interval(binary, confidence=0.95, resamples=2000, seed=0)
     mean = float(np.mean(binary))
