@@ -352,7 +352,10 @@ def test_skip_zero_advantage_rows_gives_an_identical_update(tmp_path, monkeypatc
         monkeypatch.setattr(
             step_mod,
             "logprobs",
-            lambda run, sub, layer, model=None: (calls.append(len(sub)), real(run, sub, layer, model))[1],
+            lambda run, sub, layer, model=None, *, calls=calls, real=real: (
+                calls.append(len(sub)),
+                real(run, sub, layer, model),
+            )[1],
         )
         stats = update_policy(tr, batch, adv, None, old_logp=old)
         monkeypatch.undo()

@@ -355,7 +355,7 @@ def check_capture_residual_stream(fn: Callable) -> None:
         raw_attn: dict[int, torch.Tensor] = {}
         handles = [
             adapter.module(l, "attn").register_forward_hook(
-                lambda m, a, o, l=l: raw_attn.__setitem__(l, first_tensor(o).detach())
+                lambda m, a, o, l=l, raw_attn=raw_attn: raw_attn.__setitem__(l, first_tensor(o).detach())
             )
             for l in range(1, L + 1)
         ]
@@ -630,6 +630,15 @@ def check_chunked_entropy(fn: Callable) -> None:
     chk.passed(" (and never more than one chunk of logits)")
 
 
+def _lens_entropy(adapter: ArchitectureAdapter) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``entropy(x)``: the entropy of softmax(10 x E_u^T) per token, through ``adapter``'s unembedding (no final norm)."""
+
+    def entropy(x: torch.Tensor) -> torch.Tensor:
+        return entropy_from_logits(adapter.logits(x * 10.0, "none"))
+
+    return entropy
+
+
 def check_entropy_change(fn: Callable) -> None:
     """Grade ``fn(capture, entropy) -> (attn_change, ffn_change)``, the paper's module entropy changes.
 
@@ -651,9 +660,7 @@ def check_entropy_change(fn: Callable) -> None:
         cap = capture_residuals(model, _ids(6, batch=2, seed=5))
         L = adapter.num_layers
 
-        def entropy(x: torch.Tensor) -> torch.Tensor:
-            return entropy_from_logits(adapter.logits(x * 10.0, "none"))
-
+        entropy = _lens_entropy(adapter)
         case = f"tiny {family} model, L = {L}, batch 2 x 6 tokens"
         with torch.no_grad():
             got = chk.call(case, cap, entropy)
@@ -1011,7 +1018,7 @@ def check_clipped_loss(fn: Callable) -> None:
         ref_x = logp.clone().requires_grad_(True)
         ref = clipped_policy_loss(ref_x, old, adv, mask, **kw).loss
 
-        def variant(**changes: Any) -> torch.Tensor:
+        def variant(*, kw: dict = kw, **changes: Any) -> torch.Tensor:
             return clipped_policy_loss(logp, old, adv, changes.pop("mask", mask), **(kw | changes)).loss
 
         other_agg = "sequence-mean" if kw["aggregation"] == "token-mean" else "token-mean"
@@ -1132,10 +1139,10 @@ def check_internal_logprobs(fn: Callable) -> None:
         case = f"tiny 4-layer Llama, layer {layer}, 2 left-padded rows (prompt+response lengths 4+3 and 2+5)"
         ran: list[str] = []
         handles = [
-            adapter.block(l).register_forward_hook(lambda m, a, o, l=l: ran.append(f"block {l}"))
+            adapter.block(l).register_forward_hook(lambda m, a, o, l=l, ran=ran: ran.append(f"block {l}"))
             for l in range(layer + 1, 5)
         ]
-        handles.append(adapter.final_norm.register_forward_hook(lambda m, a, o: ran.append("the final norm")))
+        handles.append(adapter.final_norm.register_forward_hook(lambda m, a, o, ran=ran: ran.append("the final norm")))
         try:
             got = chk.call(case, model, batch, layer)
         finally:
