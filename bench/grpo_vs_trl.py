@@ -214,7 +214,8 @@ def main() -> None:
     with torch.no_grad():
         trl_loss = float(trl_trainer._compute_loss(trl_trainer.model, inputs))
     print(
-        f"loss on a fixed batch: ours (no dual clip) {float(ours_nodual.loss):.6f}, TRL bnpo {trl_loss:.6f}, ours with dual clip {float(ours_dual.loss):.6f}"
+        f"loss on a fixed batch: ours (no dual clip) {float(ours_nodual.loss):.6f}, TRL bnpo {trl_loss:.6f}, "
+        f"ours with dual clip {float(ours_dual.loss):.6f}"
     )
 
     out = {
@@ -256,11 +257,14 @@ def main() -> None:
             "dual_clip_fraction": ours_dual.dual_clip_frac,
         },
         "differences_by_design": [
-            "dual clip: ours caps the per-token loss of negative-advantage tokens at -c*A (c=10, the paper's verl code); TRL has no dual clip",
+            "dual clip: ours caps the per-token loss of negative-advantage tokens at -c*A (c=10, the paper's verl code); "
+            "TRL has no dual clip",
             "log-ratio clamp: ours clamps logp - logp_old to [-20, 20] before exp (verl); TRL does not clamp",
             "advantage: ours (R - mean)/(std + 1e-6) (paper); TRL uses std + 1e-4 with scale_rewards='group'",
-            "all-equal groups: ours skips the optimizer step when every advantage is 0 (no weight-decay drift) and skips forward/backward of zero-advantage rows (same gradient); TRL always steps",
-            "log-probs: ours computes only the sampled tokens' log-probs/entropies in chunks with a recomputing backward (no [batch x length x vocab] float32 tensor); TRL materialises the completion logits",
+            "all-equal groups: ours skips the optimizer step when every advantage is 0 (no weight-decay drift) and "
+            "skips forward/backward of zero-advantage rows (same gradient); TRL always steps",
+            "log-probs: ours computes only the sampled tokens' log-probs/entropies in chunks with a recomputing backward "
+            "(no [batch x length x vocab] float32 tensor); TRL materialises the completion logits",
             "internal policy: ours can optimise pi^l = softmax(H^l E_u^T) running only blocks 1..l (BuPO); TRL cannot",
         ],
         "machine": {

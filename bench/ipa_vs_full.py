@@ -111,7 +111,8 @@ def main() -> None:
             }
         )
         print(
-            f"layer {layer}/{L}: full {statistics.median(full_t):.2f} s, IPA {statistics.median(ipa_t):.2f} s, ratio {ratio:.3f} (target <= {layer / L + 0.25:.3f})"
+            f"layer {layer}/{L}: full {statistics.median(full_t):.2f} s, IPA {statistics.median(ipa_t):.2f} s, "
+            f"ratio {ratio:.3f} (target <= {layer / L + 0.25:.3f})"
         )
     main_row = results[0]
     out = {

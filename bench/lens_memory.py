@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         "time_ratio_reference_over_ours": round(res["reference"]["time_s"] / res["ours"]["time_s"], 3),
         "max_abs_diff_mean_entropy_nats": max_diff,
         "generation_s": round(gen_s, 1),
-        "memory_measure": f"{probe_method}; glibc mmap threshold 64 KiB and malloc_trim before each run; extra = peak RSS during one sequence's statistics minus RSS just before "
+        "memory_measure": f"{probe_method}; glibc mmap threshold 64 KiB and malloc_trim before each run; "
+        "extra = peak RSS during one sequence's statistics minus RSS just before "
         "(the model's weights are excluded); peak_rss = the raw process peak RSS",
         "timing": "sum over sequences of wall time, sides interleaved one sequence at a time, order alternating",
         "machine": {

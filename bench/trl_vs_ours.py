@@ -217,7 +217,8 @@ def main() -> None:
             "trl_version": trl.__version__,
         },
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "note": "interleaved in one process (one TRL rollout, then one of ours), so background load hits both alike; the ratio is the meaningful figure",
+        "note": "interleaved in one process (one TRL rollout, then one of ours), so background load hits both alike; "
+        "the ratio is the meaningful figure",
         "command": "python bench/trl_vs_ours.py "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
     }

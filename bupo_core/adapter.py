@@ -185,7 +185,7 @@ def check_layer(
     Traceback (most recent call last):
     ...
     bupo_core.errors.LayerOutOfRangeError: target layer 4 is out of range for this 4-layer model: use 1..3 (paper numbering; the authors' code uses k = layer - 1; layer 4 is the whole model).
-    """
+    """  # noqa: E501 (a doctest's expected exception message: one line)
     low = 0 if allow_embedding else 1
     high = num_layers - 1 if below_top else num_layers
     if isinstance(layer, bool) or not isinstance(layer, int) or not low <= layer <= high:

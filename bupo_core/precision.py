@@ -139,7 +139,10 @@ def resolve_precision(
             reason = f"auto: no CUDA GPU (device {dev.type}): float32 compute"
             if simulated_precision() != "fp32" and dev.type == "cpu":  # the notebooks' GPU-dtype switch
                 mode = simulated_precision()
-                reason = f"auto: {SIMULATE_ENV}={os.environ[SIMULATE_ENV].strip()}: CPU autocast in {COMPUTE_DTYPE[mode]}, as a GPU run would"
+                reason = (
+                    f"auto: {SIMULATE_ENV}={os.environ[SIMULATE_ENV].strip()}: "
+                    f"CPU autocast in {COMPUTE_DTYPE[mode]}, as a GPU run would"
+                )
     else:
         mode = setting  # type: ignore[assignment]
         reason = f"asked for --precision {setting}"

@@ -315,12 +315,15 @@ class Recipe:
         s = self.settings
         t = self.seconds_per_step
         return (
-            f"recipe {self.name} ({self.cards}): {s['model']}, precision {s['precision']}, {s['prompts_per_step']} prompts x G={s['group_size']}, "
+            f"recipe {self.name} ({self.cards}): {s['model']}, precision {s['precision']}, "
+            f"{s['prompts_per_step']} prompts x G={s['group_size']}, "
             f"{s['max_new_tokens']} response tokens, generation batch {s['generation_batch_size']}, micro-batch {s['micro_batch_size']}, "
             f"head chunk {s['logprob_chunk_size']}, gradient checkpointing {'on' if s['gradient_checkpointing'] else 'off'}; "
-            f"estimated peak {self.memory.peak_gib:.1f} GiB (generation {self.memory.generation_gib:.1f}, update {self.memory.update_gib:.1f}); "
+            f"estimated peak {self.memory.peak_gib:.1f} GiB "
+            f"(generation {self.memory.generation_gib:.1f}, update {self.memory.update_gib:.1f}); "
             f"ESTIMATED ~{t['step']:.0f} s/step on a {self.card} (generation {t['generation']:.0f} s, update {t['update']:.0f} s), "
-            f"~{self.steps_per_session} steps per 90-minute session; checkpoint every {s['save_every']} steps, last {s['keep_checkpoints']} kept in {s['out_dir']}"
+            f"~{self.steps_per_session} steps per 90-minute session; "
+            f"checkpoint every {s['save_every']} steps, last {s['keep_checkpoints']} kept in {s['out_dir']}"
         )
 
     def to_dict(self) -> dict:
@@ -419,8 +422,8 @@ def recipe_for_gpu(name: str, memory_gib: float, **kwargs: Any) -> Recipe:
     """The recipe for a GPU called ``name`` with ``memory_gib`` of memory.
 
     Under 20 GiB (T4, and any 16 GB card): ``t4-16gb``; 20-30 GiB (L4, A10, RTX 3090/4090): ``24gb``;
-    30 GiB and more (A100 40/80 GB, which torch reports as 39.4 / 79.1 GiB, H100): ``40-80gb``. Cards under 14 GiB get a :class:`ValueError` naming
-    the smallest recipe's estimate.
+    30 GiB and more (A100 40/80 GB, which torch reports as 39.4 / 79.1 GiB, H100): ``40-80gb``. Cards under 14 GiB
+    get a :class:`ValueError` naming the smallest recipe's estimate.
 
     >>> recipe_for_gpu("Tesla T4", 14.7).name, recipe_for_gpu("NVIDIA L4", 22.0).name, recipe_for_gpu("NVIDIA H100 80GB HBM3", 79.1).name
     ('t4-16gb', '24gb', '40-80gb')

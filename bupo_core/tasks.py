@@ -291,7 +291,8 @@ def _keep_split(examples: list[Example], split: str | None, name: str) -> list[E
     kept = [e for e in examples if question_split(e) == split and not (e.question in seen or seen.add(e.question))]
     if not kept:
         raise InputFormatError(
-            f"task {name!r} has no question in the {split!r} split ({len(examples)} examples, none hash to it); use a larger task or split=None"
+            f"task {name!r} has no question in the {split!r} split ({len(examples)} examples, none hash to it); "
+            "use a larger task or split=None"
         )
     return kept
 
@@ -495,7 +496,8 @@ def reasoning_gym_dataset(name: str, *, size: int, seed: int, **kwargs: Any) -> 
         ) from exc
     except (ValueError, AssertionError, KeyError, IndexError, ZeroDivisionError) as exc:
         raise InputFormatError(
-            f"bad settings for reasoning-gym task {name!r} ({settings}): {exc or type(exc).__name__}; fix the contradictory or out-of-range setting"
+            f"bad settings for reasoning-gym task {name!r} ({settings}): {exc or type(exc).__name__}; "
+            "fix the contradictory or out-of-range setting"
         ) from exc
 
 

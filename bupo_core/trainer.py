@@ -254,7 +254,8 @@ class TrainConfig(SamplingFields):
         if self.method == "bupo":
             if self.layer is None:
                 raise InputFormatError(
-                    "method='bupo' needs layer=l (paper numbering 1..L); pick the boundary layer from the FFN entropy change (notebook 02, `bupo entropy`)"
+                    "method='bupo' needs layer=l (paper numbering 1..L); "
+                    "pick the boundary layer from the FFN entropy change (notebook 02, `bupo entropy`)"
                 )
             if self.inter_steps < 0:
                 raise InputFormatError(f"inter_steps must be >= 0, got {self.inter_steps}")

@@ -350,14 +350,16 @@ def bupo_grpo_trainer_class() -> type:
                 )
             if targs.use_vllm:
                 raise InputFormatError(
-                    "use_vllm=True is not supported by the TRL-based BuPO trainer (vLLM's sampling log-probs are full-policy ones); set use_vllm=False"
+                    "use_vllm=True is not supported by the TRL-based BuPO trainer "
+                    "(vLLM's sampling log-probs are full-policy ones); set use_vllm=False"
                 )
             if (
                 targs.lr_scheduler_type not in ("constant", "SchedulerType.CONSTANT")
                 and str(targs.lr_scheduler_type) != "SchedulerType.CONSTANT"
             ):
                 raise InputFormatError(
-                    f"lr_scheduler_type={targs.lr_scheduler_type!r}: BuPO uses a constant learning rate (ipa_lr in the internal phase); set lr_scheduler_type='constant'"
+                    f"lr_scheduler_type={targs.lr_scheduler_type!r}: BuPO uses a constant learning rate "
+                    "(ipa_lr in the internal phase); set lr_scheduler_type='constant'"
                 )
             if bupo.method == "bupo" and targs.ddp_find_unused_parameters is None:
                 targs.ddp_find_unused_parameters = True  # blocks above l get no gradient in the internal phase

@@ -106,7 +106,8 @@ def batch_layout(prompts: int, group: int, mini_batches: int, micro: int, world:
     n = prompts * group
     if n % (mini_batches * world):
         raise InputFormatError(
-            f"prompts x group = {n} sequences must split into {mini_batches} mini-batches x {world} processes; change --prompts-per-step or --mini-batches"
+            f"prompts x group = {n} sequences must split into {mini_batches} mini-batches x {world} processes; "
+            "change --prompts-per-step or --mini-batches"
         )
     per_dev = n // (mini_batches * world)
     mbs = min(micro, per_dev)
@@ -378,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         (Path(args.output_dir) / "bupo_trl_summary.json").write_text(json.dumps(summary, indent=1, default=str))
         print(
             f"[trl_bupo] {trainer.state.global_step} steps on {state.num_processes} process(es) in {wall:.1f} s; "
-            f"weights identical across processes: {identical}; upper blocks frozen in the internal phase: {frozen.get('upper_bit_identical', 'not checked')}"
+            f"weights identical across processes: {identical}; "
+            f"upper blocks frozen in the internal phase: {frozen.get('upper_bit_identical', 'not checked')}"
         )
     bad = (not identical) or (frozen.get("checked") and not frozen.get("upper_bit_identical"))
     return 1 if bad else 0

@@ -166,7 +166,7 @@ PAGE_CHECKS = r"""
   const links = [...document.querySelectorAll('a[href]')].map(a => a.href);
   return {images, unrendered, raw, links, title: document.title, rendered: document.querySelectorAll('mjx-container').length};
 })()
-"""
+"""  # noqa: E501 (JavaScript run in the browser as is)
 
 
 def _serve(folder: Path):

@@ -171,7 +171,8 @@ def test_student_notebook_with_stubs_fails_only_where_an_exercise_is_used(src, m
             ), c.source[:200]
         else:
             assert not _errors(c), (
-                f"{src.stem}: a cell that is not an exercise check failed: {c.source[:300]}\n{[o for o in c.outputs if o.output_type == 'error']}"
+                f"{src.stem}: a cell that is not an exercise check failed: {c.source[:300]}\n"
+                f"{[o for o in c.outputs if o.output_type == 'error']}"
             )
         if "has not passed check_" in _text(c):
             assert "yours_or_library(" in c.source, (

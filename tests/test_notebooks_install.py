@@ -81,7 +81,8 @@ def test_install_cell_provides_what_the_notebook_needs(src):
     for why, dists in needs(src).items():
         missing = dists - have
         assert not missing, (
-            f"{src.name}: its install cell lacks {sorted(missing)} (needed for its {why}); add the extra to COLAB_EXTRAS in tools/nbbuild.py"
+            f"{src.name}: its install cell lacks {sorted(missing)} (needed for its {why}); "
+            "add the extra to COLAB_EXTRAS in tools/nbbuild.py"
         )
 
 

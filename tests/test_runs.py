@@ -93,7 +93,8 @@ def test_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path)
     s.write_text(s.read_text()[:-20])  # truncated trainer state
     with pytest.warns(
         UserWarning,
-        match=r"checkpoint-3: model.safetensors has \d+ bytes.*checkpoint-2: trainer_state.json.*resuming from the newest intact one, checkpoint-1",
+        match=r"checkpoint-3: model.safetensors has \d+ bytes.*checkpoint-2: trainer_state.json"
+        r".*resuming from the newest intact one, checkpoint-1",
     ):
         tr = Trainer(cfg(tmp_path, steps=3, save_every=1), resume=True)
     assert tr.step == 1 and [r["step"] for r in read_metrics(tmp_path / "run")] == [1]

@@ -185,7 +185,8 @@ def test_summary_statistics_match_hand_computation():
     [
         (
             lambda d: d["arms"][1]["config"].update(ipa_nrom="final"),
-            r"spec\.json: arm 'grpo': unknown TrainConfig field\(s\) \['ipa_nrom'\].*Valid fields: max_new_tokens, temperature, top_p, model, task",
+            r"spec\.json: arm 'grpo': unknown TrainConfig field\(s\) \['ipa_nrom'\]"
+            r".*Valid fields: max_new_tokens, temperature, top_p, model, task",
         ),
         (lambda d: d["shared"].update(sed=3), r"spec\.json: shared settings: unknown TrainConfig field\(s\) \['sed'\]"),
         (lambda d: d["shared"].update(seed=3), r"do not set 'seed'"),

@@ -30,7 +30,9 @@ def add_task_arguments(p: argparse.ArgumentParser, *, default: str = "chain_sum"
     p.add_argument(
         "--task",
         default=default,
-        help="reasoning-gym dataset (chain_sum, basic_arithmetic, simple_equations, gsm_symbolic, ...), a .jsonl file of question/answer pairs, or a hub dataset when online (training splits gsm8k, deepmath, math-train; test sets math500, aime24, aime25, amc23, gsm8k-test)",
+        help="reasoning-gym dataset (chain_sum, basic_arithmetic, simple_equations, gsm_symbolic, ...), "
+        "a .jsonl file of question/answer pairs, or a hub dataset when online "
+        "(training splits gsm8k, deepmath, math-train; test sets math500, aime24, aime25, amc23, gsm8k-test)",
     )
     add_task_arg(p)
     p.add_argument(

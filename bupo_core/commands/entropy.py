@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--prompt-style",
         choices=list(TEMPLATES),
         default="boxed",
-        help="a prompt template: boxed: the paper's system message (default); short: '... Reply with just the number.'; plain: the question only; qwen3-boxed: boxed without thinking",
+        help="a prompt template: boxed: the paper's system message (default); "
+        "short: '... Reply with just the number.'; plain: the question only; qwen3-boxed: boxed without thinking",
     )
     # the analysis settings: one flag per AnalysisConfig field (help and defaults from its docstring)
     add_config_arguments(

@@ -165,7 +165,8 @@ def _header(results: Path, out_rel: str) -> list[str]:
         "samples on 8 GPUs. Ours come from the embedded SmolLM2-135M-Instruct (30 layers) and Gemma-3-270M "
         "(18 layers) at sizes a laptop CPU or one GPU can run. Every number on this page is read from the committed "
         "result files named in each section; the paper's numbers are quoted from its tables "
-        "(Tan et al., arXiv 2512.19673 v3: Tables 1-3, 5, 10 and 11). Layer numbers are the paper's: 0 = embedding output, l = output of block l.",
+        "(Tan et al., arXiv 2512.19673 v3: Tables 1-3, 5, 10 and 11). "
+        "Layer numbers are the paper's: 0 = embedding output, l = output of block l.",
         "",
         "Statistics (`bupo_core/stats.py`): each arm is trained with several seeds; a seed fixes the training prompts, "
         "every sampling draw and the evaluation draw, so an arm and the control at the same seed form a pair. Tables give "
@@ -306,23 +307,31 @@ def _task_section(bench: Path) -> list[str]:
         + "). GRPO learns only "
         f"from *mixed* groups (some of the {st['samples_per_prompt']} answers right, some wrong).",
         "",
-        "| task | distinct questions (train / eval split) | base pass rate | mixed groups | all-wrong groups | no parseable answer | accuracy among answered |",
+        "| task | distinct questions (train / eval split) | base pass rate | mixed groups | all-wrong groups "
+        "| no parseable answer | accuracy among answered |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, c in data["candidates"].items():
         lines.append(
-            f"| {name} | {c['distinct_questions']:,} ({c['train_questions']:,} / {c['eval_questions']:,}) | {_f(c['pass_rate'])} | {_f(c['mixed_group_share'], 2)} | "
+            f"| {name} | {c['distinct_questions']:,} ({c['train_questions']:,} / {c['eval_questions']:,}) "
+            f"| {_f(c['pass_rate'])} | {_f(c['mixed_group_share'], 2)} | "
             f"{_f(c['all_wrong_group_share'], 2)} | {_f(c['no_answer_rate'])} | {_f(c.get('accuracy_among_answered'))} |"
         )
     chosen = data.get("chosen")
     if chosen:
         c = data["candidates"][chosen]
+        majority = (
+            "a majority"
+            if c["mixed_group_share"] > 0.5
+            else "fewer than half: no candidate with thousands of questions reaches a majority on this model"
+        )
         lines += [
             "",
             f"Chosen ({data.get('rule', '')}): **{chosen}**, `task_kwargs` {json.dumps(c['task_kwargs'])}: "
-            f"{c['distinct_questions']:,} distinct questions ({c['eval_questions']:,} in the eval split), base pass rate {_f(c['pass_rate'])}, "
+            f"{c['distinct_questions']:,} distinct questions ({c['eval_questions']:,} in the eval split), "
+            f"base pass rate {_f(c['pass_rate'])}, "
             f"{_f(100 * c['mixed_group_share'], 0)}% of groups mixed "
-            f"({'a majority' if c['mixed_group_share'] > 0.5 else 'fewer than half: no candidate with thousands of questions reaches a majority on this model'}). "
+            f"({majority}). "
             "The sweeps train on its train split and evaluate on its eval split.",
         ]
     lines.append("")

@@ -405,7 +405,12 @@ class SweepResults:
                 + (
                     ""
                     if v.get("supported_test") is None
-                    else f", so {'pairing removed variance' if v['supported_test'] == 'paired' else 'pairing added variance: read the unpaired test'}"
+                    else ", so "
+                    + (
+                        "pairing removed variance"
+                        if v["supported_test"] == "paired"
+                        else "pairing added variance: read the unpaired test"
+                    )
                 )
             )
         side = self.resolution(arm, metric, alpha)

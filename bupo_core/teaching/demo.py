@@ -149,10 +149,12 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
         "## 1. Entropy analysis of the model's own answers",
         "",
         f"- {info['analysis']['num_tokens']} response tokens from {cfg.analysis_prompts} prompts "
-        f'(style `{cfg.analysis_style}`, up to {cfg.analysis.max_new_tokens} new tokens, temperature 1.0), internal policies with `norm="none"` (the paper\'s).',
+        f"(style `{cfg.analysis_style}`, up to {cfg.analysis.max_new_tokens} new tokens, temperature 1.0), "
+        'internal policies with `norm="none"` (the paper\'s).',
         f"- Entropy of the layer policies: H^0 = {info['analysis']['layer_entropy'][0]:.2f}, "
         f"H^{info['analysis']['num_layers'] // 2} = {info['analysis']['layer_entropy'][info['analysis']['num_layers'] // 2]:.2f}, "
-        f"H^{info['analysis']['num_layers']} = {info['analysis']['layer_entropy'][-1]:.2f} nats (max ln N = {info['analysis']['max_entropy']:.2f}).",
+        f"H^{info['analysis']['num_layers']} = {info['analysis']['layer_entropy'][-1]:.2f} nats "
+        f"(max ln N = {info['analysis']['max_entropy']:.2f}).",
         f"- Layers with positive FFN entropy change: {info['analysis']['positive_ffn_layers'] or 'none'}.",
         f"- Boundary layer: {info['analysis']['boundary_layer']} ({info['analysis']['boundary_reason']}).",
         f"- **BuPO target layer: {info['layer']}** — {info['layer_reason']}.",
@@ -163,7 +165,8 @@ def _write_summary(out: Path, cfg: DemoConfig, info: dict[str, Any]) -> Path:
         "",
         "## 2. Training: GRPO vs BuPO from the same start",
         "",
-        f"Task `{cfg.task}` {cfg.task_settings()}, training split ({info['train_pool']} distinct questions); {cfg.train.steps} steps x {cfg.train.prompts_per_step} prompts x {cfg.train.group_size} samples, "
+        f"Task `{cfg.task}` {cfg.task_settings()}, training split ({info['train_pool']} distinct questions); "
+        f"{cfg.train.steps} steps x {cfg.train.prompts_per_step} prompts x {cfg.train.group_size} samples, "
         f"{cfg.train.max_new_tokens} new tokens, lr {cfg.train.lr}, seed {cfg.seed}. BuPO: internal-policy alignment of layer "
         f"{info['layer']} for steps 1..{cfg.train.inter_steps}, then GRPO.",
         "",

@@ -372,7 +372,8 @@ def check_capture_residual_stream(fn: Callable) -> None:
                 diag.append(
                     (
                         hs[-1],
-                        "output_hidden_states[-1] has already been through the final norm: hook the output of the last block for the raw H^L",
+                        "output_hidden_states[-1] has already been through the final norm: "
+                        "hook the output of the last block for the raw H^L",
                     )
                 )
             if kind == "H" and l > 0:
@@ -386,7 +387,8 @@ def check_capture_residual_stream(fn: Callable) -> None:
                 diag.append(
                     (
                         raw_attn[l],
-                        "Gemma adds the output of post_attention_layernorm to the stream, not self_attn's: hook adapter.module(l, 'attn_write')",
+                        "Gemma adds the output of post_attention_layernorm to the stream, not self_attn's: "
+                        "hook adapter.module(l, 'attn_write')",
                     )
                 )
             if kind == "A":
@@ -401,7 +403,8 @@ def check_capture_residual_stream(fn: Callable) -> None:
                 value,
                 expected,
                 "if a hook returns anything but None, that value replaces the module's output and "
-                "changes everything downstream: hooks must return None. Hook adapter.block(l) for H^l, adapter.module(l, 'attn_write') for A^l, "
+                "changes everything downstream: hooks must return None. "
+                "Hook adapter.block(l) for H^l, adapter.module(l, 'attn_write') for A^l, "
                 "adapter.module(l, 'ffn_write') for F^l, and a forward *pre*-hook on block 1 for H^0",
                 atol=1e-5,
                 diagnoses=diag,
@@ -485,7 +488,10 @@ def check_internal_policy(fn: Callable) -> None:
         for layer in (0, 1, 2):
             h = cap.resid(layer) * 40.0  # the real stream is large; raw policies are peaked
             for norm in ("none", "final"):
-                case = f"tiny {family}, H^{layer} (shape {tuple(h.shape)}), {'final_norm=None (raw)' if norm == 'none' else 'final_norm=model final norm (logit lens)'}"
+                case = (
+                    f"tiny {family}, H^{layer} (shape {tuple(h.shape)}), "
+                    f"{'final_norm=None (raw)' if norm == 'none' else 'final_norm=model final norm (logit lens)'}"
+                )
                 with torch.no_grad():
                     got = chk.call(case, h, E_u, None if norm == "none" else adapter.final_norm)
                     got = chk.tensor(case, got, (*h.shape[:-1], adapter.vocab_size))
@@ -546,7 +552,10 @@ def check_prediction_positions(fn: Callable) -> None:
         if got == expected:
             continue
         if got == list(range(P, P + R)):
-            hint = "one position too late (the bug in the authors' script): the LAST PROMPT token at position P-1 predicts the first response token"
+            hint = (
+                "one position too late (the bug in the authors' script): "
+                "the LAST PROMPT token at position P-1 predicts the first response token"
+            )
         elif got == list(range(P - 1, P + R)):
             hint = "one position too many: the last response token (position P+R-1) predicts nothing we analyse"
         else:
@@ -707,7 +716,8 @@ def check_entropy_change(fn: Callable) -> None:
                 chk.fail(
                     f"{case}, {name}",
                     "your values are the right ones, one layer out of place",
-                    f"entry i is layer i + 1 (paper numbering l = 1..{L}): entry 0 is layer 1's change, H(write of block 1) - H(its normed input); "
+                    f"entry i is layer i + 1 (paper numbering l = 1..{L}): entry 0 is layer 1's change, "
+                    "H(write of block 1) - H(its normed input); "
                     "check the range of your loop and which layer's input you pair with which write",
                     expected,
                     value,
@@ -929,11 +939,13 @@ def check_group_advantages(fn: Callable) -> None:
         diag = [
             (
                 batch_std,
-                "you subtract each group's mean but divide by the std of the WHOLE batch: use the std of the same group (r.std() of rows g*G .. g*G+G-1)",
+                "you subtract each group's mean but divide by the std of the WHOLE batch: "
+                "use the std of the same group (r.std() of rows g*G .. g*G+G-1)",
             ),
             (
                 biased,
-                "you used the biased standard deviation (divides by G); GRPO (verl, TRL) uses the unbiased one: r.std(), Bessel's correction",
+                "you used the biased standard deviation (divides by G); "
+                "GRPO (verl, TRL) uses the unbiased one: r.std(), Bessel's correction",
             ),
             (
                 global_norm,
@@ -1042,11 +1054,13 @@ def check_clipped_loss(fn: Callable) -> None:
         diag += [
             (
                 _clip_variant(logp, old, adv, mask, **kw, combine="min"),
-                "the clip works on the wrong side: PPO keeps the PESSIMISTIC objective, i.e. the LARGER loss: torch.maximum(-A r, -A clip(r)), not the minimum",
+                "the clip works on the wrong side: PPO keeps the PESSIMISTIC objective, i.e. the LARGER loss: "
+                "torch.maximum(-A r, -A clip(r)), not the minimum",
             ),
             (
                 _clip_variant(logp, old, adv, mask, **kw, swap_eps=True),
-                f"eps_low and eps_high are swapped: the ratio is clipped to [1 - eps_low, 1 + eps_high] = [{1 - kw['eps_low']:.2f}, {1 + kw['eps_high']:.2f}] "
+                "eps_low and eps_high are swapped: the ratio is clipped to "
+                f"[1 - eps_low, 1 + eps_high] = [{1 - kw['eps_low']:.2f}, {1 + kw['eps_high']:.2f}] "
                 "(clip-higher raises the UPPER bound)",
             ),
             (
@@ -1392,11 +1406,20 @@ def check_bootstrap_interval(fn: Callable) -> None:
         )
     if abs((hi - lo) - (ref_hi - ref_lo)) > 0.25 * (ref_hi - ref_lo):
         if hi - lo > 0.9:
-            hint = "that is the spread of the values themselves: resample n values WITH replacement, take each resample's MEAN, then the quantiles of those means"
+            hint = (
+                "that is the spread of the values themselves: resample n values WITH replacement, "
+                "take each resample's MEAN, then the quantiles of those means"
+            )
         elif hi - lo < 0.5 * (ref_hi - ref_lo):
-            hint = "too narrow: each resample must draw as many values as there are problems (n), with replacement, and use quantiles (1-conf)/2 and 1-(1-conf)/2"
+            hint = (
+                "too narrow: each resample must draw as many values as there are problems (n), with replacement, "
+                "and use quantiles (1-conf)/2 and 1-(1-conf)/2"
+            )
         else:
-            hint = "resample n values with replacement `resamples` times, average each, and take the (1-conf)/2 and 1-(1-conf)/2 quantiles of the means"
+            hint = (
+                "resample n values with replacement `resamples` times, average each, "
+                "and take the (1-conf)/2 and 1-(1-conf)/2 quantiles of the means"
+            )
         chk.fail(
             case,
             f"the interval's width {hi - lo:.3f} is far from the reference's {ref_hi - ref_lo:.3f}",
@@ -1615,7 +1638,7 @@ def yours_or_library(yours: Callable, checker: Callable) -> Callable:
     >>> yours_or_library(pass_at_k_unfinished, check_pass_at_k)(8, 2, 1)
     Note: `pass_at_k_unfinished` has not passed check_pass_at_k yet, so this cell uses the library's version (bupo_core.evaluate.pass_at_k). Finish the exercise above and rerun this cell to use yours.
     0.25
-    """
+    """  # noqa: E501 (a doctest's expected output: the note is printed on one line)
     name = checker.__name__
     if name not in _LIBRARY:
         raise ValueError(f"no exercise is graded by {name!r}; choose one of {sorted(_LIBRARY)}")
