@@ -7,7 +7,11 @@ import dataclasses
 import json
 
 from ..config_cli import add_config_arguments, config_from_args
-from ..evaluate import EvalConfig
+from ..errors import InputFormatError
+from ..evaluate import EvalConfig, evaluate
+from ..models import check_device, check_model
+from ..runs import prepare_output_dir
+from ..tasks import load_task
 from ._common import add_model_arguments, add_task_arguments, task_kwargs
 
 NAME = "eval"
@@ -65,16 +69,12 @@ def check_finite_weights(model, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
-    from ..models import check_device, check_model, load_model
-    from ..runs import prepare_output_dir
-    from ..tasks import load_task
+    # looked up when the command runs, so that tests can replace bupo_core.models.load_model (no load before the checks)
+    from ..models import load_model  # noqa: PLC0415
 
     # every argument and the output folder are checked before the (slow) model load
     n, k = getattr(args, "num_problems", EvalConfig.num_problems), getattr(args, "k", EvalConfig.k)
     if n < 1 or k < 1:
-        from ..errors import InputFormatError
-
         raise InputFormatError(f"--n and --k must be >= 1 (got --n {n} --k {k})")
     cfg = config_from_args(EvalConfig, args)  # validates the sampling settings
     check_device(args.device)

@@ -6,8 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from ..adapter import check_layer
+from ..errors import InputFormatError
+from ..models import check_device, check_model
 from ..policy_head import NORMS
+from ..refinement import ReferenceSet, build_reference_set, list_checkpoints, refinement_over_run, summarise
+from ..runs import prepare_output_dir
 from ..sampling import MAX_NEW_TOKENS_SHORT_ANALYSIS
+from ..tasks import load_task
 from ._common import add_task_arguments, task_kwargs
 
 NAME = "refine"
@@ -46,13 +52,11 @@ def reference_key(model: str, args: argparse.Namespace, seed: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..adapter import check_layer
-    from ..errors import InputFormatError
-    from ..models import check_device, check_model, load_model
-    from ..refinement import ReferenceSet, build_reference_set, list_checkpoints, refinement_over_run, summarise
-    from ..reporting.evaluation_plots import plot_refinement
-    from ..runs import prepare_output_dir
-    from ..tasks import load_task
+    # load_model: looked up when the command runs, so that tests can replace bupo_core.models.load_model (no load
+    # before the checks); evaluation_plots imports matplotlib.pyplot, which the CLI (it imports every command module
+    # at start-up) loads only when a plot is drawn
+    from ..models import load_model  # noqa: PLC0415
+    from ..reporting.evaluation_plots import plot_refinement  # noqa: PLC0415
 
     # every input is checked before the model loads and before a file is written
     if args.n < 1 or args.max_new_tokens < 1:

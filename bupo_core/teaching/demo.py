@@ -286,7 +286,7 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
     Every setting and the report folder are checked first (:func:`check_demo`); ``overwrite``
     replaces a previous report in ``cfg.out_dir``.
     """
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (the Agg backend must be chosen before pyplot is first imported)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
