@@ -283,7 +283,7 @@ def test_one_internal_and_one_full_update_equal_ours(tmp_path, ipa_norm):
         dual_clip=10.0,
         adam_eps=EPS,
         fused_optimizer=False,
-        bf16_autocast="off",
+        precision="fp32",
         device="cpu",
         steps=2,
         task_size=8,
