@@ -75,14 +75,20 @@ def run_training(
 
     Returns:
         :class:`TrainResult`. Ctrl-C writes a checkpoint of the last completed step and returns
-        with ``interrupted=True``.
+        with ``interrupted=True``. The run folder is locked (:func:`bupo_core.runs.lock_folder`) for the
+        whole run: a second process training into it is refused.
     """
+    # one process per run folder, whoever starts the run (CLI, sweep cell, demo, a notebook's Trainer)
+    with runs.lock_folder(run.out_dir):
+        return _run_training(run, progress=progress, callback=callback)
+
+
+def _run_training(run: Trainer, *, progress: bool, callback: Callable[[dict], None] | None) -> TrainResult:
     import random  # noqa: PLC0415
 
     import numpy as np  # noqa: PLC0415
 
     cfg = run.config
-    run.out_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json_atomic(run.out_dir / runs.CONFIG, {**cfg.to_dict(), TASK_HASH: task_data_hash(run.task)})
     if run.step == 0:
         # every RNG a checkpoint saves starts from the seed, so a resumed run's saved state equals the uninterrupted run's

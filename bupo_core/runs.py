@@ -123,11 +123,14 @@ def _pid_running(pid: int) -> bool:
 class FolderLock:
     """``FOLDER/.bupo-lock`` held by this process (see :func:`lock_folder`); ``release()`` or use as a context manager."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, owner: bool = True) -> None:
         self.path = path
+        self.owner = owner  # False: a nested claim by the process that already holds the lock (release does nothing)
 
     def release(self) -> None:
-        """Remove the lock file if it is still this process's."""
+        """Remove the lock file if it is still this process's (a nested claim leaves it to the outer one)."""
+        if not self.owner:
+            return
         try:
             holder = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -154,7 +157,9 @@ def lock_folder(folder: str | Path, *, what: str = "run folder", log=None) -> Fo
             which file to delete).
 
     A lock whose process no longer runs on this host (killed, crashed) is taken over, with a
-    message through ``log`` (default: stderr). The folder is created if needed.
+    message through ``log`` (default: stderr). The folder is created if needed. A claim by the
+    process that already holds the folder (``bupo train`` locks it, then the run loop does) is
+    nested: it succeeds and its ``release()`` leaves the lock to the outer claim.
     """
     import sys  # noqa: PLC0415
     import time  # noqa: PLC0415
@@ -179,6 +184,8 @@ def lock_folder(folder: str | Path, *, what: str = "run folder", log=None) -> Fo
                 continue
             except (OSError, ValueError):
                 holder, text = None, None
+            if isinstance(holder, dict) and holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
+                return FolderLock(path, owner=False)
             if isinstance(holder, dict) and holder.get("host") != socket.gethostname():
                 raise RunFolderError(
                     f"{p} is in use by bupo process {holder.get('pid')} on host {holder.get('host')} (since {holder.get('started')}); "

@@ -736,3 +736,34 @@ def test_a_new_trainconfig_field_at_its_default_keeps_the_keys_of_finished_cells
             continue
         changed = load_spec(sweep_spec(tmp_path, "b", shared={**SWEEP_SHARED, name: other}))
         assert cell_key(changed, changed.arm("grpo"), 0, "cpu") != key, name
+
+
+def test_a_trainer_started_from_python_holds_the_run_folder(tmp_path):
+    """The run loop itself locks the folder, so a notebook's or the demo's Trainer is guarded like `bupo train`."""
+    from bupo_core.trainer import TrainConfig, Trainer
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(
+        model="tiny-random-llama", task="chain_sum", prompts_per_step=2, group_size=2, max_new_tokens=4,
+        task_size=20, steps=1, out_dir=str(out),
+    )  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        trainer = Trainer(cfg)
+        (out / runs.LOCK).write_text(
+            json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "now"})
+        )
+        with pytest.raises(runs.RunFolderError, match=f"in use by bupo process {holder.pid}"):
+            trainer.train()
+        assert not (out / "metrics.jsonl").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is taken over, the run completes and releases the folder
+    assert trainer.train().step == 1 and not (out / runs.LOCK).exists()
+    # a claim by the process that already holds the folder nests (bupo train locks it, then the loop does)
+    with runs.lock_folder(out) as outer:
+        with runs.lock_folder(out) as inner:
+            assert not inner.owner
+        assert (out / runs.LOCK).exists()
+    assert outer.owner and not (out / runs.LOCK).exists()
