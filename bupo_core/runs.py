@@ -184,7 +184,11 @@ def lock_folder(folder: str | Path, *, what: str = "run folder", log=None) -> Fo
                 continue
             except (OSError, ValueError):
                 holder, text = None, None
-            if isinstance(holder, dict) and holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
+            if (
+                isinstance(holder, dict)
+                and holder.get("host") == socket.gethostname()
+                and holder.get("pid") == os.getpid()
+            ):
                 return FolderLock(path, owner=False)
             if isinstance(holder, dict) and holder.get("host") != socket.gethostname():
                 raise RunFolderError(
