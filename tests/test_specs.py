@@ -160,3 +160,11 @@ def test_decide_cost_note_matches_the_gpu_pilot():
     assert sorted(bupo.values()) == [4] + [5] * (len(bupo) - 1) and "all 5 internal steps but one cell's" in note
     bad = sorted(k for k, c in cells.items() if c["nonfinite_updates"])
     assert bad == ["bupo_l5/seed-2", "grpo/seed-3"] and "bupo_l5 seed 2, grpo seed 3" in note
+
+
+@pytest.mark.parametrize("name", ["decide", "decide_ablations"])
+def test_deciding_sweeps_compute_in_fp32(name):
+    """The H200 pilot lost cells to non-finite bf16 updates (decide.yaml's cost note): the deciding specs pin fp32."""
+    data, spec = _parse(name)
+    assert data["shared"]["precision"] == "fp32"
+    assert spec.train_config(spec.arms[0], 0, "x").precision == "fp32"
