@@ -60,6 +60,13 @@ from .errors import BupoError, InputFormatError
 from .evaluate import EvalConfig
 
 METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
+#: how the reports name each metric (``{k}``: the number of samples per problem)
+METRIC_LABELS = {
+    "avg_at_k": "Avg@{k}",
+    "pass_at_k": "Pass@{k}",
+    "no_answer_rate": "no parseable answer",
+    "accuracy_among_answered": "accuracy among answered",
+}
 SPEC_KEYS = {"name", "description", "shared", "seeds", "control", "eval", "arms", "notes"}
 ARM_KEYS = {"name", "config", "seeds", "note", "paper", "group"}
 #: the ``eval:`` keys that say where the problems come from (every other key is an EvalConfig field)
@@ -97,6 +104,11 @@ RESERVED = {
     "out_dir": "the sweep puts each run under DIR/cells/<arm>/seed-<s>/run",
 }
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def metric_label(metric: str, k: int) -> str:
+    """Human name of a summary metric (``"avg_at_k"`` -> ``"Avg@8"``)."""
+    return METRIC_LABELS.get(metric, metric).format(k=k)
 
 
 # ----------------------------------------------------------------------------- the spec

@@ -33,14 +33,9 @@ from typing import Any
 
 from ..errors import InputFormatError
 from ..stats import mean_se, min_p_value
+from ..sweep import metric_label
 
 ALPHA = 0.05
-METRIC_LABELS = {
-    "avg_at_k": "Avg@{k}",
-    "pass_at_k": "Pass@{k}",
-    "no_answer_rate": "no parseable answer",
-    "accuracy_among_answered": "accuracy among answered",
-}
 
 
 def results_dir(start: str | Path | None = None) -> Path:
@@ -69,11 +64,6 @@ def results_dir(start: str | Path | None = None) -> Path:
         "clone the repository (`git clone --depth 1 https://github.com/bupo-notebooks/bupo-notebooks`) "
         "and run from inside it, or set BUPO_RESULTS to its results/ folder"
     )
-
-
-def metric_label(metric: str, k: int) -> str:
-    """Human name of a summary metric (``"avg_at_k"`` -> ``"Avg@8"``)."""
-    return METRIC_LABELS.get(metric, metric).format(k=k)
 
 
 @dataclass
