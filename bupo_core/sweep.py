@@ -51,13 +51,15 @@ import multiprocessing
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import BupoError, InputFormatError
 from .evaluate import EvalConfig
+from .runs import read_metrics
+from .stats import compare_to_control
 
 METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
 #: how the reports name each metric (``{k}``: the number of samples per problem)
@@ -1069,15 +1071,129 @@ def _mean_or_none(xs: list) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def cell_ipa_updates(rows: Sequence[dict]) -> int:
+    """IPA updates of one cell: the sum over its ``metrics.jsonl`` rows of ``ipa_updates``.
+
+    Rows written before the trainer logged ``ipa_updates`` count their ``updates`` when their
+    ``phase`` is ``"internal"`` (the optimizer updates of an internal-phase step are IPA updates),
+    else 0.
+    """
+    total = 0
+    for row in rows:
+        if row.get("ipa_updates") is not None:
+            total += int(row["ipa_updates"])
+        elif row.get("phase") == "internal":
+            total += int(row.get("updates") or 0)
+    return total
+
+
+def full_policy_steps(cfg: Any) -> int:
+    """Full-policy (GRPO-phase) steps of a :class:`~bupo_core.trainer.TrainConfig`: ``steps - inter_steps`` for BuPO."""
+    return int(cfg.steps) - (int(cfg.inter_steps) if cfg.method == "bupo" else 0)
+
+
+def matched_controls(spec: Any) -> dict[str, str]:
+    """``{bupo arm: grpo arm}``: for each BuPO arm, the GRPO arm with as many full-policy steps.
+
+    The match must differ from the shared settings in nothing but ``method`` and ``steps`` (a plain
+    GRPO run), so the pair separates "what the internal phase did" from "fewer full-policy steps".
+    The sweep's control is preferred when it matches. Arms without a match are left out.
+    """
+    plain: list[tuple[str, int]] = []
+    cfgs = {}
+    for arm in spec.available_arms():
+        cfg = spec.train_config(arm, arm.seeds[0], "unused")
+        cfgs[arm.name] = cfg
+        if cfg.method == "grpo" and cfg.steps > 0 and set(spec.arm_differences(arm)) <= {"method", "steps"}:
+            plain.append((arm.name, cfg.steps))
+    plain.sort(key=lambda t: t[0] != spec.control)
+    out = {}
+    for name, cfg in cfgs.items():
+        if cfg.method == "bupo" and cfg.steps > 0:
+            match = next((g for g, steps in plain if steps == full_policy_steps(cfg)), None)
+            if match is not None:
+                out[name] = match
+    return out
+
+
+def augment_summary(spec: Any, folder: str | Path, summary: dict) -> dict:
+    """Add what ``summary.json`` reports beyond the per-metric statistics (in place; returns it).
+
+    Per BuPO arm (``method: bupo``, ``steps > 0``):
+
+    * ``ipa_updates``: ``{"per_seed": [...], "zero_update_seeds": [...]}``: per finished seed (the
+      arm's ``seeds`` order) the IPA updates of the cell (:func:`cell_ipa_updates` of its kept
+      ``metrics.jsonl``; ``None`` when the file was not kept). A cell with zero IPA updates ran no
+      internal phase at all: it is GRPO with fewer steps, listed under ``zero_update_seeds``;
+    * ``vs_control_with_ipa``: the comparison with the control over the seeds that made at least
+      one IPA update (present when some seed made none), so no cell without an internal phase is
+      counted as BuPO;
+    * ``matched_control`` and ``vs_matched``: the GRPO arm with as many full-policy steps
+      (:func:`matched_controls`) and the comparison with it over the common seeds.
+
+    Per trained arm whose rows log them: ``sampling: {"prompts_drawn": [...], "prompts_kept": [...]}``
+    per seed (dynamic sampling; ``None`` for a seed without the fields). Top level:
+    ``flags``: one line per BuPO cell with zero IPA updates; ``shared.dynamic_sampling`` is the
+    spec's setting (``false`` when the spec does not set it).
+    """
+    folder = Path(folder)
+    arms = summary["arms"]
+    matched = matched_controls(spec)
+    flags: list[str] = []
+
+    def metric_map(arm: str, metric: str, seeds: Sequence[int] | None = None) -> dict[int, float]:
+        a = arms[arm]
+        vals = dict(zip(a["seeds"], a["metrics"][metric]["per_seed"]))
+        return {s: v for s, v in vals.items() if v is not None and (seeds is None or s in seeds)}
+
+    for arm in spec.available_arms():
+        a = arms.get(arm.name)
+        if a is None:
+            continue
+        cfg = spec.train_config(arm, arm.seeds[0], "unused")
+        metrics_rows = {}
+        for s in a["seeds"]:
+            p = folder / "cells" / arm.name / f"seed-{s}" / "run" / "metrics.jsonl"
+            metrics_rows[s] = read_metrics(p) if p.exists() else None
+        if cfg.steps > 0 and any(rows and any("prompts_drawn" in r for r in rows) for rows in metrics_rows.values()):
+            a["sampling"] = {
+                key: [None if not rows else sum(int(r.get(key) or 0) for r in rows) for rows in metrics_rows.values()]
+                for key in ("prompts_drawn", "prompts_kept")
+            }
+        if cfg.method != "bupo" or cfg.steps == 0:
+            continue
+        per_seed = [None if rows is None else cell_ipa_updates(rows) for rows in metrics_rows.values()]
+        zero = [s for s, n in zip(a["seeds"], per_seed) if n == 0]
+        a["ipa_updates"] = {"per_seed": per_seed, "zero_update_seeds": zero}
+        for s in zero:
+            flags.append(
+                f"{arm.name} seed {s}: 0 IPA updates (no internal-phase update: the cell is GRPO with "
+                f"{full_policy_steps(cfg)} full-policy steps, not BuPO)"
+            )
+        if zero:
+            keep = [s for s in a["seeds"] if s not in zero]
+            a["vs_control_with_ipa"] = {
+                m: compare_to_control(metric_map(arm.name, m, keep), metric_map(spec.control, m)) for m in METRICS
+            }
+        if arm.name in matched:
+            g = matched[arm.name]
+            a["matched_control"] = g
+            a["vs_matched"] = {m: compare_to_control(metric_map(arm.name, m), metric_map(g, m)) for m in METRICS}
+    summary["shared"] = {
+        **summary.get("shared", {}),
+        "dynamic_sampling": bool(spec.shared.get("dynamic_sampling", False)),
+    }
+    summary["flags"] = flags
+    return summary
+
+
 def write_summary(spec: SweepSpec, out: str | Path) -> dict:
     """Recompute ``summary.json`` from ``cells.jsonl`` (and the cells' kept ``metrics.jsonl``) and write it.
 
-    :func:`summarize` gives the per-metric statistics; :func:`bupo_core.reporting.sweep_results.augment_summary`
+    :func:`summarize` gives the per-metric statistics; :func:`augment_summary`
     adds the IPA update counts per BuPO cell (flagging cells with none), the matched GRPO control of
     each BuPO arm, dynamic-sampling counts and ``shared.dynamic_sampling``.
     """
-    from .reporting.sweep_results import augment_summary  # noqa: PLC0415
-
     out = Path(out)
     summary = augment_summary(spec, out, summarize(spec, read_cells(out / "cells.jsonl")))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
