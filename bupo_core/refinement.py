@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from . import models  # models.load_model is looked up when called: tests replace it
 from .adapter import ArchitectureAdapter, Norm
 from .capture import capture_residuals
 from .policy_head import REDUCERS, PolicyChunk, PolicyHead, iter_chunks, kl_divergence
@@ -237,8 +238,6 @@ def refinement_over_run(
     """
     from tqdm.auto import tqdm  # noqa: PLC0415
 
-    from .models import load_model  # noqa: PLC0415
-
     run = Path(run_dir)
     if base_model is None and (run / "config.json").exists():
         base_model = json.loads((run / "config.json").read_text()).get("model")
@@ -251,7 +250,7 @@ def refinement_over_run(
         )
     points = []
     for step, src in tqdm(items, desc="checkpoints", disable=not progress, leave=False):
-        model, _ = load_model(src, device=device, dtype="float32")
+        model, _ = models.load_model(src, device=device, dtype="float32")
         points.append(feature_refinement(model, reference, layer, norm=norm, step=step, checkpoint=src))
         del model
     return points

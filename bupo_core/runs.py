@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch  # save_file is looked up when called: a test replaces it
 import torch
 
 from .errors import BupoError, ConfigMismatchError, InputFormatError
@@ -627,7 +628,6 @@ def _save_checkpoint(
     keep: int,
     metrics_path: str | Path | None,
 ) -> Path:
-    from safetensors.torch import save_file  # noqa: PLC0415
     from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
     final = root / f"checkpoint-{step}"
@@ -641,11 +641,11 @@ def _save_checkpoint(
         if bars:
             hf_logging.enable_progress_bar()
     opt_tensors, opt_meta = _flat_optimizer(optimizer.state_dict())
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    safetensors.torch.save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     rng_tensors, rng_meta = rng_state()
-    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    safetensors.torch.save_file(rng_tensors, str(tmp / "rng.safetensors"))
     if reference is not None:
-        save_file(
+        safetensors.torch.save_file(
             {k: v.detach().to("cpu").clone().contiguous() for k, v in reference.state_dict().items()},
             str(tmp / "reference.safetensors"),
         )
@@ -699,14 +699,14 @@ def load_checkpoint_state(ckpt: str | Path) -> dict:
     Returns ``trainer_state.json``'s dict plus ``"optimizer_state"`` (a ``state_dict`` for
     ``optimizer.load_state_dict``), ``"rng_tensors"`` and, when saved, ``"reference_state"``.
     """
-    from safetensors.torch import load_file  # noqa: PLC0415
-
     ckpt = Path(ckpt)
     state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
-    state["optimizer_state"] = _unflat_optimizer(load_file(str(ckpt / "optimizer.safetensors")), state["optimizer"])
-    state["rng_tensors"] = load_file(str(ckpt / "rng.safetensors"))
+    state["optimizer_state"] = _unflat_optimizer(
+        safetensors.torch.load_file(str(ckpt / "optimizer.safetensors")), state["optimizer"]
+    )
+    state["rng_tensors"] = safetensors.torch.load_file(str(ckpt / "rng.safetensors"))
     if (ckpt / "reference.safetensors").exists():
-        state["reference_state"] = load_file(str(ckpt / "reference.safetensors"))
+        state["reference_state"] = safetensors.torch.load_file(str(ckpt / "reference.safetensors"))
     return state
 
 

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import models  # models.load_model is looked up when called: tests replace it
 from .errors import BupoError, InputFormatError
 from .evaluate import EvalConfig
 from .runs import read_metrics
@@ -700,9 +701,7 @@ def run_cell(
     rewards: list[float] = []
     resumed = False
     if cfg.steps == 0:  # the untrained model
-        from .models import load_model  # noqa: PLC0415
-
-        model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+        model, tok = models.load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
     else:
         from .trainer import latest_checkpoint  # noqa: PLC0415
 

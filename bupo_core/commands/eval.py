@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 
+from .. import models  # models.load_model is looked up when called: tests replace it
 from ..config_cli import add_config_arguments, config_from_args
 from ..errors import InputFormatError
 from ..evaluate import EvalConfig, evaluate
@@ -69,9 +70,6 @@ def check_finite_weights(model, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # looked up when the command runs, so that tests can replace bupo_core.models.load_model (no load before the checks)
-    from ..models import load_model  # noqa: PLC0415
-
     # every argument and the output folder are checked before the (slow) model load
     n, k = getattr(args, "num_problems", EvalConfig.num_problems), getattr(args, "k", EvalConfig.k)
     if n < 1 or k < 1:
@@ -86,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     split = kwargs.pop("split", None) if args.split == "all" else args.split
     kwargs.pop("split", None)
     task = load_task(args.task, size=cfg.num_problems, seed=seed, template=args.template, split=split, **kwargs)
-    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    model, tok = models.load_model(args.model, device=args.device, dtype=args.dtype)
     check_finite_weights(model, args.model)
     cfg = dataclasses.replace(cfg, num_problems=min(cfg.num_problems, len(task)))
     result = evaluate(model, tok, task, cfg, model_name=args.model)

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from .. import models  # models.load_model is looked up when called: tests replace it
 from ..analysis import AnalysisConfig
 from ..evaluate import EvalConfig
 from ..layer_choice import choose_layer
@@ -293,7 +294,6 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
 
     from ..analysis import analyse_entropy, task_prompts  # noqa: PLC0415
     from ..evaluate import compare, evaluate, load_eval  # noqa: PLC0415
-    from ..models import load_model  # noqa: PLC0415
     from ..reporting.entropy_plots import save_entropy_report  # noqa: PLC0415
     from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415
     from ..reporting.training_plots import plot_training_curves  # noqa: PLC0415
@@ -306,7 +306,7 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
 
     # 1. analysis
     log(f"[1/4] entropy analysis of {cfg.model}'s own answers ({cfg.analysis_prompts} prompts)")
-    model, tok = load_model(cfg.model, device=cfg.device)
+    model, tok = models.load_model(cfg.model, device=cfg.device)
     device = str(next(model.parameters()).device)
     info["environment"] = {
         "device": torch.cuda.get_device_name(0)
@@ -346,7 +346,7 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
     trained: dict[str, Any] = {}
     for i, method in enumerate(("grpo", "bupo")):
         log(f"[{2 + i}/4] {method.upper()} run: {cfg.train.steps} steps")
-        m, t = load_model(cfg.model, device=cfg.device)
+        m, t = models.load_model(cfg.model, device=cfg.device)
         tc = cfg.train_config(method, layer, str(out / "runs" / method))
         t0 = time.time()
         trainer = Trainer(tc, model=m, tokenizer=t, overwrite=overwrite)
