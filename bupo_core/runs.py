@@ -37,18 +37,23 @@ while writing it) with a warning.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import shutil
 import socket
+import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import safetensors.torch  # save_file is looked up when called: a test replaces it
 import torch
+from transformers.utils import logging as hf_logging
 
 from .errors import BupoError, ConfigMismatchError, InputFormatError
 from .manifest import manifest_problem, write_manifest
@@ -157,9 +162,6 @@ def lock_folder(folder: str | Path, *, what: str = "run folder", log=None) -> Fo
     A lock whose process no longer runs on this host (killed, crashed) is taken over, with a
     message through ``log`` (default: stderr). The folder is created if needed.
     """
-    import sys  # noqa: PLC0415
-    import time  # noqa: PLC0415
-
     log = log or (lambda msg: print(msg, file=sys.stderr))
     p = prepare_output_dir(folder, what=what)
     path = p / LOCK
@@ -517,8 +519,6 @@ def _unflat_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     """Python, torch, CUDA and NumPy RNG states as (tensors, JSON)."""
-    import numpy as np  # noqa: PLC0415
-
     tensors = {"torch": torch.get_rng_state().clone()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -532,8 +532,6 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
 
 def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Restore what :func:`rng_state` saved."""
-    import numpy as np  # noqa: PLC0415
-
     py = meta["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     torch.set_rng_state(tensors["torch"])
@@ -606,8 +604,6 @@ def save_checkpoint(
 
 
 def _disk_full(exc: BaseException) -> bool:
-    import errno  # noqa: PLC0415
-
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(exc)
@@ -628,8 +624,6 @@ def _save_checkpoint(
     keep: int,
     metrics_path: str | Path | None,
 ) -> Path:
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
     final = root / f"checkpoint-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     bars = hf_logging.is_progress_bar_enabled()

@@ -56,11 +56,19 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+
 from . import models  # models.load_model is looked up when called: tests replace it
+from .config_cli import MAX_SEED, check_seed
 from .errors import BupoError, InputFormatError
-from .evaluate import EvalConfig
-from .runs import read_metrics
-from .stats import compare_to_control
+from .evaluate import EvalConfig, evaluate
+from .models import check_device, check_train_model
+from .runs import append_metrics, iter_jsonl, latest_checkpoint, lock_folder, prepare_output_dir, read_metrics
+from .runtime import default_device
+from .stats import compare_to_control, mean_se
+from .tasks import load_task
+from .trainer import TrainConfig, Trainer
 
 METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
 #: how the reports name each metric (``{k}``: the number of samples per problem)
@@ -164,8 +172,6 @@ class SweepSpec:
 
     def train_config(self, arm: Arm, seed: int, out_dir: str | Path, device: str | None = None):
         """The :class:`TrainConfig` of cell (arm, seed)."""
-        from .trainer import TrainConfig  # noqa: PLC0415
-
         merged = {**self.shared, **arm.config, "seed": seed, "out_dir": str(out_dir)}
         if device is not None:
             merged["device"] = device
@@ -175,8 +181,6 @@ class SweepSpec:
 
     def arm_differences(self, arm: Arm) -> dict:
         """The TrainConfig fields of ``arm`` that differ from the shared settings (JSON values)."""
-        from .trainer import TrainConfig  # noqa: PLC0415
-
         base = _config_dict(TrainConfig, self.shared)
         full = _config_dict(TrainConfig, {**self.shared, **arm.config})
         return {k: v for k, v in full.items() if base.get(k) != v}
@@ -224,12 +228,6 @@ def _read_spec_file(path: Path) -> Any:
             raise InputFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
-            import yaml  # noqa: PLC0415
-        except ImportError as exc:  # pragma: no cover - pyyaml comes with transformers
-            raise InputFormatError(
-                f"{path}: reading YAML needs pyyaml (pip install pyyaml), or write the spec as JSON"
-            ) from exc
-        try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -249,7 +247,6 @@ def _seed_list(value: Any, where: str) -> list[int]:
         raise InputFormatError(f"{where} must be a non-empty list of non-negative integers, got {value!r}")
     if len(set(value)) != len(value):
         raise InputFormatError(f"{where} lists a seed twice: {value!r}")
-    from .config_cli import MAX_SEED  # noqa: PLC0415
 
     if max(value) > MAX_SEED:
         raise InputFormatError(f"{where}: seed {max(value)} is out of range; seeds must be integers in 0..{MAX_SEED}")
@@ -268,8 +265,6 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
             marked ``unavailable`` (no cells, listed under ``unavailable_arms`` in the summary)
             instead of raising. The control arm must be available.
     """
-    from .trainer import TrainConfig  # noqa: PLC0415
-
     valid = [f.name for f in fields(TrainConfig)]
     if not isinstance(data, dict):
         raise InputFormatError(
@@ -414,8 +409,6 @@ def eval_config(ev: dict, *, seed: int) -> EvalConfig:
 
 def _check_eval(ev: dict, seeds: list[int], path: str) -> None:
     """The eval settings as :class:`~bupo_core.evaluate.EvalConfig` checks them (every cell's seed included)."""
-    from .config_cli import check_seed  # noqa: PLC0415
-
     check_seed(ev["task_seed"], f"{path}: eval task_seed")
     try:
         for seed in sorted(set(seeds))[-1:] or [0]:
@@ -434,9 +427,6 @@ def check_spec_for_run(spec: SweepSpec, device: str | None = None) -> None:
     model (:func:`bupo_core.models.check_train_model`, no weights loaded), and loads the training and
     evaluation tasks once each. ``bupo sweep`` and ``bupo sweep --dry-run`` both call it.
     """
-    from .models import check_device, check_train_model  # noqa: PLC0415
-    from .tasks import load_task  # noqa: PLC0415
-
     check_device(device)
     tasks_seen: set[str] = set()
     for arm, seed in spec.cells():
@@ -590,10 +580,6 @@ RUN_SETTINGS_BASELINE: dict[str, Any] = {"generation_batch_size": 64, "grader_ti
 
 def resolve_device(device: str | None) -> str:
     """The device type a cell runs on: ``cpu`` or ``cuda`` (``None`` = cuda if available)."""
-    import torch  # noqa: PLC0415
-
-    from .runtime import default_device  # noqa: PLC0415
-
     return (torch.device(device) if device else default_device()).type
 
 
@@ -603,8 +589,6 @@ def run_settings(spec: SweepSpec, arm: Arm, device: str | None = None) -> dict:
     ``generation_batch_size`` (the batch shape changes the sampled tokens), ``grader_timeout_s``
     (a slow answer scores 0) and the device type (CPU and CUDA kernels sample differently).
     """
-    from .trainer import TrainConfig  # noqa: PLC0415
-
     merged = {**spec.shared, **arm.config}
     d = TrainConfig()
     return {
@@ -624,8 +608,6 @@ def cell_key(spec: SweepSpec, arm: Arm, seed: int, device: str | None = None) ->
     used) add nothing to the hash, so the keys of rows written before they entered it still hold.
     ``device`` is the device the cell runs (or ran) on; ``None`` = the spec's, else cuda if available.
     """
-    from .trainer import TrainConfig  # noqa: PLC0415
-
     cfg = _config_dict(TrainConfig, {**spec.shared, **arm.config, "seed": seed})
     for k in UNKEYED_FIELDS:
         cfg.pop(k, None)
@@ -657,7 +639,6 @@ def read_cells(path: str | Path) -> list[dict]:
         p = p / "cells.jsonl"
     if not p.exists():
         return []
-    from .runs import iter_jsonl  # noqa: PLC0415
 
     # a torn last line (a crash while appending) is skipped with a warning: that cell simply reruns
     rows = []
@@ -690,10 +671,6 @@ def run_cell(
 
     Raises ``KeyboardInterrupt`` when training was interrupted (its checkpoint is on disk).
     """
-    from .evaluate import evaluate  # noqa: PLC0415
-    from .tasks import load_task  # noqa: PLC0415
-    from .trainer import Trainer, read_metrics  # noqa: PLC0415
-
     cell_dir = out / "cells" / arm.name / f"seed-{seed}"
     run_dir = cell_dir / "run"
     cfg = spec.train_config(arm, seed, run_dir, device)
@@ -703,8 +680,6 @@ def run_cell(
     if cfg.steps == 0:  # the untrained model
         model, tok = models.load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
     else:
-        from .trainer import latest_checkpoint  # noqa: PLC0415
-
         resumed = (run_dir / "config.json").exists() and latest_checkpoint(run_dir / "checkpoints") is not None
         if run_dir.exists() and not resumed:
             shutil.rmtree(run_dir)  # a crash before the first checkpoint: start the cell over
@@ -792,7 +767,6 @@ def run_sweep(
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputFormatError(f"workers={workers!r}: give a whole number >= 1 (1 runs the cells one after another)")
-    from .runs import lock_folder, prepare_output_dir  # noqa: PLC0415
 
     out = Path(out)
     cells_path = out / "cells.jsonl"
@@ -883,8 +857,6 @@ def _run_cells(
     on_cell_done: Callable[[dict], None] | None,
     workers: int = 1,
 ) -> SweepReport:
-    from .runs import append_metrics  # noqa: PLC0415
-
     total = len(skipped) + len(todo)
     log(
         f"[sweep] {spec.name}: {total} cells, {len(skipped)} already finished, {len(todo)} to run -> {out}"
@@ -1004,8 +976,6 @@ def summarize(spec: SweepSpec, rows: list[dict]) -> dict:
     their order. ``pass_at_k`` is at the largest k (``"k"``). ``vs_control`` pairs cells by seed
     (:func:`bupo_core.stats.compare_to_control`, sign-flip p-value).
     """
-    from .stats import compare_to_control, mean_se  # noqa: PLC0415
-
     by_arm: dict[str, dict[int, dict]] = {a.name: {} for a in spec.available_arms()}
     for r in rows:
         if r["arm"] in by_arm:
