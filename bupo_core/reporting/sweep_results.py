@@ -26,14 +26,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputFormatError
-from ..stats import mean_se, min_p_value
-from ..sweep import cell_ipa_updates, metric_label
+from ..runs import iter_jsonl, read_metrics
+from ..stats import compare_to_control, detectable_difference, mean_se, min_p_value, seeds_needed
+from ..sweep import cell_ipa_updates, metric_label, read_cells, spec_to_json
 
 ALPHA = 0.05
 
@@ -46,8 +48,6 @@ def results_dir(start: str | Path | None = None) -> Path:
     a checkout). Raises :class:`InputFormatError` naming the fix when none is found (e.g. a package
     installed from git without the repository: clone it, or set ``BUPO_RESULTS``).
     """
-    import os  # noqa: PLC0415
-
     env = os.environ.get("BUPO_RESULTS")
     if env:
         if not (Path(env) / "specs").is_dir():
@@ -92,8 +92,6 @@ class SweepResults:
 
         Raises :class:`InputFormatError` naming the missing file and the command that writes it.
         """
-        from ..sweep import read_cells  # noqa: PLC0415
-
         folder = Path(folder)
         for name in ("summary.json", "cells.jsonl"):
             if not (folder / name).exists():
@@ -196,8 +194,6 @@ class SweepResults:
         Raises ``AssertionError`` naming the arm, metric and both values on a mismatch (a summary
         written before the last rows were appended, or edited by hand).
         """
-        from ..stats import compare_to_control  # noqa: PLC0415
-
         for name, a in self.summary["arms"].items():
             rows = {
                 r["seed"]: r for r in self.rows if r["arm"] == name and r["seed"] in a.get("planned_seeds", a["seeds"])
@@ -233,8 +229,6 @@ class SweepResults:
                     )
                     _close(ref[key], got[key], tol, f"{self.name}/{name}/{metric} vs_control {key}")
             if "ipa_updates" in a:
-                from ..runs import read_metrics  # noqa: PLC0415
-
                 for s, n in zip(a["seeds"], a["ipa_updates"]["per_seed"]):
                     p = self.folder / "cells" / name / f"seed-{s}" / "run" / "metrics.jsonl"
                     want = cell_ipa_updates(read_metrics(p)) if p.exists() else None
@@ -452,8 +446,6 @@ class SweepResults:
 
     def step_metrics(self, arm: str, seed: int) -> list[dict] | None:
         """The per-step training rows (``run/metrics.jsonl``) of one cell, or ``None`` if its folder was not kept."""
-        from ..runs import read_metrics  # noqa: PLC0415
-
         p = self.folder / "cells" / arm / f"seed-{seed}" / "run" / "metrics.jsonl"
         if not p.exists():
             return None
@@ -463,8 +455,6 @@ class SweepResults:
         """Correct samples per evaluation problem of one cell (its committed ``eval/per_problem.jsonl``, in
         problem order), or ``None`` when the cell has none (sweeps before issue 20). Cells of one sweep
         evaluate the same problems in the same order, so these lists pair by problem across arms and seeds."""
-        from ..runs import iter_jsonl  # noqa: PLC0415
-
         p = self.folder / "cells" / arm / f"seed-{seed}" / "eval" / "per_problem.jsonl"
         if not p.exists():
             return None
@@ -542,7 +532,7 @@ class SweepResults:
     # ------------------------------------------------------------------ figures
     def figure(self, metric: str = "avg_at_k", arms: Sequence[str] | None = None, title: str | None = None):
         """The arms' plot: mean ± SE across seeds and every seed's point (:func:`bupo_core.reporting.sweep_plots.plot_arms`)."""
-        from .sweep_plots import plot_arms  # noqa: PLC0415
+        from .sweep_plots import plot_arms  # noqa: PLC0415  (optional: it imports matplotlib.pyplot)
 
         return plot_arms(self.summary, metric=metric, arms=arms, title=title)
 
@@ -589,11 +579,7 @@ def power_plan(spec: Any, results: str | Path) -> dict | None:
         non-control arm's ``detectable_diff`` is at the seeds it shares with the control;
         ``seeds_needed`` is the fewest seeds (at least ``min_seeds``) that detect ``target_diff``.
     """
-    from ..stats import compare_to_control, detectable_difference, seeds_needed  # noqa: PLC0415
-
     if hasattr(spec, "arms") and not isinstance(spec, dict):
-        from ..sweep import spec_to_json  # noqa: PLC0415
-
         spec = spec_to_json(spec)
     basis = power_basis(spec.get("notes") or [])
     if basis is None:
