@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,13 +39,17 @@ from typing import Any
 import torch
 
 from .. import models  # models.load_model is looked up when called: tests replace it
-from ..analysis import AnalysisConfig
-from ..evaluate import EvalConfig
+from ..analysis import AnalysisConfig, analyse_entropy, task_prompts
+from ..errors import InputFormatError
+from ..evaluate import EvalConfig, compare, evaluate, load_eval
 from ..layer_choice import choose_layer
-from ..models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL, check_device
+from ..reporting.entropy_plots import save_entropy_report
+from ..reporting.training_plots import plot_training_curves
+from ..runs import RunFolderError, clear_run, prepare_output_dir
 from ..sampling import MAX_NEW_TOKENS_DEMO, MAX_NEW_TOKENS_SHORT_ANALYSIS
-from ..tasks import EASY_CHAIN_SUM
-from ..trainer import TrainConfig
+from ..tasks import EASY_CHAIN_SUM, load_task
+from ..trainer import TrainConfig, Trainer
 
 # distinct training questions of the demo's task: the two-term single-digit chain_sum has 200 distinct
 # questions, about 154 of them in the "train" split (46 in "eval"), so the pool cannot be the default 1,000
@@ -252,11 +257,6 @@ def check_demo(cfg: DemoConfig, *, overwrite: bool = False) -> tuple[Path, Any, 
     A folder that already holds files is refused unless ``overwrite`` (then the previous report's
     files are deleted; other files are left alone), so two demos never mix their metrics.
     """
-    from ..errors import InputFormatError  # noqa: PLC0415
-    from ..models import check_device  # noqa: PLC0415
-    from ..runs import RunFolderError, clear_run, prepare_output_dir  # noqa: PLC0415
-    from ..tasks import load_task  # noqa: PLC0415
-
     check_device(cfg.device)
     if cfg.analysis_prompts < 1:
         raise InputFormatError(f"analysis_prompts must be >= 1, got {cfg.analysis_prompts}")
@@ -287,17 +287,12 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
     Every setting and the report folder are checked first (:func:`check_demo`); ``overwrite``
     replaces a previous report in ``cfg.out_dir``.
     """
-    import matplotlib  # noqa: PLC0415 (the Agg backend must be chosen before pyplot is first imported)
+    import matplotlib  # noqa: PLC0415  (optional: matplotlib is loaded only when drawing, Agg before pyplot)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
-    from ..analysis import analyse_entropy, task_prompts  # noqa: PLC0415
-    from ..evaluate import compare, evaluate, load_eval  # noqa: PLC0415
-    from ..reporting.entropy_plots import save_entropy_report  # noqa: PLC0415
-    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415
-    from ..reporting.training_plots import plot_training_curves  # noqa: PLC0415
-    from ..trainer import Trainer  # noqa: PLC0415
+    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415  (optional: it imports matplotlib.pyplot)
 
     t_start = time.time()
     out, ecfg, eval_task = check_demo(cfg, overwrite=overwrite)
@@ -362,8 +357,6 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
             "seconds": time.time() - t0,
         }
         if not cfg.keep_checkpoints:
-            import shutil  # noqa: PLC0415
-
             shutil.rmtree(out / "runs" / method / "checkpoints", ignore_errors=True)
         trained[method] = m
     fig = plot_training_curves(
