@@ -6,11 +6,17 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
+
 from .. import analysis, models  # looked up when called: tests replace analyse_entropy and load_model
-from ..analysis import AnalysisConfig
-from ..config_cli import add_config_arguments, config_from_args, parse_key_values
+from ..adapter import ArchitectureAdapter
+from ..analysis import AnalysisConfig, load_pairs, task_prompts
+from ..config_cli import add_config_arguments, check_seed, config_from_args, parse_key_values
 from ..errors import InputFormatError
+from ..models import check_device, check_model
 from ..policy_head import REDUCERS
+from ..reporting.entropy_plots import save_entropy_report
+from ..runs import prepare_output_dir
 from ..tasks import TEMPLATES
 from ._common import add_task_arg
 
@@ -71,14 +77,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # noqa: PLC0415
-
-    from ..adapter import ArchitectureAdapter  # noqa: PLC0415
-    from ..analysis import load_pairs, task_prompts  # noqa: PLC0415
-    from ..config_cli import check_seed  # noqa: PLC0415
-    from ..models import check_device, check_model  # noqa: PLC0415
-    from ..runs import prepare_output_dir  # noqa: PLC0415
-
     # every argument and the output folder are checked before the (slow) model load
     if args.n < 1:
         raise InputFormatError(f"--n must be >= 1, got {args.n}")
@@ -115,7 +113,6 @@ def run(args: argparse.Namespace) -> int:
         model, tok, items, config=cfg, model_name=args.model, progress=True, settings=source
     )
     report.timing["total_s"] = round(time.perf_counter() - t0, 3)
-    from ..reporting.entropy_plots import save_entropy_report  # noqa: PLC0415
 
     paths = save_entropy_report(report, args.out, figures=not args.no_figures)
     print(report.summary())

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
+
+import torch
 
 from .. import models  # models.load_model is looked up when called: tests replace it
 from ..config_cli import add_config_arguments, config_from_args
-from ..errors import InputFormatError
+from ..errors import InputFormatError, ModelNotAvailableError
 from ..evaluate import EvalConfig, evaluate
 from ..models import check_device, check_model
-from ..runs import prepare_output_dir
+from ..runs import CHECKPOINT_MANIFEST, checkpoint_problem, prepare_output_dir
 from ..tasks import load_task
 from ._common import add_model_arguments, add_task_arguments, task_kwargs
 
@@ -41,11 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_checkpoint_folder(model: str) -> None:
     """A ``bupo train`` checkpoint given as ``--model`` must match its manifest byte for byte (SHA-256 of every file)."""
-    from pathlib import Path  # noqa: PLC0415
-
-    from ..errors import ModelNotAvailableError  # noqa: PLC0415
-    from ..runs import CHECKPOINT_MANIFEST, checkpoint_problem  # noqa: PLC0415
-
     folder = Path(model).expanduser()
     if folder.is_dir() and (folder / CHECKPOINT_MANIFEST).is_file():
         problem = checkpoint_problem(folder, verify="full")
@@ -57,10 +55,6 @@ def check_checkpoint_folder(model: str) -> None:
 
 def check_finite_weights(model, name: str) -> None:
     """Refuse a model with NaN or infinite weights (a diverged run) before sampling from it."""
-    import torch  # noqa: PLC0415
-
-    from ..errors import ModelNotAvailableError  # noqa: PLC0415
-
     bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
         raise ModelNotAvailableError(
@@ -89,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, num_problems=min(cfg.num_problems, len(task)))
     result = evaluate(model, tok, task, cfg, model_name=args.model)
     path = result.save(args.out)
-    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415
+    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415  (optional: it imports matplotlib.pyplot)
 
     fig = plot_pass_at_k({args.model: result.to_json()})
     fig.savefig(path.parent / "pass_at_k.png", dpi=120)
