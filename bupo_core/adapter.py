@@ -322,7 +322,7 @@ class ArchitectureAdapter:
     # ----------------------------------------------------------------- projection
     def apply_norm(self, hidden: torch.Tensor, norm: Norm) -> torch.Tensor:
         """``hidden`` unchanged for ``norm="none"`` (the paper), LN_final(hidden) for ``"final"``."""
-        from .policy_head import head_parts  # noqa: PLC0415 - cycle: policy_head imports adapter
+        from .policy_head import head_parts  # noqa: PLC0415  (cycle: policy_head imports adapter)
 
         norm_module = head_parts(self, norm)[0]
         return norm_module(hidden) if norm_module is not None else hidden
@@ -342,7 +342,7 @@ class ArchitectureAdapter:
         Returns:
             [..., N] logits.
         """
-        from .policy_head import PolicyHead  # noqa: PLC0415 - cycle: policy_head imports adapter
+        from .policy_head import PolicyHead  # noqa: PLC0415  (cycle: policy_head imports adapter)
 
         out = PolicyHead.from_adapter(self, norm, detach=False).logits(hidden)
         target = dtype if dtype is not None else self.unembed_weight.dtype

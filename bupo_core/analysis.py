@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .adapter import ArchitectureAdapter, Norm
 from .entropy import boundary_layer
@@ -46,9 +47,10 @@ from .errors import InputFormatError
 from .lens import LENS_STATISTICS, InternalPolicyStatistics, LensConfig, internal_policy_statistics
 from .policy_head import REDUCERS, check_norm
 from .rollout import SamplingConfig, generate
+from .runs import iter_jsonl
 from .sampling import MAX_NEW_TOKENS_ANALYSIS, SamplingFields
 from .sequences import Prompt, context_length, encode_prompt, encode_response, pack_sequences
-from .tasks import PAPER_SYSTEM_PROMPT, SHORT_SUFFIX, TEMPLATES  # noqa: F401  (re-exported)
+from .tasks import PAPER_SYSTEM_PROMPT, SHORT_SUFFIX, TEMPLATES, reasoning_gym_entries  # noqa: F401  (re-exported)
 
 #: The prompt styles are the task templates (one prompt system: :data:`bupo_core.tasks.TEMPLATES`).
 PROMPT_STYLES = tuple(TEMPLATES)
@@ -113,8 +115,6 @@ def load_pairs(path: str | Path) -> list[PromptResponse]:
     Each line is ``{"messages": [chat messages], "response": "text"}`` or
     ``{"prompt": "raw text", "response": "text"}``. Errors name the file and the line.
     """
-    from .runs import iter_jsonl  # noqa: PLC0415
-
     p = Path(path)
     if not p.exists():
         raise InputFormatError(
@@ -153,7 +153,7 @@ def task_prompts(
         style: see the module docstring.
         task_kwargs: passed to ``reasoning_gym.create_dataset`` (e.g. ``min_terms=2``).
     """
-    from reasoning_gym.factory import DATASETS  # noqa: PLC0415
+    from reasoning_gym.factory import DATASETS  # noqa: PLC0415  (optional: slow to import, absent on a bare GPU machine)
 
     if n < 1:
         raise InputFormatError(f"the number of prompts must be >= 1, got {n}")
@@ -164,7 +164,6 @@ def task_prompts(
             f"unknown reasoning-gym task {task!r}.{hint} Examples: chain_sum, basic_arithmetic, simple_equations "
             f"({len(DATASETS)} tasks in all: python -c 'import reasoning_gym.factory as f; print(sorted(f.DATASETS))')"
         )
-    from .tasks import reasoning_gym_entries  # noqa: PLC0415
 
     style_prompt("", style)  # validate before building
     _, rows = reasoning_gym_entries(task, size=n, seed=seed, **task_kwargs)
@@ -440,8 +439,6 @@ def analyse_entropy(
     Raises:
         InputFormatError: empty response, sequence longer than the model's context, no prompts.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
     cfg = config or AnalysisConfig()
     items = [p if isinstance(p, PromptResponse) else PromptResponse(prompt=p) for p in prompts]
     if not items:

@@ -13,13 +13,11 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, commands
 from .errors import BupoError
 
 
 def _command_modules() -> list:
-    from . import commands  # noqa: PLC0415
-
     mods = []
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import json
 import re
 import types
 import typing
@@ -227,8 +229,6 @@ def parse_key_values(items: Iterable[str] | None, flag: str = "--task-arg") -> d
     >>> parse_key_values(["max_terms=2", "ratio=0.5", "name=x", "flag=True", "xs=[1, 2]"])
     {'max_terms': 2, 'ratio': 0.5, 'name': 'x', 'flag': True, 'xs': [1, 2]}
     """
-    import json  # noqa: PLC0415
-
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -323,7 +323,6 @@ def fill_generated_blocks(text: str, where: str = "text") -> str:
     >>> out.splitlines()[1]
     '| field | default | meaning |'
     """
-    import importlib  # noqa: PLC0415  (only the docs tool draws tables)
 
     def table(m: re.Match) -> str:
         name = m.group(2)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .policy_head import entropy_of_probs_
+
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of softmax(logits) over the last dimension, computed in float32.
@@ -37,8 +39,6 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     >>> float(entropy_from_logits(torch.tensor([0.0, -1e4])))
     0.0
     """
-    from .policy_head import entropy_of_probs_  # noqa: PLC0415  (the one entropy formula)
-
     with torch.autocast(device_type=logits.device.type, enabled=False):
         return entropy_of_probs_(torch.softmax(logits.float(), dim=-1))
 

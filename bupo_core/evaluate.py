@@ -18,6 +18,7 @@ Definitions (paper section 5 and Chen et al. 2021):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -26,8 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from .config_cli import check_seed
 from .errors import InputFormatError
+from .rewards import Grader, extract_boxed, extract_last_number
+from .rollout import SamplingConfig, generate
+from .runs import iter_jsonl
 from .sampling import MAX_NEW_TOKENS_EVAL, SamplingFields
 
 # ----------------------------------------------------------------------------- pure maths
@@ -126,7 +132,6 @@ class EvalConfig(SamplingFields):
         self.check_sampling_fields(batch_size=self.batch_size)
         if not 0 < self.confidence < 1:
             raise InputFormatError(f"confidence must be in (0, 1), got {self.confidence}")
-        from .config_cli import check_seed  # noqa: PLC0415
 
         check_seed(self.seed, "seed")
 
@@ -211,8 +216,6 @@ class EvalResult:
         question, ``question_sha``), so sweeps commit it and analyses can pair cells by problem;
         ``responses.jsonl`` holds the question, reference answer, sampled texts and rewards.
         """
-        import hashlib  # noqa: PLC0415
-
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "eval.json"
@@ -240,8 +243,6 @@ class EvalResult:
 
 def has_answer(text: str, answer_format: str) -> bool:
     """Whether a response contains a parseable final answer in the task's format."""
-    from .rewards import extract_boxed, extract_last_number  # noqa: PLC0415
-
     try:
         found = extract_boxed(text) if answer_format == "boxed" else extract_last_number(text)
     except Exception:  # noqa: BLE001 - a malformed response simply has no answer
@@ -268,11 +269,6 @@ def evaluate(
         model_name: label stored in the result.
         progress: tqdm bar over problem batches.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    from .rewards import Grader  # noqa: PLC0415
-    from .rollout import SamplingConfig, generate  # noqa: PLC0415
-
     cfg = config or EvalConfig()
     if cfg.num_problems > len(task.examples):
         raise ValueError(
@@ -356,8 +352,6 @@ def compare(results: dict[str, dict], *, seed: int = 0, resamples: int = 2000) -
 
 def load_eval(out_dir: str | Path) -> dict[str, Any]:
     """Read ``eval.json`` and add the per-problem correct counts from ``per_problem.jsonl``."""
-    from .runs import iter_jsonl  # noqa: PLC0415  (the one JSONL reader: errors name file and line)
-
     out = Path(out_dir)
     data = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     data["correct"] = [

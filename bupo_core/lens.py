@@ -53,7 +53,7 @@ from .entropy import (
     layer_entropy_change,
 )
 from .errors import InputFormatError
-from .policy_head import PolicyHead, check_norm, default_chunk_size, reduce_policy
+from .policy_head import REDUCERS, PolicyHead, check_norm, default_chunk_size, reduce_policy
 
 
 def _adapter(model_or_adapter: nn.Module | ArchitectureAdapter) -> ArchitectureAdapter:
@@ -235,8 +235,6 @@ class LensConfig:
     statistics: tuple[str, ...] = LENS_STATISTICS
 
     def __post_init__(self) -> None:
-        from .policy_head import REDUCERS  # noqa: PLC0415
-
         check_norm(self.norm)
         check_kinds(self.kinds)
         unknown = [n for n in self.statistics if n not in REDUCERS]
@@ -398,8 +396,6 @@ def internal_policy_statistics(
     >>> tuple(stats.entropy["layer"].shape), tuple(stats.entropy["ffn"].shape)
     ((3, 4), (2, 4))
     """
-    from .policy_head import REDUCERS  # noqa: PLC0415
-
     cfg = config or LensConfig()
     adapter = adapter or ArchitectureAdapter(model)
     L = adapter.num_layers

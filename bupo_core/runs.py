@@ -37,17 +37,23 @@ while writing it) with a warning.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
 import shutil
 import socket
+import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import safetensors.torch  # save_file is looked up when called: a test replaces it
 import torch
+from transformers.utils import logging as hf_logging
 
 from .errors import BupoError, ConfigMismatchError, InputFormatError
 from .manifest import manifest_problem, write_manifest
@@ -161,9 +167,6 @@ def lock_folder(folder: str | Path, *, what: str = "run folder", log=None) -> Fo
     process that already holds the folder (``bupo train`` locks it, then the run loop does) is
     nested: it succeeds and its ``release()`` leaves the lock to the outer claim.
     """
-    import sys  # noqa: PLC0415
-    import time  # noqa: PLC0415
-
     log = log or (lambda msg: print(msg, file=sys.stderr))
     p = prepare_output_dir(folder, what=what)
     path = p / LOCK
@@ -527,8 +530,6 @@ def _unflat_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     """Python, torch, CUDA and NumPy RNG states as (tensors, JSON)."""
-    import numpy as np  # noqa: PLC0415
-
     tensors = {"torch": torch.get_rng_state().clone()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -542,8 +543,6 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
 
 def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Restore what :func:`rng_state` saved."""
-    import numpy as np  # noqa: PLC0415
-
     py = meta["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     torch.set_rng_state(tensors["torch"])
@@ -616,8 +615,6 @@ def save_checkpoint(
 
 
 def _disk_full(exc: BaseException) -> bool:
-    import errno  # noqa: PLC0415
-
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(exc)
@@ -638,9 +635,6 @@ def _save_checkpoint(
     keep: int,
     metrics_path: str | Path | None,
 ) -> Path:
-    from safetensors.torch import save_file  # noqa: PLC0415
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
     final = root / f"checkpoint-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     bars = hf_logging.is_progress_bar_enabled()
@@ -652,11 +646,11 @@ def _save_checkpoint(
         if bars:
             hf_logging.enable_progress_bar()
     opt_tensors, opt_meta = _flat_optimizer(optimizer.state_dict())
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    safetensors.torch.save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     rng_tensors, rng_meta = rng_state()
-    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    safetensors.torch.save_file(rng_tensors, str(tmp / "rng.safetensors"))
     if reference is not None:
-        save_file(
+        safetensors.torch.save_file(
             {k: v.detach().to("cpu").clone().contiguous() for k, v in reference.state_dict().items()},
             str(tmp / "reference.safetensors"),
         )
@@ -710,14 +704,14 @@ def load_checkpoint_state(ckpt: str | Path) -> dict:
     Returns ``trainer_state.json``'s dict plus ``"optimizer_state"`` (a ``state_dict`` for
     ``optimizer.load_state_dict``), ``"rng_tensors"`` and, when saved, ``"reference_state"``.
     """
-    from safetensors.torch import load_file  # noqa: PLC0415
-
     ckpt = Path(ckpt)
     state = json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
-    state["optimizer_state"] = _unflat_optimizer(load_file(str(ckpt / "optimizer.safetensors")), state["optimizer"])
-    state["rng_tensors"] = load_file(str(ckpt / "rng.safetensors"))
+    state["optimizer_state"] = _unflat_optimizer(
+        safetensors.torch.load_file(str(ckpt / "optimizer.safetensors")), state["optimizer"]
+    )
+    state["rng_tensors"] = safetensors.torch.load_file(str(ckpt / "rng.safetensors"))
     if (ckpt / "reference.safetensors").exists():
-        state["reference_state"] = load_file(str(ckpt / "reference.safetensors"))
+        state["reference_state"] = safetensors.torch.load_file(str(ckpt / "reference.safetensors"))
     return state
 
 

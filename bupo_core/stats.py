@@ -39,6 +39,8 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 EXACT_MAX_N = 16
 EXACT_MAX_SPLITS = 20_000  # label_permutation_test enumerates every split up to this many
 ALPHA = 0.05
@@ -184,7 +186,6 @@ def label_permutation_test(
             count += 1
             hits += gap(sum(pool[i] for i in idx)) >= observed - tol
         return hits / count
-    import numpy as np  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     values = np.asarray(pool, dtype=float)

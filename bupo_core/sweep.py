@@ -51,15 +51,33 @@ import multiprocessing
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+import yaml
+
+from . import models  # models.load_model is looked up when called: tests replace it
+from .config_cli import MAX_SEED, check_seed
 from .errors import BupoError, InputFormatError
-from .evaluate import EvalConfig
+from .evaluate import EvalConfig, evaluate
+from .models import check_device, check_train_model
+from .runs import append_metrics, iter_jsonl, latest_checkpoint, lock_folder, prepare_output_dir, read_metrics
+from .runtime import default_device
+from .stats import compare_to_control, mean_se
+from .tasks import load_task
+from .trainer import TrainConfig, Trainer
 
 METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
+#: how the reports name each metric (``{k}``: the number of samples per problem)
+METRIC_LABELS = {
+    "avg_at_k": "Avg@{k}",
+    "pass_at_k": "Pass@{k}",
+    "no_answer_rate": "no parseable answer",
+    "accuracy_among_answered": "accuracy among answered",
+}
 SPEC_KEYS = {"name", "description", "shared", "seeds", "control", "eval", "arms", "notes"}
 ARM_KEYS = {"name", "config", "seeds", "note", "paper", "group"}
 #: the ``eval:`` keys that say where the problems come from (every other key is an EvalConfig field)
@@ -97,6 +115,11 @@ RESERVED = {
     "out_dir": "the sweep puts each run under DIR/cells/<arm>/seed-<s>/run",
 }
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def metric_label(metric: str, k: int) -> str:
+    """Human name of a summary metric (``"avg_at_k"`` -> ``"Avg@8"``)."""
+    return METRIC_LABELS.get(metric, metric).format(k=k)
 
 
 # ----------------------------------------------------------------------------- the spec
@@ -149,8 +172,6 @@ class SweepSpec:
 
     def train_config(self, arm: Arm, seed: int, out_dir: str | Path, device: str | None = None):
         """The :class:`TrainConfig` of cell (arm, seed)."""
-        from .trainer import TrainConfig  # noqa: PLC0415
-
         merged = {**self.shared, **arm.config, "seed": seed, "out_dir": str(out_dir)}
         if device is not None:
             merged["device"] = device
@@ -160,8 +181,6 @@ class SweepSpec:
 
     def arm_differences(self, arm: Arm) -> dict:
         """The TrainConfig fields of ``arm`` that differ from the shared settings (JSON values)."""
-        from .trainer import TrainConfig  # noqa: PLC0415
-
         base = _config_dict(TrainConfig, self.shared)
         full = _config_dict(TrainConfig, {**self.shared, **arm.config})
         return {k: v for k, v in full.items() if base.get(k) != v}
@@ -209,12 +228,6 @@ def _read_spec_file(path: Path) -> Any:
             raise InputFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
-            import yaml  # noqa: PLC0415
-        except ImportError as exc:  # pragma: no cover - pyyaml comes with transformers
-            raise InputFormatError(
-                f"{path}: reading YAML needs pyyaml (pip install pyyaml), or write the spec as JSON"
-            ) from exc
-        try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -234,7 +247,6 @@ def _seed_list(value: Any, where: str) -> list[int]:
         raise InputFormatError(f"{where} must be a non-empty list of non-negative integers, got {value!r}")
     if len(set(value)) != len(value):
         raise InputFormatError(f"{where} lists a seed twice: {value!r}")
-    from .config_cli import MAX_SEED  # noqa: PLC0415
 
     if max(value) > MAX_SEED:
         raise InputFormatError(f"{where}: seed {max(value)} is out of range; seeds must be integers in 0..{MAX_SEED}")
@@ -253,8 +265,6 @@ def parse_spec(data: Any, path: str = "<spec>", *, skip_unavailable: bool = Fals
             marked ``unavailable`` (no cells, listed under ``unavailable_arms`` in the summary)
             instead of raising. The control arm must be available.
     """
-    from .trainer import TrainConfig  # noqa: PLC0415
-
     valid = [f.name for f in fields(TrainConfig)]
     if not isinstance(data, dict):
         raise InputFormatError(
@@ -399,8 +409,6 @@ def eval_config(ev: dict, *, seed: int) -> EvalConfig:
 
 def _check_eval(ev: dict, seeds: list[int], path: str) -> None:
     """The eval settings as :class:`~bupo_core.evaluate.EvalConfig` checks them (every cell's seed included)."""
-    from .config_cli import check_seed  # noqa: PLC0415
-
     check_seed(ev["task_seed"], f"{path}: eval task_seed")
     try:
         for seed in sorted(set(seeds))[-1:] or [0]:
@@ -419,9 +427,6 @@ def check_spec_for_run(spec: SweepSpec, device: str | None = None) -> None:
     model (:func:`bupo_core.models.check_train_model`, no weights loaded), and loads the training and
     evaluation tasks once each. ``bupo sweep`` and ``bupo sweep --dry-run`` both call it.
     """
-    from .models import check_device, check_train_model  # noqa: PLC0415
-    from .tasks import load_task  # noqa: PLC0415
-
     check_device(device)
     tasks_seen: set[str] = set()
     for arm, seed in spec.cells():
@@ -575,10 +580,6 @@ RUN_SETTINGS_BASELINE: dict[str, Any] = {"generation_batch_size": 64, "grader_ti
 
 def resolve_device(device: str | None) -> str:
     """The device type a cell runs on: ``cpu`` or ``cuda`` (``None`` = cuda if available)."""
-    import torch  # noqa: PLC0415
-
-    from .runtime import default_device  # noqa: PLC0415
-
     return (torch.device(device) if device else default_device()).type
 
 
@@ -588,8 +589,6 @@ def run_settings(spec: SweepSpec, arm: Arm, device: str | None = None) -> dict:
     ``generation_batch_size`` (the batch shape changes the sampled tokens), ``grader_timeout_s``
     (a slow answer scores 0) and the device type (CPU and CUDA kernels sample differently).
     """
-    from .trainer import TrainConfig  # noqa: PLC0415
-
     merged = {**spec.shared, **arm.config}
     d = TrainConfig()
     return {
@@ -609,8 +608,6 @@ def cell_key(spec: SweepSpec, arm: Arm, seed: int, device: str | None = None) ->
     used) add nothing to the hash, so the keys of rows written before they entered it still hold.
     ``device`` is the device the cell runs (or ran) on; ``None`` = the spec's, else cuda if available.
     """
-    from .trainer import TrainConfig  # noqa: PLC0415
-
     cfg = _config_dict(TrainConfig, {**spec.shared, **arm.config, "seed": seed})
     for k in UNKEYED_FIELDS:
         cfg.pop(k, None)
@@ -642,7 +639,6 @@ def read_cells(path: str | Path) -> list[dict]:
         p = p / "cells.jsonl"
     if not p.exists():
         return []
-    from .runs import iter_jsonl  # noqa: PLC0415
 
     # a torn last line (a crash while appending) is skipped with a warning: that cell simply reruns
     rows = []
@@ -675,10 +671,6 @@ def run_cell(
 
     Raises ``KeyboardInterrupt`` when training was interrupted (its checkpoint is on disk).
     """
-    from .evaluate import evaluate  # noqa: PLC0415
-    from .tasks import load_task  # noqa: PLC0415
-    from .trainer import Trainer, read_metrics  # noqa: PLC0415
-
     cell_dir = out / "cells" / arm.name / f"seed-{seed}"
     run_dir = cell_dir / "run"
     cfg = spec.train_config(arm, seed, run_dir, device)
@@ -686,12 +678,8 @@ def run_cell(
     rewards: list[float] = []
     resumed = False
     if cfg.steps == 0:  # the untrained model
-        from .models import load_model  # noqa: PLC0415
-
-        model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+        model, tok = models.load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
     else:
-        from .trainer import latest_checkpoint  # noqa: PLC0415
-
         resumed = (run_dir / "config.json").exists() and latest_checkpoint(run_dir / "checkpoints") is not None
         if run_dir.exists() and not resumed:
             shutil.rmtree(run_dir)  # a crash before the first checkpoint: start the cell over
@@ -779,7 +767,6 @@ def run_sweep(
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputFormatError(f"workers={workers!r}: give a whole number >= 1 (1 runs the cells one after another)")
-    from .runs import lock_folder, prepare_output_dir  # noqa: PLC0415
 
     out = Path(out)
     cells_path = out / "cells.jsonl"
@@ -870,8 +857,6 @@ def _run_cells(
     on_cell_done: Callable[[dict], None] | None,
     workers: int = 1,
 ) -> SweepReport:
-    from .runs import append_metrics  # noqa: PLC0415
-
     total = len(skipped) + len(todo)
     log(
         f"[sweep] {spec.name}: {total} cells, {len(skipped)} already finished, {len(todo)} to run -> {out}"
@@ -991,8 +976,6 @@ def summarize(spec: SweepSpec, rows: list[dict]) -> dict:
     their order. ``pass_at_k`` is at the largest k (``"k"``). ``vs_control`` pairs cells by seed
     (:func:`bupo_core.stats.compare_to_control`, sign-flip p-value).
     """
-    from .stats import compare_to_control, mean_se  # noqa: PLC0415
-
     by_arm: dict[str, dict[int, dict]] = {a.name: {} for a in spec.available_arms()}
     for r in rows:
         if r["arm"] in by_arm:
@@ -1057,15 +1040,129 @@ def _mean_or_none(xs: list) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def cell_ipa_updates(rows: Sequence[dict]) -> int:
+    """IPA updates of one cell: the sum over its ``metrics.jsonl`` rows of ``ipa_updates``.
+
+    Rows written before the trainer logged ``ipa_updates`` count their ``updates`` when their
+    ``phase`` is ``"internal"`` (the optimizer updates of an internal-phase step are IPA updates),
+    else 0.
+    """
+    total = 0
+    for row in rows:
+        if row.get("ipa_updates") is not None:
+            total += int(row["ipa_updates"])
+        elif row.get("phase") == "internal":
+            total += int(row.get("updates") or 0)
+    return total
+
+
+def full_policy_steps(cfg: Any) -> int:
+    """Full-policy (GRPO-phase) steps of a :class:`~bupo_core.trainer.TrainConfig`: ``steps - inter_steps`` for BuPO."""
+    return int(cfg.steps) - (int(cfg.inter_steps) if cfg.method == "bupo" else 0)
+
+
+def matched_controls(spec: Any) -> dict[str, str]:
+    """``{bupo arm: grpo arm}``: for each BuPO arm, the GRPO arm with as many full-policy steps.
+
+    The match must differ from the shared settings in nothing but ``method`` and ``steps`` (a plain
+    GRPO run), so the pair separates "what the internal phase did" from "fewer full-policy steps".
+    The sweep's control is preferred when it matches. Arms without a match are left out.
+    """
+    plain: list[tuple[str, int]] = []
+    cfgs = {}
+    for arm in spec.available_arms():
+        cfg = spec.train_config(arm, arm.seeds[0], "unused")
+        cfgs[arm.name] = cfg
+        if cfg.method == "grpo" and cfg.steps > 0 and set(spec.arm_differences(arm)) <= {"method", "steps"}:
+            plain.append((arm.name, cfg.steps))
+    plain.sort(key=lambda t: t[0] != spec.control)
+    out = {}
+    for name, cfg in cfgs.items():
+        if cfg.method == "bupo" and cfg.steps > 0:
+            match = next((g for g, steps in plain if steps == full_policy_steps(cfg)), None)
+            if match is not None:
+                out[name] = match
+    return out
+
+
+def augment_summary(spec: Any, folder: str | Path, summary: dict) -> dict:
+    """Add what ``summary.json`` reports beyond the per-metric statistics (in place; returns it).
+
+    Per BuPO arm (``method: bupo``, ``steps > 0``):
+
+    * ``ipa_updates``: ``{"per_seed": [...], "zero_update_seeds": [...]}``: per finished seed (the
+      arm's ``seeds`` order) the IPA updates of the cell (:func:`cell_ipa_updates` of its kept
+      ``metrics.jsonl``; ``None`` when the file was not kept). A cell with zero IPA updates ran no
+      internal phase at all: it is GRPO with fewer steps, listed under ``zero_update_seeds``;
+    * ``vs_control_with_ipa``: the comparison with the control over the seeds that made at least
+      one IPA update (present when some seed made none), so no cell without an internal phase is
+      counted as BuPO;
+    * ``matched_control`` and ``vs_matched``: the GRPO arm with as many full-policy steps
+      (:func:`matched_controls`) and the comparison with it over the common seeds.
+
+    Per trained arm whose rows log them: ``sampling: {"prompts_drawn": [...], "prompts_kept": [...]}``
+    per seed (dynamic sampling; ``None`` for a seed without the fields). Top level:
+    ``flags``: one line per BuPO cell with zero IPA updates; ``shared.dynamic_sampling`` is the
+    spec's setting (``false`` when the spec does not set it).
+    """
+    folder = Path(folder)
+    arms = summary["arms"]
+    matched = matched_controls(spec)
+    flags: list[str] = []
+
+    def metric_map(arm: str, metric: str, seeds: Sequence[int] | None = None) -> dict[int, float]:
+        a = arms[arm]
+        vals = dict(zip(a["seeds"], a["metrics"][metric]["per_seed"]))
+        return {s: v for s, v in vals.items() if v is not None and (seeds is None or s in seeds)}
+
+    for arm in spec.available_arms():
+        a = arms.get(arm.name)
+        if a is None:
+            continue
+        cfg = spec.train_config(arm, arm.seeds[0], "unused")
+        metrics_rows = {}
+        for s in a["seeds"]:
+            p = folder / "cells" / arm.name / f"seed-{s}" / "run" / "metrics.jsonl"
+            metrics_rows[s] = read_metrics(p) if p.exists() else None
+        if cfg.steps > 0 and any(rows and any("prompts_drawn" in r for r in rows) for rows in metrics_rows.values()):
+            a["sampling"] = {
+                key: [None if not rows else sum(int(r.get(key) or 0) for r in rows) for rows in metrics_rows.values()]
+                for key in ("prompts_drawn", "prompts_kept")
+            }
+        if cfg.method != "bupo" or cfg.steps == 0:
+            continue
+        per_seed = [None if rows is None else cell_ipa_updates(rows) for rows in metrics_rows.values()]
+        zero = [s for s, n in zip(a["seeds"], per_seed) if n == 0]
+        a["ipa_updates"] = {"per_seed": per_seed, "zero_update_seeds": zero}
+        for s in zero:
+            flags.append(
+                f"{arm.name} seed {s}: 0 IPA updates (no internal-phase update: the cell is GRPO with "
+                f"{full_policy_steps(cfg)} full-policy steps, not BuPO)"
+            )
+        if zero:
+            keep = [s for s in a["seeds"] if s not in zero]
+            a["vs_control_with_ipa"] = {
+                m: compare_to_control(metric_map(arm.name, m, keep), metric_map(spec.control, m)) for m in METRICS
+            }
+        if arm.name in matched:
+            g = matched[arm.name]
+            a["matched_control"] = g
+            a["vs_matched"] = {m: compare_to_control(metric_map(arm.name, m), metric_map(g, m)) for m in METRICS}
+    summary["shared"] = {
+        **summary.get("shared", {}),
+        "dynamic_sampling": bool(spec.shared.get("dynamic_sampling", False)),
+    }
+    summary["flags"] = flags
+    return summary
+
+
 def write_summary(spec: SweepSpec, out: str | Path) -> dict:
     """Recompute ``summary.json`` from ``cells.jsonl`` (and the cells' kept ``metrics.jsonl``) and write it.
 
-    :func:`summarize` gives the per-metric statistics; :func:`bupo_core.reporting.sweep_results.augment_summary`
+    :func:`summarize` gives the per-metric statistics; :func:`augment_summary`
     adds the IPA update counts per BuPO cell (flagging cells with none), the matched GRPO control of
     each BuPO arm, dynamic-sampling counts and ``shared.dynamic_sampling``.
     """
-    from .reporting.sweep_results import augment_summary  # noqa: PLC0415
-
     out = Path(out)
     summary = augment_summary(spec, out, summarize(spec, read_cells(out / "cells.jsonl")))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

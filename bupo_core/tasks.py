@@ -41,6 +41,7 @@ thousands of distinct questions (:data:`HELD_OUT_CHAIN_SUM`); :data:`EASY_CHAIN_
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 import re
@@ -49,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputFormatError, ModelNotAvailableError
+from .rewards import check_reasoning_gym_scorer, extract_boxed
+from .runs import iter_jsonl
 
 # The two-term single-digit chain_sum: the easiest setting on which the 135M embedded model earns
 # reward in most groups of 8 (about 14% pass rate), used as the default for CPU training and demos.
@@ -348,7 +351,7 @@ def load_task(
         examples = _keep_split(_load_hub(name, size, tpl.answer_format), split, name)
         return Task(name, examples, tpl, scorer or _default_scorer(tpl), seed, split)
     try:
-        from reasoning_gym.factory import DATASETS  # noqa: PLC0415
+        from reasoning_gym.factory import DATASETS  # noqa: PLC0415  (optional: slow to import, absent on a bare GPU machine)
 
         registered = set(DATASETS)
     except ImportError:  # pragma: no cover
@@ -360,8 +363,6 @@ def load_task(
         )
     tpl = get_template(template or "short")
     if (scorer or "reasoning_gym") == "reasoning_gym":
-        from .rewards import check_reasoning_gym_scorer  # noqa: PLC0415
-
         check_reasoning_gym_scorer(name)
     pool = kwargs.pop("pool", "first")
     if pool not in POOLS:
@@ -483,7 +484,7 @@ def reasoning_gym_entries(name: str, *, size: int, seed: int, **kwargs: Any) -> 
 def reasoning_gym_dataset(name: str, *, size: int, seed: int, **kwargs: Any) -> Any:
     """A reasoning-gym generator (rows are made on access); its own errors about settings become
     :class:`InputFormatError` naming the task and the settings (e.g. ``min_terms > max_terms``)."""
-    import reasoning_gym as rg  # noqa: PLC0415
+    import reasoning_gym as rg  # noqa: PLC0415  (optional: slow to import, absent on a bare GPU machine)
 
     settings = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "the defaults"
     try:
@@ -511,8 +512,6 @@ def read_jsonl(path: str | Path, answer_format: str = "last_number") -> list[Exa
     Blank lines are skipped. Raises :class:`InputFormatError` naming the file and line number of
     the first malformed line.
     """
-    from .runs import iter_jsonl  # noqa: PLC0415
-
     p = Path(path).expanduser()
     if not p.exists():
         raise InputFormatError(
@@ -555,7 +554,7 @@ def _load_hub(name: str, size: int, answer_format: str) -> list[Example]:
     t = HUB_TASKS[name]
     repo = t.repo
     try:
-        import datasets  # noqa: PLC0415
+        import datasets  # noqa: PLC0415  (optional: datasets, the hub extra, only for hub tasks)
 
         ds = datasets.load_dataset(repo, t.subset, split=t.split)
     except Exception as exc:  # noqa: BLE001 - offline shows up as many exception types
@@ -572,8 +571,6 @@ def _load_hub(name: str, size: int, answer_format: str) -> list[Example]:
         if repo == "openai/gsm8k":
             a = _gsm8k_answer(a)
         elif t.answer == "solution":
-            from .rewards import extract_boxed  # noqa: PLC0415
-
             a = extract_boxed(a)
             if a is None:
                 continue
@@ -587,8 +584,6 @@ def chain_sum_questions(kw: dict) -> list[str]:
     >>> len(chain_sum_questions(HELD_OUT_CHAIN_SUM)), len(chain_sum_questions(EASY_CHAIN_SUM))
     (4200, 200)
     """
-    import itertools  # noqa: PLC0415
-
     out = []
     for terms in range(kw["min_terms"], kw["max_terms"] + 1):
         for digits in range(kw["min_digits"], kw["max_digits"] + 1):

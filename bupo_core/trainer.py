@@ -31,12 +31,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from . import loop, runs, step
+from . import loop, models, runs, step  # models.load_model is looked up when called: tests replace it
 from .adapter import ArchitectureAdapter
 from .errors import ConfigMismatchError, InputFormatError
 from .loop import TrainingOutOfMemoryError, TrainResult  # noqa: F401 - re-exported
 from .losses import LossAggregation, get_aggregation, get_policy_loss
-from .models import check_device, load_model
+from .models import check_device
 from .policy_head import check_norm, policy_logprobs  # noqa: F401 - policy_logprobs re-exported
 from .precision import LossScaler, check_precision, resolve_precision
 from .rewards import SCORER_ANSWER_FORMATS, Grader, get_scorer
@@ -486,9 +486,11 @@ class Trainer:
         self.nonfinite_streak = 0
         self.resumed_from = loop.check_resume(self.out_dir, config, self.task) if resume else None
         if self.resumed_from is not None:
-            model, tokenizer = load_model(str(self.resumed_from), device=config.device, dtype=config.dtype)
+            model, tokenizer = models.load_model(str(self.resumed_from), device=config.device, dtype=config.dtype)
         elif model is None:
-            model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
+            model, tokenizer = models.load_model(
+                config.model, device=config.device, dtype=config.dtype, seed=config.seed
+            )
         if tokenizer is None:
             raise InputFormatError("pass the tokenizer together with the model")
         # float32 master weights whatever the load dtype (bf16 on CUDA): AdamW on bf16 weights rounds

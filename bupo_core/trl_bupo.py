@@ -61,6 +61,7 @@ from torch import nn
 from .adapter import ArchitectureAdapter
 from .errors import InputFormatError
 from .losses import get_aggregation, get_policy_loss
+from .policy_head import policy_logprobs
 from .sequences import PackedBatch, pack_sequences
 
 __all__ = [
@@ -230,7 +231,7 @@ def task_dataset(task: Any, size: int | None = None) -> Any:
 
     ``example_index`` points into ``task.examples``; :func:`task_reward_function` grades with it.
     """
-    import datasets  # noqa: PLC0415
+    import datasets  # noqa: PLC0415  (optional: datasets, the trl extra)
 
     n = len(task) if size is None else size
     rows = []
@@ -325,7 +326,7 @@ def bupo_grpo_trainer_class() -> type:
     if _CLASS:
         return _CLASS[0]
     try:
-        from trl import GRPOTrainer  # noqa: PLC0415
+        from trl import GRPOTrainer  # noqa: PLC0415  (optional: the trl extra)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise InputFormatError("the TRL-based trainer needs TRL: pip install 'bupo-notebooks[trl]'") from exc
 
@@ -519,8 +520,6 @@ def bupo_grpo_trainer_class() -> type:
             self, model: nn.Module, batch: PackedBatch, layer: int | None, grad: bool
         ) -> tuple[torch.Tensor, torch.Tensor]:
             """(logp, entropy) [n, T] of packed rows under the layer-l or full policy; ``grad`` routes through the wrapper."""
-            from .policy_head import policy_logprobs  # noqa: PLC0415
-
             inner = self.accelerator.unwrap_model(model)
             adapter = self.adapter if inner is self.model else ArchitectureAdapter(inner)
 

@@ -176,6 +176,27 @@ def test_demo_overwrite_with_a_bad_model_or_layer_leaves_the_old_report(tmp_path
     assert tree(out) == before
 
 
+def test_a_second_demo_into_a_report_folder_in_use_is_refused_even_with_overwrite(tmp_path, capsys):
+    """The demo holds its report folder's lock: --overwrite by another process deletes nothing of a running demo."""
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in ("demo_config.json", "summary.md"):
+        (out / name).write_text(name)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / runs.LOCK).write_text(
+            json.dumps({"pid": holder.pid, "host": __import__("socket").gethostname(), "started": "now"})
+        )
+        before = tree(out)
+        assert main(["demo", "--out", str(out), "--overwrite", "--model", "tiny-random-llama"]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by bupo process {holder.pid}" in err and len(err.strip().splitlines()) == 1
+        assert tree(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # ----------------------------------------------------------------------------- sweeps
 SWEEP_SHARED = {
     "model": "tiny-random-llama",

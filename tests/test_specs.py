@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bupo_core.cli import main
-from bupo_core.reporting.sweep_results import matched_controls, power_plan
-from bupo_core.sweep import _read_spec_file, parse_spec
+from bupo_core.reporting.sweep_results import power_plan
+from bupo_core.sweep import _read_spec_file, matched_controls, parse_spec
 from bupo_core.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent

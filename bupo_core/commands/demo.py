@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from ..adapter import check_layer
 from ..analysis import AnalysisConfig
 from ..config_cli import add_config_arguments, config_from_args
 from ..evaluate import EvalConfig
 from ..losses import POLICY_LOSSES
+from ..models import check_model
 from ..policy_head import REDUCERS
 from ..tasks import TEMPLATES
 from ..teaching.demo import DemoConfig, run_demo
@@ -112,9 +114,6 @@ def config_from_namespace(args: argparse.Namespace) -> DemoConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..adapter import check_layer  # noqa: PLC0415
-    from ..models import check_model  # noqa: PLC0415
-
     cfg = config_from_namespace(args)
     # the model name and a forced layer are checked before run_demo replaces a previous report
     num_layers = check_model(cfg.model)

@@ -6,10 +6,17 @@ import argparse
 import time
 from pathlib import Path
 
-from ..analysis import AnalysisConfig
-from ..config_cli import add_config_arguments, config_from_args, parse_key_values
+import torch
+
+from .. import analysis, models  # looked up when called: tests replace analyse_entropy and load_model
+from ..adapter import ArchitectureAdapter
+from ..analysis import AnalysisConfig, load_pairs, task_prompts
+from ..config_cli import add_config_arguments, check_seed, config_from_args, parse_key_values
 from ..errors import InputFormatError
+from ..models import check_device, check_model
 from ..policy_head import REDUCERS
+from ..reporting.entropy_plots import save_entropy_report
+from ..runs import prepare_output_dir
 from ..tasks import TEMPLATES
 from ._common import add_task_arg
 
@@ -70,14 +77,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch  # noqa: PLC0415
-
-    from ..adapter import ArchitectureAdapter  # noqa: PLC0415
-    from ..analysis import analyse_entropy, load_pairs, task_prompts  # noqa: PLC0415
-    from ..config_cli import check_seed  # noqa: PLC0415
-    from ..models import check_device, check_model, load_model  # noqa: PLC0415
-    from ..runs import prepare_output_dir  # noqa: PLC0415
-
     # every argument and the output folder are checked before the (slow) model load
     if args.n < 1:
         raise InputFormatError(f"--n must be >= 1, got {args.n}")
@@ -104,15 +103,16 @@ def run(args: argparse.Namespace) -> int:
         source = {"task": args.task, "task_args": kwargs, "prompt_style": args.prompt_style}
     dtype = getattr(torch, args.dtype) if args.dtype else None
     t0 = time.perf_counter()
-    model, tok = load_model(args.model, device=args.device, dtype=dtype)
+    model, tok = models.load_model(args.model, device=args.device, dtype=dtype)
     vocab = ArchitectureAdapter(model).vocab_size
     if cfg.top_k > vocab:
         raise InputFormatError(
             f"--top-k {cfg.top_k} is larger than the model's vocabulary ({vocab} tokens); use 0..{vocab}"
         )
-    report = analyse_entropy(model, tok, items, config=cfg, model_name=args.model, progress=True, settings=source)
+    report = analysis.analyse_entropy(
+        model, tok, items, config=cfg, model_name=args.model, progress=True, settings=source
+    )
     report.timing["total_s"] = round(time.perf_counter() - t0, 3)
-    from ..reporting.entropy_plots import save_entropy_report  # noqa: PLC0415
 
     paths = save_entropy_report(report, args.out, figures=not args.no_figures)
     print(report.summary())

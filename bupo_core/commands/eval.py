@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from pathlib import Path
 
+import torch
+
+from .. import models  # models.load_model is looked up when called: tests replace it
 from ..config_cli import add_config_arguments, config_from_args
-from ..errors import InputFormatError
+from ..errors import InputFormatError, ModelNotAvailableError
 from ..evaluate import EvalConfig, evaluate
 from ..models import check_device, check_model
-from ..runs import prepare_output_dir
+from ..runs import CHECKPOINT_MANIFEST, checkpoint_problem, prepare_output_dir
 from ..tasks import load_task
 from ._common import add_model_arguments, add_task_arguments, task_kwargs
 
@@ -40,11 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_checkpoint_folder(model: str) -> None:
     """A ``bupo train`` checkpoint given as ``--model`` must match its manifest byte for byte (SHA-256 of every file)."""
-    from pathlib import Path  # noqa: PLC0415
-
-    from ..errors import ModelNotAvailableError  # noqa: PLC0415
-    from ..runs import CHECKPOINT_MANIFEST, checkpoint_problem  # noqa: PLC0415
-
     folder = Path(model).expanduser()
     if folder.is_dir() and (folder / CHECKPOINT_MANIFEST).is_file():
         problem = checkpoint_problem(folder, verify="full")
@@ -56,10 +55,6 @@ def check_checkpoint_folder(model: str) -> None:
 
 def check_finite_weights(model, name: str) -> None:
     """Refuse a model with NaN or infinite weights (a diverged run) before sampling from it."""
-    import torch  # noqa: PLC0415
-
-    from ..errors import ModelNotAvailableError  # noqa: PLC0415
-
     bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
         raise ModelNotAvailableError(
@@ -69,9 +64,6 @@ def check_finite_weights(model, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # looked up when the command runs, so that tests can replace bupo_core.models.load_model (no load before the checks)
-    from ..models import load_model  # noqa: PLC0415
-
     # every argument and the output folder are checked before the (slow) model load
     n, k = getattr(args, "num_problems", EvalConfig.num_problems), getattr(args, "k", EvalConfig.k)
     if n < 1 or k < 1:
@@ -86,12 +78,12 @@ def run(args: argparse.Namespace) -> int:
     split = kwargs.pop("split", None) if args.split == "all" else args.split
     kwargs.pop("split", None)
     task = load_task(args.task, size=cfg.num_problems, seed=seed, template=args.template, split=split, **kwargs)
-    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    model, tok = models.load_model(args.model, device=args.device, dtype=args.dtype)
     check_finite_weights(model, args.model)
     cfg = dataclasses.replace(cfg, num_problems=min(cfg.num_problems, len(task)))
     result = evaluate(model, tok, task, cfg, model_name=args.model)
     path = result.save(args.out)
-    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415
+    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415  (optional: it imports matplotlib.pyplot)
 
     fig = plot_pass_at_k({args.model: result.to_json()})
     fig.savefig(path.parent / "pass_at_k.png", dpi=120)

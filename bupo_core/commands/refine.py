@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import models  # models.load_model is looked up when called: tests replace it
 from ..adapter import check_layer
 from ..errors import InputFormatError
 from ..models import check_device, check_model
@@ -52,11 +53,7 @@ def reference_key(model: str, args: argparse.Namespace, seed: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    # load_model: looked up when the command runs, so that tests can replace bupo_core.models.load_model (no load
-    # before the checks); evaluation_plots imports matplotlib.pyplot, which the CLI (it imports every command module
-    # at start-up) loads only when a plot is drawn
-    from ..models import load_model  # noqa: PLC0415
-    from ..reporting.evaluation_plots import plot_refinement  # noqa: PLC0415
+    from ..reporting.evaluation_plots import plot_refinement  # noqa: PLC0415  (optional: it imports matplotlib.pyplot)
 
     # every input is checked before the model loads and before a file is written
     if args.n < 1 or args.max_new_tokens < 1:
@@ -112,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print(f"[bupo] {ref_path} was built for other settings (model, task, --n or length); building it again")
     if reference is None:
-        base, tok = load_model(config["model"], device=args.device, dtype="float32")
+        base, tok = models.load_model(config["model"], device=args.device, dtype="float32")
         reference = build_reference_set(base, tok, task, num_prompts=args.n, max_new_tokens=args.max_new_tokens)
         reference.source["cache_key"] = key
         reference.save(ref_path)

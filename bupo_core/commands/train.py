@@ -8,10 +8,16 @@ generator settings), ``--out``, ``--resume`` and ``--quiet`` are written here.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..config_cli import add_config_arguments, parse_key_values
 from ..config_cli import config_from_args as _config_from_args
-from ._common import add_task_arg
+from ..errors import InputFormatError
+from ..losses import POLICY_LOSSES
+from ..runs import lock_folder, restore_replaced_run
+from ..tasks import TEMPLATES
+from ..trainer import TrainConfig, Trainer
+from ._common import add_task_arg, check_train_settings
 
 NAME = "train"
 HELP = "train with GRPO or BuPO (internal-policy phase at --layer, then GRPO); writes OUT/config.json, metrics.jsonl, checkpoints/"
@@ -25,10 +31,6 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..losses import POLICY_LOSSES  # noqa: PLC0415
-    from ..tasks import TEMPLATES  # noqa: PLC0415
-    from ..trainer import TrainConfig  # noqa: PLC0415
-
     add_config_arguments(
         p,
         TrainConfig,
@@ -58,8 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The validated :class:`~bupo_core.trainer.TrainConfig` described by the parsed arguments."""
-    from ..trainer import TrainConfig  # noqa: PLC0415
-
     if args.task_arg:
         task_kwargs = parse_key_values(args.task_arg)
     elif getattr(args, "task", TrainConfig.task) != "chain_sum":
@@ -72,13 +72,6 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys  # noqa: PLC0415
-
-    from ..errors import InputFormatError  # noqa: PLC0415
-    from ..runs import lock_folder, restore_replaced_run  # noqa: PLC0415
-    from ..trainer import Trainer  # noqa: PLC0415
-    from ._common import check_train_settings  # noqa: PLC0415
-
     # every setting, the model name and its layers are checked before the folder is touched
     if args.resume and args.overwrite:
         raise InputFormatError(

@@ -34,7 +34,7 @@ def _get(report: Any, key: str) -> Any:
 
 
 def _new_axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
     if ax is not None:
         return ax.figure, ax
@@ -156,7 +156,7 @@ def plot_token_layer_heatmap(
         tokens: the response tokens as text, for the x tick labels.
         max_tokens: show at most this many tokens (the first ones).
     """
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
     if kind not in stats.entropy:
         raise ValueError(f"kind {kind!r} was not computed; available: {sorted(stats.entropy)}")
@@ -192,7 +192,7 @@ def plot_token_layer_heatmap(
 
 def plot_entropy_and_norms(report: Any, axes: Any = None) -> Any:
     """Two panels: layer/ATTN/FFN entropy and the mean L2 norms of the same vectors (log scale)."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -232,7 +232,7 @@ def plot_entropy_comparison(
         labels: legend labels (default: each report's model).
         normalise: divide entropies by ln N so that models with different vocabularies compare.
     """
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4))
     for i, rep in enumerate(reports):
@@ -308,7 +308,7 @@ def save_entropy_report(report: Any, out_dir: str | Path, *, figures: bool = Tru
         for name, fig in report_figures(report).items():
             paths[name] = Path(out_dir) / f"{name}.png"
             fig.savefig(paths[name], dpi=120, bbox_inches="tight")
-            import matplotlib.pyplot as plt  # noqa: PLC0415
+            import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
             plt.close(fig)
     return paths

@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..stats import min_p_value
-from .sweep_results import ALPHA, SweepResults, fmt_p, fmt_pm
+from ..errors import InputFormatError
+from ..stats import compare_to_control, min_p_value
+from ..sweep import _read_spec_file
+from ..tasks import EASY_CHAIN_SUM, HELD_OUT_CHAIN_SUM, chain_sum_split_counts
+from .sweep_results import ALPHA, SweepResults, fmt_p, fmt_pm, power_lines, power_plan
 
 MAIN_METRICS = ("avg_at_k", "pass_at_k", "no_answer_rate", "accuracy_among_answered")
 SWEEP_ORDER = ("main", "long", "gemma")
@@ -70,8 +73,6 @@ def _load_json(path: Path) -> Any:
 
 
 def _specs(results: Path) -> list[tuple[str, Path, dict]]:
-    from ..sweep import _read_spec_file  # noqa: PLC0415
-
     out = []
     for p in sorted((results / "specs").glob("*.y*ml")) + sorted((results / "specs").glob("*.json")):
         data = _read_spec_file(p)
@@ -90,8 +91,6 @@ def _committed_sweeps(results: Path) -> list[tuple[str, SweepResults]]:
         try:
             res.check(tol=1e-9)
         except AssertionError as exc:
-            from ..errors import InputFormatError  # noqa: PLC0415
-
             raise InputFormatError(
                 f"{results / name}: summary.json disagrees with cells.jsonl ({str(exc).splitlines()[0]}); "
                 f"rewrite it with `bupo sweep results/specs/{name}.yaml --out {results / name} --summary-only`"
@@ -340,8 +339,6 @@ def _task_section(bench: Path) -> list[str]:
 
 def _pool_lines() -> list[str]:
     """The question kinds of the held-out task's splits, and how each pool rule samples them."""
-    from ..tasks import HELD_OUT_CHAIN_SUM, chain_sum_split_counts  # noqa: PLC0415
-
     c = chain_sum_split_counts(HELD_OUT_CHAIN_SUM)
     tr, ev = c["train"], c["eval"]
     n_tr, n_ev = sum(tr.values()), sum(ev.values())
@@ -395,9 +392,6 @@ def _planned_section(name: str, path: Path, data: dict, rel: str) -> list[str]:
 
 def _decides_lines(data: dict, results: Path) -> list[str]:
     """What the spec says it can decide (its text ``notes``) and its power, stated before the run."""
-    from ..errors import InputFormatError  # noqa: PLC0415
-    from .sweep_results import power_lines, power_plan  # noqa: PLC0415
-
     texts = [n for n in data.get("notes") or [] if isinstance(n, str)]
     try:
         plan, missing = power_plan(data, results), ""
@@ -680,8 +674,6 @@ def _matched_lines(res: SweepResults) -> list[str]:
 
 
 def _easy_questions(bench: Path) -> int | None:
-    from ..tasks import EASY_CHAIN_SUM  # noqa: PLC0415
-
     path = bench / "task_pass_rate.json"
     if not path.exists():
         return None
@@ -894,7 +886,6 @@ def norm_pairs(results: str | Path) -> list[dict]:
     gradient norm before clipping (over steps that made an update), and the paired Avg@K difference
     (final-normed minus raw, same seeds = same prompts and evaluation draw).
     """
-    from ..stats import compare_to_control  # noqa: PLC0415
 
     def without_norm(cfg: dict) -> dict:
         return {k: v for k, v in cfg.items() if k != "ipa_norm"}
@@ -1062,12 +1053,12 @@ def build_page(results: str | Path, *, bench: str | Path | None = None, notebook
 
 
 def _draw(kind: str, payload: Any, path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415  (optional: matplotlib is loaded only when drawing, Agg before pyplot)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
-    from .sweep_plots import plot_arms, plot_curves, plot_paired_differences  # noqa: PLC0415
+    from .sweep_plots import plot_arms, plot_curves, plot_paired_differences  # noqa: PLC0415  (optional: it imports matplotlib.pyplot)
 
     if kind == "arms":
         fig = plot_arms(payload)

@@ -13,7 +13,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from .sweep_results import metric_label
+from ..sweep import metric_label
 
 CONTROL_COLOR = "C3"
 ARM_COLOR = "C0"

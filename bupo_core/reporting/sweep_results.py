@@ -26,21 +26,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputFormatError
-from ..stats import mean_se, min_p_value
+from ..runs import iter_jsonl, read_metrics
+from ..stats import compare_to_control, detectable_difference, mean_se, min_p_value, seeds_needed
+from ..sweep import cell_ipa_updates, metric_label, read_cells, spec_to_json
 
 ALPHA = 0.05
-METRIC_LABELS = {
-    "avg_at_k": "Avg@{k}",
-    "pass_at_k": "Pass@{k}",
-    "no_answer_rate": "no parseable answer",
-    "accuracy_among_answered": "accuracy among answered",
-}
 
 
 def results_dir(start: str | Path | None = None) -> Path:
@@ -51,8 +48,6 @@ def results_dir(start: str | Path | None = None) -> Path:
     a checkout). Raises :class:`InputFormatError` naming the fix when none is found (e.g. a package
     installed from git without the repository: clone it, or set ``BUPO_RESULTS``).
     """
-    import os  # noqa: PLC0415
-
     env = os.environ.get("BUPO_RESULTS")
     if env:
         if not (Path(env) / "specs").is_dir():
@@ -69,11 +64,6 @@ def results_dir(start: str | Path | None = None) -> Path:
         "clone the repository (`git clone --depth 1 https://github.com/bupo-notebooks/bupo-notebooks`) "
         "and run from inside it, or set BUPO_RESULTS to its results/ folder"
     )
-
-
-def metric_label(metric: str, k: int) -> str:
-    """Human name of a summary metric (``"avg_at_k"`` -> ``"Avg@8"``)."""
-    return METRIC_LABELS.get(metric, metric).format(k=k)
 
 
 @dataclass
@@ -102,8 +92,6 @@ class SweepResults:
 
         Raises :class:`InputFormatError` naming the missing file and the command that writes it.
         """
-        from ..sweep import read_cells  # noqa: PLC0415
-
         folder = Path(folder)
         for name in ("summary.json", "cells.jsonl"):
             if not (folder / name).exists():
@@ -206,8 +194,6 @@ class SweepResults:
         Raises ``AssertionError`` naming the arm, metric and both values on a mismatch (a summary
         written before the last rows were appended, or edited by hand).
         """
-        from ..stats import compare_to_control  # noqa: PLC0415
-
         for name, a in self.summary["arms"].items():
             rows = {
                 r["seed"]: r for r in self.rows if r["arm"] == name and r["seed"] in a.get("planned_seeds", a["seeds"])
@@ -243,8 +229,6 @@ class SweepResults:
                     )
                     _close(ref[key], got[key], tol, f"{self.name}/{name}/{metric} vs_control {key}")
             if "ipa_updates" in a:
-                from ..runs import read_metrics  # noqa: PLC0415
-
                 for s, n in zip(a["seeds"], a["ipa_updates"]["per_seed"]):
                     p = self.folder / "cells" / name / f"seed-{s}" / "run" / "metrics.jsonl"
                     want = cell_ipa_updates(read_metrics(p)) if p.exists() else None
@@ -462,8 +446,6 @@ class SweepResults:
 
     def step_metrics(self, arm: str, seed: int) -> list[dict] | None:
         """The per-step training rows (``run/metrics.jsonl``) of one cell, or ``None`` if its folder was not kept."""
-        from ..runs import read_metrics  # noqa: PLC0415
-
         p = self.folder / "cells" / arm / f"seed-{seed}" / "run" / "metrics.jsonl"
         if not p.exists():
             return None
@@ -473,8 +455,6 @@ class SweepResults:
         """Correct samples per evaluation problem of one cell (its committed ``eval/per_problem.jsonl``, in
         problem order), or ``None`` when the cell has none (sweeps before issue 20). Cells of one sweep
         evaluate the same problems in the same order, so these lists pair by problem across arms and seeds."""
-        from ..runs import iter_jsonl  # noqa: PLC0415
-
         p = self.folder / "cells" / arm / f"seed-{seed}" / "eval" / "per_problem.jsonl"
         if not p.exists():
             return None
@@ -552,129 +532,9 @@ class SweepResults:
     # ------------------------------------------------------------------ figures
     def figure(self, metric: str = "avg_at_k", arms: Sequence[str] | None = None, title: str | None = None):
         """The arms' plot: mean ± SE across seeds and every seed's point (:func:`bupo_core.reporting.sweep_plots.plot_arms`)."""
-        from .sweep_plots import plot_arms  # noqa: PLC0415
+        from .sweep_plots import plot_arms  # noqa: PLC0415  (optional: it imports matplotlib.pyplot)
 
         return plot_arms(self.summary, metric=metric, arms=arms, title=title)
-
-
-def cell_ipa_updates(rows: Sequence[dict]) -> int:
-    """IPA updates of one cell: the sum over its ``metrics.jsonl`` rows of ``ipa_updates``.
-
-    Rows written before the trainer logged ``ipa_updates`` count their ``updates`` when their
-    ``phase`` is ``"internal"`` (the optimizer updates of an internal-phase step are IPA updates),
-    else 0.
-    """
-    total = 0
-    for row in rows:
-        if row.get("ipa_updates") is not None:
-            total += int(row["ipa_updates"])
-        elif row.get("phase") == "internal":
-            total += int(row.get("updates") or 0)
-    return total
-
-
-def full_policy_steps(cfg: Any) -> int:
-    """Full-policy (GRPO-phase) steps of a :class:`~bupo_core.trainer.TrainConfig`: ``steps - inter_steps`` for BuPO."""
-    return int(cfg.steps) - (int(cfg.inter_steps) if cfg.method == "bupo" else 0)
-
-
-def matched_controls(spec: Any) -> dict[str, str]:
-    """``{bupo arm: grpo arm}``: for each BuPO arm, the GRPO arm with as many full-policy steps.
-
-    The match must differ from the shared settings in nothing but ``method`` and ``steps`` (a plain
-    GRPO run), so the pair separates "what the internal phase did" from "fewer full-policy steps".
-    The sweep's control is preferred when it matches. Arms without a match are left out.
-    """
-    plain: list[tuple[str, int]] = []
-    cfgs = {}
-    for arm in spec.available_arms():
-        cfg = spec.train_config(arm, arm.seeds[0], "unused")
-        cfgs[arm.name] = cfg
-        if cfg.method == "grpo" and cfg.steps > 0 and set(spec.arm_differences(arm)) <= {"method", "steps"}:
-            plain.append((arm.name, cfg.steps))
-    plain.sort(key=lambda t: t[0] != spec.control)
-    out = {}
-    for name, cfg in cfgs.items():
-        if cfg.method == "bupo" and cfg.steps > 0:
-            match = next((g for g, steps in plain if steps == full_policy_steps(cfg)), None)
-            if match is not None:
-                out[name] = match
-    return out
-
-
-def augment_summary(spec: Any, folder: str | Path, summary: dict) -> dict:
-    """Add what ``summary.json`` reports beyond the per-metric statistics (in place; returns it).
-
-    Per BuPO arm (``method: bupo``, ``steps > 0``):
-
-    * ``ipa_updates``: ``{"per_seed": [...], "zero_update_seeds": [...]}``: per finished seed (the
-      arm's ``seeds`` order) the IPA updates of the cell (:func:`cell_ipa_updates` of its kept
-      ``metrics.jsonl``; ``None`` when the file was not kept). A cell with zero IPA updates ran no
-      internal phase at all: it is GRPO with fewer steps, listed under ``zero_update_seeds``;
-    * ``vs_control_with_ipa``: the comparison with the control over the seeds that made at least
-      one IPA update (present when some seed made none), so no cell without an internal phase is
-      counted as BuPO;
-    * ``matched_control`` and ``vs_matched``: the GRPO arm with as many full-policy steps
-      (:func:`matched_controls`) and the comparison with it over the common seeds.
-
-    Per trained arm whose rows log them: ``sampling: {"prompts_drawn": [...], "prompts_kept": [...]}``
-    per seed (dynamic sampling; ``None`` for a seed without the fields). Top level:
-    ``flags``: one line per BuPO cell with zero IPA updates; ``shared.dynamic_sampling`` is the
-    spec's setting (``false`` when the spec does not set it).
-    """
-    from ..runs import read_metrics  # noqa: PLC0415
-    from ..stats import compare_to_control  # noqa: PLC0415
-    from ..sweep import METRICS  # noqa: PLC0415
-
-    folder = Path(folder)
-    arms = summary["arms"]
-    matched = matched_controls(spec)
-    flags: list[str] = []
-
-    def metric_map(arm: str, metric: str, seeds: Sequence[int] | None = None) -> dict[int, float]:
-        a = arms[arm]
-        vals = dict(zip(a["seeds"], a["metrics"][metric]["per_seed"]))
-        return {s: v for s, v in vals.items() if v is not None and (seeds is None or s in seeds)}
-
-    for arm in spec.available_arms():
-        a = arms.get(arm.name)
-        if a is None:
-            continue
-        cfg = spec.train_config(arm, arm.seeds[0], "unused")
-        metrics_rows = {}
-        for s in a["seeds"]:
-            p = folder / "cells" / arm.name / f"seed-{s}" / "run" / "metrics.jsonl"
-            metrics_rows[s] = read_metrics(p) if p.exists() else None
-        if cfg.steps > 0 and any(rows and any("prompts_drawn" in r for r in rows) for rows in metrics_rows.values()):
-            a["sampling"] = {
-                key: [None if not rows else sum(int(r.get(key) or 0) for r in rows) for rows in metrics_rows.values()]
-                for key in ("prompts_drawn", "prompts_kept")
-            }
-        if cfg.method != "bupo" or cfg.steps == 0:
-            continue
-        per_seed = [None if rows is None else cell_ipa_updates(rows) for rows in metrics_rows.values()]
-        zero = [s for s, n in zip(a["seeds"], per_seed) if n == 0]
-        a["ipa_updates"] = {"per_seed": per_seed, "zero_update_seeds": zero}
-        for s in zero:
-            flags.append(
-                f"{arm.name} seed {s}: 0 IPA updates (no internal-phase update: the cell is GRPO with "
-                f"{full_policy_steps(cfg)} full-policy steps, not BuPO)"
-            )
-        if zero:
-            keep = [s for s in a["seeds"] if s not in zero]
-            a["vs_control_with_ipa"] = {
-                m: compare_to_control(metric_map(arm.name, m, keep), metric_map(spec.control, m)) for m in METRICS
-            }
-        if arm.name in matched:
-            g = matched[arm.name]
-            a["matched_control"] = g
-            a["vs_matched"] = {m: compare_to_control(metric_map(arm.name, m), metric_map(g, m)) for m in METRICS}
-    summary["shared"] = {
-        **summary.get("shared", {}),
-        "dynamic_sampling": bool(spec.shared.get("dynamic_sampling", False)),
-    }
-    summary["flags"] = flags
-    return summary
 
 
 def power_basis(notes: Sequence[Any]) -> dict | None:
@@ -719,11 +579,7 @@ def power_plan(spec: Any, results: str | Path) -> dict | None:
         non-control arm's ``detectable_diff`` is at the seeds it shares with the control;
         ``seeds_needed`` is the fewest seeds (at least ``min_seeds``) that detect ``target_diff``.
     """
-    from ..stats import compare_to_control, detectable_difference, seeds_needed  # noqa: PLC0415
-
     if hasattr(spec, "arms") and not isinstance(spec, dict):
-        from ..sweep import spec_to_json  # noqa: PLC0415
-
         spec = spec_to_json(spec)
     basis = power_basis(spec.get("notes") or [])
     if basis is None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ..runs import read_metrics
+
 Rows = Sequence[Mapping]
 RunLike = Rows | str | Path
 
 
 def _rows(run: RunLike) -> list[Mapping]:
     if isinstance(run, (str, Path)):
-        from ..trainer import read_metrics  # noqa: PLC0415
-
         return read_metrics(run)
     return list(run)
 
@@ -60,7 +60,7 @@ def plot_training_curves(
     Returns:
         The matplotlib figure.
     """
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
     if not isinstance(runs, Mapping):
         runs = {"run": runs}
@@ -111,7 +111,7 @@ def plot_training_curves(
 
 def plot_phase_timing(runs: Mapping[str, RunLike]):
     """Stacked seconds per step (generate / score / update) for each run: where the time goes."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     names = list(runs)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,13 +38,18 @@ from typing import Any
 
 import torch
 
-from ..analysis import AnalysisConfig
-from ..evaluate import EvalConfig
+from .. import models  # models.load_model is looked up when called: tests replace it
+from ..analysis import AnalysisConfig, analyse_entropy, task_prompts
+from ..errors import InputFormatError
+from ..evaluate import EvalConfig, compare, evaluate, load_eval
 from ..layer_choice import choose_layer
-from ..models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL, check_device
+from ..reporting.entropy_plots import save_entropy_report
+from ..reporting.training_plots import plot_training_curves
+from ..runs import LOCK, RunFolderError, clear_run, lock_folder, prepare_output_dir
 from ..sampling import MAX_NEW_TOKENS_DEMO, MAX_NEW_TOKENS_SHORT_ANALYSIS
-from ..tasks import EASY_CHAIN_SUM
-from ..trainer import TrainConfig
+from ..tasks import EASY_CHAIN_SUM, load_task
+from ..trainer import TrainConfig, Trainer
 
 # distinct training questions of the demo's task: the two-term single-digit chain_sum has 200 distinct
 # questions, about 154 of them in the "train" split (46 in "eval"), so the pool cannot be the default 1,000
@@ -248,14 +254,10 @@ DEMO_OUTPUTS = (
 def check_demo(cfg: DemoConfig, *, overwrite: bool = False) -> tuple[Path, Any, Any]:
     """Check every setting and the report folder before any work; returns ``(folder, eval config, eval task)``.
 
-    A folder that already holds files is refused unless ``overwrite`` (then the previous report's
-    files are deleted; other files are left alone), so two demos never mix their metrics.
+    A folder that already holds files is refused unless ``overwrite`` (then :func:`run_demo`
+    deletes the previous report's files once it holds the folder's lock; other files are left
+    alone), so two demos never mix their metrics.
     """
-    from ..errors import InputFormatError  # noqa: PLC0415
-    from ..models import check_device  # noqa: PLC0415
-    from ..runs import RunFolderError, clear_run, prepare_output_dir  # noqa: PLC0415
-    from ..tasks import load_task  # noqa: PLC0415
-
     check_device(cfg.device)
     if cfg.analysis_prompts < 1:
         raise InputFormatError(f"analysis_prompts must be >= 1, got {cfg.analysis_prompts}")
@@ -269,14 +271,12 @@ def check_demo(cfg: DemoConfig, *, overwrite: bool = False) -> tuple[Path, Any, 
     load_task(cfg.task, size=cfg.train.task_size, seed=cfg.seed, split="train", **cfg.task_settings())
     eval_task = load_task(cfg.task, size=ecfg.num_problems, seed=10_000, split="eval", **cfg.task_settings())
     out = prepare_output_dir(cfg.out_dir or f"reports/demo-{time.strftime('%Y%m%d-%H%M%S')}", what="report folder")
-    found = sorted(p.name for p in out.iterdir())
+    found = sorted(p.name for p in out.iterdir() if p.name != LOCK)
     if found and not overwrite:
         raise RunFolderError(
             f"{out} already holds files ({', '.join(found[:5])}); a report folder belongs to one demo. "
             "Pass a new --out folder, or --overwrite to replace the previous report."
         )
-    if overwrite:
-        clear_run(out, DEMO_OUTPUTS)
     return out, ecfg, eval_task
 
 
@@ -286,27 +286,40 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
     Every setting and the report folder are checked first (:func:`check_demo`); ``overwrite``
     replaces a previous report in ``cfg.out_dir``.
     """
-    import matplotlib  # noqa: PLC0415 (the Agg backend must be chosen before pyplot is first imported)
+    import matplotlib  # noqa: PLC0415  (optional: matplotlib is loaded only when drawing, Agg before pyplot)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
-    from ..analysis import analyse_entropy, task_prompts  # noqa: PLC0415
-    from ..evaluate import compare, evaluate, load_eval  # noqa: PLC0415
-    from ..models import load_model  # noqa: PLC0415
-    from ..reporting.entropy_plots import save_entropy_report  # noqa: PLC0415
-    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415
-    from ..reporting.training_plots import plot_training_curves  # noqa: PLC0415
-    from ..trainer import Trainer  # noqa: PLC0415
+    from ..reporting.evaluation_plots import plot_pass_at_k  # noqa: PLC0415  (optional: it imports matplotlib.pyplot)
 
     t_start = time.time()
     out, ecfg, eval_task = check_demo(cfg, overwrite=overwrite)
+    # one demo per report folder: a second one (even with --overwrite) is refused while this one runs
+    with lock_folder(out, what="report folder"):
+        if overwrite:
+            clear_run(out, DEMO_OUTPUTS)
+        return _run_demo_in(out, cfg, ecfg, eval_task, t_start, log, plt, plot_pass_at_k, overwrite)
+
+
+def _run_demo_in(
+    out: Path,
+    cfg: DemoConfig,
+    ecfg: EvalConfig,
+    eval_task: Any,
+    t_start: float,
+    log,
+    plt,
+    plot_pass_at_k,
+    overwrite: bool,
+) -> Path:
+    """The demo's work, in ``out`` (locked by :func:`run_demo`)."""
     (out / "demo_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     info: dict[str, Any] = {"config": cfg.to_dict()}
 
     # 1. analysis
     log(f"[1/4] entropy analysis of {cfg.model}'s own answers ({cfg.analysis_prompts} prompts)")
-    model, tok = load_model(cfg.model, device=cfg.device)
+    model, tok = models.load_model(cfg.model, device=cfg.device)
     device = str(next(model.parameters()).device)
     info["environment"] = {
         "device": torch.cuda.get_device_name(0)
@@ -346,7 +359,7 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
     trained: dict[str, Any] = {}
     for i, method in enumerate(("grpo", "bupo")):
         log(f"[{2 + i}/4] {method.upper()} run: {cfg.train.steps} steps")
-        m, t = load_model(cfg.model, device=cfg.device)
+        m, t = models.load_model(cfg.model, device=cfg.device)
         tc = cfg.train_config(method, layer, str(out / "runs" / method))
         t0 = time.time()
         trainer = Trainer(tc, model=m, tokenizer=t, overwrite=overwrite)
@@ -362,8 +375,6 @@ def run_demo(cfg: DemoConfig, *, overwrite: bool = False, log=print) -> Path:
             "seconds": time.time() - t0,
         }
         if not cfg.keep_checkpoints:
-            import shutil  # noqa: PLC0415
-
             shutil.rmtree(out / "runs" / method / "checkpoints", ignore_errors=True)
         trained[method] = m
     fig = plot_training_curves(

@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..adapter import ArchitectureAdapter, first_tensor
-from ..capture import capture_residuals
+from ..capture import capture_residuals, forward_to_layer
 from ..entropy import attn_entropy_change, boundary_layer, entropy_from_logits, ffn_entropy_change
 from ..evaluate import bootstrap_interval, pass_at_k
 from ..grpo import clipped_policy_loss, group_advantages
@@ -1166,7 +1166,6 @@ def check_internal_logprobs(fn: Callable) -> None:
         with torch.no_grad():
             expected, _ = policy_logprobs(model, batch, layer=layer)
             m = batch.prediction_mask.bool()
-            from ..capture import forward_to_layer  # noqa: PLC0415
 
             h = forward_to_layer(model, batch.input_ids, layer, batch.attention_mask)
             logp_all = torch.log_softmax(adapter.logits(h, "none"), -1)

@@ -13,6 +13,7 @@ with matplotlib.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +75,7 @@ class LensView:
 
     def figure(self, ax: Any = None) -> Any:
         """Entropy (and norm, right axis) of this kind of vector across layers, the chosen layer marked."""
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
 
         if ax is None:
             fig, ax = plt.subplots(figsize=(7, 3))
@@ -163,7 +164,6 @@ def lens_view(
     top = [
         (tokenizer.decode([int(i)]), float(p)) for i, p in zip(st.topk_ids[row].tolist(), st.topk_probs[row].tolist())
     ]
-    import math  # noqa: PLC0415
 
     return LensView(
         tokens=tokens,
@@ -188,8 +188,8 @@ def widgets_available() -> bool:
     if os.environ.get("BUPO_STATIC_WIDGETS", "").strip().lower() in {"1", "true", "yes", "on"}:
         return False
     try:
-        import ipywidgets  # noqa: F401, PLC0415
-        from IPython import get_ipython  # noqa: PLC0415
+        import ipywidgets  # noqa: F401, PLC0415  (optional: ipywidgets, only in a notebook)
+        from IPython import get_ipython  # noqa: PLC0415  (optional: IPython, only in a notebook)
     except ImportError:
         return False
     shell = get_ipython()
@@ -230,9 +230,9 @@ def explore(
         view.figure()
         return view
 
-    import ipywidgets as w  # noqa: PLC0415
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from IPython.display import display  # noqa: PLC0415
+    import ipywidgets as w  # noqa: PLC0415  (optional: ipywidgets, only in a notebook)
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (optional: matplotlib.pyplot is loaded only when drawing)
+    from IPython.display import display  # noqa: PLC0415  (optional: IPython, only in a notebook)
 
     L = cache.adapter.num_layers
     text = w.Text(value=prompt, description="prompt", layout=w.Layout(width="95%"), continuous_update=False)
