@@ -277,7 +277,22 @@ def test_demo_refuses_a_used_folder_and_overwrite_replaces_only_a_demo_report(tm
     with pytest.raises(RunFolderError, match="already holds files.*--overwrite"):
         run_demo(DemoConfig(out_dir=str(out)))  # refused before any model is loaded
     assert (out / "summary.md").read_text() == "an earlier demo's report"
+    before = sorted(p.name for p in out.iterdir())
     folder, _, _ = check_demo(DemoConfig(out_dir=str(out)), overwrite=True)
-    assert folder == out and sorted(p.name for p in out.iterdir()) == [
-        "my_notes.txt"
+    assert folder == out and sorted(p.name for p in out.iterdir()) == before  # the check deletes nothing
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    # run_demo deletes the old report once it holds the folder's lock, then starts (here: stops at the model load)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("bupo_core.models.load_model", stop)
+        with pytest.raises(Stop):
+            run_demo(DemoConfig(out_dir=str(out)), overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "demo_config.json",
+        "my_notes.txt",
     ]  # the old report is gone, not the notes
