@@ -90,7 +90,7 @@ def main() -> None:
         steps=10_000,
         task_size=128,
         task_kwargs={**EASY_CHAIN_SUM, "split": "train"},
-        bf16_autocast="off",
+        precision="fp32",
         device="cpu",
         out_dir=tempfile.mkdtemp(prefix="bupo-bench-ours-"),
         seed=0,
