@@ -147,7 +147,8 @@ def main() -> None:
             "platform": platform.platform(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "note": "full and internal updates interleaved in one process, so background load hits both alike; the ratio is the meaningful figure",
+            "note": "full and internal updates interleaved in one process, so background load hits both alike; "
+            "the ratio is the meaningful figure",
         },
         "command": "python bench/ipa_vs_full.py",
     }
