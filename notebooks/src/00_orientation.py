@@ -24,7 +24,7 @@
 # architecture adapter, find the CLI. Prerequisites: Python; no machine learning beyond "a language
 # model predicts the next token". No exercises.
 #
-# **Time.** < 1 min to run on a 2-core CPU at the committed sizes (13 s recorded)
+# **Time.** < 1 min to run on a 2-core CPU at the committed sizes (11 s recorded)
 # (plus, the very first time, the one-time conversion of the embedded model).
 #
 # **The idea in two lines.** A decoder-only Transformer adds, block after block, what its attention

@@ -39,7 +39,7 @@
 # **Prerequisites.** Python and PyTorch tensors; softmax; the shape of a decoder-only Transformer
 # block (attention, MLP, pre-norm). Notebook 00 for loading the model.
 #
-# **Time.** < 1 min to run on a 2-core CPU at the committed sizes (9 s recorded)
+# **Time.** < 1 min to run on a 2-core CPU at the committed sizes (7 s recorded)
 # (forward passes on one short prompt); a GPU is not needed.
 # **Working time.** about 45 min for the 3 exercises
 # (graded by `bupo_core.teaching.exercises`): 1.1 capture the stream with hooks, 1.2 the additive check,

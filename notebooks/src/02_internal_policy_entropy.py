@@ -37,7 +37,7 @@
 #
 # **Prerequisites.** Notebook 01 (hooks, Eqs. 1.1-1.5); entropy of a discrete distribution.
 #
-# **Time.** ~3 min to run on a 2-core CPU at the committed sizes (174 s recorded);
+# **Time.** ~2 min to run on a 2-core CPU at the committed sizes (126 s recorded);
 # a GPU is not needed.
 # **Working time.** about 45 min for the 4 exercises:
 # 2.1 prediction positions, 2.2 chunked entropy, 2.3 module entropy change, 2.4 the boundary-layer rule.

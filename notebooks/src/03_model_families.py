@@ -25,7 +25,7 @@
 #
 # **Prerequisites.** Notebooks 01 and 02.
 #
-# **Time.** ~5 min to run on a 2-core CPU at the committed sizes (277 s recorded)
+# **Time.** ~3 min to run on a 2-core CPU at the committed sizes (176 s recorded)
 # (plus, the first time, the one-time conversion of Gemma-3-270M); the optional hub cell downloads 1-2.5 GB
 # per model.
 # **Working time.** about 15 min for the exercise:

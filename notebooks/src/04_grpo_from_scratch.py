@@ -48,7 +48,7 @@
 # **Prerequisites.** Notebooks 01-02 (positions, log-softmax); the idea of a policy gradient;
 # PyTorch autograd and optimizers.
 #
-# **Time.** ~10 min to run on a 2-core CPU at the committed sizes (623 s recorded).
+# **Time.** ~2 min to run on a 2-core CPU at the committed sizes (130 s recorded).
 # **Working time.** about 50 min for the 3 exercises:
 # 4.1 the reward, 4.2 group advantages, 4.3 the clipped objective.
 

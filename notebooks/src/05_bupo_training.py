@@ -34,7 +34,7 @@
 #
 # **Prerequisites.** Notebooks 02 (boundary layer) and 04 (GRPO).
 #
-# **Time.** ~7 min to run on a 2-core CPU at the committed sizes (426 s recorded)
+# **Time.** ~3 min to run on a 2-core CPU at the committed sizes (154 s recorded)
 # (two short training runs); the GPU configuration at the end (Qwen3-0.6B, 300 steps) is a multi-hour
 # run and does not execute here.
 # **Working time.** about 25 min for the 2 exercises:

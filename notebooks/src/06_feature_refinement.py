@@ -32,7 +32,7 @@
 #
 # **Prerequisites.** Notebooks 01, 02 and 05.
 #
-# **Time.** ~13 min to run on a 2-core CPU at the committed sizes (804 s recorded)
+# **Time.** ~3 min to run on a 2-core CPU at the committed sizes (189 s recorded)
 # (two short training runs plus the measurements).
 # **Working time.** about 15 min for the 2 exercises:
 # 6.1 the KL between two layers' policies, 6.2 the cosine of hidden states.

@@ -24,7 +24,7 @@
 # **Prerequisites.** Notebooks 04 and 05; sampling without replacement; the idea of a confidence
 # interval.
 #
-# **Time.** ~5 min to run on a 2-core CPU at the committed sizes (328 s recorded)
+# **Time.** ~6 min to run on a 2-core CPU at the committed sizes (331 s recorded)
 # (two training runs plus 3 models x 32 problems x 8 samples x 2 seeds): the longest chapter.
 # **Working time.** about 30 min for the 2 exercises:
 # 7.1 the unbiased Pass@k, 7.2 a bootstrap interval.

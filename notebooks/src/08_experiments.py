@@ -29,7 +29,7 @@
 #
 # **Prerequisites.** Notebooks 05 (BuPO) and 07 (Avg@K and Pass@k); the idea of a p-value.
 #
-# **Time.** ~2 min to run on a 2-core CPU at the committed sizes (140 s recorded)
+# **Time.** ~2 min to run on a 2-core CPU at the committed sizes (139 s recorded)
 # (reading the committed results takes seconds; most of it is the live rerun at the end, 2 arms x
 # 2 seeds of short runs). The committed sweep itself took hours of CPU (its wall time is printed below).
 # **Working time.** about 15 min for the exercise:
