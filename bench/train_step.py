@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "what": "one training step at the demo's settings, previous code path (before) vs the default (after), alternating in one process",
         "command": "python bench/train_step.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
-        "settings": vars(args) | {"before_switches": BEFORE},
+        "settings": {k: v for k, v in vars(args).items() if k != "out"} | {"before_switches": BEFORE},
         "machine": {
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
