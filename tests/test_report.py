@@ -369,7 +369,10 @@ def test_closing_section_reads_the_deciding_sweep(tmp_path):
         "From `decide` (14 of 14 cells; `grpo` Avg@4 0.450" in part and "`grpo_2` − `grpo`" not in part
     )  # BuPO arms only
     assert "- `bupo_l1` − `grpo` = -0.163 ± " in part or "- `bupo_l1` − `grpo` = -0.162 ± " in part
-    assert "not resolved: a true difference of any size" in part  # 4 pairs: the sign-flip test cannot reach p < 0.05
+    # 4 pairs: the sign-flip test cannot reach p < 0.05, so no size of difference is called detectable
+    assert "not resolved, and no difference of any size could have been: with 4 seeds" in part
+    assert "smallest possible p 0.125" in part and "would have been resolved with 80% probability" not in part
+    assert "Interim" not in part  # 14 of 14 cells: the sweep is complete
     assert "1 of its cells made no IPA update" in part
     committed = (ROOT / "docs" / "results.md").read_text(encoding="utf-8").split("## What this scale decides", 1)[1]
     if not (ROOT / "results" / "decide" / "summary.json").exists():

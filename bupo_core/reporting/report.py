@@ -218,7 +218,7 @@ def _headline_section(results: Path) -> list[str]:
             if a != res.control and res.inter_steps(a) and res.arm(a)["seeds"]
         ]
         for arm in main:
-            lines.append(f"  - The main BuPO arm: {res.verdict(arm)}")
+            lines.append(f"  - Main comparison: {res.verdict(arm)}")
     if not sweeps:
         lines.append(
             "No sweep results are committed yet; the sections below list the planned sweeps and their commands."
@@ -786,9 +786,15 @@ def _closing_section(results: Path) -> list[str]:
     d = sweeps["decide"]
     g = d.arm(d.control)["metrics"]["avg_at_k"]["mean"]
     done, planned = _counts(d)
+    interim = (
+        f" **Interim: the sweep is still running ({done} of {planned} cells finished); every verdict below is "
+        "provisional and the seeds are not yet the number its power plan needs.**"
+        if done < planned
+        else ""
+    )
     lines.append(
         f"From `decide` ({done} of {planned} cells; `{d.control}` Avg@{d.k} {_f(g)}, so a paper-sized effect is "
-        f"{_f(PAPER_RELATIVE_EFFECT * g)}):"
+        f"{_f(PAPER_RELATIVE_EFFECT * g)}):{interim}"
     )
     lines.append("")
     for a in d.arm_names:
@@ -804,16 +810,16 @@ def _closing_section(results: Path) -> list[str]:
         )
         if side:
             text += f"**resolved {side}** GRPO at p < {ALPHA}."
+        elif dd is None:
+            text += (
+                f"not resolved, and no difference of any size could have been: with {v['n_pairs']} seeds the "
+                f"sign-flip test cannot reach p < {ALPHA} (smallest possible p {_p(min_p_value(v['n_pairs']))})."
+            )
         else:
             text += (
-                "not resolved: a true difference of "
-                + (f"±{_f(dd)}" if dd is not None else "any size")
-                + " or more would have been resolved with 80% probability, so BuPO's effect here is probably smaller"
-                + (
-                    " (a paper-sized effect is below this resolution)."
-                    if dd is not None and dd > PAPER_RELATIVE_EFFECT * g
-                    else "."
-                )
+                f"not resolved: a true difference of ±{_f(dd)} or more would have been resolved with 80% probability, "
+                "so BuPO's effect here is probably smaller"
+                + (" (a paper-sized effect is below this resolution)." if dd > PAPER_RELATIVE_EFFECT * g else ".")
             )
         if zero:
             text += f" {len(zero)} of its cells made no IPA update (flagged above)."
