@@ -79,3 +79,37 @@ def test_cli_refuses_zero_workers(tmp_path, capsys):
     assert main(["sweep", str(p), "--out", str(tmp_path / "out"), "--workers", "0"]) != 0
     assert "--workers 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_cpu_workers_share_the_threads_instead_of_oversubscribing_the_cores():
+    from bupo_core.sweep import worker_threads
+
+    assert worker_threads("cpu", 2, 2, {}) == 1  # 2 cores, 2 workers: one thread each, not 2 x 2
+    assert worker_threads("cpu", 3, 8, {}) == 2
+    assert worker_threads("cpu", 8, 2, {}) == 1  # never 0
+    assert worker_threads("cpu", 2, 2, {"OMP_NUM_THREADS": "2"}) is None  # the user's setting wins
+    assert worker_threads("cuda", 16, 16, {}) is None and worker_threads("cuda:0", 2, 2, {}) is None
+
+
+def test_parallel_cpu_workers_run_with_their_share_of_threads(tmp_path, monkeypatch):
+    """The pool is asked to set each spawned worker's torch threads to its share."""
+    import concurrent.futures
+
+    import bupo_core.sweep as sweep
+
+    seen = {}
+
+    class Pool(concurrent.futures.ThreadPoolExecutor):  # records the initializer the sweep asks for
+        def __init__(self, max_workers, mp_context=None, initializer=None, initargs=()):
+            seen["initializer"], seen["initargs"] = initializer, initargs
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(sweep.concurrent.futures, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(sweep.torch, "get_num_threads", lambda: 4)
+    lines = []
+    sweep._run_cells_parallel(
+        parse_spec(SPEC, "workers.json"), tmp_path, [], device="cpu", workers=2, log=lines.append, record=None
+    )
+    assert seen["initializer"] is sweep.torch.set_num_threads and seen["initargs"] == (2,)
+    assert any("2 workers on the CPU: 2 thread(s) each" in line for line in lines)

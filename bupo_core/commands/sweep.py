@@ -54,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="cells trained at once, each in its own process (for a GPU with room for several small models; "
-        "on a CPU the cells share the cores); results do not depend on N",
+        "on a CPU each worker gets an equal share of the threads unless OMP_NUM_THREADS is set); "
+        "results do not depend on N",
     )
     p.add_argument("--quiet", action="store_true", help="no per-step progress bars")
 
