@@ -45,12 +45,15 @@ the finished cells and resumes the interrupted one from its checkpoint (``Traine
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -937,12 +940,15 @@ def _run_cells_parallel(
     threads = worker_threads(device or default_device(), workers, torch.get_num_threads(), dict(os.environ))
     if threads is not None:
         log(f"[sweep] {workers} workers on the CPU: {threads} thread(s) each, of the {torch.get_num_threads()} here")
-    with concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=ctx,
-        initializer=torch.set_num_threads if threads is not None else None,
-        initargs=(threads,) if threads is not None else (),
-    ) as pool:
+    with (
+        _sigterm_as_interrupt(),
+        concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=ctx,
+            initializer=torch.set_num_threads if threads is not None else None,
+            initargs=(threads,) if threads is not None else (),
+        ) as pool,
+    ):
         futures = {
             pool.submit(run_cell, spec, arm, seed, out, device=device, progress=False): (arm.name, seed)
             for arm, seed in todo
@@ -968,9 +974,44 @@ def _run_cells_parallel(
         except KeyboardInterrupt:
             for other in futures:
                 other.cancel()
+            _interrupt_workers(pool)  # they checkpoint and stop; leaving the `with` waits for them
             raise
         if error is not None:
             raise error
+
+
+def _interrupt_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Pass an interrupt on to the worker processes, whose trainers then checkpoint and stop.
+
+    Ctrl-C in a terminal reaches every process of the group, but ``kill -INT``, ``kill`` (SIGTERM) or a
+    job scheduler reach only this one: without this the workers would run their cells to the end
+    while the sweep waits for them, and their rows would not be recorded. The workers get SIGTERM,
+    not SIGINT: a sweep started in the background by a shell (``nohup bupo sweep ... &``) and its
+    workers ignore SIGINT. A training worker checkpoints on SIGTERM; one that is evaluating ends at
+    once (its training checkpoint is on disk, so the rerun only evaluates again).
+    """
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(ProcessLookupError, OSError):
+            if proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the workers run, SIGTERM stops the sweep the way Ctrl-C does (the default would end this
+    process alone and leave the workers running). Only in the main thread, where handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def spec_to_json(spec: SweepSpec) -> dict:

@@ -113,3 +113,51 @@ def test_parallel_cpu_workers_run_with_their_share_of_threads(tmp_path, monkeypa
     )
     assert seen["initializer"] is sweep.torch.set_num_threads and seen["initargs"] == (2,)
     assert any("2 workers on the CPU: 2 thread(s) each" in line for line in lines)
+
+
+STEPS = 150
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_sweep_alone_stops_its_workers_which_checkpoint(tmp_path, sig):
+    """`kill -INT` or `kill` reach only the sweep's process, not its workers: it passes the interrupt on.
+
+    The workers' trainers checkpoint and stop (they do not run their cells to the end), the sweep exits
+    130, and a rerun resumes the cells and finishes every one of them once.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = json.loads(json.dumps(SPEC))
+    spec["shared"].update(steps=STEPS, save_every=0)  # long enough to be interrupted mid-training
+    spec_path = tmp_path / "long.json"
+    spec_path.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bupo_core.cli", "sweep", str(spec_path), "--out", str(out), "--device", "cpu"]
+    proc = subprocess.Popen([*cmd, "--workers", "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    metrics = [out / "cells" / "grpo" / "seed-0" / "run" / "metrics.jsonl"]
+    deadline = time.time() + 240
+    while not (metrics[0].exists() and metrics[0].read_text().count("\n") >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()
+        time.sleep(0.2)
+    os.kill(proc.pid, getattr(signal, sig))  # the sweep's process only, as `kill` does
+    try:
+        log = proc.communicate(timeout=120)[0].decode()
+    except subprocess.TimeoutExpired:  # the workers ran on: the failure this test guards against
+        proc.kill()
+        raise
+    assert proc.returncode == 130, log
+    assert not (out / "cells.jsonl").exists() or not (out / "cells.jsonl").read_text().strip()
+    ckpts = sorted((out / "cells" / "grpo" / "seed-0" / "run" / "checkpoints").glob("checkpoint-*"))
+    assert ckpts, log  # the interrupted worker saved its progress
+    done = int(ckpts[-1].name.split("-")[1])
+    assert 3 <= done < STEPS
+    again = subprocess.run([*cmd, "--workers", "2", "--quiet"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rows = read_cells(out / "cells.jsonl")
+    assert sorted((r["arm"], r["seed"]) for r in rows) == sorted((a, s) for a in ("grpo", "bupo_l1") for s in (0, 1))
+    first = [json.loads(line) for line in metrics[0].read_text().splitlines()]
+    assert [r["step"] for r in first] == list(range(1, STEPS + 1))  # resumed: no step lost or repeated
