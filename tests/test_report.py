@@ -12,6 +12,7 @@ from conftest import write_fake_sweep
 
 from bupo_core.cli import main
 from bupo_core.reporting.report import build_page, glance_lines, notebook05_rewards
+from bupo_core.reporting.sweep_results import SweepResults
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -377,3 +378,22 @@ def test_closing_section_reads_the_deciding_sweep(tmp_path):
     committed = (ROOT / "docs" / "results.md").read_text(encoding="utf-8").split("## What this scale decides", 1)[1]
     if not (ROOT / "results" / "decide" / "summary.json").exists():
         assert "have not run yet" in committed.split("\n## ", 1)[0]
+
+
+def test_glance_marks_an_unfinished_sweep_as_interim(tmp_path):
+    res = _fake_sweep(tmp_path)
+    (line,) = glance_lines(res)
+    assert line.startswith("- Sweep `main` (earlier design) (6 of 6 cells; 3 seeds)")
+    summary_path = res / "main" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    for arm in summary["arms"].values():  # the spec plans a 4th seed no cell has run yet
+        arm["planned_seeds"] = [*arm["seeds"], 3]
+    summary["cells_planned"] = 8
+    summary_path.write_text(json.dumps(summary))
+    (line,) = glance_lines(res)
+    assert line.startswith("- Sweep `main` (earlier design) (6 of 8 cells, still running: interim; 3 seeds)")
+    # and the committed ones: a sweep still running says so in the README
+    for committed in glance_lines(ROOT / "results"):
+        name = committed.split("`")[1]
+        r = SweepResults.load(ROOT / "results" / name)
+        assert ("still running: interim" in committed) == (r.finished_cells() < r.planned_cells()), committed

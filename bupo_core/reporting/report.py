@@ -265,8 +265,10 @@ def glance_lines(results: str | Path) -> list[str]:
         bupo = [a for a in res.arm_names if res.inter_steps(a) and res.arm(a)["seeds"]]
         above = [a for a in bupo if res.resolution(a) == "above"]
         seeds = sorted({len(res.arm(a)["seeds"]) for a in arms})
+        done, planned = _counts(res)
+        label = " (earlier design)" if earlier_design(res) else ""
         out.append(
-            f"- Sweep `{name}` ({_counts(res)[0]} of {_counts(res)[1]} cells; "
+            f"- Sweep `{name}`{label} ({done} of {planned} cells{', still running: interim' if done < planned else ''}; "
             f"{'/'.join(map(str, seeds))} seed{'' if seeds == [1] else 's'}): held-out Avg@{res.k}, mean ± SE over seeds: "
             + "; ".join(parts)
             + f". BuPO arms resolved above `{res.control}`: {', '.join(f'`{a}`' for a in above) or 'none'} of {len(bupo)}."
