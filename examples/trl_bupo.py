@@ -383,7 +383,21 @@ def main(argv: list[str] | None = None) -> int:
             f"upper blocks frozen in the internal phase: {frozen.get('upper_bit_identical', 'not checked')}"
         )
     bad = (not identical) or (frozen.get("checked") and not frozen.get("upper_bit_identical"))
+    _shutdown_process_group()
     return 1 if bad else 0
+
+
+def _shutdown_process_group() -> None:
+    """Leave the process group together and tear it down before the interpreter exits.
+
+    Without this, one rank can reach interpreter teardown while the other still holds the gloo
+    connection; the gloo destructor then aborts that rank (SIGABRT) after a run that succeeded.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
