@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import write_fake_sweep
 
 from bupo_core.cli import main
-from bupo_core.reporting.report import build_page, glance_lines, notebook05_rewards
+from bupo_core.reporting.report import build_page, glance_lines, interim_note, notebook05_rewards
 from bupo_core.reporting.sweep_results import SweepResults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,6 +392,13 @@ def test_glance_marks_an_unfinished_sweep_as_interim(tmp_path):
     summary_path.write_text(json.dumps(summary))
     (line,) = glance_lines(res)
     assert line.startswith("- Sweep `main` (earlier design) (6 of 8 cells, still running: interim; 3 seeds)")
+    # the page marks it too: in the headline and above the sweep's own tables, with the multiple-looks warning
+    md = build_page(res, bench=tmp_path / "nb", notebooks=tmp_path / "nn").markdown
+    headline = md.split("## Headline", 1)[1].split("\n## ", 1)[0]
+    assert "- Sweep `main` (earlier design) (6 of 8 cells, still running: interim), Avg@" in headline
+    section = md.split("## Sweep `main`", 1)[1].split("\n## ", 1)[0]
+    assert interim_note(6, 8) in section and section.index(interim_note(6, 8)) < section.index("| arm |")
+    assert "one of several looks" in interim_note(6, 8) and interim_note(8, 8) == ""
     # and the committed ones: a sweep still running says so in the README
     for committed in glance_lines(ROOT / "results"):
         name = committed.split("`")[1]

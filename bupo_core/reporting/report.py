@@ -196,6 +196,22 @@ def _counts(res: SweepResults) -> tuple[int, int]:
     return res.finished_cells(), res.planned_cells()
 
 
+def interim_note(done: int, planned: int) -> str:
+    """The warning an unfinished sweep's verdicts carry (empty once every planned cell has finished).
+
+    A p-value read before the planned seeds have run is one of several looks: stopping at the first
+    look with p < 0.05 makes a false "resolved" more likely than 5%, so such a verdict is provisional.
+    """
+    if done >= planned:
+        return ""
+    return (
+        f"**Interim: the sweep is still running ({done} of {planned} cells finished); every verdict below is "
+        "provisional and the seeds are not yet the number its power plan needs. A p-value read at an interim look "
+        "is one of several looks, so a 'resolved' here is more often a false alarm than p < 0.05 suggests; the "
+        "verdict that counts is the one at the planned number of seeds.**"
+    )
+
+
 def _headline_section(results: Path) -> list[str]:
     """The answer to the paper's central question, per committed sweep: which arms differ from the control."""
     lines = ["## Headline", ""]
@@ -208,7 +224,8 @@ def _headline_section(results: Path) -> list[str]:
         done, planned = _counts(res)
         label = " (earlier design)" if earlier_design(res) else ""
         lines.append(
-            f"- Sweep `{name}`{label} ({done} of {planned} cells), Avg@{res.k} on held-out problems against `{res.control}` "
+            f"- Sweep `{name}`{label} ({done} of {planned} cells{', still running: interim' if done < planned else ''}), "
+            f"Avg@{res.k} on held-out problems against `{res.control}` "
             f"(sign-flip test over training seeds, p < {ALPHA}): resolved above: {', '.join(verdicts['above']) or 'none'}; "
             f"resolved below: {', '.join(verdicts['below']) or 'none'}; not resolved: {', '.join(verdicts['open']) or 'none'}."
         )
@@ -449,6 +466,8 @@ def _results_section(name: str, spec_rel: str, data: dict, folder: Path, figures
         + ".",
         "",
     ]
+    if done < planned:
+        lines += [interim_note(done, planned), ""]
     lines += _decides_lines(data, folder.parent)
     groups = res.groups()
     for group, names in groups.items():
@@ -788,12 +807,7 @@ def _closing_section(results: Path) -> list[str]:
     d = sweeps["decide"]
     g = d.arm(d.control)["metrics"]["avg_at_k"]["mean"]
     done, planned = _counts(d)
-    interim = (
-        f" **Interim: the sweep is still running ({done} of {planned} cells finished); every verdict below is "
-        "provisional and the seeds are not yet the number its power plan needs.**"
-        if done < planned
-        else ""
-    )
+    interim = " " + interim_note(done, planned) if done < planned else ""
     lines.append(
         f"From `decide` ({done} of {planned} cells; `{d.control}` Avg@{d.k} {_f(g)}, so a paper-sized effect is "
         f"{_f(PAPER_RELATIVE_EFFECT * g)}):{interim}"
